@@ -1,0 +1,73 @@
+"""The REST API (FastAPI).
+
+``GET /healthz`` and ``POST /v1/indexes/{name}/search``. Errors from :mod:`foveal.errors` map to HTTP statuses
+here and nowhere else; every error body is ``{"error": {"type", "message", "details"}}``.
+
+Example::
+
+    curl -s localhost:8000/v1/indexes/default/search -H 'content-type: application/json' \\
+         -d '{"query": "why does the moon cause tides", "k": 3}'
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Path as PathParam, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from foveal import __version__
+from foveal.engine import Engine
+from foveal.errors import FovealError
+from foveal.pipeline.request import SearchRequest, SearchResponse
+
+INDEX_NAME = PathParam(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="Index name.")
+
+
+def _error(status: int, kind: str, message: str, details: object = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message, "details": details}})
+
+
+def create_app(engine: Engine | None = None, home: Path | None = None) -> FastAPI:
+    state: dict[str, Engine] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state["engine"] = engine or Engine(home)
+        yield
+        if engine is None:
+            state["engine"].close()
+
+    app = FastAPI(
+        title="foveal",
+        version=__version__,
+        description="Hybrid (BM25 + dense) search with per-hit evidence.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(FovealError)
+    async def foveal_error(_request: Request, exc: FovealError):
+        return _error(exc.status_code, type(exc).__name__, exc.message, exc.details or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError):
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]} for e in exc.errors()
+        ]
+        summary = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems)
+        return _error(422, "InvalidInputError", f"invalid request: {summary}", problems)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict:
+        """Liveness: the process answers."""
+        return {"status": "ok", "version": __version__}
+
+    @app.post("/v1/indexes/{name}/search", response_model=SearchResponse, tags=["search"])
+    async def search(body: SearchRequest, name: str = INDEX_NAME) -> SearchResponse:
+        """Search one index with BM25, dense retrieval or both (fused). Every hit carries its evidence."""
+        return await run_in_threadpool(state["engine"].search, name, body)
+
+    return app

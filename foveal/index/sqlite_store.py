@@ -1,0 +1,280 @@
+"""The document store on SQLite (WAL mode), and the change log every other store replays.
+
+The store is the commit point of a write: a batch of upserts and deletes lands in one SQLite transaction that also
+appends one row per document to ``oplog`` (a monotonically increasing ``seq``). The vector and lexical indexes
+record the last ``seq`` they hold; on open, and before each search in a reading process, they replay the log past
+it. Replay is idempotent (remove the document, then add its current state), so a crash at any point between the
+stores heals on the next open, and a process that did not write still sees what others committed.
+
+Passage vectors are kept here too (float32 blobs), so the FAISS index can always be rebuilt from this file and
+rerank stages can read a document's vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from foveal.documents import Document
+from foveal.index.base import MAX_PASSAGES, StoredDocument, passage_id
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    doc_key      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    title        TEXT NOT NULL,
+    text         TEXT NOT NULL,
+    metadata     TEXT NOT NULL,
+    timestamp    REAL,
+    content_hash TEXT NOT NULL,
+    passages     TEXT NOT NULL,
+    n_tokens     INTEGER NOT NULL DEFAULT 0,
+    seq          INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vectors (
+    passage_id INTEGER PRIMARY KEY,
+    doc_key    INTEGER NOT NULL,
+    vector     BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS vectors_doc ON vectors(doc_key);
+CREATE INDEX IF NOT EXISTS documents_timestamp ON documents(timestamp);
+CREATE TABLE IF NOT EXISTS oplog (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_key INTEGER NOT NULL,
+    id      TEXT NOT NULL,
+    op      TEXT NOT NULL CHECK (op IN ('upsert', 'delete'))
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(slots=True)
+class PreparedDocument:
+    """A document ready to store: its passages' character spans and one vector per passage."""
+
+    document: Document
+    passages: list[tuple[int, int]]
+    vectors: np.ndarray
+    n_tokens: int = 0
+
+
+@dataclass(slots=True)
+class Change:
+    seq: int
+    doc_key: int
+    id: str
+    op: str
+
+
+class SqliteDocStore:
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self._local = threading.local()
+        with self._connect() as conn:
+            conn.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- reads ---------------------------------------------------------------------------------------------------
+    def hashes(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """id -> (doc_key, content_hash) for the ids that exist."""
+        out: dict[str, tuple[int, str]] = {}
+        conn = self._connect()
+        for chunk in _chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            for doc_id, key, digest in conn.execute(
+                f"SELECT id, doc_key, content_hash FROM documents WHERE id IN ({marks})", chunk
+            ):
+                out[doc_id] = (key, digest)
+        return out
+
+    def get_documents(self, doc_keys: Iterable[int]) -> dict[int, StoredDocument]:
+        keys = list(dict.fromkeys(int(k) for k in doc_keys))
+        out: dict[int, StoredDocument] = {}
+        conn = self._connect()
+        for chunk in _chunks(keys, 500):
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(
+                "SELECT doc_key, id, title, text, metadata, timestamp, content_hash, passages, n_tokens "
+                f"FROM documents WHERE doc_key IN ({marks})",
+                chunk,
+            ):
+                out[row[0]] = _stored(row)
+        return out
+
+    def get_by_id(self, doc_id: str) -> StoredDocument | None:
+        row = (
+            self._connect()
+            .execute(
+                "SELECT doc_key, id, title, text, metadata, timestamp, content_hash, passages, n_tokens "
+                "FROM documents WHERE id = ?",
+                (doc_id,),
+            )
+            .fetchone()
+        )
+        return _stored(row) if row else None
+
+    def vectors_of(self, doc_keys: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(passage ids, vectors) of these documents, ordered by passage id."""
+        keys = list(dict.fromkeys(int(k) for k in doc_keys))
+        ids: list[int] = []
+        blobs: list[bytes] = []
+        conn = self._connect()
+        for chunk in _chunks(keys, 500):
+            marks = ",".join("?" * len(chunk))
+            for pid, blob in conn.execute(
+                f"SELECT passage_id, vector FROM vectors WHERE doc_key IN ({marks}) ORDER BY passage_id", chunk
+            ):
+                ids.append(pid)
+                blobs.append(blob)
+        return _unpack(ids, blobs)
+
+    def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        conn = self._connect()
+        last = -1
+        while True:
+            rows = conn.execute(
+                "SELECT passage_id, vector FROM vectors WHERE passage_id > ? ORDER BY passage_id LIMIT ?",
+                (last, batch),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield _unpack([r[0] for r in rows], [r[1] for r in rows])
+
+    def count(self) -> int:
+        return int(self._connect().execute("SELECT COUNT(*) FROM documents").fetchone()[0])
+
+    def passage_count(self) -> int:
+        return int(self._connect().execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
+
+    def max_seq(self) -> int:
+        row = self._connect().execute("SELECT MAX(seq) FROM oplog").fetchone()
+        return int(row[0] or 0)
+
+    def changes_since(self, seq: int) -> list[Change]:
+        return [
+            Change(*row)
+            for row in self._connect().execute(
+                "SELECT seq, doc_key, id, op FROM oplog WHERE seq > ? ORDER BY seq", (seq,)
+            )
+        ]
+
+    def iter_lexical(self, doc_keys: Iterable[int]):
+        docs = self.get_documents(doc_keys)
+        return docs
+
+    # -- writes --------------------------------------------------------------------------------------------------
+    def write(self, upserts: Sequence[PreparedDocument], deletes: Sequence[str] = ()) -> dict[str, int]:
+        """Apply a batch in one transaction; returns ``{doc_id: doc_key}`` of what was written or deleted."""
+        conn = self._connect()
+        written: dict[str, int] = {}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for prepared in upserts:
+                doc = prepared.document
+                if len(prepared.passages) > MAX_PASSAGES:
+                    raise ValueError(f"document {doc.id!r} has more than {MAX_PASSAGES} passages")
+                row = conn.execute("SELECT doc_key FROM documents WHERE id = ?", (doc.id,)).fetchone()
+                cursor = conn.execute(
+                    "INSERT INTO oplog (doc_key, id, op) VALUES (?, ?, 'upsert')", (row[0] if row else -1, doc.id)
+                )
+                seq = cursor.lastrowid
+                values = (
+                    doc.title,
+                    doc.text,
+                    json.dumps(doc.metadata, ensure_ascii=False),
+                    doc.timestamp,
+                    doc.content_hash,
+                    json.dumps(prepared.passages),
+                    prepared.n_tokens,
+                    seq,
+                )
+                if row:
+                    key = row[0]
+                    conn.execute(
+                        "UPDATE documents SET title=?, text=?, metadata=?, timestamp=?, content_hash=?, passages=?, "
+                        "n_tokens=?, seq=? WHERE doc_key=?",
+                        (*values, key),
+                    )
+                    conn.execute("DELETE FROM vectors WHERE doc_key = ?", (key,))
+                else:
+                    key = conn.execute(
+                        "INSERT INTO documents (id, title, text, metadata, timestamp, content_hash, passages, "
+                        "n_tokens, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (doc.id, *values),
+                    ).lastrowid
+                    conn.execute("UPDATE oplog SET doc_key = ? WHERE seq = ?", (key, seq))
+                vectors = np.ascontiguousarray(prepared.vectors, dtype=np.float32)
+                conn.executemany(
+                    "INSERT INTO vectors (passage_id, doc_key, vector) VALUES (?, ?, ?)",
+                    [(passage_id(key, i), key, vectors[i].tobytes()) for i in range(len(vectors))],
+                )
+                written[doc.id] = key
+            for doc_id in deletes:
+                row = conn.execute("SELECT doc_key FROM documents WHERE id = ?", (doc_id,)).fetchone()
+                if not row:
+                    continue
+                key = row[0]
+                conn.execute("DELETE FROM documents WHERE doc_key = ?", (key,))
+                conn.execute("DELETE FROM vectors WHERE doc_key = ?", (key,))
+                conn.execute("INSERT INTO oplog (doc_key, id, op) VALUES (?, ?, 'delete')", (key, doc_id))
+                written[doc_id] = key
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return written
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._connect().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._connect().execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def _stored(row) -> StoredDocument:
+    return StoredDocument(
+        doc_key=row[0],
+        id=row[1],
+        title=row[2],
+        text=row[3],
+        metadata=json.loads(row[4]),
+        timestamp=row[5],
+        content_hash=row[6],
+        passages=[tuple(p) for p in json.loads(row[7])],
+        n_tokens=row[8],
+    )
+
+
+def _unpack(ids: list[int], blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    if not ids:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), -1)
+    return np.asarray(ids, dtype=np.int64), vectors
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,135 @@
+"""BM25 over title and text on an embedded tantivy index, behind :class:`~foveal.index.base.LexicalIndex`.
+
+Both fields are analyzed the same way: simple tokenizer, lower case, long tokens dropped, English stop words, and
+the Snowball English stemmer (each by config). A query is analyzed with the same analyzer and becomes a
+disjunction of term queries over both fields with their boosts, so it can never be a syntax error: what a user
+types is text, not query language.
+
+Example::
+
+    >>> index = TantivyLexicalIndex(None)
+    >>> index.upsert([LexicalDocument(1, "d1", "Tides", "The moon pulls the oceans")]); index.commit()
+    >>> index.search("ocean tide", 5)[0][0]
+    1
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import tantivy
+
+from foveal.config import LexicalConfig
+from foveal.errors import ConfigError
+from foveal.index.base import LexicalDocument
+
+_ANALYZER = "foveal_text"
+
+
+def build_analyzer(config: LexicalConfig) -> tantivy.TextAnalyzer:
+    builder = tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+    builder = builder.filter(tantivy.Filter.remove_long(40)).filter(tantivy.Filter.lowercase())
+    try:
+        if config.stopwords:
+            builder = builder.filter(tantivy.Filter.stopword(config.language))
+        if config.stemming:
+            builder = builder.filter(tantivy.Filter.stemmer(config.language))
+    except ValueError as exc:
+        raise ConfigError(f"lexical.language {config.language!r}: {exc}") from None
+    return builder.build()
+
+
+class TantivyLexicalIndex:
+    """``path=None`` keeps the index in memory (tests)."""
+
+    def __init__(self, path: Path | None, config: LexicalConfig | None = None, *, writable: bool = True) -> None:
+        self.config = config or LexicalConfig()
+        self.analyzer = build_analyzer(self.config)
+        schema = tantivy.SchemaBuilder()
+        schema.add_unsigned_field("doc_key", stored=True, indexed=True, fast=True)
+        schema.add_text_field("id", stored=False, tokenizer_name="raw", index_option="basic")
+        schema.add_text_field("title", stored=False, tokenizer_name=_ANALYZER, index_option="freq")
+        schema.add_text_field("text", stored=False, tokenizer_name=_ANALYZER, index_option="freq")
+        self.schema = schema.build()
+        if path is not None:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            self.index = tantivy.Index(self.schema, path=str(path), reuse=True)
+        else:
+            self.index = tantivy.Index(self.schema)
+        self.index.register_tokenizer(_ANALYZER, self.analyzer)
+        self._writable = writable
+        self._writer = None
+        self._lock = threading.Lock()
+
+    def _get_writer(self):
+        if not self._writable:
+            raise RuntimeError("this lexical index was opened read-only")
+        if self._writer is None:
+            self._writer = self.index.writer(heap_size=64_000_000, num_threads=1)
+        return self._writer
+
+    def upsert(self, documents: Sequence[LexicalDocument]) -> None:
+        with self._lock:
+            writer = self._get_writer()
+            for doc in documents:
+                writer.delete_documents_by_term("id", doc.id)
+                document = tantivy.Document()
+                document.add_unsigned("doc_key", doc.doc_key)
+                document.add_text("id", doc.id)
+                document.add_text("title", doc.title)
+                document.add_text("text", doc.text)
+                writer.add_document(document)
+
+    def remove(self, doc_ids: Iterable[str]) -> None:
+        with self._lock:
+            writer = self._get_writer()
+            for doc_id in doc_ids:
+                writer.delete_documents_by_term("id", doc_id)
+
+    def commit(self) -> None:
+        with self._lock:
+            if self._writer is not None:
+                self._writer.commit()
+                self._writer.wait_merging_threads()
+                self._writer = None
+            self.index.reload()
+
+    def refresh(self) -> None:
+        self.index.reload()
+
+    def analyze(self, text: str) -> list[str]:
+        return list(self.analyzer.analyze(text))
+
+    def build_query(self, text: str):
+        terms = list(dict.fromkeys(self.analyze(text)))
+        if not terms:
+            return None, []
+        clauses = []
+        for field, boost in (("title", self.config.title_boost), ("text", self.config.text_boost)):
+            if boost <= 0:
+                continue
+            for term in terms:
+                query = tantivy.Query.term_query(self.schema, field, term, index_option="freq")
+                if boost != 1.0:
+                    query = tantivy.Query.boost_query(query, boost)
+                clauses.append((tantivy.Occur.Should, query))
+        if not clauses:
+            return None, terms
+        return tantivy.Query.boolean_query(clauses), terms
+
+    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        compiled, _ = self.build_query(query)
+        if compiled is None or k <= 0:
+            return []
+        searcher = self.index.searcher()
+        result = searcher.search(compiled, limit=k)
+        out = []
+        for score, address in result.hits:
+            doc = searcher.doc(address)
+            out.append((int(doc["doc_key"][0]), float(score)))
+        return out
+
+    def __len__(self) -> int:
+        return int(self.index.searcher().num_docs)

@@ -1,0 +1,179 @@
+"""The search pipeline: encode -> retrieve (BM25 ‖ dense) -> fuse -> aggregate passages -> rerank -> hits.
+
+Dense retrieval works on passages; a document's dense score is its best passage's (MaxP), and the hit names that
+passage. A BM25 hit names the passage holding the most query terms. Stages are plain objects behind the seams in
+:mod:`foveal.encoders.base` (query stages) and :mod:`foveal.rerank.base` (rerankers), so research stages plug in
+without this module knowing which run.
+
+Example::
+
+    >>> searcher = SearchPipeline(collection)                          # doctest: +SKIP
+    >>> searcher.search(SearchRequest(query="tides", k=3)).hits[0].id  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+
+from foveal.config import FusionConfig, Pipeline
+from foveal.encoders.base import QueryStage
+from foveal.index.base import doc_key_of, passage_ordinal
+from foveal.index.collection import Collection
+from foveal.pipeline.fusion import collect_sources, fuse
+from foveal.pipeline.request import Hit, PassageInfo, SearchRequest, SearchResponse
+from foveal.documents import format_timestamp
+from foveal.rerank.base import Candidate, Reranker
+
+#: Passages fetched per wanted document before MaxP aggregation (documents have ~2 passages on average).
+PASSAGES_PER_DOCUMENT = 4
+
+
+class SearchPipeline:
+    def __init__(
+        self,
+        collection: Collection,
+        query_stages: Sequence[QueryStage] = (),
+        rerankers: Sequence[Reranker] = (),
+    ) -> None:
+        self.collection = collection
+        self.query_stages = list(query_stages)
+        self.rerankers = list(rerankers)
+
+    # -- public --------------------------------------------------------------------------------------------------
+    def search(self, request: SearchRequest) -> SearchResponse:
+        return self.search_many([request])[0]
+
+    def search_many(self, requests: Sequence[SearchRequest]) -> list[SearchResponse]:
+        """Search several requests; their queries are encoded in one batch."""
+        self.collection.refresh()
+        started = time.perf_counter()
+        dense_rows = [i for i, r in enumerate(requests) if r.pipeline != Pipeline.bm25]
+        encoded = None
+        if dense_rows:
+            encoded = self.collection.encoder.encode_queries([requests[i].query for i in dense_rows])
+        encode_ms = (time.perf_counter() - started) * 1000 / max(1, len(requests))
+        responses = []
+        row_of = {i: n for n, i in enumerate(dense_rows)}
+        for i, request in enumerate(requests):
+            t0 = time.perf_counter()
+            vector = truncated = None
+            if i in row_of:
+                vector = encoded.vectors[row_of[i]]
+                truncated = encoded.truncated_tokens[row_of[i]]
+            response = self._search_one(request, vector, truncated)
+            response.took_ms = round(encode_ms + (time.perf_counter() - t0) * 1000, 3)
+            responses.append(response)
+        return responses
+
+    # -- stages --------------------------------------------------------------------------------------------------
+    def _search_one(self, request: SearchRequest, vector: np.ndarray | None, truncated: int | None) -> SearchResponse:
+        fusion: FusionConfig = request.fusion or self.collection.config.fusion
+        window = max(fusion.window, request.k + request.offset)
+        query_info: dict = {}
+        if truncated:
+            query_info["truncated_tokens"] = truncated
+        lists: dict[str, list[tuple[int, float]]] = {}
+        best_passage: dict[int, int] = {}
+        if request.pipeline in (Pipeline.bm25, Pipeline.hybrid):
+            lists["bm25"] = self.collection.lexical.search(request.query, window)
+        if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
+            for stage in self.query_stages:
+                vector, stage_evidence = stage.apply(request, vector)
+                query_info.setdefault("stages", {})[stage.name] = stage_evidence
+            lists["dense"], best_passage = self._dense(vector, window)
+
+        if request.pipeline == Pipeline.hybrid:
+            ranked = fuse(lists, fusion)
+        else:
+            ranked = next(iter(lists.values()))[:window]
+        sources = collect_sources(lists, None if request.pipeline != Pipeline.hybrid else fusion.window)
+        candidates = []
+        for key, score in ranked:
+            evidence: dict = dict(sources.get(key, {}))
+            if "dense" in evidence and key in best_passage:
+                evidence["dense"]["passage"] = best_passage[key]
+            if request.pipeline == Pipeline.hybrid:
+                evidence["fused"] = {"method": fusion.method.value, "score": float(score)}
+            candidates.append(Candidate(key, float(score), evidence, best_passage.get(key)))
+        for reranker in self.rerankers:
+            candidates = reranker.rerank(request, candidates, self.collection)
+
+        page = candidates[request.offset : request.offset + request.k]
+        hits = self._hits(request, page)
+        if request.explain:
+            query_info["bm25_terms"] = self.collection.lexical.analyze(request.query)
+            query_info["fusion"] = fusion.model_dump(mode="json")
+            query_info["window"] = window
+            query_info["candidates"] = len(candidates)
+        return SearchResponse(
+            index=self.collection.name,
+            query=request.query,
+            pipeline=request.pipeline,
+            k=request.k,
+            offset=request.offset,
+            took_ms=0.0,
+            hits=hits,
+            query_info=query_info,
+        )
+
+    def _dense(self, vector: np.ndarray, window: int) -> tuple[list[tuple[int, float]], dict[int, int]]:
+        scores, ids = self.collection.vectors.search(vector[None, :], window * PASSAGES_PER_DOCUMENT)
+        best: dict[int, float] = {}
+        passage: dict[int, int] = {}
+        for score, pid in zip(scores[0].tolist(), ids[0].tolist()):
+            if pid < 0:
+                continue
+            key = doc_key_of(pid)
+            if key not in best:  # results come best first: the first passage seen is the document's best (MaxP)
+                best[key] = score
+                passage[key] = passage_ordinal(pid)
+        ranked = sorted(best.items(), key=lambda kv: -kv[1])[:window]
+        return ranked, passage
+
+    def _hits(self, request: SearchRequest, page: Sequence[Candidate]) -> list[Hit]:
+        documents = self.collection.store.get_documents(c.doc_key for c in page)
+        query_terms = None
+        hits = []
+        for rank, candidate in enumerate(page, start=request.offset + 1):
+            doc = documents.get(candidate.doc_key)
+            if doc is None:  # deleted between retrieval and fetch
+                continue
+            ordinal = candidate.passage
+            full = doc.full_text
+            if ordinal is None or ordinal >= len(doc.passages):
+                if query_terms is None:
+                    query_terms = set(self.collection.lexical.analyze(request.query))
+                ordinal = _best_lexical_passage(full, doc.passages, query_terms, self.collection.lexical.analyze)
+            passage = None
+            if doc.passages:
+                start, end = doc.passages[ordinal]
+                passage = PassageInfo(index=ordinal, start=start, end=end, text=full[start:end])
+            evidence = candidate.evidence
+            if request.explain:
+                if query_terms is None:
+                    query_terms = set(self.collection.lexical.analyze(request.query))
+                evidence = {**evidence, "matched_terms": sorted(query_terms & set(self.collection.lexical.analyze(full)))}
+            hits.append(
+                Hit(
+                    id=doc.id,
+                    rank=rank,
+                    score=candidate.score,
+                    title=doc.title,
+                    text=doc.text,
+                    metadata=doc.metadata,
+                    timestamp=format_timestamp(doc.timestamp),
+                    passage=passage,
+                    evidence=evidence,
+                )
+            )
+        return hits
+
+
+def _best_lexical_passage(full: str, passages, query_terms: set[str], analyze) -> int:
+    if len(passages) <= 1 or not query_terms:
+        return 0
+    counts = [len(query_terms & set(analyze(full[a:b]))) for a, b in passages]
+    return int(np.argmax(counts))

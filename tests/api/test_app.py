@@ -1,0 +1,47 @@
+import pytest
+from fastapi.testclient import TestClient
+
+from foveal.api.app import create_app
+
+
+@pytest.fixture()
+def client(engine, tiny):
+    with TestClient(create_app(engine)) as c:
+        yield c
+
+
+def test_healthz(client):
+    assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_search_returns_hits_with_evidence(client):
+    response = client.post("/v1/indexes/tiny/search", json={"query": "roasting coffee beans", "k": 2})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["hits"][0]["id"] == "coffee" and body["pipeline"] == "hybrid"
+    assert {"bm25", "dense", "fused"} <= set(body["hits"][0]["evidence"])
+    assert body["hits"][0]["passage"]["text"].startswith("Coffee roasting")
+
+
+@pytest.mark.parametrize(
+    "path, body, status, fragment",
+    [
+        ("/v1/indexes/nope/search", {"query": "x"}, 404, "index 'nope' does not exist"),
+        ("/v1/indexes/tiny/search", {"query": "x", "k": 0}, 422, "k: Input should be greater than or equal to 1"),
+        ("/v1/indexes/tiny/search", {"query": "x", "k": 5000}, 422, "k: Input should be less than or equal to 1000"),
+        ("/v1/indexes/tiny/search", {"query": ""}, 422, "query"),
+        ("/v1/indexes/tiny/search", {"query": "x", "pipeline": "magic"}, 422, "pipeline"),
+        ("/v1/indexes/tiny/search", {"query": "x", "colour": "red"}, 422, "colour"),
+        ("/v1/indexes/tiny/search", {"query": "x", "fusion": {"method": "borda"}}, 422, "allowed: rrf, linear"),
+        ("/v1/indexes/Bad..Name/search", {"query": "x"}, 422, "name"),
+    ],
+)
+def test_bad_requests_say_why(client, path, body, status, fragment):
+    response = client.post(path, json=body)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]["message"]
+
+
+def test_malformed_json_body(client):
+    response = client.post("/v1/indexes/tiny/search", content=b"{nope", headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "invalid request" in response.json()["error"]["message"]

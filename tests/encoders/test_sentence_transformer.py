@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from foveal.config import EncoderConfig
+from foveal.encoders.sentence_transformer import SentenceTransformerEncoder, resolve_model_path
+from foveal.errors import ConfigError
+
+
+def test_queries_match_plain_sentence_transformers(encoder):
+    texts = ["what pulls the tides", "a much longer query about baking bread with yeast and flour"]
+    ours = encoder.encode_queries(texts).vectors
+    plain = encoder.model.encode(texts, normalize_embeddings=True)
+    assert ours.shape == (2, 384)
+    np.testing.assert_allclose(ours, plain, atol=1e-5)
+
+
+def test_short_document_is_one_passage_equal_to_plain_encoding(encoder):
+    text = "Ocean tides\nThe moon raises the sea twice a day."
+    (doc,) = encoder.encode_documents([text])
+    assert len(doc.passages) == 1
+    np.testing.assert_allclose(doc.vectors[0], encoder.model.encode([text], normalize_embeddings=True)[0], atol=1e-5)
+
+
+def test_long_document_is_segmented_not_truncated(encoder):
+    sentences = [f"Sentence number {i} talks about topic {i % 7} in some detail." for i in range(120)]
+    text = " ".join(sentences)
+    (doc,) = encoder.encode_documents([text])
+    assert doc.n_tokens > encoder.max_seq_length
+    assert len(doc.passages) >= 3
+    assert all(p.n_tokens <= encoder.content_tokens for p in doc.passages)
+    assert doc.passages[0].token_start == 0 and doc.passages[-1].token_end == doc.n_tokens
+    assert doc.vectors.shape == (len(doc.passages), 384)
+    np.testing.assert_allclose(np.linalg.norm(doc.vectors, axis=1), 1.0, atol=1e-5)
+    # the last passage really holds the end of the text
+    assert text[doc.passages[-1].char_start : doc.passages[-1].char_end].endswith("in some detail.")
+
+
+def test_batch_order_does_not_change_vectors(encoder):
+    texts = ["alpha beta", "gamma " * 50, "delta epsilon zeta"]
+    together = encoder.encode_documents(texts)
+    alone = [encoder.encode_documents([t])[0] for t in texts]
+    for a, b in zip(together, alone):
+        np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-5)
+
+
+def test_long_query_truncation_is_reported(encoder):
+    result = encoder.encode_queries(["word " * 400])
+    assert result.truncated_tokens[0] == 400 - encoder.content_tokens
+
+
+def test_unknown_model_is_refused_without_download():
+    with pytest.raises(ConfigError, match="never downloads"):
+        resolve_model_path("someone/some-model")
+    with pytest.raises(ConfigError, match="positions"):
+        SentenceTransformerEncoder(EncoderConfig(max_seq_length=1024))

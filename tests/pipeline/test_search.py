@@ -1,0 +1,72 @@
+import pytest
+
+from foveal.pipeline.request import SearchRequest
+from foveal.pipeline.search import SearchPipeline
+from tests.conftest import TINY_CORPUS
+
+
+@pytest.fixture()
+def searcher(tiny):
+    return SearchPipeline(tiny)
+
+
+@pytest.mark.parametrize("pipeline", ["bm25", "dense", "hybrid"])
+def test_each_pipeline_finds_the_answer(searcher, pipeline):
+    response = searcher.search(SearchRequest(query="why does bread dough rise", pipeline=pipeline, k=3))
+    assert response.hits[0].id == "bread"
+    assert [h.rank for h in response.hits] == list(range(1, len(response.hits) + 1))
+
+
+def test_dense_finds_a_paraphrase_bm25_cannot(searcher):
+    query = "what makes the sea go up and down"
+    dense = searcher.search(SearchRequest(query=query, pipeline="dense", k=1))
+    assert dense.hits[0].id == "tides"
+
+
+def test_hybrid_hits_carry_evidence(searcher):
+    hit = searcher.search(SearchRequest(query="moon ocean tides", k=1)).hits[0]
+    assert hit.id == "tides"
+    ev = hit.evidence
+    assert ev["bm25"]["rank"] == 1 and ev["bm25"]["score"] > 0
+    assert ev["dense"]["rank"] == 1 and 0 < ev["dense"]["score"] <= 1 and ev["dense"]["passage"] == 0
+    assert ev["fused"]["method"] == "rrf" and ev["fused"]["score"] == pytest.approx(2 / 61)
+    assert hit.score == ev["fused"]["score"]
+    assert hit.passage.text.startswith("Ocean tides")
+    assert hit.metadata == {"topic": "science"} and hit.timestamp == "2024-01-05T00:00:00Z"
+
+
+def test_paging_with_offset(searcher):
+    full = searcher.search(SearchRequest(query="science", k=6, pipeline="dense")).hits
+    page = searcher.search(SearchRequest(query="science", k=2, offset=2, pipeline="dense")).hits
+    assert [h.id for h in page] == [h.id for h in full[2:4]]
+    assert [h.rank for h in page] == [3, 4]
+
+
+def test_explain_adds_query_analysis(searcher):
+    response = searcher.search(SearchRequest(query="The Roasting of coffee", explain=True, k=1))
+    assert response.query_info["bm25_terms"] == ["roast", "coffe"]
+    assert response.hits[0].evidence["matched_terms"] == ["coffe", "roast"]
+
+
+def test_fusion_override_per_request(searcher):
+    request = SearchRequest(query="lava", k=3, fusion={"method": "linear", "normalization": "zscore"})
+    hit = searcher.search(request).hits[0]
+    assert hit.id == "volcano" and hit.evidence["fused"]["method"] == "linear"
+
+
+def test_bm25_only_query_with_no_terms_returns_nothing(searcher):
+    assert searcher.search(SearchRequest(query="the of and", pipeline="bm25")).hits == []
+
+
+def test_long_document_hit_names_the_matching_passage(engine):
+    from foveal.documents import parse_document
+
+    filler = " ".join(f"Paragraph sentence {i} is about gardening and soil." for i in range(60))
+    text = filler + " The final passage explains how submarines dive using ballast tanks."
+    collection = engine.create_index("long")
+    collection.upsert([parse_document({"_id": "long", "title": "A long text", "text": text})])
+    hit = SearchPipeline(collection).search(SearchRequest(query="submarine ballast tanks", k=1)).hits[0]
+    stored = collection.get("long")
+    assert len(stored.passages) > 1
+    assert hit.passage.index == len(stored.passages) - 1 and "ballast" in hit.passage.text
+    assert hit.evidence["dense"]["passage"] == hit.passage.index

@@ -1,0 +1,36 @@
+import pytest
+
+from foveal.config import FusionMethod, IndexConfig
+from foveal.errors import ConfigError, IncompatibleIndexError
+
+
+def test_defaults():
+    cfg = IndexConfig()
+    assert cfg.fusion.method == FusionMethod.rrf and cfg.fusion.rank_constant == 60
+    assert cfg.vector.factory == "Flat" and cfg.lexical.stemming
+
+
+def test_unknown_mode_lists_allowed_values():
+    with pytest.raises(ConfigError, match="allowed: rrf, linear"):
+        IndexConfig.parse({"fusion": {"method": "borda"}})
+    with pytest.raises(ConfigError, match="allowed: minmax, zscore"):
+        IndexConfig.parse({"fusion": {"normalization": "rank"}})
+
+
+def test_unknown_keys_are_refused():
+    with pytest.raises(ConfigError, match="encoderr"):
+        IndexConfig.parse({"encoderr": {}})
+
+
+def test_weights_validated():
+    with pytest.raises(ConfigError, match="allowed: bm25, dense"):
+        IndexConfig.parse({"fusion": {"weights": {"splade": 1.0}}})
+
+
+def test_build_signature_ignores_runtime_settings():
+    a = IndexConfig.parse({"encoder": {"batch_size": 8}, "fusion": {"method": "linear"}})
+    b = IndexConfig()
+    a.check_compatible(b, "x")  # no error: batch size and fusion are search/run-time settings
+    c = IndexConfig.parse({"vector": {"factory": "HNSW32"}})
+    with pytest.raises(IncompatibleIndexError, match="vector.factory"):
+        c.check_compatible(b, "x")
