@@ -6,7 +6,8 @@ from foveal.errors import ConfigError, IncompatibleIndexError
 
 def test_defaults():
     cfg = IndexConfig()
-    assert cfg.fusion.method == FusionMethod.rrf and cfg.fusion.rank_constant == 60
+    assert cfg.fusion.method == FusionMethod.linear and cfg.fusion.normalization.value == "minmax"
+    assert cfg.fusion.rank_constant == 60
     assert cfg.vector.factory == "Flat" and cfg.lexical.stemming
 
 

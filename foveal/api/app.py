@@ -37,6 +37,8 @@ def create_app(engine: Engine | None = None, home: Path | None = None) -> FastAP
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state["engine"] = engine or Engine(home)
+        for name in state["engine"].list_indexes():  # load models and indexes now, not on the first request
+            await run_in_threadpool(state["engine"].pipeline, name)
         yield
         if engine is None:
             state["engine"].close()

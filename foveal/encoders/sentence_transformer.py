@@ -65,7 +65,9 @@ class SentenceTransformerEncoder:
 
     def __init__(self, config: EncoderConfig | None = None) -> None:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()
         self.config = config or EncoderConfig()
         self.path = resolve_model_path(self.config.model)
         self.device = pick_device(self.config.device)

@@ -46,7 +46,7 @@ def test_linear_fusion_zscore_floor_for_missing():
 
 
 def test_fuse_dispatches_on_config():
-    rrf = fuse(LISTS, FusionConfig())
+    rrf = fuse(LISTS, FusionConfig(method="rrf"))
     linear = fuse(LISTS, FusionConfig(method="linear"))
     assert rrf != linear
 
