@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+
+import numpy as np
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -47,12 +49,15 @@ class Document:
     @property
     def content_hash(self) -> str:
         payload = json.dumps(
-            [self.title, self.text, self.metadata, self.timestamp, self.vector],
+            [self.title, self.text, self.metadata, self.timestamp],
             sort_keys=True,
             ensure_ascii=False,
             separators=(",", ":"),
         )
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        digest = hashlib.sha256(payload.encode("utf-8"))
+        if self.vector is not None:
+            digest.update(np.asarray(self.vector, dtype=np.float64).tobytes())
+        return digest.hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"_id": self.id, "title": self.title, "text": self.text, "metadata": self.metadata}
@@ -143,18 +148,21 @@ def _parse_vector(value: Any, *, line: int | None, doc_id: str, dimension: int |
         return None
     if not isinstance(value, (list, tuple)) or not value:
         raise DocumentError("'vector' must be a non-empty list of numbers", line=line, doc_id=doc_id)
+    if not set(map(type, value)) <= {int, float}:  # bools and strings are not numbers here
+        raise DocumentError("'vector' must hold numbers only", line=line, doc_id=doc_id)
     try:
-        vector = tuple(float(x) for x in value if not isinstance(x, bool))
+        array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise DocumentError("'vector' must hold numbers only", line=line, doc_id=doc_id) from None
-    if len(vector) != len(value):
-        raise DocumentError("'vector' must hold numbers only", line=line, doc_id=doc_id)
+    if array.ndim != 1:
+        raise DocumentError("'vector' must be a flat list of numbers", line=line, doc_id=doc_id)
+    vector = tuple(array.tolist())
     if dimension is not None and len(vector) != dimension:
         raise DocumentError(
             f"'vector' has dimension {len(vector)}; this index's encoder has {dimension}", line=line, doc_id=doc_id
         )
-    if not all(math.isfinite(x) for x in vector):
+    if not np.isfinite(array).all():
         raise DocumentError("'vector' holds NaN or infinite values", line=line, doc_id=doc_id)
-    if not any(vector):
+    if not array.any():
         raise DocumentError("'vector' is all zeros", line=line, doc_id=doc_id)
     return vector

@@ -94,20 +94,24 @@ class FaissVectorIndex:
         self._buffer.reset()
 
     def remove_documents(self, doc_keys: Iterable[int]) -> None:
-        keys = sorted(set(int(k) for k in doc_keys))
-        if not keys:
+        keys = np.fromiter(set(int(k) for k in doc_keys), dtype=np.int64)
+        if keys.size == 0:
             return
         with self._lock:
-            for key in keys:
-                selector = faiss.IDSelectorRange(key << PASSAGE_BITS, (key + 1) << PASSAGE_BITS)
-                self._buffer.remove_ids(selector)
-                if self._supports_remove:
-                    self._main.remove_ids(selector)
-            if not self._supports_remove:
-                id_map = faiss.vector_to_array(self._main.id_map)
-                doomed = id_map[np.isin(id_map >> PASSAGE_BITS, np.array(keys, dtype=np.int64))]
-                self._tombstones.update(doomed.tolist())
-            self._dirty = True
+            # one pass over the id maps finds every passage of these documents; one remove call per index
+            # (each remove_ids call scans the whole index, so removing key by key would be quadratic)
+            for index, removable in ((self._buffer, True), (self._main, self._supports_remove)):
+                if index.ntotal == 0:
+                    continue
+                id_map = faiss.vector_to_array(index.id_map)
+                doomed = id_map[np.isin(id_map >> PASSAGE_BITS, keys)]
+                if doomed.size == 0:
+                    continue
+                if removable:
+                    index.remove_ids(faiss.IDSelectorBatch(doomed))
+                else:
+                    self._tombstones.update(doomed.tolist())
+                self._dirty = True
 
     def __len__(self) -> int:
         return int(self._main.ntotal + self._buffer.ntotal - len(self._tombstones))
