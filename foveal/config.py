@@ -56,6 +56,20 @@ class EncoderConfig(_Strict):
     device: str = Field(default="auto", pattern="^(auto|cpu|cuda(:[0-9]+)?)$")
     #: Half precision on CUDA only; ignored on the CPU.
     fp16: bool = True
+    #: Self-attention backend: ``foveal`` (foveal.kernels: Triton on CUDA, SDPA on CPU), ``sdpa`` or ``eager``
+    #: (transformers' own).
+    attention: str = Field(default="foveal", pattern="^(foveal|sdpa|eager)$")
+    #: TempScale (arXiv 2410.24200): attention temperature, one value or one per head, folded into the query
+    #: projection at load time (free at run time). ``None`` or 1.0 leaves the model as trained.
+    attention_temperature: float | list[float] | None = None
+
+    @field_validator("attention_temperature")
+    @classmethod
+    def _positive_temperature(cls, value):
+        values = value if isinstance(value, list) else [value] if value is not None else []
+        if any(not (v > 0) or v == float("inf") for v in values):
+            raise ValueError("attention_temperature must be finite and > 0")
+        return value
 
 
 class VectorConfig(_Strict):
@@ -128,7 +142,7 @@ class IndexConfig(_Strict):
     BUILD_SECTIONS: ClassVar[tuple[str, ...]] = ("encoder", "vector", "lexical", "docstore")
     #: Keys inside build sections that may change without a rebuild.
     RUNTIME_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "encoder": ("batch_size", "device", "fp16"),
+        "encoder": ("batch_size", "device", "fp16", "attention"),
         "vector": ("gpu", "nprobe", "ef_search"),
         "lexical": ("title_boost", "text_boost"),
     }

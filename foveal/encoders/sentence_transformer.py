@@ -72,6 +72,17 @@ class SentenceTransformerEncoder:
         self.path = resolve_model_path(self.config.model)
         self.device = pick_device(self.config.device)
         self.model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
+        transformer = self.model[0].auto_model
+        if self.config.attention == "foveal":
+            from foveal.encoders.attention_backend import register
+
+            transformer.set_attn_implementation(register())
+        else:
+            transformer.set_attn_implementation(self.config.attention)
+        if self.config.attention_temperature not in (None, 1.0):
+            from foveal.encoders.tempscale import fold_attention_temperature
+
+            fold_attention_temperature(self.model, self.config.attention_temperature)
         if self.device.startswith("cuda") and self.config.fp16:
             self.model.half()
         self.model.eval()

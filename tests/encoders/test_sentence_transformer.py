@@ -53,3 +53,43 @@ def test_unknown_model_is_refused_without_download():
         resolve_model_path("someone/some-model")
     with pytest.raises(ConfigError, match="positions"):
         SentenceTransformerEncoder(EncoderConfig(max_seq_length=1024))
+
+
+def test_foveal_attention_backend_equals_transformers_sdpa(encoder):
+    """The default backend routes every self-attention through foveal.kernels; on the CPU it must agree with
+    transformers' own SDPA, padding included."""
+    assert encoder.model[0].auto_model.config._attn_implementation == "foveal"
+    plain = SentenceTransformerEncoder(EncoderConfig(attention="sdpa"))
+    texts = ["short", "a much longer text about tides, the moon and the sea " * 8, "medium length text here"]
+    np.testing.assert_allclose(
+        encoder.encode_queries(texts).vectors, plain.encode_queries(texts).vectors, atol=1e-5
+    )
+
+
+def test_tempscale_config_folds_the_temperature(encoder):
+    import copy
+
+    from foveal.encoders.tempscale import set_attention_temperature
+
+    texts = ["a long text about tides and the moon " * 10, "bread and yeast"]
+    same = SentenceTransformerEncoder(EncoderConfig(attention_temperature=1.0))
+    np.testing.assert_array_equal(same.encode_queries(texts).vectors, encoder.encode_queries(texts).vectors)
+
+    cooled = SentenceTransformerEncoder(EncoderConfig(attention_temperature=0.8))
+    folded = cooled.encode_queries(texts).vectors
+    assert np.abs(folded - encoder.encode_queries(texts).vectors).max() > 1e-3
+    reference = copy.deepcopy(encoder.model)
+    set_attention_temperature(reference, 0.8)  # the unfolded form, on transformers' own scaling
+    unfolded = reference.encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(folded, unfolded, atol=1e-5)
+
+
+def test_bad_temperature_and_index_signature():
+    from foveal.config import IndexConfig
+    from foveal.errors import IncompatibleIndexError
+
+    with pytest.raises(ConfigError, match="attention_temperature"):
+        IndexConfig.parse({"encoder": {"attention_temperature": 0}})
+    with pytest.raises(IncompatibleIndexError, match="attention_temperature"):
+        IndexConfig.parse({"encoder": {"attention_temperature": 0.9}}).check_compatible(IndexConfig(), "x")
+    IndexConfig.parse({"encoder": {"attention": "eager"}}).check_compatible(IndexConfig(), "x")  # runtime only
