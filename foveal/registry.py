@@ -10,11 +10,12 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from foveal.config import EncoderConfig, LexicalConfig, VectorConfig
+from foveal.config import DocStoreConfig, EncoderConfig, LexicalConfig, VectorConfig
 from foveal.errors import ConfigError
 
 VECTOR_BACKENDS = {"faiss": "foveal.index.faiss_index:FaissVectorIndex"}
 LEXICAL_BACKENDS = {"tantivy": "foveal.index.tantivy_index:TantivyLexicalIndex"}
+DOCSTORE_BACKENDS = {"sqlite": "foveal.index.sqlite_store:SqliteDocStore"}
 ENCODERS = {"sentence-transformers": "foveal.encoders.sentence_transformer:get_encoder"}
 
 
@@ -45,3 +46,7 @@ def load_vector_index(path: Path, dimension: int, config: VectorConfig):
 
 def make_lexical_index(path: Path, config: LexicalConfig):
     return _resolve("lexical", config.backend, LEXICAL_BACKENDS)(path, config)
+
+
+def make_docstore(path: Path, config: DocStoreConfig):
+    return _resolve("docstore", config.backend, DOCSTORE_BACKENDS)(path)

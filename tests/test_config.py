@@ -35,3 +35,17 @@ def test_build_signature_ignores_runtime_settings():
     c = IndexConfig.parse({"vector": {"factory": "HNSW32"}})
     with pytest.raises(IncompatibleIndexError, match="vector.factory"):
         c.check_compatible(b, "x")
+
+
+@pytest.mark.parametrize("section", ["vector", "lexical", "docstore"])
+def test_unknown_backend_lists_the_known_ones(tmp_path, section):
+    from foveal import registry
+    from foveal.config import DocStoreConfig, LexicalConfig, VectorConfig
+
+    with pytest.raises(ConfigError, match="allowed: "):
+        if section == "vector":
+            registry.make_vector_index(4, VectorConfig(backend="milvus"))
+        elif section == "lexical":
+            registry.make_lexical_index(tmp_path, LexicalConfig(backend="solr"))
+        else:
+            registry.make_docstore(tmp_path / "x", DocStoreConfig(backend="mongo"))

@@ -40,8 +40,8 @@ from foveal.errors import (
     InvalidInputError,
 )
 from foveal.index.base import LexicalDocument, StoredDocument
-from foveal.index.sqlite_store import PreparedDocument, SqliteDocStore
-from foveal.registry import make_encoder, make_lexical_index, make_vector_index, load_vector_index
+from foveal.index.sqlite_store import PreparedDocument
+from foveal.registry import load_vector_index, make_docstore, make_encoder, make_lexical_index, make_vector_index
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 #: Save the FAISS file at most this often during a long ingest (the log covers what is not saved yet).
@@ -83,7 +83,7 @@ class Collection:
         self.config = config
         self.encoder = make_encoder(config.encoder)
         self.dimension = self.encoder.dimension
-        self.store = SqliteDocStore(self.path / "docs.sqlite")
+        self.store = make_docstore(self.path / "docs.sqlite", config.docstore)
         self.lexical = make_lexical_index(self.path / "lexical", config.lexical)
         self._state_lock = threading.RLock()
         self._write_lock = threading.Lock()

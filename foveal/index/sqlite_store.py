@@ -180,10 +180,6 @@ class SqliteDocStore:
             )
         ]
 
-    def iter_lexical(self, doc_keys: Iterable[int]):
-        docs = self.get_documents(doc_keys)
-        return docs
-
     # -- writes --------------------------------------------------------------------------------------------------
     def write(self, upserts: Sequence[PreparedDocument], deletes: Sequence[str] = ()) -> dict[str, int]:
         """Apply a batch in one transaction; returns ``{doc_id: doc_key}`` of what was written or deleted."""
