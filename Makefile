@@ -23,7 +23,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 setup: $(VENV)/.installed
 
 sample: setup
-	$(BIN)/foveal ingest samples/corpus.jsonl --index default --if-empty
+	$(BIN)/foveal ingest samples/documents.jsonl --index default --if-empty
 
 run: sample
 	$(BIN)/foveal serve --host $(HOST) --port $(PORT)

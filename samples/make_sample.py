@@ -1,4 +1,4 @@
-"""Builds samples/corpus.jsonl from fact tables written for foveal (no outside text)."""
+"""Builds samples/documents.jsonl from fact tables written for foveal (no outside text)."""
 import json, random
 random.seed(7)
 docs = []
@@ -272,7 +272,7 @@ languages = [
 for i, (lang, year, who, known) in enumerate(languages):
     add("computing", 20 + i, f"The {lang} programming language", f"{lang} first appeared in {year}, created by {who}. It is known for {known}.", f"2025-05-{1+i%28:02d}T14:00:00Z")
 
-with open(__import__("pathlib").Path(__file__).with_name("corpus.jsonl"), "w", encoding="utf-8") as f:
+with open(__import__("pathlib").Path(__file__).with_name("documents.jsonl"), "w", encoding="utf-8") as f:
     for d in docs:
         f.write(json.dumps(d, ensure_ascii=False) + "\n")
 print("total", len(docs), len({d['_id'] for d in docs}))

@@ -8,7 +8,7 @@ from tests.conftest import SAMPLES
 
 
 def test_sample_corpus_is_clean():
-    lines = (SAMPLES / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (SAMPLES / "documents.jsonl").read_text(encoding="utf-8").splitlines()
     docs = [parse_document(json.loads(line), line=n) for n, line in enumerate(lines, start=1)]
     assert len(docs) >= 150 and len({d.id for d in docs}) == len(docs)
     assert all(d.timestamp is not None and d.metadata.get("category") for d in docs)
@@ -16,7 +16,7 @@ def test_sample_corpus_is_clean():
 
 
 def test_sample_qrels_point_to_documents_and_queries():
-    ids = {json.loads(line)["_id"] for line in (SAMPLES / "corpus.jsonl").read_text(encoding="utf-8").splitlines()}
+    ids = {json.loads(line)["_id"] for line in (SAMPLES / "documents.jsonl").read_text(encoding="utf-8").splitlines()}
     qrels = read_qrels(SAMPLES / "qrels.tsv")
     queries = read_queries(SAMPLES / "queries.jsonl")
     assert set(qrels) == set(queries)
