@@ -72,8 +72,20 @@ class EncoderConfig(_Strict):
         return value
 
 
+def _default_backend(kind: str, builtin: str) -> str:
+    """The backend a new index gets for ``kind`` when its config names none: ``$FOVEAL_DEFAULT_BACKENDS`` is one
+    name for every kind (``elasticsearch``) or ``kind=name`` pairs (``vector=faiss,lexical=elasticsearch``)."""
+    value = os.environ.get("FOVEAL_DEFAULT_BACKENDS", "").strip()
+    if not value:
+        return builtin
+    if "=" not in value:
+        return value
+    pairs = dict(part.split("=", 1) for part in value.split(",") if "=" in part)
+    return pairs.get(kind, builtin).strip() or builtin
+
+
 class VectorConfig(_Strict):
-    backend: str = "faiss"
+    backend: str = Field(default_factory=lambda: _default_backend("vector", "faiss"))
     #: A FAISS index factory string: ``Flat``, ``HNSW32``, ``IVF256,PQ16`` ... (inner product on normalized vectors).
     factory: str = "Flat"
     #: ``auto`` searches a GPU replica when faiss sees a GPU; ``off`` never does.
@@ -84,7 +96,7 @@ class VectorConfig(_Strict):
 
 
 class LexicalConfig(_Strict):
-    backend: str = "tantivy"
+    backend: str = Field(default_factory=lambda: _default_backend("lexical", "tantivy"))
     language: str = "english"
     stemming: bool = True
     stopwords: bool = True
@@ -93,7 +105,23 @@ class LexicalConfig(_Strict):
 
 
 class DocStoreConfig(_Strict):
-    backend: str = "sqlite"
+    backend: str = Field(default_factory=lambda: _default_backend("docstore", "sqlite"))
+
+
+class ElasticsearchConfig(_Strict):
+    """Settings of the ``elasticsearch`` backends (any of vector, lexical, docstore); unused otherwise."""
+
+    #: The server; ``None`` reads ``$FOVEAL_ES_URL`` when the index opens (so a stored config does not pin a host).
+    url: str | None = None
+    #: Every Elasticsearch index foveal makes is ``<prefix><foveal index name>-<kind>``.
+    index_prefix: str = Field(default="foveal-", pattern="^[a-z0-9][a-z0-9_.\\-]{0,40}$")
+    shards: int = Field(default=1, ge=1, le=1024)
+    replicas: int = Field(default=0, ge=0, le=16)
+    #: kNN candidates per shard (at least k is always used).
+    num_candidates: int = Field(default=128, ge=1, le=10_000)
+    #: HNSW graph degree and construction beam of the dense_vector field (``vector.factory`` ``HNSW<M>`` sets m).
+    ef_construction: int = Field(default=100, ge=1, le=3200)
+    request_timeout: float = Field(default=30.0, gt=0, le=3600)
 
 
 class FusionConfig(_Strict):
@@ -136,15 +164,17 @@ class IndexConfig(_Strict):
     vector: VectorConfig = Field(default_factory=VectorConfig)
     lexical: LexicalConfig = Field(default_factory=LexicalConfig)
     docstore: DocStoreConfig = Field(default_factory=DocStoreConfig)
+    elasticsearch: ElasticsearchConfig = Field(default_factory=ElasticsearchConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
 
     #: Sections whose change makes an existing index unreadable or wrong.
-    BUILD_SECTIONS: ClassVar[tuple[str, ...]] = ("encoder", "vector", "lexical", "docstore")
+    BUILD_SECTIONS: ClassVar[tuple[str, ...]] = ("encoder", "vector", "lexical", "docstore", "elasticsearch")
     #: Keys inside build sections that may change without a rebuild.
     RUNTIME_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
         "encoder": ("batch_size", "device", "fp16", "attention"),
         "vector": ("gpu", "nprobe", "ef_search"),
         "lexical": ("title_boost", "text_boost"),
+        "elasticsearch": ("url", "replicas", "num_candidates", "request_timeout"),
     }
 
     @classmethod

@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -85,6 +86,7 @@ class Engine:
             self._pipelines.pop(name, None)
             if collection is not None:
                 collection.store.close()
+            _drop_server_indexes(path, name)
             shutil.rmtree(path)
 
     def close(self) -> None:
@@ -93,3 +95,14 @@ class Engine:
                 collection.close()
             self._open.clear()
             self._pipelines.clear()
+
+
+def _drop_server_indexes(path: Path, name: str) -> None:
+    """Delete what an index keeps on a server (its Elasticsearch indexes), read from its stored config."""
+    from foveal.registry import SERVER_BACKENDS
+
+    config = IndexConfig.parse(json.loads((path / "config.json").read_text()))
+    if {config.vector.backend, config.lexical.backend, config.docstore.backend} & SERVER_BACKENDS:
+        from foveal.index.es_backend import drop_indexes
+
+        drop_indexes(name, config.elasticsearch)

@@ -10,12 +10,24 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from foveal.config import DocStoreConfig, EncoderConfig, LexicalConfig, VectorConfig
+from foveal.config import DocStoreConfig, ElasticsearchConfig, EncoderConfig, LexicalConfig, VectorConfig
 from foveal.errors import ConfigError
 
-VECTOR_BACKENDS = {"faiss": "foveal.index.faiss_index:FaissVectorIndex"}
-LEXICAL_BACKENDS = {"tantivy": "foveal.index.tantivy_index:TantivyLexicalIndex"}
-DOCSTORE_BACKENDS = {"sqlite": "foveal.index.sqlite_store:SqliteDocStore"}
+VECTOR_BACKENDS = {
+    "faiss": "foveal.index.faiss_index:FaissVectorIndex",
+    "elasticsearch": "foveal.index.es_backend:ElasticsearchVectorIndex",
+}
+LEXICAL_BACKENDS = {
+    "tantivy": "foveal.index.tantivy_index:TantivyLexicalIndex",
+    "elasticsearch": "foveal.index.es_backend:ElasticsearchLexicalIndex",
+}
+DOCSTORE_BACKENDS = {
+    "sqlite": "foveal.index.sqlite_store:SqliteDocStore",
+    "elasticsearch": "foveal.index.es_backend:ElasticsearchDocStore",
+}
+#: Backends that live on an Elasticsearch server: they also get the ``elasticsearch`` config section and the
+#: foveal index name (keyword arguments ``es`` and ``name``).
+SERVER_BACKENDS = {"elasticsearch"}
 ENCODERS = {"sentence-transformers": "foveal.encoders.sentence_transformer:get_encoder"}
 
 
@@ -34,19 +46,31 @@ def make_encoder(config: EncoderConfig):
     return _resolve("encoder", "sentence-transformers", ENCODERS)(config)
 
 
-def make_vector_index(dimension: int, config: VectorConfig):
+def _server_kwargs(backend: str, es: ElasticsearchConfig | None, name: str | None) -> dict[str, Any]:
+    if backend not in SERVER_BACKENDS:
+        return {}
+    return {"es": es or ElasticsearchConfig(), "name": name or "default"}
+
+
+def make_vector_index(dimension: int, config: VectorConfig, *, es: ElasticsearchConfig | None = None,
+                      name: str | None = None):
     cls = _resolve("vector", config.backend, VECTOR_BACKENDS)
-    return cls(dimension, config.factory, gpu=config.gpu, nprobe=config.nprobe, ef_search=config.ef_search)
+    return cls(dimension, config.factory, gpu=config.gpu, nprobe=config.nprobe, ef_search=config.ef_search,
+               **_server_kwargs(config.backend, es, name))
 
 
-def load_vector_index(path: Path, dimension: int, config: VectorConfig):
+def load_vector_index(path: Path, dimension: int, config: VectorConfig, *, es: ElasticsearchConfig | None = None,
+                      name: str | None = None):
     cls = _resolve("vector", config.backend, VECTOR_BACKENDS)
-    return cls.load(path, dimension, config.factory, gpu=config.gpu, nprobe=config.nprobe, ef_search=config.ef_search)
+    return cls.load(path, dimension, config.factory, gpu=config.gpu, nprobe=config.nprobe, ef_search=config.ef_search,
+                    **_server_kwargs(config.backend, es, name))
 
 
-def make_lexical_index(path: Path, config: LexicalConfig):
-    return _resolve("lexical", config.backend, LEXICAL_BACKENDS)(path, config)
+def make_lexical_index(path: Path, config: LexicalConfig, *, es: ElasticsearchConfig | None = None,
+                       name: str | None = None):
+    return _resolve("lexical", config.backend, LEXICAL_BACKENDS)(path, config, **_server_kwargs(config.backend, es, name))
 
 
-def make_docstore(path: Path, config: DocStoreConfig):
-    return _resolve("docstore", config.backend, DOCSTORE_BACKENDS)(path)
+def make_docstore(path: Path, config: DocStoreConfig, *, es: ElasticsearchConfig | None = None,
+                  name: str | None = None):
+    return _resolve("docstore", config.backend, DOCSTORE_BACKENDS)(path, **_server_kwargs(config.backend, es, name))

@@ -83,8 +83,9 @@ class Collection:
         self.config = config
         self.encoder = make_encoder(config.encoder)
         self.dimension = self.encoder.dimension
-        self.store = make_docstore(self.path / "docs.sqlite", config.docstore)
-        self.lexical = make_lexical_index(self.path / "lexical", config.lexical)
+        server = {"es": config.elasticsearch, "name": name}  # used by server backends (Elasticsearch) only
+        self.store = make_docstore(self.path / "docs.sqlite", config.docstore, **server)
+        self.lexical = make_lexical_index(self.path / "lexical", config.lexical, **server)
         self._state_lock = threading.RLock()
         self._write_lock = threading.Lock()
         self._last_save = time.monotonic()
@@ -150,12 +151,14 @@ class Collection:
         self._vector_seq = 0
         if self._vector_file().exists():
             try:
-                self.vectors, header = load_vector_index(self._vector_file(), self.dimension, cfg)
+                self.vectors, header = load_vector_index(
+                    self._vector_file(), self.dimension, cfg, es=self.config.elasticsearch, name=self.name
+                )
                 self._vector_seq = int(header.get("seq", 0))
             except (OSError, ValueError, KeyError, RuntimeError, ConfigError):
                 self.vectors = None  # unreadable: rebuilt from the document store below
         if self.vectors is None:
-            self.vectors = make_vector_index(self.dimension, cfg)
+            self.vectors = make_vector_index(self.dimension, cfg, es=self.config.elasticsearch, name=self.name)
             self._vector_seq = 0
             self._vectors_dirty = self.store.max_seq() > 0
 
@@ -198,6 +201,10 @@ class Collection:
         """Replay the change log into FAISS and tantivy past what each holds (idempotent)."""
         with self._state_lock:
             head = self.store.max_seq()
+            if self._vector_seq < head and not persist and getattr(self.vectors, "shared", False):
+                # a server-side index (Elasticsearch) is shared: the writer replays into it under the write lock,
+                # readers only follow (as readers of tantivy do)
+                self._vector_seq = head
             if self._vector_seq < head:
                 changes = self.store.changes_since(self._vector_seq)
                 keys = sorted({c.doc_key for c in changes})
@@ -321,6 +328,10 @@ class Collection:
 
     def destroy(self) -> None:
         self.close()
+        for part in (self.vectors, self.lexical, self.store):
+            drop = getattr(part, "drop", None)  # server backends delete their server-side indexes
+            if drop is not None:
+                drop()
         shutil.rmtree(self.path, ignore_errors=True)
 
 
