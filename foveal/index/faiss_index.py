@@ -62,6 +62,8 @@ class FaissVectorIndex:
             self._train_size = max(_TRAIN_PER_LIST * nlist, 256 * 39 if "PQ" in factory.upper() else 0)
         self._main = faiss.IndexIDMap2(probe)
         self._buffer = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))  # exact, until training is possible
+        #: HNSW: positions (not ids) of removed vectors in ``_main``; a re-added id gets a new position, so a
+        #: document's replacement never revives its removed vectors.
         self._tombstones: set[int] = set()
         self._use_gpu = gpu == "auto" and gpu_count() > 0
         self._gpu_replica = None
@@ -76,7 +78,6 @@ class FaissVectorIndex:
         if vectors.shape != (len(ids), self.dimension):
             raise ValueError(f"expected vectors of shape ({len(ids)}, {self.dimension}), got {vectors.shape}")
         with self._lock:
-            self._tombstones.difference_update(ids.tolist())
             if self._main.is_trained:
                 self._main.add_with_ids(vectors, ids)
             else:
@@ -104,13 +105,17 @@ class FaissVectorIndex:
                 if index.ntotal == 0:
                     continue
                 id_map = faiss.vector_to_array(index.id_map)
-                doomed = id_map[np.isin(id_map >> PASSAGE_BITS, keys)]
-                if doomed.size == 0:
-                    continue
+                hit = np.isin(id_map >> PASSAGE_BITS, keys)
                 if removable:
+                    doomed = id_map[hit]
+                    if doomed.size == 0:
+                        continue
                     index.remove_ids(faiss.IDSelectorBatch(doomed))
                 else:
-                    self._tombstones.update(doomed.tolist())
+                    positions = set(np.nonzero(hit)[0].tolist()) - self._tombstones
+                    if not positions:
+                        continue
+                    self._tombstones.update(positions)
                 self._dirty = True
 
     def __len__(self) -> int:
@@ -147,9 +152,16 @@ class FaissVectorIndex:
         if _is_hnsw(inner):
             params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
             if self._tombstones:
+                # the selector sees positions in the inner index: search it and map positions to ids here
                 params.sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._tombstones, np.int64)))
                 # keep a reference so the selector outlives the call
                 self._selector_ref = params.sel
+                k = min(k, len(self))
+                if k <= 0:
+                    return (np.zeros((len(vectors), 0), np.float32), np.zeros((len(vectors), 0), np.int64))
+                scores, positions = inner.search(vectors, k, params=params)
+                id_map = faiss.vector_to_array(self._main.id_map)
+                return scores, np.where(positions >= 0, id_map[np.maximum(positions, 0)], -1)
         elif faiss.try_extract_index_ivf(inner) is not None:
             params = faiss.SearchParametersIVF(nprobe=self.nprobe)
         if self._use_gpu and params is None:
@@ -181,7 +193,9 @@ class FaissVectorIndex:
                 "buffer": faiss.serialize_index(self._buffer),
                 "tombstones": np.fromiter(self._tombstones, np.int64, len(self._tombstones)),
                 "header": np.frombuffer(
-                    json.dumps({"factory": self.factory, "dimension": self.dimension, **extra}).encode(), np.uint8
+                    json.dumps({"factory": self.factory, "dimension": self.dimension, "tombstone_positions": True,
+                                **extra}).encode(),
+                    np.uint8,
                 ),
             }
             tmp = path.with_name(path.name + ".tmp")
@@ -203,6 +217,9 @@ class FaissVectorIndex:
             index._main = faiss.deserialize_index(data["main"])
             index._buffer = faiss.deserialize_index(data["buffer"])
             index._tombstones = set(data["tombstones"].tolist())
+            if index._tombstones and not header.get("tombstone_positions"):  # older files held ids
+                id_map = faiss.vector_to_array(index._main.id_map)
+                index._tombstones = set(np.nonzero(np.isin(id_map, list(index._tombstones)))[0].tolist())
         return index, header
 
 

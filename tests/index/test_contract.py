@@ -1,0 +1,362 @@
+"""One contract for every backend of each seam: lexical (tantivy, Elasticsearch), vector (FAISS Flat, HNSW and IVF,
+Elasticsearch Flat and HNSW), document store (SQLite, Elasticsearch), and a whole collection on each family.
+
+The Elasticsearch cases run only when ``FOVEAL_ES_URL`` points to a server; otherwise they are skipped with that
+reason (no server exists on the machines this project is developed on). Each ES case uses its own index prefix
+and deletes its indexes afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import numpy as np
+import pytest
+
+from foveal.config import ElasticsearchConfig, IndexConfig, LexicalConfig, VectorConfig
+from foveal.documents import parse_document
+from foveal.index.base import LexicalDocument, passage_id
+from foveal.index.sqlite_store import PreparedDocument
+from foveal.registry import load_vector_index, make_docstore, make_lexical_index, make_vector_index
+from tests.conftest import TINY_CORPUS
+
+ES_URL = os.environ.get("FOVEAL_ES_URL")
+_needs_es = [
+    pytest.mark.es,
+    pytest.mark.skipif(not ES_URL, reason="FOVEAL_ES_URL is not set: no Elasticsearch server to test against"),
+]
+
+
+def _es(kind: str):
+    return pytest.param(kind, marks=_needs_es, id=kind)
+
+
+@pytest.fixture()
+def es_config():
+    """A fresh prefix per test; the test's ES indexes are deleted afterwards."""
+    config = ElasticsearchConfig(index_prefix=f"foveal-test-{uuid.uuid4().hex[:10]}-", request_timeout=30)
+    yield config
+    if ES_URL:
+        from foveal.index.es_backend import client_for
+
+        client_for(config).indices.delete(index=f"{config.index_prefix}*", ignore_unavailable=True,
+                                          allow_no_indices=True)
+
+
+# -- lexical ----------------------------------------------------------------------------------------------------------
+LEXICAL_DOCS = [
+    LexicalDocument(1, "a", "Running shoes", "Shoes for runners who run on roads."),
+    LexicalDocument(2, "b", "Cooking rice", "Rinse the rice, then simmer it covered."),
+    LexicalDocument(3, "c", "The history of shoes", "People have worn sandals for millennia."),
+]
+
+
+@pytest.fixture(params=["tantivy", _es("elasticsearch")])
+def open_lexical(request, tmp_path, es_config):
+    """A function that opens (or reopens) the same lexical index."""
+    config = LexicalConfig(backend=request.param)
+
+    def opener():
+        return make_lexical_index(tmp_path / "idx" / "lexical", config, es=es_config, name="contract")
+
+    return opener
+
+
+def _keys(hits):
+    return [k for k, _ in hits]
+
+
+def test_lexical_empty_index(open_lexical):
+    index = open_lexical()
+    assert len(index) == 0 and index.search("anything", 5) == []
+
+
+def test_lexical_add_search_count(open_lexical):
+    index = open_lexical()
+    index.upsert(LEXICAL_DOCS)
+    index.commit()
+    assert len(index) == 3
+    assert _keys(index.search("run", 5)) == [1]  # stemmed: running, runners, run
+    assert set(_keys(index.search("shoes", 5))) == {1, 3}
+    hits = index.search("shoes rice", 5)
+    assert all(s > 0 for _, s in hits) and [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+    assert index.search("the of and", 5) == []  # stop words only
+    assert index.search('shoes AND ( title:"', 5)  # text, never query syntax
+    assert index.analyze("The runners are running") == ["runner", "run"]
+
+
+def test_lexical_upsert_replaces_and_remove_deletes(open_lexical):
+    index = open_lexical()
+    index.upsert(LEXICAL_DOCS)
+    index.commit()
+    index.upsert([LexicalDocument(2, "b", "Cooking pasta", "Boil water and salt it.")])
+    index.commit()
+    assert index.search("rice", 5) == [] and _keys(index.search("pasta", 5)) == [2] and len(index) == 3
+    index.remove(["a", "unknown"])
+    index.commit()
+    assert len(index) == 2 and index.search("runner", 5) == []
+
+
+def test_lexical_replay_is_idempotent(open_lexical):
+    index = open_lexical()
+    for _ in range(2):
+        index.upsert(LEXICAL_DOCS)
+        index.remove(["c"])
+        index.upsert(LEXICAL_DOCS[2:])
+        index.commit()
+    assert len(index) == 3 and _keys(index.search("sandals", 5)) == [3]
+
+
+def test_lexical_persists_across_reopen(open_lexical):
+    index = open_lexical()
+    index.upsert(LEXICAL_DOCS)
+    index.commit()
+    before = index.search("shoes", 5)
+    reopened = open_lexical()
+    assert len(reopened) == 3
+    assert _keys(reopened.search("shoes", 5)) == _keys(before)
+    assert np.allclose([s for _, s in reopened.search("shoes", 5)], [s for _, s in before], rtol=1e-5)
+
+
+def test_lexical_title_boost(open_lexical, tmp_path, es_config, request):
+    backend = request.node.callspec.params["open_lexical"]
+    docs = [LexicalDocument(1, "t", "rice", "a grain"), LexicalDocument(2, "x", "grain", "rice rice rice is here")]
+    results = []
+    for boost in (0.0, 10.0):
+        cfg = LexicalConfig(backend=backend, title_boost=boost)
+        idx = make_lexical_index(tmp_path / f"b{boost}" / "lexical", cfg, es=es_config, name=f"boost{int(boost)}")
+        idx.upsert(docs)
+        idx.commit()
+        results.append(_keys(idx.search("rice", 2))[0])
+    assert results == [2, 1]
+
+
+# -- vectors ----------------------------------------------------------------------------------------------------------
+DIM = 8
+
+
+def _unit(rng, n):
+    v = rng.standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture(
+    params=[
+        ("faiss", "Flat"),
+        ("faiss", "HNSW16"),
+        ("faiss", "IVF2,Flat"),
+        pytest.param(("elasticsearch", "Flat"), marks=_needs_es, id="elasticsearch-Flat"),
+        pytest.param(("elasticsearch", "HNSW16"), marks=_needs_es, id="elasticsearch-HNSW16"),
+    ],
+    ids=lambda p: "-".join(p) if isinstance(p, tuple) else p,
+)
+def vector_setup(request, tmp_path, es_config):
+    backend, factory = request.param
+    config = VectorConfig(backend=backend, factory=factory, gpu="off")
+    path = tmp_path / "vectors.npz"
+
+    def make():
+        return make_vector_index(DIM, config, es=es_config, name="contract")
+
+    def reopen():
+        return load_vector_index(path, DIM, config, es=es_config, name="contract")[0]
+
+    return make, reopen, path
+
+
+def _doc_vectors(rng, keys_and_counts):
+    ids, vecs = [], []
+    for key, count in keys_and_counts:
+        ids.extend(passage_id(key, i) for i in range(count))
+        vecs.append(_unit(rng, count))
+    return np.array(ids, np.int64), np.concatenate(vecs)
+
+
+def test_vector_empty_index(vector_setup):
+    index = vector_setup[0]()
+    scores, ids = index.search(np.ones((1, DIM), np.float32) / np.sqrt(DIM), 3)
+    assert len(index) == 0 and ids.shape == (1, 3) and (ids == -1).all()
+
+
+def test_vector_add_search_count(vector_setup):
+    rng = np.random.default_rng(1)
+    index = vector_setup[0]()
+    ids, vecs = _doc_vectors(rng, [(1, 3), (2, 1), (3, 2), (4, 4)])
+    index.add(ids, vecs)
+    assert len(index) == 10
+    scores, found = index.search(vecs[[0, 5]], 2)
+    assert found[:, 0].tolist() == [ids[0], ids[5]]  # each vector finds itself first
+    assert np.allclose(scores[:, 0], 1.0, atol=1e-3)  # inner product of unit vectors
+    assert (scores[:, 0] >= scores[:, 1]).all()
+    _, many = index.search(vecs[:1], 20)
+    assert sorted(many[0][many[0] >= 0].tolist()) == sorted(ids.tolist()) and (many[0][10:] == -1).all()
+
+
+def test_vector_remove_and_replace_documents(vector_setup):
+    rng = np.random.default_rng(2)
+    index = vector_setup[0]()
+    ids, vecs = _doc_vectors(rng, [(1, 3), (2, 2), (3, 1)])
+    index.add(ids, vecs)
+    index.remove_documents([1, 99])  # unknown keys are a no-op
+    assert len(index) == 3
+    _, found = index.search(vecs[:1], 6)
+    assert not any((f >> 14) == 1 for f in found[0] if f >= 0)
+    # upsert of document 2 as one passage: remove its passages, add the new one (what replay does)
+    new_ids, new_vecs = _doc_vectors(rng, [(2, 1)])
+    index.remove_documents([2])
+    index.add(new_ids, new_vecs)
+    assert len(index) == 2
+    _, found = index.search(new_vecs, 1)
+    assert found[0, 0] == passage_id(2, 0)
+
+
+def test_vector_replay_is_idempotent(vector_setup):
+    rng = np.random.default_rng(3)
+    index = vector_setup[0]()
+    ids, vecs = _doc_vectors(rng, [(1, 2), (2, 2)])
+    for _ in range(3):
+        index.remove_documents([1, 2])
+        index.add(ids, vecs)
+    assert len(index) == 4
+
+
+def test_vector_persists_across_reopen(vector_setup):
+    make, reopen, path = vector_setup
+    rng = np.random.default_rng(4)
+    index = make()
+    ids, vecs = _doc_vectors(rng, [(1, 2), (2, 3)])
+    index.add(ids, vecs)
+    index.remove_documents([1])
+    index.save(path, seq=17)
+    reopened, header = load_vector_index(path, DIM, VectorConfig(backend=_backend_of(index), factory=index.factory,
+                                                                 gpu="off"), es=getattr(index, "es", None),
+                                         name="contract")
+    assert header["seq"] == 17 and len(reopened) == 3
+    _, found = reopened.search(vecs[2:3], 1)
+    assert found[0, 0] == ids[2]
+
+
+def _backend_of(index) -> str:
+    return "elasticsearch" if getattr(index, "shared", False) else "faiss"
+
+
+# -- document store ---------------------------------------------------------------------------------------------------
+@pytest.fixture(params=["sqlite", _es("elasticsearch")])
+def open_store(request, tmp_path, es_config):
+    config = IndexConfig.parse({"docstore": {"backend": request.param}})
+    stores = []
+
+    def opener():
+        store = make_docstore(tmp_path / "docs.sqlite", config.docstore, es=es_config, name="contract")
+        stores.append(store)
+        return store
+
+    yield opener
+    for store in stores:
+        store.close()
+
+
+def _prepared(doc_id, text, passages=1, seed=0):
+    doc = parse_document({"_id": doc_id, "title": doc_id.title(), "text": text, "metadata": {"n": passages}})
+    spans = [(0, len(doc.full_text))] * passages
+    return PreparedDocument(doc, spans, _unit(np.random.default_rng(seed), passages), n_tokens=5 * passages)
+
+
+def test_store_empty(open_store):
+    store = open_store()
+    assert store.count() == 0 and store.passage_count() == 0 and store.max_seq() == 0
+    assert store.changes_since(0) == [] and store.get_by_id("x") is None and store.hashes(["x"]) == {}
+    assert list(store.iter_vectors()) == [] and len(store.vectors_of([1])[0]) == 0
+
+
+def test_store_write_read_count(open_store):
+    store = open_store()
+    docs = [_prepared("a", "alpha", 2, 1), _prepared("b", "beta", 1, 2)]
+    keys = store.write(docs)
+    assert set(keys) == {"a", "b"} and len(set(keys.values())) == 2
+    assert store.count() == 2 and store.passage_count() == 3
+    a = store.get_by_id("a")
+    span = (0, len(docs[0].document.full_text))
+    assert (a.id, a.text, a.metadata, a.n_tokens, a.passages) == ("a", "alpha", {"n": 2}, 10, [span, span])
+    assert store.hashes(["a", "zzz"]) == {"a": (keys["a"], docs[0].document.content_hash)}
+    assert set(store.get_documents([keys["a"], keys["b"], 12345])) == {keys["a"], keys["b"]}
+    ids, vecs = store.vectors_of([keys["a"]])
+    assert ids.tolist() == [passage_id(keys["a"], 0), passage_id(keys["a"], 1)]
+    assert np.allclose(vecs, docs[0].vectors)
+    all_ids = np.concatenate([i for i, _ in store.iter_vectors()])
+    assert sorted(all_ids.tolist()) == sorted([passage_id(keys["a"], 0), passage_id(keys["a"], 1),
+                                               passage_id(keys["b"], 0)])
+
+
+def test_store_upsert_keeps_the_key_and_delete_logs(open_store):
+    store = open_store()
+    first = store.write([_prepared("a", "alpha"), _prepared("b", "beta")])
+    seq_after_first = store.max_seq()
+    assert seq_after_first > 0
+    again = store.write([_prepared("a", "alpha two", 3, 5)])
+    assert again == {"a": first["a"]} and store.get_by_id("a").text == "alpha two"
+    assert store.passage_count() == 4 and len(store.vectors_of([first["a"]])[0]) == 3
+    store.write([], ["b", "never-there"])
+    assert store.get_by_id("b") is None and store.count() == 1 and store.hashes(["b"]) == {}
+    assert len(store.vectors_of([first["b"]])[0]) == 0
+    changes = store.changes_since(seq_after_first)
+    assert store.max_seq() > seq_after_first
+    assert all(seq_after_first < c.seq <= store.max_seq() for c in changes)
+    last = {c.id: (c.op, c.doc_key) for c in changes}  # the latest change of each document after that point
+    assert last == {"a": ("upsert", first["a"]), "b": ("delete", first["b"])}
+    assert {c.id for c in store.changes_since(0)} == {"a", "b"}
+    assert store.changes_since(store.max_seq()) == []
+
+
+def test_store_keys_are_never_given_to_another_document(open_store):
+    store = open_store()
+    a = store.write([_prepared("a", "x")])["a"]
+    store.write([], ["a"])
+    b = store.write([_prepared("b", "y")])["b"]
+    assert b != a
+
+
+def test_store_persists_across_reopen(open_store):
+    store = open_store()
+    keys = store.write([_prepared("a", "alpha", 2), _prepared("b", "beta")])
+    seq = store.max_seq()
+    store.close()
+    reopened = open_store()
+    assert reopened.count() == 2 and reopened.max_seq() == seq and reopened.get_by_id("b").text == "beta"
+    assert reopened.write([_prepared("c", "gamma")])["c"] not in keys.values()
+
+
+# -- a whole collection on each family of backends ---------------------------------------------------------------------
+@pytest.fixture(params=["local", _es("elasticsearch")])
+def collection_config(request, es_config):
+    if request.param == "local":
+        return IndexConfig()
+    backends = {"backend": "elasticsearch"}
+    return IndexConfig.parse({"vector": {**backends, "factory": "HNSW16"}, "lexical": backends,
+                              "docstore": backends, "elasticsearch": es_config.model_dump()})
+
+
+def test_collection_contract(engine, collection_config):
+    from foveal.index.collection import Collection
+    from foveal.pipeline.request import SearchRequest
+
+    collection = engine.create_index("contract", collection_config)
+    docs = [parse_document(d) for d in TINY_CORPUS]
+    assert len(collection.upsert(docs).added) == len(docs)
+    assert len(collection.upsert(docs).unchanged) == len(docs)  # replay of the same batch changes nothing
+    for pipeline in ("bm25", "dense", "hybrid"):
+        hits = engine.search("contract", SearchRequest(query="moon and sea tides", k=3, pipeline=pipeline)).hits
+        assert hits[0].id == "tides", pipeline
+    collection.upsert([parse_document(dict(TINY_CORPUS[0], text="The sun also pulls on the oceans."))])
+    collection.delete(["chess"])
+    hits = engine.search("contract", SearchRequest(query="sicilian defence chess", k=10, pipeline="bm25")).hits
+    assert "chess" not in [h.id for h in hits]
+    collection.close()
+    reopened = Collection.open(collection.path, "contract")
+    stats = reopened.stats()
+    assert stats["documents"] == len(docs) - 1 and stats["vectors"] == stats["passages"]
+    assert stats["lexical_documents"] == len(docs) - 1
+    assert reopened.get("tides").text == "The sun also pulls on the oceans."
+    assert [k for k, _ in reopened.lexical.search("sun", 5)] == [reopened.get("tides").doc_key]
+    reopened.close()
