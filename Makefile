@@ -8,7 +8,7 @@ export FOVEAL_HOME ?= $(CURDIR)/.foveal
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test setup serve sample clean
+.PHONY: run test setup serve sample clean compose-tool
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,13 @@ sample: setup
 run: sample
 	$(BIN)/foveal serve --host $(HOST) --port $(PORT)
 
-test: setup
+# tests/test_compose.py validates docker-compose.yml with Debian's docker-compose (no Docker engine needed).
+compose-tool:
+	@command -v docker-compose >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; } \
+	  || echo "docker-compose is not installed (apt-get install docker-compose): the compose test will be skipped"
+
+test: setup compose-tool
 	$(BIN)/python -m pytest -q
 
 clean:
