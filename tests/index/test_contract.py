@@ -28,20 +28,50 @@ _needs_es = [
 ]
 
 
+#: ``elasticsearch`` runs against the server at FOVEAL_ES_URL; ``elasticsearch-fake`` against tests/index/fake_es.py
+#: (an in-memory stand-in under the official client), which exercises the backend's code where no server exists.
+ES_KINDS = ("elasticsearch", "elasticsearch-fake")
+
+
 def _es(kind: str):
     return pytest.param(kind, marks=_needs_es, id=kind)
 
 
-@pytest.fixture()
-def es_config():
-    """A fresh prefix per test; the test's ES indexes are deleted afterwards."""
-    config = ElasticsearchConfig(index_prefix=f"foveal-test-{uuid.uuid4().hex[:10]}-", request_timeout=30)
-    yield config
-    if ES_URL:
-        from foveal.index.es_backend import client_for
+def _backend(kind: str) -> str:
+    return "elasticsearch" if kind in ES_KINDS else kind
 
-        client_for(config).indices.delete(index=f"{config.index_prefix}*", ignore_unavailable=True,
-                                          allow_no_indices=True)
+
+@pytest.fixture()
+def es_for():
+    """``es_for(kind)``: the ElasticsearchConfig for a case, with a fresh index prefix; for the fake, a client
+    answered by an in-memory FakeElasticsearch. The case's ES indexes are deleted afterwards."""
+    from foveal.index import es_backend
+
+    made = []
+
+    def make(kind: str) -> ElasticsearchConfig:
+        prefix = f"foveal-test-{uuid.uuid4().hex[:10]}-"
+        if kind == "elasticsearch-fake":
+            from elasticsearch import Elasticsearch
+
+            from tests.index.fake_es import FakeElasticsearch
+
+            config = ElasticsearchConfig(url=f"http://fake-{prefix[:-1]}:9200", index_prefix=prefix)
+            client = Elasticsearch(config.url, request_timeout=config.request_timeout)
+            FakeElasticsearch().install(client)
+            es_backend._clients[(config.url, config.request_timeout)] = client
+        else:
+            config = ElasticsearchConfig(index_prefix=prefix, request_timeout=30)
+        made.append((kind, config))
+        return config
+
+    yield make
+    for kind, config in made:
+        if kind == "elasticsearch-fake":
+            es_backend._clients.pop((config.url, config.request_timeout), None)
+        elif ES_URL:
+            es_backend.client_for(config).indices.delete(index=f"{config.index_prefix}*", ignore_unavailable=True,
+                                                         allow_no_indices=True)
 
 
 # -- lexical ----------------------------------------------------------------------------------------------------------
@@ -52,14 +82,16 @@ LEXICAL_DOCS = [
 ]
 
 
-@pytest.fixture(params=["tantivy", _es("elasticsearch")])
-def open_lexical(request, tmp_path, es_config):
+@pytest.fixture(params=["tantivy", _es("elasticsearch"), "elasticsearch-fake"])
+def open_lexical(request, tmp_path, es_for):
     """A function that opens (or reopens) the same lexical index."""
-    config = LexicalConfig(backend=request.param)
+    config = LexicalConfig(backend=_backend(request.param))
+    es_config = es_for(request.param) if request.param in ES_KINDS else None
 
     def opener():
         return make_lexical_index(tmp_path / "idx" / "lexical", config, es=es_config, name="contract")
 
+    opener.es_config = es_config
     return opener
 
 
@@ -119,8 +151,9 @@ def test_lexical_persists_across_reopen(open_lexical):
     assert np.allclose([s for _, s in reopened.search("shoes", 5)], [s for _, s in before], rtol=1e-5)
 
 
-def test_lexical_title_boost(open_lexical, tmp_path, es_config, request):
-    backend = request.node.callspec.params["open_lexical"]
+def test_lexical_title_boost(open_lexical, tmp_path, request):
+    backend = _backend(request.node.callspec.params["open_lexical"])
+    es_config = open_lexical.es_config
     docs = [LexicalDocument(1, "t", "rice", "a grain"), LexicalDocument(2, "x", "grain", "rice rice rice is here")]
     results = []
     for boost in (0.0, 10.0):
@@ -148,12 +181,14 @@ def _unit(rng, n):
         ("faiss", "IVF2,Flat"),
         pytest.param(("elasticsearch", "Flat"), marks=_needs_es, id="elasticsearch-Flat"),
         pytest.param(("elasticsearch", "HNSW16"), marks=_needs_es, id="elasticsearch-HNSW16"),
+        ("elasticsearch-fake", "HNSW16"),
     ],
     ids=lambda p: "-".join(p) if isinstance(p, tuple) else p,
 )
-def vector_setup(request, tmp_path, es_config):
-    backend, factory = request.param
-    config = VectorConfig(backend=backend, factory=factory, gpu="off")
+def vector_setup(request, tmp_path, es_for):
+    kind, factory = request.param
+    es_config = es_for(kind) if kind in ES_KINDS else None
+    config = VectorConfig(backend=_backend(kind), factory=factory, gpu="off")
     path = tmp_path / "vectors.npz"
 
     def make():
@@ -242,9 +277,10 @@ def _backend_of(index) -> str:
 
 
 # -- document store ---------------------------------------------------------------------------------------------------
-@pytest.fixture(params=["sqlite", _es("elasticsearch")])
-def open_store(request, tmp_path, es_config):
-    config = IndexConfig.parse({"docstore": {"backend": request.param}})
+@pytest.fixture(params=["sqlite", _es("elasticsearch"), "elasticsearch-fake"])
+def open_store(request, tmp_path, es_for):
+    config = IndexConfig.parse({"docstore": {"backend": _backend(request.param)}})
+    es_config = es_for(request.param) if request.param in ES_KINDS else None
     stores = []
 
     def opener():
@@ -328,10 +364,11 @@ def test_store_persists_across_reopen(open_store):
 
 
 # -- a whole collection on each family of backends ---------------------------------------------------------------------
-@pytest.fixture(params=["local", _es("elasticsearch")])
-def collection_config(request, es_config):
+@pytest.fixture(params=["local", _es("elasticsearch"), "elasticsearch-fake"])
+def collection_config(request, es_for):
     if request.param == "local":
         return IndexConfig()
+    es_config = es_for(request.param)
     backends = {"backend": "elasticsearch"}
     return IndexConfig.parse({"vector": {**backends, "factory": "HNSW16"}, "lexical": backends,
                               "docstore": backends, "elasticsearch": es_config.model_dump()})
@@ -360,3 +397,77 @@ def test_collection_contract(engine, collection_config):
     assert reopened.get("tides").text == "The sun also pulls on the oceans."
     assert [k for k, _ in reopened.lexical.search("sun", 5)] == [reopened.get("tides").doc_key]
     reopened.close()
+
+
+# -- what only the Elasticsearch document store has to prove (no transactions) ----------------------------------------
+@pytest.fixture(params=[_es("elasticsearch"), "elasticsearch-fake"])
+def es_store(request, tmp_path, es_for):
+    config = IndexConfig.parse({"docstore": {"backend": "elasticsearch"}})
+    return make_docstore(tmp_path / "docs.sqlite", config.docstore, es=es_for(request.param), name="contract")
+
+
+def test_es_store_writer_dying_mid_batch_is_healed_by_the_next_writer(es_store, monkeypatch):
+    es_store.write([_prepared("a", "alpha")])
+    head = es_store.max_seq()
+    real_put = es_store._put_counters
+    calls = []
+
+    def dies_before_publishing(counters, token):
+        calls.append(counters)
+        if len(calls) == 2:  # the reservation went through, the documents were written; publishing fails
+            raise RuntimeError("process died")
+        return real_put(counters, token)
+
+    monkeypatch.setattr(es_store, "_put_counters", dies_before_publishing)
+    with pytest.raises(RuntimeError):
+        es_store.write([_prepared("orphan", "written, never published")])
+    monkeypatch.setattr(es_store, "_put_counters", real_put)
+    assert es_store.max_seq() == head and es_store.changes_since(head) == []  # readers never see half a batch
+    keys = es_store.write([_prepared("b", "beta")])
+    changes = {c.id for c in es_store.changes_since(head)}
+    assert changes == {"orphan", "b"}  # the next writer published past the orphan, so replay reaches it
+    assert keys["b"] != es_store.get_by_id("orphan").doc_key  # reserved keys are not handed out twice
+
+
+def test_es_store_refuses_a_concurrent_writer(es_store, monkeypatch):
+    from foveal.errors import IndexLockedError
+
+    es_store.write([_prepared("a", "alpha")])
+    stale = es_store._counters()  # what this writer read ...
+    other = make_docstore(None, IndexConfig.parse({"docstore": {"backend": "elasticsearch"}}).docstore,
+                          es=es_store.es, name="contract")
+    other.write([_prepared("b", "beta")])  # ... before another writer advanced the counters
+    monkeypatch.setattr(es_store, "_counters", lambda: stale)
+    with pytest.raises(IndexLockedError):
+        es_store.write([_prepared("c", "gamma")])
+    assert es_store.get_by_id("c") is None and other.get_by_id("b").text == "beta"
+
+
+@pytest.fixture(params=[_es("elasticsearch"), "elasticsearch-fake"])
+def es_collection_config(request, es_for):
+    backends = {"backend": "elasticsearch"}
+    return IndexConfig.parse({"vector": {**backends, "factory": "HNSW16"}, "lexical": backends,
+                              "docstore": backends, "elasticsearch": es_for(request.param).model_dump()})
+
+
+def test_es_collection_reader_follows_without_writing(engine, es_collection_config, monkeypatch):
+    from foveal.index.collection import Collection
+
+    writer = engine.create_index("shared", es_collection_config)
+    reader = Collection.open(writer.path, "shared")
+
+    def no_writes(*_args, **_kwargs):
+        raise AssertionError("a reader wrote to the shared server-side index")
+
+    for method in ("add", "remove_documents"):
+        monkeypatch.setattr(reader.vectors, method, no_writes)
+    for method in ("upsert", "remove"):
+        monkeypatch.setattr(reader.lexical, method, no_writes)
+    writer.upsert([parse_document(d) for d in TINY_CORPUS[:3]])
+    reader.refresh()
+    key = reader.get("bread").doc_key
+    assert [k for k, _ in reader.lexical.search("yeast dough", 3)][0] == key
+    ids, vectors = reader.store.vectors_of([key])
+    assert reader.vectors.search(vectors[:1], 1)[1][0, 0] == ids[0]
+    reader.close()
+    writer.close()
