@@ -12,7 +12,8 @@
     │   ├── IndexExistsError         creating an index that is already there
     │   ├── IncompatibleIndexError   an index folder built with another config than the one asked for
     │   └── IndexLockedError         another process already writes this index
-    └── ConfigError                  a configuration value is wrong (lists the allowed values)
+    ├── ConfigError                  a configuration value is wrong (lists the allowed values)
+    └── BackendUnavailableError      a server-side backend (Elasticsearch) cannot be reached or failed -> HTTP 503
 
 The API maps these to HTTP statuses in one place (``foveal.api.app``); the CLI prints their message.
 """
@@ -80,3 +81,9 @@ class IndexLockedError(ConflictError):
 
 class ConfigError(FovealError, ValueError):
     status_code = 422
+
+
+class BackendUnavailableError(FovealError):
+    """A server-side storage backend (Elasticsearch) could not be reached or refused the request."""
+
+    status_code = 503

@@ -55,7 +55,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from foveal.config import ElasticsearchConfig, LexicalConfig
-from foveal.errors import ConfigError, FovealError, IndexLockedError
+from foveal.errors import BackendUnavailableError, ConfigError, IndexLockedError
 from foveal.index.base import MAX_PASSAGES, PASSAGE_BITS, LexicalDocument, StoredDocument, passage_id
 
 #: tantivy's English stop words (Lucene's classic list, the same as ES ``_english_``), checked against tantivy in
@@ -75,12 +75,6 @@ ANALYZER = "foveal_text"
 MAX_RESULTS = 10_000
 _MAX_ES_ID_BYTES = 512
 _COUNTERS = "counters"
-
-
-class BackendUnavailableError(FovealError):
-    """The Elasticsearch server could not be reached or refused the request."""
-
-    status_code = 503
 
 
 # -- pure parts: names, ids, settings, mappings, actions (unit-tested without a server) -------------------------------
@@ -323,15 +317,17 @@ def _call(what: str, fn, *args, **kwargs):
 
 
 def _ensure_index(client, name: str, body: dict[str, Any]) -> None:
-    from elasticsearch import BadRequestError
+    from elasticsearch import ApiError, BadRequestError, TransportError
 
     if _call("index check", client.indices.exists, index=name):
         return
     try:
         client.indices.create(index=name, settings=body["settings"], mappings=body["mappings"])
-    except BadRequestError as exc:  # created by another process in the meantime
+    except BadRequestError as exc:  # created by another process in the meantime, or refused
         if "resource_already_exists_exception" not in str(exc):
             raise BackendUnavailableError(f"elasticsearch: creating index {name!r} failed: {exc}") from exc
+    except (ApiError, TransportError) as exc:
+        raise BackendUnavailableError(f"elasticsearch: creating index {name!r} failed: {exc}") from exc
 
 
 def _bulk(client, actions: Iterable[dict[str, Any]], what: str, refresh: str | bool = "wait_for") -> int:

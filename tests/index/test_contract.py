@@ -69,9 +69,11 @@ def es_for():
     for kind, config in made:
         if kind == "elasticsearch-fake":
             es_backend._clients.pop((config.url, config.request_timeout), None)
-        elif ES_URL:
-            es_backend.client_for(config).indices.delete(index=f"{config.index_prefix}*", ignore_unavailable=True,
-                                                         allow_no_indices=True)
+        elif ES_URL:  # by name: servers refuse wildcard deletes (action.destructive_requires_name)
+            client = es_backend.client_for(config)
+            names = list(client.indices.get(index=f"{config.index_prefix}*", allow_no_indices=True))
+            if names:
+                client.indices.delete(index=",".join(names), ignore_unavailable=True)
 
 
 # -- lexical ----------------------------------------------------------------------------------------------------------

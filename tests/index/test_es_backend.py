@@ -12,7 +12,7 @@ import regex
 
 from foveal.config import ElasticsearchConfig, IndexConfig, LexicalConfig
 from foveal.documents import parse_document
-from foveal.errors import ConfigError
+from foveal.errors import BackendUnavailableError, ConfigError
 from foveal.index import es_backend as esb
 from foveal.index.base import LexicalDocument, passage_id
 from foveal.index.sqlite_store import PreparedDocument
@@ -201,6 +201,6 @@ def test_unreachable_server_is_a_503(monkeypatch, tmp_path):
 
     cfg = IndexConfig.parse({"lexical": {"backend": "elasticsearch"},
                              "elasticsearch": {"url": "http://127.0.0.1:9", "request_timeout": 2}})
-    with pytest.raises(esb.BackendUnavailableError) as info:
+    with pytest.raises(BackendUnavailableError) as info:
         make_lexical_index(tmp_path / "lexical", cfg.lexical, es=cfg.elasticsearch, name="x")
     assert info.value.status_code == 503
