@@ -473,3 +473,17 @@ def test_es_collection_reader_follows_without_writing(engine, es_collection_conf
     assert reader.vectors.search(vectors[:1], 1)[1][0, 0] == ids[0]
     reader.close()
     writer.close()
+
+
+def test_es_deleting_the_index_deletes_its_server_indexes(engine, es_collection_config):
+    from foveal.index.es_backend import client_for, index_names
+
+    collection = engine.create_index("doomed", es_collection_config)
+    collection.upsert([parse_document(TINY_CORPUS[0])])
+    client = client_for(es_collection_config.elasticsearch)
+    names = list(index_names(es_collection_config.elasticsearch.index_prefix, "doomed").values())
+    assert all(client.indices.exists(index=n) for n in names)
+    engine.delete_index("doomed")
+    assert not any(client.indices.exists(index=n) for n in names)
+    again = engine.create_index("doomed", es_collection_config)  # a new index of that name starts empty
+    assert again.store.count() == 0 and len(again.vectors) == 0 and len(again.lexical) == 0
