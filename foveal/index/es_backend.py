@@ -39,6 +39,13 @@ replay that only sees the re-add still removes the old vectors.
 
 The vector and lexical indexes live on the server, shared by every process: readers do not replay the log into
 them (``shared = True``); the writer does, under the collection's write lock, as for tantivy.
+
+Example (needs a server at ``$FOVEAL_ES_URL``)::
+
+    >>> from foveal.engine import Engine                                                      # doctest: +SKIP
+    >>> es = {"backend": "elasticsearch"}                                                     # doctest: +SKIP
+    >>> Engine().create_index("papers", {"vector": {**es, "factory": "HNSW16"}, "lexical": es,
+    ...                                  "docstore": es})                                     # doctest: +SKIP
 """
 
 from __future__ import annotations
