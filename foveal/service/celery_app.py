@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 from foveal.service.settings import ServiceSettings
 
@@ -49,6 +50,7 @@ def _make(settings: ServiceSettings) -> Celery:
         task_default_queue=settings.celery_queue,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        worker_proc_alive_timeout=300,  # the child loads the model in worker_process_init (below)
     )
     retries = settings.task_max_retries
 
@@ -68,6 +70,17 @@ def _make(settings: ServiceSettings) -> Celery:
         return {"task": task_key, "done": done, "failed": len(errors), "counted": counted}
 
     return app
+
+
+@worker_process_init.connect
+def _load_in_child(**_kwargs) -> None:
+    """Open the indexes (and so load the model) in each pool child, after the fork, outside any task's time
+    limit. The parent never loads a model, so forking is safe with CUDA."""
+    from foveal.service.worker import worker_engine
+
+    engine = worker_engine()
+    for name in engine.list_indexes():
+        engine.get(name)
 
 
 def run_worker(concurrency: int = 1, queues: str | None = None, loglevel: str = "INFO") -> None:
