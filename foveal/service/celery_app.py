@@ -4,6 +4,8 @@ Delivery guarantees, and why:
 
 * ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is acknowledged after it ran, so a worker killed in the
   middle of a batch (even by SIGKILL) leaves the message in Redis, and it is delivered again.
+* a worker sweeps Redis for unacknowledged tasks whose visibility timeout ran out every
+  ``FOVEAL_RESTORE_INTERVAL_S`` and queues them again.
 * ``worker_prefetch_multiplier=1``: a worker holds one unacknowledged batch at a time.
 * ``visibility_timeout`` (``FOVEAL_VISIBILITY_TIMEOUT_S``) is kept above the hard task time limit
   (``FOVEAL_TASK_TIME_LIMIT_S``), so a batch still running is never handed to a second worker.
@@ -26,7 +28,8 @@ _apps: dict[tuple, Celery] = {}
 
 def get_celery(settings: ServiceSettings | None = None) -> Celery:
     settings = settings or ServiceSettings.from_env()
-    key = (settings.redis_url, settings.celery_queue, settings.visibility_timeout_s, settings.task_time_limit_s)
+    key = (settings.redis_url, settings.celery_queue, settings.visibility_timeout_s, settings.task_time_limit_s,
+           settings.restore_interval_s)
     app = _apps.get(key)
     if app is None:
         app = _apps[key] = _make(settings)
@@ -35,7 +38,13 @@ def get_celery(settings: ServiceSettings | None = None) -> Celery:
 
 def _make(settings: ServiceSettings) -> Celery:
     app = Celery("foveal", broker=settings.redis_url, backend=settings.redis_url)
-    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    transport = {
+        "visibility_timeout": settings.visibility_timeout_s,
+        # sweep for expired unacknowledged tasks every restore_interval_s (kombu's default throttle would make it
+        # ten times that)
+        "unacked_restore_interval": settings.restore_interval_s,
+        "unacked_restore_throttle": 1,
+    }
     app.conf.update(
         task_serializer="json",
         result_serializer="json",

@@ -15,6 +15,8 @@ variable                        default                      meaning
 ``FOVEAL_TASK_TIME_LIMIT_S``    ``900``                      hard time limit of one task
 ``FOVEAL_VISIBILITY_TIMEOUT_S`` ``3600``                     an unacknowledged task is redelivered after this;
                                                              always raised above the task time limit
+``FOVEAL_RESTORE_INTERVAL_S``  ``10``                       how often a worker looks for tasks whose visibility
+                                                             timeout ran out (a killed worker's batch)
 ``FOVEAL_TASK_MAX_RETRIES``     ``8``                        retries (exponential backoff) before a batch fails
 ``FOVEAL_JOB_TTL_S``            ``604800``                   how long job records are kept (7 days)
 ==============================  ===========================  ======================================================
@@ -56,6 +58,7 @@ class ServiceSettings:
     max_doc_bytes: int = 2_500_000
     task_time_limit_s: int = 900
     visibility_timeout_s: int = 3600
+    restore_interval_s: int = 10
     task_max_retries: int = 8
     job_ttl_s: int = 7 * 24 * 3600
 
@@ -77,6 +80,7 @@ class ServiceSettings:
             task_time_limit_s=time_limit,
             # the visibility timeout must outlast the longest task, or a running task would be delivered twice
             visibility_timeout_s=max(_int("FOVEAL_VISIBILITY_TIMEOUT_S", 3600, 1), time_limit + 5),
+            restore_interval_s=_int("FOVEAL_RESTORE_INTERVAL_S", 10, 1),
             task_max_retries=_int("FOVEAL_TASK_MAX_RETRIES", 8),
             job_ttl_s=_int("FOVEAL_JOB_TTL_S", 7 * 24 * 3600, 1),
         )

@@ -53,6 +53,7 @@ def test_worker_indexes_and_survives_sigkill(redis_env, home, engine, monkeypatc
     monkeypatch.setenv("FOVEAL_TASK_DOCS", "4")
     monkeypatch.setenv("FOVEAL_TASK_TIME_LIMIT_S", "8")
     monkeypatch.setenv("FOVEAL_VISIBILITY_TIMEOUT_S", "1")  # raised to time limit + 5 by the settings
+    monkeypatch.setenv("FOVEAL_RESTORE_INTERVAL_S", "2")
     engine.create_index("kill")
     worker = _start_worker(home, {"FOVEAL_DEBUG_INGEST_SLEEP_S": "0.3"})
     try:
