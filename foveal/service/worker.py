@@ -44,7 +44,7 @@ def _doc_id(raw: Any) -> str | None:
 def index_batch(engine, index: str, raw_documents: list[Any]) -> tuple[int, list[dict[str, Any]]]:
     """Upsert one task's documents; returns (documents indexed, [{id, reason}] of those refused)."""
     try:
-        collection = engine.get(index)
+        collection = engine.get_current(index)
     except NotFoundError as exc:
         return 0, [{"id": _doc_id(raw), "reason": exc.message} for raw in raw_documents]
     documents: list[Document] = []
