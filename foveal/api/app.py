@@ -73,6 +73,7 @@ def create_app(
         summary = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems)
         return _error(422, "InvalidInputError", f"invalid request: {summary}", problems)
 
+    v1.install_request_limit(app, settings)
     ops.install_metrics(app)
     app.include_router(ops.router)
     app.include_router(v1.router)

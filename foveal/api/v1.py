@@ -28,6 +28,21 @@ class PayloadTooLargeError(FovealError):
     status_code = 413
 
 
+def install_request_limit(app, settings) -> None:
+    """Refuse a request body over ``FOVEAL_MAX_REQUEST_BYTES`` (by its Content-Length) before reading it."""
+    from fastapi.responses import JSONResponse
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_request_bytes:
+            message = (f"request body of {length} bytes; at most {settings.max_request_bytes} "
+                       "(FOVEAL_MAX_REQUEST_BYTES)")
+            return JSONResponse(status_code=413, content={"error": {
+                "type": "PayloadTooLargeError", "message": message, "details": {"limit": settings.max_request_bytes}}})
+        return await call_next(request)
+
+
 # -- models ------------------------------------------------------------------------------------------------------
 class CreateIndex(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="1-64 of a-z, 0-9, '-', '_'.")

@@ -12,6 +12,7 @@ variable                        default                      meaning
 ``FOVEAL_TASK_DOCS``            ``32``                       documents per queued task (a batch is split into tasks)
 ``FOVEAL_MAX_BATCH_DOCS``       ``1000``                     most documents one POST may carry (413 above)
 ``FOVEAL_MAX_DOC_BYTES``        ``2500000``                  largest document as JSON, in bytes (413 above)
+``FOVEAL_MAX_REQUEST_BYTES``    ``104857600``                largest request body by Content-Length (413 above)
 ``FOVEAL_TASK_TIME_LIMIT_S``    ``900``                      hard time limit of one task
 ``FOVEAL_VISIBILITY_TIMEOUT_S`` ``3600``                     an unacknowledged task is redelivered after this;
                                                              always raised above the task time limit
@@ -56,6 +57,7 @@ class ServiceSettings:
     task_docs: int = 32
     max_batch_docs: int = 1000
     max_doc_bytes: int = 2_500_000
+    max_request_bytes: int = 100 * 1024 * 1024
     task_time_limit_s: int = 900
     visibility_timeout_s: int = 3600
     restore_interval_s: int = 10
@@ -77,6 +79,7 @@ class ServiceSettings:
             task_docs=_int("FOVEAL_TASK_DOCS", 32, 1),
             max_batch_docs=_int("FOVEAL_MAX_BATCH_DOCS", 1000, 1),
             max_doc_bytes=_int("FOVEAL_MAX_DOC_BYTES", 2_500_000, 1),
+            max_request_bytes=_int("FOVEAL_MAX_REQUEST_BYTES", 100 * 1024 * 1024, 1),
             task_time_limit_s=time_limit,
             # the visibility timeout must outlast the longest task, or a running task would be delivered twice
             visibility_timeout_s=max(_int("FOVEAL_VISIBILITY_TIMEOUT_S", 3600, 1), time_limit + 5),

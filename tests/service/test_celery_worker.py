@@ -45,6 +45,7 @@ def _docs(prefix: str, n: int) -> list[dict]:
              "text": f"Field note {i} on {prefix}: glaciers, rivers and the weather of week {i}."} for i in range(n)]
 
 
+@pytest.mark.redis
 def test_worker_indexes_and_survives_sigkill(redis_env, home, engine, monkeypatch):
     from foveal.api.app import create_app
 

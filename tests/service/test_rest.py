@@ -15,7 +15,7 @@ from tests.conftest import TINY_CORPUS
 def client(engine):
     from foveal.api.app import create_app
 
-    settings = ServiceSettings(max_batch_docs=20, max_doc_bytes=5000, task_docs=2)
+    settings = ServiceSettings(max_batch_docs=20, max_doc_bytes=5000, task_docs=2, max_request_bytes=50_000)
     with TestClient(create_app(engine, settings=settings)) as c:
         yield c
 
@@ -69,6 +69,8 @@ def test_index_lifecycle_documents_and_jobs(client):
         ("post", "/v1/indexes/tiny/documents", {"documents": []}, 422, "documents"),
         ("post", "/v1/indexes/tiny/documents", {"documents": [{"_id": 5, "text": "x"}]}, 422, "_id"),
         ("post", "/v1/indexes/tiny/documents", {"documents": [{"_id": "a", "metadata": []}]}, 422, "metadata"),
+        ("post", "/v1/indexes/tiny/documents", {"documents": [{"_id": "a", "text": "x" * 60_000}]}, 413,
+         "FOVEAL_MAX_REQUEST_BYTES"),
         ("get", "/v1/jobs/0123456789abcdef0123456789abcdef", None, 404, "does not exist"),
         ("get", "/v1/jobs/not-a-job", None, 422, "job_id"),
         ("post", "/v1/indexes", {"name": "x", "config": {"vector": {"factory": "Nope"}}}, 422, "factory"),
