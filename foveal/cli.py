@@ -7,6 +7,7 @@
     foveal run --index papers --queries queries.jsonl --out run.trec [--k 100]
     foveal eval --run run.trec --qrels qrels/test.tsv
     foveal serve [--host 127.0.0.1] [--port 8000]
+    foveal worker [--concurrency 1] [--queues foveal-ingest]   # ingest worker (Celery with FOVEAL_QUEUE=celery)
 
 Data lives under ``$FOVEAL_HOME`` (default ``~/.local/share/foveal``). Errors are printed as one line and exit
 with status 2 (bad input) or 1 (some records rejected during ingest).
@@ -222,7 +223,47 @@ def serve(
 
     from foveal.api.app import create_app
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    try:
+        application = create_app()
+    except FovealError as exc:
+        _fail(exc.message)
+    uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(
+    concurrency: int = typer.Option(1, min=1, max=64, help="Worker processes (Celery prefork) or threads (embedded)."),
+    queues: Optional[str] = typer.Option(None, help="Celery queues to consume (default: FOVEAL_CELERY_QUEUE)."),
+    loglevel: str = typer.Option("INFO"),
+) -> None:
+    """Run an ingest worker: a Celery worker on Redis (FOVEAL_QUEUE=celery), or the embedded SQLite queue's."""
+    from foveal.service.settings import ServiceSettings
+
+    try:
+        settings = ServiceSettings.from_env()
+    except FovealError as exc:
+        _fail(exc.message)
+    if settings.queue == "celery":
+        from foveal.service.celery_app import run_worker
+
+        run_worker(concurrency=concurrency, queues=queues, loglevel=loglevel)
+        return
+    import threading
+
+    from foveal.service.jobs import EmbeddedQueue
+    from foveal.service.worker import worker_engine
+
+    queue = EmbeddedQueue(worker_engine().home, settings)
+    stop = threading.Event()
+    threads = [threading.Thread(target=queue.work, args=(worker_engine(), stop), daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    console.print(f"embedded ingest worker on {queue.path} ({concurrency} threads); Ctrl-C stops")
+    try:
+        while any(t.is_alive() for t in threads):
+            threads[0].join(1.0)
+    except KeyboardInterrupt:
+        stop.set()
 
 
 def main() -> None:

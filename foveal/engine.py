@@ -45,6 +45,7 @@ class Engine:
             config = IndexConfig.parse(config)
         with self._lock:
             collection = Collection.create(self.path_of(name), name, config)
+            collection.opened_inode = _inode(self.path_of(name) / "config.json")
             self._open[name] = collection
             return collection
 
@@ -56,7 +57,21 @@ class Engine:
                 if not (path / "config.json").exists():
                     raise IndexNotFoundError(f"index {name!r} does not exist", index=name)
                 collection = self._open[name] = Collection.open(path, name)
+                collection.opened_inode = _inode(path / "config.json")
             return collection
+
+    def get_current(self, name: str) -> Collection:
+        """Like :meth:`get`, but reopens the index when its folder was deleted (and maybe recreated) by another
+        process since this one opened it, so a long-lived worker never writes into deleted files."""
+        with self._lock:
+            collection = self._open.get(name)
+            if collection is not None:
+                inode = _inode(self.path_of(name) / "config.json")
+                if inode is None or inode != getattr(collection, "opened_inode", inode):
+                    self._open.pop(name, None)
+                    self._pipelines.pop(name, None)
+                    collection.store.close()
+            return self.get(name)
 
     def open_or_create(self, name: str, config: IndexConfig | None = None) -> Collection:
         with self._lock:
@@ -106,3 +121,10 @@ def _drop_server_indexes(path: Path, name: str) -> None:
         from foveal.index.es_backend import drop_indexes
 
         drop_indexes(name, config.elasticsearch)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None

@@ -94,16 +94,26 @@ def _variables_read_by_the_code() -> set[str]:
     return names
 
 
-def test_every_variable_the_code_reads_is_set(stack):
+def test_the_stack_sets_what_the_code_reads_and_nothing_else(stack):
     read = _variables_read_by_the_code()
-    assert {"FOVEAL_HOME", "FOVEAL_ES_URL", "FOVEAL_DEFAULT_BACKENDS"} <= read  # the scan finds what it should
+    assert {"FOVEAL_HOME", "FOVEAL_ES_URL", "FOVEAL_DEFAULT_BACKENDS", "FOVEAL_QUEUE"} <= read  # the scan works
+    needed = STACK_VARIABLES | {"FOVEAL_HOME", "FOVEAL_ES_URL", "FOVEAL_DEFAULT_BACKENDS", "FOVEAL_REDIS_PREFIX",
+                                "FOVEAL_CELERY_QUEUE"}
+    assert needed <= read | {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"}
+    shared = None
     for name in FOVEAL_SERVICES:
         env = stack[name]["environment"]
-        missing = (read | STACK_VARIABLES) - set(env)
-        assert not missing, f"{name} does not set {sorted(missing)}"
+        assert not needed - set(env), f"{name} does not set {sorted(needed - set(env))}"
+        unknown = {key for key in env if key.startswith("FOVEAL_")} - read
+        assert not unknown, f"{name} sets variables no code reads: {sorted(unknown)}"
+        assert not [key for key in env if key.startswith("FOVEAL_DEBUG_")], "test hooks must not be set in the stack"
         assert env["FOVEAL_ES_URL"] == "http://elasticsearch:9200"
         assert env["FOVEAL_REDIS_URL"].startswith("redis://redis:6379")
         assert env["FOVEAL_QUEUE"] == "celery"
+        # the API enqueues where the workers listen, and both read job records under the same prefix
+        queue_keys = {k: env[k] for k in ("FOVEAL_REDIS_URL", "FOVEAL_REDIS_PREFIX", "FOVEAL_CELERY_QUEUE")}
+        assert shared is None or queue_keys == shared
+        shared = queue_keys
         home = env["FOVEAL_HOME"]
         assert any(v == f"foveal-home:{home}" for v in stack[name]["volumes"])  # shared by api and workers
 

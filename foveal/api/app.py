@@ -1,6 +1,7 @@
 """The REST API (FastAPI).
 
-``GET /healthz`` and ``POST /v1/indexes/{name}/search``. Errors from :mod:`foveal.errors` map to HTTP statuses
+``GET /healthz``, ``POST /v1/indexes/{name}/search``; indexes, documents and jobs in :mod:`foveal.api.v1`;
+``/readyz`` and ``/metrics`` in :mod:`foveal.api.ops`. Errors from :mod:`foveal.errors` map to HTTP statuses
 here and nowhere else; every error body is ``{"error": {"type", "message", "details"}}``.
 
 Example::
@@ -23,6 +24,9 @@ from foveal import __version__
 from foveal.engine import Engine
 from foveal.errors import FovealError
 from foveal.pipeline.request import SearchRequest, SearchResponse
+from foveal.api import ops, v1
+from foveal.service.jobs import make_queue
+from foveal.service.settings import ServiceSettings
 
 INDEX_NAME = PathParam(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="Index name.")
 
@@ -31,15 +35,22 @@ def _error(status: int, kind: str, message: str, details: object = None) -> JSON
     return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message, "details": details}})
 
 
-def create_app(engine: Engine | None = None, home: Path | None = None) -> FastAPI:
+def create_app(
+    engine: Engine | None = None, home: Path | None = None, settings: ServiceSettings | None = None
+) -> FastAPI:
     state: dict[str, Engine] = {}
+    settings = settings or ServiceSettings.from_env()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state["engine"] = engine or Engine(home)
+        state["engine"] = app.state.engine = engine or Engine(home)
+        app.state.settings = settings
+        app.state.queue = make_queue(state["engine"].home, settings, lambda: state["engine"])
         for name in state["engine"].list_indexes():  # load models and indexes now, not on the first request
             await run_in_threadpool(state["engine"].pipeline, name)
+        app.state.queue.start()  # embedded: in-process workers resume what was queued before a restart
         yield
+        await run_in_threadpool(app.state.queue.stop)
         if engine is None:
             state["engine"].close()
 
@@ -61,6 +72,11 @@ def create_app(engine: Engine | None = None, home: Path | None = None) -> FastAP
         ]
         summary = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems)
         return _error(422, "InvalidInputError", f"invalid request: {summary}", problems)
+
+    v1.install_request_limit(app, settings)
+    ops.install_metrics(app)
+    app.include_router(ops.router)
+    app.include_router(v1.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:

@@ -122,14 +122,25 @@ class FaissVectorIndex:
         return int(self._main.ntotal + self._buffer.ntotal - len(self._tombstones))
 
     # -- search --------------------------------------------------------------------------------------------------
-    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``allowed`` (passage ids) restricts the search to those vectors, inside FAISS (an IDSelector)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
+        selector = None
+        if allowed is not None:
+            allowed = np.ascontiguousarray(allowed, dtype=np.int64)
+            if allowed.size == 0:
+                return np.zeros((len(vectors), k), np.float32), np.full((len(vectors), k), -1, np.int64)
+            selector = faiss.IDSelectorBatch(allowed)
         with self._lock:
             results = []
             if self._main.ntotal:
-                results.append(self._search_main(vectors, k))
+                results.append(self._search_main(vectors, k, selector))
             if self._buffer.ntotal:
-                results.append(self._buffer.search(vectors, min(k, self._buffer.ntotal)))
+                if selector is None:
+                    results.append(self._buffer.search(vectors, min(k, self._buffer.ntotal)))
+                else:
+                    results.append(self._buffer.search(vectors, min(k, self._buffer.ntotal),
+                                                       params=faiss.SearchParameters(sel=selector)))
         if not results:
             return np.zeros((len(vectors), k), np.float32), np.full((len(vectors), k), -1, np.int64)
         scores = np.concatenate([r[0] for r in results], axis=1)
@@ -145,7 +156,7 @@ class FaissVectorIndex:
         scores = np.where(ids < 0, 0.0, scores).astype(np.float32)
         return scores, ids
 
-    def _search_main(self, vectors: np.ndarray, k: int):
+    def _search_main(self, vectors: np.ndarray, k: int, selector=None):
         k = min(k, self._main.ntotal)
         params = None
         inner = self._main.index
@@ -164,6 +175,11 @@ class FaissVectorIndex:
                 return scores, np.where(positions >= 0, id_map[np.maximum(positions, 0)], -1)
         elif faiss.try_extract_index_ivf(inner) is not None:
             params = faiss.SearchParametersIVF(nprobe=self.nprobe)
+        if selector is not None:
+            # deleted documents have no passage ids in the allow-list, so it also covers HNSW tombstones
+            params = params or faiss.SearchParameters()
+            params.sel = selector
+            self._allowed_ref = selector
         if self._use_gpu and params is None:
             replica = self._gpu()
             if replica is not None:

@@ -162,6 +162,47 @@ class SqliteDocStore:
             last = rows[-1][0]
             yield _unpack([r[0] for r in rows], [r[1] for r in rows])
 
+    def filter_keys(self, ids=None, metadata=None, time_bounds=None) -> set[int]:
+        """doc_keys of the documents matching every condition: id list, metadata equality (a list = any of its
+        values), and ``{gte, gt, lte, lt}`` epoch-second bounds on ``timestamp``."""
+        where: list[str] = []
+        params: list = []
+        if ids is not None:
+            if not ids:
+                return set()
+            where.append(f"id IN ({','.join('?' * len(ids))})")
+            params.extend(ids)
+        for key, wanted in (metadata or {}).items():
+            values = wanted if isinstance(wanted, list) else [wanted]
+            path = '$."' + key + '"'
+            clauses = []
+            for value in values:
+                if isinstance(value, bool):
+                    clauses.append("(json_type(metadata, ?) IN ('true', 'false') AND json_extract(metadata, ?) = ?)")
+                    params.extend([path, path, int(value)])
+                elif isinstance(value, (int, float)):
+                    clauses.append("(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?)")
+                    params.extend([path, path, value])
+                else:
+                    clauses.append("(json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?)")
+                    params.extend([path, path, value])
+            where.append("(" + " OR ".join(clauses) + ")")
+        ops = {"gte": ">=", "gt": ">", "lte": "<=", "lt": "<"}
+        for name, bound in (time_bounds or {}).items():
+            where.append(f"timestamp IS NOT NULL AND timestamp {ops[name]} ?")
+            params.append(bound)
+        sql = "SELECT doc_key FROM documents" + (" WHERE " + " AND ".join(where) if where else "")
+        return {row[0] for row in self._connect().execute(sql, params)}
+
+    def passage_ids_of(self, doc_keys: Iterable[int]) -> np.ndarray:
+        keys = list(dict.fromkeys(int(k) for k in doc_keys))
+        out: list[int] = []
+        conn = self._connect()
+        for chunk in _chunks(keys, 500):
+            marks = ",".join("?" * len(chunk))
+            out.extend(r[0] for r in conn.execute(f"SELECT passage_id FROM vectors WHERE doc_key IN ({marks})", chunk))
+        return np.asarray(out, dtype=np.int64)
+
     def count(self) -> int:
         return int(self._connect().execute("SELECT COUNT(*) FROM documents").fetchone()[0])
 

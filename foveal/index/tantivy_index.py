@@ -119,10 +119,17 @@ class TantivyLexicalIndex:
             return None, terms
         return tantivy.Query.boolean_query(clauses), terms
 
-    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+    def search(self, query: str, k: int, allowed: Iterable[int] | None = None) -> list[tuple[int, float]]:
+        """``allowed`` (doc_keys) restricts the match set inside tantivy (a term-set query on ``doc_key``)."""
         compiled, _ = self.build_query(query)
         if compiled is None or k <= 0:
             return []
+        if allowed is not None:
+            keys = sorted(int(key) for key in allowed)
+            if not keys:
+                return []
+            restrict = tantivy.Query.term_set_query(self.schema, "doc_key", keys)
+            compiled = tantivy.Query.boolean_query([(tantivy.Occur.Must, compiled), (tantivy.Occur.Must, restrict)])
         searcher = self.index.searcher()
         result = searcher.search(compiled, limit=k)
         out = []

@@ -7,16 +7,87 @@ stages add their own entries under ``evidence``.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from foveal.config import FusionConfig, Pipeline
 
 MAX_K = 1000
 MAX_OFFSET = 10_000
 MAX_QUERY_CHARS = 8192
+
+
+#: Metadata keys a filter may name (they become a JSON path in SQLite, so only plain names are allowed).
+FILTER_KEY = r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,63}$"
+MAX_FILTER_VALUES = 1000
+Scalar = str | int | float | bool
+
+
+class TimeRange(BaseModel):
+    """A range on the document ``timestamp``: ISO 8601 text or epoch seconds on each bound."""
+
+    gte: str | float | None = None
+    gt: str | float | None = None
+    lte: str | float | None = None
+    lt: str | float | None = None
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"gte": "2024-01-01T00:00:00Z"}]})
+
+    @model_validator(mode="after")
+    def _check(self) -> "TimeRange":
+        from foveal.documents import parse_timestamp
+
+        bounds = {}
+        for name in ("gte", "gt", "lte", "lt"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                bounds[name] = parse_timestamp(value)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"timestamp.{name}: {exc}") from None
+        if not bounds:
+            raise ValueError("a timestamp range needs at least one of gte, gt, lte, lt")
+        return self
+
+    def bounds(self) -> dict[str, float]:
+        """The bounds as epoch seconds."""
+        from foveal.documents import parse_timestamp
+
+        return {n: parse_timestamp(getattr(self, n)) for n in ("gte", "gt", "lte", "lt") if getattr(self, n) is not None}
+
+
+class SearchFilter(BaseModel):
+    """Restricts a search to matching documents; applied inside retrieval, so ``k`` hits come back when ``k``
+    documents match. All given conditions must hold."""
+
+    ids: list[str] | None = Field(default=None, max_length=MAX_FILTER_VALUES, description="Only these document ids.")
+    metadata: dict[str, Scalar | list[Scalar]] | None = Field(
+        default=None, description="Equality on metadata fields; a list means any of its values."
+    )
+    timestamp: TimeRange | None = Field(default=None, description="Range on the document timestamp.")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"metadata": {"topic": "science"}, "timestamp": {"gte": "2024-01-01"}}]},
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _check_metadata(cls, value):
+        if value is None:
+            return value
+        if len(value) > 32:
+            raise ValueError("at most 32 metadata conditions")
+        for key, wanted in value.items():
+            if not re.match(FILTER_KEY, key):
+                raise ValueError(f"metadata key {key!r}: use 1-64 letters, digits, '_' or '-'")
+            if isinstance(wanted, list) and not 1 <= len(wanted) <= MAX_FILTER_VALUES:
+                raise ValueError(f"metadata.{key}: give 1 to {MAX_FILTER_VALUES} values")
+        return value
 
 
 class SearchRequest(BaseModel):
@@ -26,6 +97,7 @@ class SearchRequest(BaseModel):
     pipeline: Pipeline = Field(default=Pipeline.hybrid, description="bm25, dense or hybrid.")
     explain: bool = Field(default=False, description="Add how the query was analyzed and which terms matched.")
     fusion: FusionConfig | None = Field(default=None, description="Override the index's fusion settings.")
+    filter: SearchFilter | None = Field(default=None, description="Only documents matching this filter.")
     now: datetime | None = Field(
         default=None, description="The moment the query is asked (for time-aware stages); default: the present."
     )

@@ -77,13 +77,22 @@ class SearchPipeline:
             query_info["truncated_tokens"] = truncated
         lists: dict[str, list[tuple[int, float]]] = {}
         best_passage: dict[int, int] = {}
+        allowed = None
+        if request.filter is not None:
+            f = request.filter
+            allowed = self.collection.store.filter_keys(
+                f.ids, f.metadata, f.timestamp.bounds() if f.timestamp is not None else None
+            )
         if request.pipeline in (Pipeline.bm25, Pipeline.hybrid):
-            lists["bm25"] = self.collection.lexical.search(request.query, window)
+            if allowed is None:
+                lists["bm25"] = self.collection.lexical.search(request.query, window)
+            else:
+                lists["bm25"] = self.collection.lexical.search(request.query, window, allowed=allowed)
         if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
             for stage in self.query_stages:
                 vector, stage_evidence = stage.apply(request, vector)
                 query_info.setdefault("stages", {})[stage.name] = stage_evidence
-            lists["dense"], best_passage = self._dense(vector, window)
+            lists["dense"], best_passage = self._dense(vector, window, allowed)
 
         if request.pipeline == Pipeline.hybrid:
             ranked = fuse(lists, fusion)
@@ -108,6 +117,8 @@ class SearchPipeline:
             query_info["fusion"] = fusion.model_dump(mode="json")
             query_info["window"] = window
             query_info["candidates"] = len(candidates)
+            if allowed is not None:
+                query_info["filter_matches"] = len(allowed)
         return SearchResponse(
             index=self.collection.name,
             query=request.query,
@@ -119,8 +130,14 @@ class SearchPipeline:
             query_info=query_info,
         )
 
-    def _dense(self, vector: np.ndarray, window: int) -> tuple[list[tuple[int, float]], dict[int, int]]:
-        scores, ids = self.collection.vectors.search(vector[None, :], window * PASSAGES_PER_DOCUMENT)
+    def _dense(
+        self, vector: np.ndarray, window: int, allowed: set[int] | None = None
+    ) -> tuple[list[tuple[int, float]], dict[int, int]]:
+        if allowed is None:
+            scores, ids = self.collection.vectors.search(vector[None, :], window * PASSAGES_PER_DOCUMENT)
+        else:
+            pids = self.collection.store.passage_ids_of(allowed)
+            scores, ids = self.collection.vectors.search(vector[None, :], window * PASSAGES_PER_DOCUMENT, allowed=pids)
         best: dict[int, float] = {}
         passage: dict[int, int] = {}
         for score, pid in zip(scores[0].tolist(), ids[0].tolist()):

@@ -1,0 +1,118 @@
+"""Operational endpoints: ``/readyz`` (every backend this process needs answers) and ``/metrics`` (Prometheus).
+
+Metrics: ``foveal_http_requests_total`` and ``foveal_http_request_duration_seconds`` by method, route template and
+status; ``foveal_documents_indexed_total`` (by the ingest queue); ``foveal_jobs{state}``; ``foveal_queue_depth``
+(tasks not yet done); ``foveal_index_documents{index}``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+router = APIRouter()
+
+
+class _QueueCollector:
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def collect(self):
+        state = self.app.state
+        queue = getattr(state, "queue", None)
+        engine = getattr(state, "engine", None)
+        if queue is not None:
+            try:
+                stats = queue.stats()
+            except Exception:  # a scrape must not fail because Redis is away; readyz reports that
+                stats = None
+            if stats is not None:
+                jobs = GaugeMetricFamily("foveal_jobs", "Ingest jobs by state (within retention).", labels=["state"])
+                for name, count in stats["jobs"].items():
+                    jobs.add_metric([name], count)
+                yield jobs
+                yield GaugeMetricFamily("foveal_queue_depth", "Ingest tasks not yet done.", value=stats["queue_depth"])
+                yield CounterMetricFamily("foveal_documents_indexed", "Documents indexed through the queue.",
+                                          value=stats["documents_indexed"])
+        if engine is not None:
+            docs = GaugeMetricFamily("foveal_index_documents", "Documents per index.", labels=["index"])
+            for name in engine.list_indexes():
+                try:
+                    docs.add_metric([name], engine.get(name).store.count())
+                except Exception:
+                    continue
+            yield docs
+
+
+def install_metrics(app: FastAPI) -> None:
+    registry = CollectorRegistry()
+    requests = Counter("foveal_http_requests", "HTTP requests.", ["method", "route", "status"], registry=registry)
+    latency = Histogram("foveal_http_request_duration_seconds", "HTTP request latency.", ["method", "route"],
+                        registry=registry,
+                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+    registry.register(_QueueCollector(app))
+    app.state.metrics_registry = registry
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            requests.labels(request.method, template, str(status)).inc()
+            latency.labels(request.method, template).observe(time.perf_counter() - started)
+
+
+@router.get("/readyz", tags=["health"])
+async def readyz(request: Request):
+    """Ready: the queue backend (SQLite, or Redis with FOVEAL_QUEUE=celery) and every index's stores answer.
+    503 with the failing checks otherwise."""
+    state = request.app.state
+
+    def check() -> dict[str, str]:
+        checks: dict[str, str] = {}
+        queue = getattr(state, "queue", None)
+        name = "redis" if getattr(queue, "kind", "") == "celery" else "queue"
+        try:
+            if queue is None:
+                raise RuntimeError("not started")
+            queue.ping()
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"down: {type(exc).__name__}: {exc}"
+        engine = getattr(state, "engine", None)
+        if engine is None:
+            checks["engine"] = "down: not started"
+            return checks
+        for index in engine.list_indexes():
+            try:
+                collection = engine.get(index)
+                collection.store.count()
+                len(collection.vectors)
+                len(collection.lexical)
+                checks[f"index:{index}"] = "ok"
+            except Exception as exc:
+                checks[f"index:{index}"] = f"down: {type(exc).__name__}: {exc}"
+        return checks
+
+    checks = await run_in_threadpool(check)
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(status_code=200 if ready else 503,
+                        content={"status": "ready" if ready else "unavailable", "checks": checks})
+
+
+@router.get("/metrics", tags=["health"])
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    body = await run_in_threadpool(generate_latest, request.app.state.metrics_registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,212 @@
+"""REST routes under ``/v1`` for indexes, documents and ingest jobs (search stays in :mod:`foveal.api.app`).
+
+Writes go through the ingest queue: ``POST /v1/indexes/{name}/documents`` answers ``202`` with a job id once the
+batch is durably queued, and ``GET /v1/jobs/{id}`` reports ``{state, total, done, failed, errors[]}``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Path as PathParam, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from foveal.config import IndexConfig
+from foveal.documents import MAX_ID_CHARS, parse_document
+from foveal.errors import DocumentError, DocumentNotFoundError, FovealError
+
+INDEX_NAME = PathParam(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="Index name.")
+DOC_ID = PathParam(min_length=1, max_length=MAX_ID_CHARS, description="Document id (`_id`).")
+JOB_ID = PathParam(pattern=r"^[0-9a-f]{32}$", description="Job id, as returned by a document upsert.")
+
+router = APIRouter(prefix="/v1")
+
+
+class PayloadTooLargeError(FovealError):
+    status_code = 413
+
+
+def install_request_limit(app, settings) -> None:
+    """Refuse a request body over ``FOVEAL_MAX_REQUEST_BYTES`` (by its Content-Length) before reading it."""
+    from fastapi.responses import JSONResponse
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_request_bytes:
+            message = (f"request body of {length} bytes; at most {settings.max_request_bytes} "
+                       "(FOVEAL_MAX_REQUEST_BYTES)")
+            return JSONResponse(status_code=413, content={"error": {
+                "type": "PayloadTooLargeError", "message": message, "details": {"limit": settings.max_request_bytes}}})
+        return await call_next(request)
+
+
+# -- models ------------------------------------------------------------------------------------------------------
+class CreateIndex(BaseModel):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="1-64 of a-z, 0-9, '-', '_'.")
+    config: dict[str, Any] | None = Field(default=None, description="IndexConfig (see README); omitted: defaults.")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "papers", "config": {"fusion": {"method": "rrf"}}}]},
+    )
+
+
+class DocumentIn(BaseModel):
+    id: str = Field(alias="_id", min_length=1, max_length=MAX_ID_CHARS, description="Unique id; upserts replace.")
+    title: str = ""
+    text: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Any JSON object; filterable by equality.")
+    timestamp: str | float | None = Field(default=None, description="ISO 8601 or epoch seconds.")
+    vector: list[float] | None = Field(default=None, description="A precomputed embedding (skips encoding).")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class UpsertDocuments(BaseModel):
+    documents: list[DocumentIn] = Field(min_length=1, description="The batch (at most FOVEAL_MAX_BATCH_DOCS).")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"documents": [
+            {"_id": "tides", "title": "Ocean tides", "text": "The moon pulls the sea.",
+             "metadata": {"topic": "science"}, "timestamp": "2024-01-05T00:00:00Z"}]}]},
+    )
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    index: str
+    total: int = Field(description="Documents in the batch.")
+    rejected: int = Field(description="Refused at once (listed in the job's errors).")
+    status_url: str
+
+
+class JobError(BaseModel):
+    id: str | None = Field(description="The document id, when it had one.")
+    reason: str
+
+
+class Job(BaseModel):
+    id: str
+    index: str
+    state: str = Field(description="queued, running or done.")
+    total: int
+    done: int = Field(description="Documents indexed (an unchanged re-upsert counts as indexed).")
+    failed: int = Field(description="Documents refused; each is in errors (the first 1000).")
+    errors: list[JobError]
+    created: float
+    updated: float
+
+
+class IndexSummary(BaseModel):
+    name: str
+    documents: int
+
+
+class DocumentOut(BaseModel):
+    id: str = Field(serialization_alias="_id")
+    title: str
+    text: str
+    metadata: dict[str, Any]
+    timestamp: str | None
+    passages: int
+
+
+# -- indexes -----------------------------------------------------------------------------------------------------
+@router.post("/indexes", status_code=201, tags=["indexes"], response_model=IndexSummary)
+async def create_index(body: CreateIndex, request: Request) -> IndexSummary:
+    """Create an index with its config (validated; unknown keys are refused). 409 when it exists."""
+    engine = request.app.state.engine
+    config = IndexConfig.parse(body.config) if body.config is not None else None
+    collection = await run_in_threadpool(engine.create_index, body.name, config)
+    return IndexSummary(name=body.name, documents=collection.store.count())
+
+
+@router.get("/indexes", tags=["indexes"], response_model=list[IndexSummary])
+def list_indexes(request: Request) -> list[IndexSummary]:
+    """Every index with its document count."""
+    engine = request.app.state.engine
+    return [IndexSummary(name=n, documents=engine.get(n).store.count()) for n in engine.list_indexes()]
+
+
+@router.get("/indexes/{name}", tags=["indexes"])
+def index_stats(request: Request, name: str = INDEX_NAME) -> dict[str, Any]:
+    """Counts in every store (documents, passages, vectors, lexical documents), change-log position, config."""
+    collection = request.app.state.engine.get(name)
+    collection.refresh()
+    return collection.stats()
+
+
+@router.delete("/indexes/{name}", tags=["indexes"])
+async def delete_index(request: Request, name: str = INDEX_NAME) -> dict[str, str]:
+    """Delete an index and its files."""
+    await run_in_threadpool(request.app.state.engine.delete_index, name)
+    return {"deleted": name}
+
+
+# -- documents ---------------------------------------------------------------------------------------------------
+@router.post("/indexes/{name}/documents", status_code=202, tags=["documents"], response_model=JobAccepted)
+async def upsert_documents(body: UpsertDocuments, request: Request, response: Response,
+                           name: str = INDEX_NAME) -> JobAccepted:
+    """Queue a batch of documents for indexing. Answered 202 once the batch is durably queued; follow the job at
+    ``status_url``. Documents refused on sight (empty, bad timestamp, wrong vector size) are listed in the job's
+    errors; the rest of the batch is indexed."""
+    state = request.app.state
+    settings = state.settings
+    if len(body.documents) > settings.max_batch_docs:
+        raise PayloadTooLargeError(
+            f"batch of {len(body.documents)} documents; at most {settings.max_batch_docs} per request "
+            "(FOVEAL_MAX_BATCH_DOCS)", limit=settings.max_batch_docs)
+    collection = state.engine.get(name)
+    accepted: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    for position, doc in enumerate(body.documents):
+        raw = doc.model_dump(by_alias=True, exclude_none=True)
+        size = len(json.dumps(raw, ensure_ascii=False).encode("utf-8"))
+        if size > settings.max_doc_bytes:
+            raise PayloadTooLargeError(
+                f"document {doc.id!r} (position {position}) is {size} bytes as JSON; at most {settings.max_doc_bytes} "
+                "(FOVEAL_MAX_DOC_BYTES)", doc_id=doc.id, limit=settings.max_doc_bytes)
+        try:
+            parse_document(raw, dimension=collection.dimension)
+            accepted.append(raw)
+        except DocumentError as exc:
+            rejected.append({"id": doc.id, "reason": exc.reason})
+    job = await run_in_threadpool(state.queue.submit, name, accepted, rejected, len(body.documents))
+    url = f"/v1/jobs/{job['id']}"
+    response.headers["Location"] = url
+    return JobAccepted(job_id=job["id"], index=name, total=job["total"], rejected=len(rejected), status_url=url)
+
+
+@router.get("/indexes/{name}/documents/{doc_id}", tags=["documents"], response_model=DocumentOut,
+            response_model_by_alias=True)
+def get_document(request: Request, name: str = INDEX_NAME, doc_id: str = DOC_ID) -> DocumentOut:
+    """One document as stored (committed writes only)."""
+    from foveal.documents import format_timestamp
+
+    collection = request.app.state.engine.get(name)
+    doc = collection.get(doc_id)
+    if doc is None:
+        raise DocumentNotFoundError(f"document {doc_id!r} is not in index {name!r}", index=name, id=doc_id)
+    return DocumentOut(id=doc.id, title=doc.title, text=doc.text, metadata=doc.metadata,
+                       timestamp=format_timestamp(doc.timestamp), passages=len(doc.passages))
+
+
+@router.delete("/indexes/{name}/documents/{doc_id}", tags=["documents"])
+async def delete_document(request: Request, name: str = INDEX_NAME, doc_id: str = DOC_ID) -> dict[str, str]:
+    """Delete one document from every store (committed when this returns)."""
+    collection = request.app.state.engine.get(name)
+    result = await run_in_threadpool(collection.delete, [doc_id])
+    if not result.deleted:
+        raise DocumentNotFoundError(f"document {doc_id!r} is not in index {name!r}", index=name, id=doc_id)
+    return {"deleted": doc_id}
+
+
+# -- jobs --------------------------------------------------------------------------------------------------------
+@router.get("/jobs/{job_id}", tags=["jobs"], response_model=Job)
+async def get_job(request: Request, job_id: str = JOB_ID) -> dict[str, Any]:
+    """Progress of an ingest job: state, counts, and the reason for every refused document."""
+    return await run_in_threadpool(request.app.state.queue.job, job_id)
