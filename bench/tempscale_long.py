@@ -8,7 +8,7 @@ SciFact abstracts are short (about 300 tokens with the title); length-induced co
 
 * a *long document* per judged abstract of the sampled queries: the whole abstract inserted at a random token
   position into unrelated, unjudged abstracts cut so that the whole is 505 tokens; it inherits the abstract's id
-  and judgments;
+  and judgments (an abstract longer than that on its own stays alone and is cut at the window);
 * ``--distractors`` more 505-token documents made of unjudged abstracts only. No unjudged abstract is used twice.
 
 Every long document is encoded whole, in one 512-token window (no segmentation: the setting where collapse bites;
@@ -137,7 +137,7 @@ def main() -> None:
         print(json.dumps(row), file=sys.stderr, flush=True)
     best = max(rows, key=lambda r: r["train"])
     print(f"\nLong SciFact documents (505 tokens, judged abstract among unrelated ones; "
-          f"{rows[0]['truncated_docs']} cut at the window): {corpus_size} documents, "
+          f"{rows[0]['truncated_docs']} longer than the window on their own, cut): {corpus_size} documents, "
           f"{len(qrels['train'])} train / {len(qrels['test'])} test queries; chosen on train: τ={best['tau']}\n")
     print("| τ | mean cosine, unrelated 505-token docs | mean cosine, unrelated abstracts (own length) | "
           "dense nDCG@10 train | dense nDCG@10 test |")
