@@ -13,13 +13,13 @@ Three steps, each cached:
 2. optionally (``encoder.onnx_optimize``) onnxruntime's transformer optimizer (``model_type="bert"``) fuses the
    embeddings + LayerNorm, attention, bias + GELU and skip + LayerNorm into single kernels;
 3. optionally (``encoder.quantize: int8``) dynamic quantization (``onnxruntime.quantization.quantize_dynamic``):
-   the weights of every MatMul stored as signed int8 with one scale per output channel (one scale per tensor loses
-   too much here: cosine to fp32 about 0.93), activations quantized to uint8 on the fly; u8·s8 products are what
-   AVX2 without VNNI runs fastest.
+   the weights of every MatMul stored as signed int8 with one scale per output channel (one scale per tensor moved
+   the embeddings much further from fp32), activations quantized to uint8 on the fly; u8·s8 products are what
+   AVX2 without VNNI runs fastest. Measured: README "Speed" (bench/encoders.py).
 
 The cache file name is a hash of the weights (after TempScale), the options and the torch/onnxruntime versions, so
 changing any of them exports again; files are written to a temporary name and renamed, so concurrent processes never
-read a half-written model. Method and measurements: README "Speed".
+read a half-written model.
 """
 
 from __future__ import annotations
