@@ -13,8 +13,10 @@ markdown tables:
    skipped), Triton with a ``key_padding_mask`` (tiles visited, keys masked), SDPA with a boolean mask through
    :func:`foveal.kernels.sdpa_attention`;
 3. block-sparse: Triton with half of the key blocks dropped per query block vs dense Triton;
-4. encoder throughput of all-MiniLM-L6-v2 (:class:`foveal.encoders.sentence_transformer.SentenceTransformerEncoder`)
-   in fp16 and fp32 on the GPU, in passages and tokens per second.
+4. encoding throughput of all-MiniLM-L6-v2 in fp16 and fp32 on the GPU: plain ``SentenceTransformer.encode``
+   (max_seq_length 512) vs foveal's encoder (:class:`foveal.encoders.sentence_transformer.SentenceTransformerEncoder`,
+   256-token passages, length-sorted batches) with SDPA and with the foveal attention (Triton), in documents/s and as
+   ratios to plain; SciFact abstracts when ``--encoder-corpus`` exists, synthetic documents otherwise.
 
 Times are medians of CUDA-event timings after warm-up (the first call also compiles the Triton kernel).
 """
@@ -152,34 +154,80 @@ def bench_sparse(args, triton_attention) -> str:
     return f"### Block-sparse, {block_m}x{block_n} tiles, fp16\n\n" + table(header, rows)
 
 
-def bench_encoder(args) -> str:
-    from foveal.config import EncoderConfig
-    from foveal.encoders.sentence_transformer import SentenceTransformerEncoder
+def encoder_texts(args) -> tuple[list[str], str]:
+    """SciFact abstracts (title + text) when the shared data is there, else seeded synthetic documents."""
+    corpus = args.encoder_corpus
+    if corpus is not None and corpus.exists():
+        import json
 
+        texts = []
+        with open(corpus, encoding="utf-8") as handle:
+            for line in handle:
+                record = json.loads(line)
+                texts.append(f"{record.get('title', '')} {record.get('text', '')}".strip())
+                if len(texts) >= args.encoder_docs:
+                    break
+        return texts, f"{len(texts)} documents of {corpus.parent.name}"
     words = "tides moon gravity ocean bread yeast dough chess opening pawn volcano magma crust coffee roast bean".split()
     generator = torch.Generator().manual_seed(0)
     texts = []
     for _ in range(args.encoder_docs):
         picks = torch.randint(0, len(words), (args.encoder_words,), generator=generator).tolist()
         texts.append(" ".join(words[i] for i in picks) + ".")
+    return texts, f"{len(texts)} synthetic documents of {args.encoder_words} words"
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bench_encoder(args, device: str = "cuda", precisions: tuple[bool, ...] = (True, False)) -> str:
+    """docs/s of plain ``SentenceTransformer.encode`` (max_seq_length 512) vs foveal's encoder (256-token passages,
+    length-sorted batches) with SDPA and with the foveal attention (Triton on CUDA), in fp16 and fp32."""
+    from sentence_transformers import SentenceTransformer
+
+    from foveal.config import EncoderConfig
+    from foveal.encoders.sentence_transformer import SentenceTransformerEncoder, resolve_model_path
+
+    texts, what = encoder_texts(args)
     rows = []
-    for fp16 in (True, False):
+    for fp16 in precisions:
+        precision = "fp16" if fp16 else "fp32"
         for batch_size in args.encoder_batch_sizes:
-            encoder = SentenceTransformerEncoder(EncoderConfig(device="cuda", fp16=fp16, batch_size=batch_size))
-            encoder.encode_documents(texts[: 2 * batch_size])  # warm-up
-            torch.cuda.synchronize()
+            plain = SentenceTransformer(str(resolve_model_path("all-MiniLM-L6-v2")), device=device)
+            plain.max_seq_length = 512
+            if fp16:
+                plain.half()
+            plain.encode(texts[: 2 * batch_size], batch_size=batch_size)  # warm-up
+            _sync(device)
             start = time.perf_counter()
-            documents = encoder.encode_documents(texts)
-            torch.cuda.synchronize()
-            seconds = time.perf_counter() - start
-            passages = sum(len(doc.passages) for doc in documents)
-            tokens = sum(p.n_tokens for doc in documents for p in doc.passages)
-            rows.append(["fp16" if fp16 else "fp32", batch_size, len(texts), passages, f"{seconds:.2f}",
-                         f"{passages / seconds:,.0f}", f"{tokens / seconds:,.0f}"])  # fmt: skip
-            del encoder
-            torch.cuda.empty_cache()
-    header = ["precision", "batch", "documents", "passages", "seconds", "passages/s", "tokens/s"]
-    return f"### Encoder throughput, all-MiniLM-L6-v2 on {torch.cuda.get_device_name()}\n\n" + table(header, rows)
+            plain.encode(texts, batch_size=batch_size)
+            _sync(device)
+            plain_s = time.perf_counter() - start
+            rows.append(["plain encode (512)", precision, batch_size, len(texts), f"{plain_s:.2f}",
+                         f"{len(texts) / plain_s:,.0f}", "n/a", "1.00"])  # fmt: skip
+            del plain
+            for attention in ("sdpa", "foveal"):
+                encoder = SentenceTransformerEncoder(
+                    EncoderConfig(device=device, fp16=fp16, batch_size=batch_size, attention=attention)
+                )
+                encoder.encode_documents(texts[: 2 * batch_size])  # warm-up (and Triton compile)
+                _sync(device)
+                start = time.perf_counter()
+                documents = encoder.encode_documents(texts)
+                _sync(device)
+                seconds = time.perf_counter() - start
+                tokens = sum(p.n_tokens for doc in documents for p in doc.passages)
+                rows.append([f"foveal passages, {attention}", precision, batch_size, len(texts), f"{seconds:.2f}",
+                             f"{len(texts) / seconds:,.0f}", f"{tokens / seconds:,.0f}",
+                             f"{plain_s / seconds:.2f}"])  # fmt: skip
+                del encoder
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+    header = ["variant", "precision", "batch", "documents", "seconds", "docs/s", "tokens/s", "ratio to plain"]
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else device
+    return f"### Encoding throughput, all-MiniLM-L6-v2 on {name}, {what}\n\n" + table(header, rows)
 
 
 def main() -> None:
@@ -192,6 +240,8 @@ def main() -> None:
     parser.add_argument("--reference-max-n", type=int, default=4096, help="skip the fp32 reference above this N")
     parser.add_argument("--skip-encoder", action="store_true")
     parser.add_argument("--encoder-docs", type=int, default=2000)
+    parser.add_argument("--encoder-corpus", type=Path,
+                        default=ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl", help="BEIR corpus.jsonl to encode (synthetic documents when it is missing)")
     parser.add_argument("--encoder-words", type=int, default=300, help="words per synthetic document")
     parser.add_argument("--encoder-batch-sizes", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--quick", action="store_true", help="N = 512 and 2048, 500 documents")

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from foveal.errors import ConfigError, IncompatibleIndexError
 
@@ -62,6 +62,17 @@ class EncoderConfig(_Strict):
     #: TempScale (arXiv 2410.24200): attention temperature, one value or one per head, folded into the query
     #: projection at load time (free at run time). ``None`` or 1.0 leaves the model as trained.
     attention_temperature: float | list[float] | None = None
+    #: Forward pass: ``torch`` (the sentence-transformers model) or ``onnx`` (the same weights exported once to ONNX
+    #: and run by onnxruntime on the CPU; same tokenization, segmentation, batching and pooling).
+    backend: str = Field(default="torch", pattern="^(torch|onnx)$")
+    #: ``int8``: onnxruntime dynamic quantization of the ONNX model's matrix products (``backend: onnx`` only).
+    quantize: str = Field(default="none", pattern="^(none|int8)$")
+    #: ONNX: fuse attention, LayerNorm and GELU with onnxruntime's transformer optimizer before quantizing.
+    onnx_optimize: bool = True
+    #: ONNX: onnxruntime intra-op threads; ``None`` lets onnxruntime pick (one per physical core).
+    onnx_threads: int | None = Field(default=None, ge=1, le=1024)
+    #: ONNX: where exported models are cached; ``None`` means ``$FOVEAL_HOME/cache/onnx``.
+    onnx_cache: str | None = None
 
     @field_validator("attention_temperature")
     @classmethod
@@ -70,6 +81,14 @@ class EncoderConfig(_Strict):
         if any(not (v > 0) or v == float("inf") for v in values):
             raise ValueError("attention_temperature must be finite and > 0")
         return value
+
+    @model_validator(mode="after")
+    def _backend_options(self) -> "EncoderConfig":
+        if self.quantize != "none" and self.backend != "onnx":
+            raise ValueError(f"quantize={self.quantize!r} needs backend 'onnx' (the torch backend runs fp32/fp16)")
+        if self.backend == "onnx" and self.device.startswith("cuda"):
+            raise ValueError("backend 'onnx' runs on the CPU; use device 'cpu' or 'auto', or backend 'torch' on CUDA")
+        return self
 
 
 def _default_backend(kind: str, builtin: str) -> str:
@@ -171,7 +190,7 @@ class IndexConfig(_Strict):
     BUILD_SECTIONS: ClassVar[tuple[str, ...]] = ("encoder", "vector", "lexical", "docstore", "elasticsearch")
     #: Keys inside build sections that may change without a rebuild.
     RUNTIME_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "encoder": ("batch_size", "device", "fp16", "attention"),
+        "encoder": ("batch_size", "device", "fp16", "attention", "onnx_threads", "onnx_cache"),
         "vector": ("gpu", "nprobe", "ef_search"),
         "lexical": ("title_boost", "text_boost"),
         "elasticsearch": ("url", "replicas", "num_candidates", "request_timeout"),

@@ -70,7 +70,8 @@ class SentenceTransformerEncoder:
         hf_logging.disable_progress_bar()
         self.config = config or EncoderConfig()
         self.path = resolve_model_path(self.config.model)
-        self.device = pick_device(self.config.device)
+        # the ONNX backend exports from (and runs next to) a CPU copy of the model
+        self.device = "cpu" if self.config.backend == "onnx" else pick_device(self.config.device)
         self.model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
         transformer = self.model[0].auto_model
         if self.config.attention == "foveal":
@@ -83,6 +84,17 @@ class SentenceTransformerEncoder:
             from foveal.encoders.tempscale import fold_attention_temperature
 
             fold_attention_temperature(self.model, self.config.attention_temperature)
+        self._onnx = None
+        if self.config.backend == "onnx":
+            from foveal.config import foveal_home
+            from foveal.encoders.onnx_backend import OnnxForward
+
+            cache = Path(self.config.onnx_cache).expanduser() if self.config.onnx_cache else None
+            cache = cache or foveal_home() / "cache" / "onnx"
+            self._onnx = OnnxForward(
+                self.model, cache_dir=cache, quantize=self.config.quantize, optimize=self.config.onnx_optimize,
+                threads=self.config.onnx_threads,
+            )
         if self.device.startswith("cuda") and self.config.fp16:
             self.model.half()
         self.model.eval()
@@ -146,7 +158,9 @@ class SentenceTransformerEncoder:
 
     # -- the forward pass ----------------------------------------------------------------------------------------
     def _encode_ids(self, token_ids: list[list[int]]) -> np.ndarray:
-        """Encode token-id sequences (no specials) in length-sorted batches; returns unit-norm float32 rows."""
+        """Encode token-id sequences (no specials) in length-sorted batches; returns unit-norm float32 rows.
+
+        The forward pass is the torch model or, with ``backend: onnx``, its onnxruntime export."""
         n = len(token_ids)
         out = np.zeros((n, self.dimension), dtype=np.float32)
         if n == 0:
@@ -157,12 +171,19 @@ class SentenceTransformerEncoder:
             for begin in range(0, n, batch_size):
                 chunk = order[begin : begin + batch_size]
                 width = max(len(token_ids[i]) for i in chunk) + 2
-                input_ids = torch.full((len(chunk), width), self._pad, dtype=torch.long)
-                attention = torch.zeros((len(chunk), width), dtype=torch.long)
+                ids_array = np.full((len(chunk), width), self._pad, dtype=np.int64)
+                mask_array = np.zeros((len(chunk), width), dtype=np.int64)
                 for row, i in enumerate(chunk):
                     seq = [self._cls, *token_ids[i], self._sep]
-                    input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-                    attention[row, : len(seq)] = 1
+                    ids_array[row, : len(seq)] = seq
+                    mask_array[row, : len(seq)] = 1
+                if self._onnx is not None:
+                    vectors = self._onnx(ids_array, mask_array)
+                    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+                    out[chunk] = vectors / np.maximum(norms, 1e-12)
+                    continue
+                input_ids = torch.from_numpy(ids_array)
+                attention = torch.from_numpy(mask_array)
                 features = {
                     "input_ids": input_ids.to(self.device),
                     "attention_mask": attention.to(self.device),

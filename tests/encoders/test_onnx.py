@@ -1,0 +1,135 @@
+"""The ONNX Runtime backend: same vectors as torch (fp32), close ones (int8), cached exports, config checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from foveal.config import EncoderConfig, IndexConfig
+from foveal.errors import ConfigError, IncompatibleIndexError
+
+from tests.conftest import TINY_CORPUS
+
+DOCS = [
+    "The gravitational pull of the moon raises the sea twice a day. Spring tides come at new and full moon.",
+    "Yeast ferments sugars in dough and releases carbon dioxide, so the loaf rises.",
+    "Chess",
+    # long enough for two passages with the default 256-token window
+    " ".join(f"Sentence {i} says that magma rises through cracks in the crust and erupts as lava." for i in range(40)),
+]
+QUERIES = ["what pulls the tides", "how does bread rise", "volcano"]
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="session")
+def onnx_fp32(onnx_cache):
+    from foveal.encoders.sentence_transformer import get_encoder
+
+    return get_encoder(EncoderConfig(backend="onnx", onnx_cache=str(onnx_cache)))
+
+
+@pytest.fixture(scope="session")
+def onnx_int8(onnx_cache):
+    from foveal.encoders.sentence_transformer import get_encoder
+
+    # max_seq_length as an index resolves it, so that the engine test below reuses this loaded model
+    return get_encoder(EncoderConfig(backend="onnx", quantize="int8", onnx_cache=str(onnx_cache), max_seq_length=256))
+
+
+def _rows(encoded):
+    return np.concatenate([d.vectors for d in encoded])
+
+
+def test_onnx_fp32_matches_torch(encoder, onnx_fp32):
+    theirs, ours = encoder.encode_documents(DOCS), onnx_fp32.encode_documents(DOCS)
+    assert [d.passages for d in ours] == [d.passages for d in theirs]  # same segmentation
+    assert len(ours[3].passages) >= 2
+    cosines = (_rows(ours) * _rows(theirs)).sum(axis=1)
+    assert cosines.min() > 0.9999
+    np.testing.assert_allclose(np.linalg.norm(_rows(ours), axis=1), 1.0, atol=1e-5)
+    queries = (onnx_fp32.encode_queries(QUERIES).vectors * encoder.encode_queries(QUERIES).vectors).sum(axis=1)
+    assert queries.min() > 0.9999
+
+
+def test_onnx_int8_is_close_but_not_identical(encoder, onnx_int8):
+    theirs, ours = _rows(encoder.encode_documents(DOCS)), _rows(onnx_int8.encode_documents(DOCS))
+    cosines = (ours * theirs).sum(axis=1)
+    # during development, on 64 SciFact abstracts (256 tokens): min 0.990, mean 0.994 (per-channel int8 weights)
+    assert cosines.min() > 0.97
+    assert cosines.max() < 0.99999  # really quantized, not the fp32 graph again
+
+
+def test_int8_keeps_the_ranking(onnx_int8):
+    scores = onnx_int8.encode_queries(QUERIES).vectors @ _rows(onnx_int8.encode_documents(DOCS[:2] + DOCS[3:])).T
+    # tides -> doc 0, bread -> doc 1, volcano -> one of the two magma passages
+    assert list(scores.argmax(axis=1)[:2]) == [0, 1]
+    assert scores[2].argmax() >= 2
+
+
+def test_export_is_cached_and_keyed_by_options(onnx_fp32, onnx_int8, onnx_cache):
+    from foveal.encoders.onnx_backend import OnnxForward
+
+    assert onnx_fp32._onnx.path.parent == onnx_cache
+    assert onnx_fp32._onnx.path != onnx_int8._onnx.path
+    before = {p.name: p.stat().st_mtime_ns for p in onnx_cache.iterdir()}
+    assert not [name for name in before if name.endswith(".tmp")]  # atomic: no leftovers
+    again = OnnxForward(onnx_fp32.model, cache_dir=onnx_cache)
+    assert again.path == onnx_fp32._onnx.path
+    assert {p.name: p.stat().st_mtime_ns for p in onnx_cache.iterdir()} == before  # reused, not exported again
+
+
+def test_tempscale_temperature_changes_the_cache_key(onnx_fp32):
+    import copy
+
+    from foveal.encoders.onnx_backend import cache_key
+    from foveal.encoders.tempscale import fold_attention_temperature
+
+    model = copy.deepcopy(onnx_fp32.model)
+    plain = cache_key(model, quantize="none", optimize=True)
+    assert cache_key(model, quantize="none", optimize=True) == plain  # deterministic
+    assert cache_key(model, quantize="int8", optimize=True) != plain
+    assert cache_key(model, quantize="none", optimize=False) != plain
+    fold_attention_temperature(model, 0.8)  # τ is folded into the weights before export: another file
+    assert cache_key(model, quantize="none", optimize=True) != plain
+
+
+def test_engine_builds_and_searches_an_onnx_index(engine, onnx_cache, onnx_int8):
+    from foveal.documents import parse_document
+    from foveal.pipeline.request import SearchRequest
+
+    config = {"encoder": {"backend": "onnx", "quantize": "int8", "onnx_cache": str(onnx_cache)}}
+    collection = engine.create_index("quantized", config)
+    assert collection.encoder is onnx_int8  # the model loaded once per configuration, export from the cache
+    collection.upsert([parse_document(d) for d in TINY_CORPUS])
+    collection.flush()
+    hits = engine.pipeline("quantized").search(SearchRequest(query="why does the sea rise", pipeline="dense")).hits
+    assert hits[0].id == "tides"
+
+
+@pytest.mark.parametrize(
+    ("encoder_config", "message"),
+    [
+        ({"quantize": "int8"}, "needs backend 'onnx'"),
+        ({"backend": "tensorflow"}, "encoder.backend"),
+        ({"backend": "onnx", "quantize": "int4"}, "encoder.quantize"),
+        ({"backend": "onnx", "device": "cuda"}, "runs on the CPU"),
+        ({"backend": "onnx", "onnx_threads": 0}, "encoder.onnx_threads"),
+    ],
+)
+def test_bad_encoder_config_is_refused_clearly(encoder_config, message):
+    with pytest.raises(ConfigError, match=message):
+        IndexConfig.parse({"encoder": encoder_config})
+
+
+def test_backend_and_quantization_are_part_of_the_build_signature():
+    torch_cfg = IndexConfig.parse({})
+    int8 = IndexConfig.parse({"encoder": {"backend": "onnx", "quantize": "int8", "onnx_threads": 2}})
+    signature = int8.build_signature()["encoder"]
+    assert signature["backend"] == "onnx" and signature["quantize"] == "int8"
+    assert "onnx_threads" not in signature and "onnx_cache" not in signature  # run-time only
+    with pytest.raises(IncompatibleIndexError, match="encoder.quantize"):
+        int8.check_compatible(torch_cfg, "x")
