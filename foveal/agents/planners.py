@@ -143,6 +143,9 @@ def _clean_title(title: str) -> str:
     return re.sub(r"\s*\([^)]*\)\s*$", "", html.unescape(title)).strip()
 
 
+_LOOSE_JOIN = re.compile(r"\s+(?:in|on|for|and|&)\s+")
+
+
 def bridge_entity(question: str, answer: str, cited_titles: list[str], retrieved_titles: list[str]) -> str | None:
     """The entity a first answer leads to, never one the question already mentions.
 
@@ -152,7 +155,11 @@ def bridge_entity(question: str, answer: str, cited_titles: list[str], retrieved
     titles = {_clean_title(t).lower(): _clean_title(t) for t in retrieved_titles if t}
     every: list[str] = []
     for sentence in re.split(r"\[\[\d+\]\]", answer):
-        fresh = [n for n in names(sentence) if len(n) > 2 and not mentioned_in(n, question)]
+        spans = []
+        for name in names(sentence):  # "Gustav Klimt in Vienna": its parts first, then the whole span
+            parts = [p for p in _LOOSE_JOIN.split(name) if p]
+            spans.extend((parts if len(parts) > 1 else []) + [name])
+        fresh = [n for n in spans if len(n) > 2 and not mentioned_in(n, question)]
         every.extend(fresh)
         for name in fresh:
             if name.lower() in titles:
