@@ -280,7 +280,10 @@ def ask(
             if kind == "final":
                 final.update(data)
 
-    asyncio.run(consume())
+    try:
+        asyncio.run(consume())
+    finally:
+        agent.close()
     if not as_json:
         out.print()
         out.print(final.get("answer") or "(no answer)", highlight=False, markup=False)

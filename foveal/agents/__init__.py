@@ -62,7 +62,10 @@ def build_agent(
         chosen_searcher = PipelineSearcher(pipeline, LLMRewriter(client), LLMWriter(client))
     else:
         chosen_searcher = PipelineSearcher(pipeline)
-    return Agent(chosen_planner, chosen_searcher, settings)
+    agent = Agent(chosen_planner, chosen_searcher, settings)
+    if client is not None:
+        agent.resources.append(client)
+    return agent
 
 
 __all__ = [

@@ -90,6 +90,13 @@ class Agent:
         self.planner = planner
         self.searcher = searcher
         self.settings = settings or AgentSettings()
+        #: Things to close with the agent (the LLM client's connection pool).
+        self.resources: list = []
+
+    def close(self) -> None:
+        for resource in self.resources:
+            resource.close()
+        self.resources.clear()
 
     async def stream(self, question: str) -> AsyncIterator[Event]:
         queue: asyncio.Queue[Event | None] = asyncio.Queue()

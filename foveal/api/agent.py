@@ -91,6 +91,7 @@ def create_agent_router(get_engine: Callable[[], Engine]) -> APIRouter:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await step
                 await stream.aclose()
+                agent.close()
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
