@@ -217,7 +217,7 @@ class Agent:
             exclude = frozenset(r.doc_id for a in graph.ancestors(name) for r in graph.nodes[a].references)
             try:
                 result = await asyncio.wait_for(
-                    asyncio.to_thread(self.searcher.run, node.content, graph.question, history, exclude),
+                    asyncio.to_thread(self.searcher.run, node.content, graph.question, history, exclude, node.focus),
                     self.settings.node_timeout,
                 )
             except asyncio.TimeoutError:

@@ -61,6 +61,8 @@ class Node:
     answer: str | None = None
     references: list[Reference] = field(default_factory=list)
     error: str | None = None
+    #: An entity the sub-question is about (searched on its own too), set by the planner.
+    focus: str | None = None
     #: The search queries the searcher ran (after rewriting).
     queries: list[str] = field(default_factory=list)
     #: Titles of everything the searches returned, cited or not (the rule planner's bridge candidates).
@@ -72,6 +74,7 @@ class Node:
             "content": self.content,
             "type": self.type.value,
             "state": self.state.value,
+            "focus": self.focus,
             "answer": self.answer,
             "references": [r.to_dict() for r in self.references],
             "error": self.error,

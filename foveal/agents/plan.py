@@ -32,6 +32,8 @@ class PlanError(InvalidInputError):
 class PlannedNode(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     content: str = Field(min_length=1, max_length=1000)
+    #: An entity the sub-question is about; the searcher also searches it on its own.
+    focus: str | None = Field(default=None, max_length=200)
     model_config = ConfigDict(extra="forbid")
 
 
@@ -103,7 +105,7 @@ def apply_plan(graph: SearchGraph, plan: Plan) -> list[str]:
     except ValueError as exc:
         raise PlanError(f"invalid plan: {exc}") from None
     for node in plan.nodes:
-        graph.add_node(node.name, node.content)
+        graph.add_node(node.name, node.content).focus = node.focus
     for start, end in plan.edges:
         graph.add_edge(start, end)
     for name in new:

@@ -7,8 +7,9 @@ data, never code:
 * :class:`RulePlanner` needs no model. It splits compound questions (several questions, or clauses joined by
   "; " / "and" + a question word), comparative and multi-entity questions ("Which is older, A or B?", "Were A and
   B both ...?") into one sub-question per part; a question it cannot split is asked whole, and once answered it
-  follows a *bridge entity* from that answer (a name in the cited sentences that titles another retrieved
-  document, else a cited passage's title, else the first new name) with a second sub-question.
+  follows a *bridge entity* with a second sub-question that also searches the entity on its own. The entity is
+  the title of a retrieved but uncited document that a cited passage (else the question) names; failing that, a
+  name in the answer that titles a retrieved document, a name of several words, or a cited passage's title.
 * :class:`LLMPlanner` asks any OpenAI-compatible chat model for the plan as JSON, then (after the searchers
   answer) whether more sub-questions are needed, and finally for the cited response.
 
@@ -146,6 +147,26 @@ def _clean_title(title: str) -> str:
 _LOOSE_JOIN = re.compile(r"\s+(?:in|on|for|and|&)\s+")
 
 
+def _named_in(title: str, text: str) -> int:
+    """Where ``text`` names ``title`` (case-sensitive, whole words), or -1."""
+    match = re.search(r"(?<!\w)" + re.escape(title) + r"(?!\w)", text)
+    return match.start() if match else -1
+
+
+def linked_title(question: str, references: list, retrieved_titles: list[str]) -> str | None:
+    """A retrieved, not yet cited document that a cited passage names (best passage first, earliest mention
+    first), else one the question names: the entity linking that leads from a first answer to a second hop."""
+    cited = {_clean_title(r.title) for r in references}
+    titles = [t for t in dict.fromkeys(_clean_title(t) for t in retrieved_titles)
+              if len(t) >= 4 and t not in cited]
+    for ref in references:
+        found = [(at, t) for t in titles if (at := _named_in(t, ref.text)) >= 0 and not mentioned_in(t, question)]
+        if found:
+            return min(found)[1]
+    found = [(at, t) for t in titles if (at := _named_in(t, question)) >= 0]
+    return min(found)[1] if found else None
+
+
 def bridge_entity(question: str, answer: str, cited_titles: list[str], retrieved_titles: list[str]) -> str | None:
     """The entity a first answer leads to, never one the question already mentions.
 
@@ -194,12 +215,13 @@ class RulePlanner:
         first = searchers[0]
         if first.state != NodeState.done or not first.answer:
             return None
-        entity = bridge_entity(graph.question, first.answer, [r.title for r in first.references],
-                               first.retrieved_titles)
+        entity = linked_title(graph.question, first.references, first.retrieved_titles) or bridge_entity(
+            graph.question, first.answer, [r.title for r in first.references], first.retrieved_titles)
         if entity is None:
             return None
         content = f"{entity}: {graph.question}"
-        return Plan(nodes=[PlannedNode(name="bridge", content=content[:1000])], edges=[(first.name, "bridge")])
+        return Plan(nodes=[PlannedNode(name="bridge", content=content[:1000], focus=entity[:200])],
+                    edges=[(first.name, "bridge")])
 
     def respond(self, graph: SearchGraph, sections: str) -> str | None:
         return None

@@ -59,7 +59,7 @@ class SearcherResult:
 
 class Searcher(Protocol):
     def run(self, question: str, topic: str, history: Sequence[HistoryItem],
-            exclude: frozenset[str] = frozenset()) -> SearcherResult: ...
+            exclude: frozenset[str] = frozenset(), focus: str | None = None) -> SearcherResult: ...
 
 
 class Rewriter(Protocol):
@@ -169,6 +169,7 @@ class PipelineSearcher:
         search_pipeline: Pipeline = Pipeline.hybrid,
         per_query: int = 6,
         select: int = 4,
+        candidates: int = 10,
     ) -> None:
         self.pipeline = pipeline
         self.rewriter = rewriter or RuleRewriter()
@@ -176,21 +177,31 @@ class PipelineSearcher:
         self.search_pipeline = search_pipeline
         self.per_query = per_query
         self.select = select
+        #: Hits read per query: the best ``select`` are cited, the titles of all are bridge candidates.
+        self.candidates = max(candidates, per_query)
 
     def run(self, question: str, topic: str, history: Sequence[HistoryItem],
-            exclude: frozenset[str] = frozenset()) -> SearcherResult:
+            exclude: frozenset[str] = frozenset(), focus: str | None = None) -> SearcherResult:
         queries = [q[:2000] for q in self.rewriter.rewrite(question, topic, history) if q.strip()] or [question]
-        requests = [SearchRequest(query=q, k=self.per_query + len(exclude), pipeline=self.search_pipeline)
+        if focus and focus.strip() and focus not in queries:
+            queries.append(focus.strip())
+        requests = [SearchRequest(query=q, k=self.candidates + len(exclude), pipeline=self.search_pipeline)
                     for q in queries]
         # Deduplicate across queries: a document keeps its best rank (then its best score).
         best: dict[str, tuple[int, float, object]] = {}
-        for response in self.pipeline.search_many(requests):
-            for hit in response.hits:
+        responses = self.pipeline.search_many(requests)
+        for response in responses:
+            for hit in response.hits[: self.per_query + len(exclude)]:
                 key = (hit.rank, -hit.score)
                 if hit.id not in best or key < (best[hit.id][0], -best[hit.id][1]):
                     best[hit.id] = (hit.rank, hit.score, hit)
         ordered = [entry[2] for entry in sorted(best.values(), key=lambda e: (e[0], -e[1]))]
-        retrieved_titles = [h.title for h in ordered if h.title]
+        seen_titles: dict[str, None] = {}
+        for rank in range(self.candidates + len(exclude)):  # every query's hits, by rank
+            for response in responses:
+                if rank < len(response.hits) and response.hits[rank].title:
+                    seen_titles.setdefault(response.hits[rank].title)
+        retrieved_titles = list(seen_titles)
         chosen = [h for h in ordered if h.id not in exclude][: self.select]
         passages = [Reference(id=i, doc_id=h.id, title=h.title, text=_passage_text(h), score=h.score)
                     for i, h in enumerate(chosen, start=1)]

@@ -66,7 +66,7 @@ class FlakySearcher:
         self.lock = threading.Lock()
         self.started = []
 
-    def run(self, question, topic, history, exclude=frozenset()):
+    def run(self, question, topic, history, exclude=frozenset(), focus=None):
         with self.lock:
             self.started.append(question)
             self.active += 1
@@ -126,7 +126,7 @@ def test_closing_the_stream_cancels_the_run():
         asyncio.run(consume_until_running())
     finally:
         searcher.release.set()
-    assert searcher.started == ["Does alpha hang?"]
+    assert "Where is beta?" not in searcher.started
 
 
 def test_a_planner_that_crashes_still_ends_with_the_final_event():

@@ -33,7 +33,8 @@ class TestRulePlanner:
         node.answer = "Big Stone Gap is a 2014 film written and directed by Adriana Trigiani. [[1]]"
         node.references = [Reference(1, "d1", "Big Stone Gap (film)", "...", 1.0)]
         plan = RulePlanner().follow_up(graph)
-        assert [(n.name, n.content) for n in plan.nodes] == [("bridge", f"Adriana Trigiani: {question}")]
+        assert [(n.name, n.content, n.focus) for n in plan.nodes] == [
+            ("bridge", f"Adriana Trigiani: {question}", "Adriana Trigiani")]
         assert plan.edges == [("q1", "bridge")]
         node_two = graph.add_node("bridge", "x")  # one follow-up only
         node_two.state = NodeState.done
@@ -43,3 +44,16 @@ class TestRulePlanner:
         answer = "The Kiss was painted by Gustav Klimt in Vienna. [[1]]"
         assert bridge_entity("Who painted The Kiss?", answer, [], ["Vienna (city)"]) == "Vienna"
         assert bridge_entity("Who painted The Kiss?", answer, [], []) == "Gustav Klimt"
+
+
+def test_bridge_links_a_retrieved_title_named_in_a_cited_passage():
+    from foveal.agents.planners import linked_title
+
+    question = "The Vermont Catamounts soccer team competes in a conference formerly known as what?"
+    refs = [Reference(1, "d1", "Vermont Catamounts soccer", "The team plays in the America East Conference.", 1.0)]
+    retrieved = ["Vermont Catamounts soccer", "Vermont Catamounts basketball", "America East Conference"]
+    assert linked_title(question, refs, retrieved) == "America East Conference"
+    # nothing named in the passages: a retrieved, uncited title the question names
+    refs = [Reference(1, "d1", "Big Stone Gap (film)", "A 2014 film.", 1.0)]
+    assert linked_title("Who directed Big Stone Gap in Virginia?", refs, ["Virginia (state)", "Ohio"]) == "Virginia"
+    assert linked_title("Who directed Big Stone Gap?", refs, ["Ohio"]) is None
