@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10, help="hits of the single hybrid search")
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--select", type=int, default=4, help="passages each searcher node may cite")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
 
@@ -70,7 +71,7 @@ def main() -> None:
     questions = [json.loads(line) for line in open(folder / "queries.jsonl") if line.strip()][: args.limit]
     assert read_queries(folder / "queries.jsonl")  # the file is a BEIR queries file
     pipeline = engine.pipeline(args.index)
-    agent = build_agent(pipeline, planner="rule", settings=AgentSettings(concurrency=args.concurrency,
+    agent = build_agent(pipeline, planner="rule", select=args.select, settings=AgentSettings(concurrency=args.concurrency,
                                                                          node_timeout=300))
 
     agent_cited: dict[str, list[str]] = {}
@@ -94,7 +95,7 @@ def main() -> None:
     matched_k = math.ceil(mean_agent)
     runs = [(f"single hybrid search, top {args.k}", single(args.k)),
             (f"single hybrid search, top {matched_k} (the agent's mean, rounded up)", single(matched_k)),
-            ("agent (rule planner, extractive searchers)", agent_cited)]
+            (f"agent (rule planner, extractive searchers, select {args.select})", agent_cited)]
     rows = []
     for name, cited in runs:
         results = [score(cited[q["_id"]], texts, q["metadata"]) for q in questions]

@@ -47,11 +47,13 @@ def build_agent(
     searcher: Mode | None = None,
     settings: AgentSettings | None = None,
     llm: LLMConfig | None = None,
+    select: int = 4,
 ) -> Agent:
     """An agent over one index's search pipeline; ``searcher`` defaults to the planner's mode.
 
     The LLM modes read ``FOVEAL_LLM_URL`` / ``FOVEAL_LLM_MODEL`` / ``FOVEAL_LLM_API_KEY`` unless ``llm`` is given
-    (a :class:`~foveal.errors.ConfigError` names what is missing).
+    (a :class:`~foveal.errors.ConfigError` names what is missing). ``select``: passages each searcher node may
+    cite (MindSearch selects at most 4).
     """
     searcher = searcher or planner
     client = None
@@ -59,9 +61,9 @@ def build_agent(
         client = ChatClient(llm or LLMConfig.from_env())
     chosen_planner: Planner = LLMPlanner(client) if planner == "llm" else RulePlanner()
     if searcher == "llm":
-        chosen_searcher = PipelineSearcher(pipeline, LLMRewriter(client), LLMWriter(client))
+        chosen_searcher = PipelineSearcher(pipeline, LLMRewriter(client), LLMWriter(client), select=select)
     else:
-        chosen_searcher = PipelineSearcher(pipeline)
+        chosen_searcher = PipelineSearcher(pipeline, select=select)
     agent = Agent(chosen_planner, chosen_searcher, settings)
     if client is not None:
         agent.resources.append(client)

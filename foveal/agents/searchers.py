@@ -173,7 +173,8 @@ class PipelineSearcher:
     ) -> None:
         self.pipeline = pipeline
         self.rewriter = rewriter or RuleRewriter()
-        self.writer = writer or ExtractiveWriter(lambda texts: pipeline.collection.encoder.encode_queries(texts).vectors)
+        self.writer = writer or ExtractiveWriter(
+            lambda texts: pipeline.collection.encoder.encode_queries(texts).vectors, max_sentences=select)
         self.search_pipeline = search_pipeline
         self.per_query = per_query
         self.select = select
