@@ -233,6 +233,7 @@ def ask(
     planner: str = typer.Option("rule", help="rule (no model) or llm (FOVEAL_LLM_URL / _MODEL / _API_KEY)."),
     concurrency: int = typer.Option(4, min=1, max=16, help="Searcher nodes running at once."),
     node_timeout: float = typer.Option(60.0, min=0.1, help="Seconds per searcher node."),
+    select: int = typer.Option(4, min=1, max=10, help="Passages each searcher node may cite."),
     as_json: bool = typer.Option(False, "--json", help="Print every event as one JSON line."),
 ) -> None:
     """MindSearch-style agent: plan sub-questions, search them in parallel, answer with citations."""
@@ -247,7 +248,7 @@ def ask(
     if not question.strip():
         _fail("the question is empty")
     try:
-        agent = build_agent(_engine().pipeline(index), planner=planner,  # type: ignore[arg-type]
+        agent = build_agent(_engine().pipeline(index), planner=planner, select=select,  # type: ignore[arg-type]
                             settings=AgentSettings(concurrency=concurrency, node_timeout=node_timeout))
     except FovealError as exc:
         _fail(exc.message)

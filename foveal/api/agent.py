@@ -40,6 +40,7 @@ class AskRequest(BaseModel):
     concurrency: int = Field(default=4, ge=1, le=16, description="Searcher nodes running at once.")
     node_timeout: float = Field(default=60.0, gt=0, le=600, description="Seconds per searcher node.")
     max_rounds: int = Field(default=2, ge=0, le=5, description="Follow-up planning turns.")
+    select: int = Field(default=4, ge=1, le=10, description="Passages each searcher node may cite.")
 
     model_config = ConfigDict(
         extra="forbid",
@@ -67,7 +68,8 @@ def create_agent_router(get_engine: Callable[[], Engine]) -> APIRouter:
         pipeline = await run_in_threadpool(get_engine().pipeline, body.index)  # unknown index -> 404 now
         settings = AgentSettings(concurrency=body.concurrency, node_timeout=body.node_timeout,
                                  max_rounds=body.max_rounds)
-        agent = build_agent(pipeline, planner=body.planner, searcher=body.searcher, settings=settings)
+        agent = build_agent(pipeline, planner=body.planner, searcher=body.searcher, settings=settings,
+                            select=body.select)
 
         async def events() -> AsyncIterator[bytes]:
             stream = agent.stream(body.question)
