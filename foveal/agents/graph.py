@@ -8,9 +8,9 @@ start a searcher; the executor (:mod:`foveal.agents.executor`) runs every node w
 Example::
 
     >>> graph = SearchGraph("Who directed the film that won the 1998 Palme d'Or?")
-    >>> graph.add_node("film", "Which film won the 1998 Palme d'Or?")
+    >>> node = graph.add_node("film", "Which film won the 1998 Palme d'Or?")
     >>> graph.add_edge("root", "film")
-    >>> graph.add_response()
+    >>> response = graph.add_response()
     >>> [n.name for n in graph.ready()]
     ['film']
 """
