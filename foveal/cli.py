@@ -8,6 +8,7 @@
     foveal eval --run run.trec --qrels qrels/test.tsv
     foveal serve [--host 127.0.0.1] [--port 8000]
     foveal worker [--concurrency 1] [--queues foveal-ingest]   # ingest worker (Celery with FOVEAL_QUEUE=celery)
+    foveal ask "QUESTION" --index papers [--planner rule|llm] [--json]
 
 Data lives under ``$FOVEAL_HOME`` (default ``~/.local/share/foveal``). Errors are printed as one line and exit
 with status 2 (bad input) or 1 (some records rejected during ingest).
@@ -264,6 +265,76 @@ def worker(
             threads[0].join(1.0)
     except KeyboardInterrupt:
         stop.set()
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="The question to research."),
+    index: str = typer.Option("default", "--index", "-i"),
+    planner: str = typer.Option("rule", help="rule (no model) or llm (FOVEAL_LLM_URL / _MODEL / _API_KEY)."),
+    concurrency: int = typer.Option(4, min=1, max=16, help="Searcher nodes running at once."),
+    node_timeout: float = typer.Option(60.0, min=0.1, help="Seconds per searcher node."),
+    select: int = typer.Option(4, min=1, max=10, help="Passages each searcher node may cite."),
+    as_json: bool = typer.Option(False, "--json", help="Print every event as one JSON line."),
+) -> None:
+    """MindSearch-style agent: plan sub-questions, search them in parallel, answer with citations."""
+    import asyncio
+
+    from rich.markup import escape
+
+    from foveal.agents import AgentSettings, build_agent
+
+    if planner not in ("rule", "llm"):
+        _fail(f"unknown planner {planner!r} (allowed: rule, llm)")
+    if not question.strip():
+        _fail("the question is empty")
+    try:
+        agent = build_agent(_engine().pipeline(index), planner=planner, select=select,  # type: ignore[arg-type]
+                            settings=AgentSettings(concurrency=concurrency, node_timeout=node_timeout))
+    except FovealError as exc:
+        _fail(exc.message)
+
+    marks = {"not_started": "[dim]○[/]", "running": "[yellow]▶[/]", "done": "[green]✓[/]", "failed": "[red]✗[/]"}
+    seen: dict[str, str] = {}
+    final: dict = {}
+
+    async def consume() -> None:
+        async for event in agent.stream(question):
+            kind, data = event["event"], event["data"]
+            if as_json:
+                out.print(json.dumps(event, ensure_ascii=False), highlight=False, soft_wrap=True)
+            elif kind == "graph":
+                edges = data["graph"]["edges"]
+                for name, node in data["graph"]["nodes"].items():
+                    if seen.get(name) == node["state"] or node["type"] == "root":
+                        continue
+                    if name not in seen:
+                        parents = ", ".join(e["start"] for e in edges if e["end"] == name) or "root"
+                        out.print(f"[bold]+ {name}[/] [dim]({node['type']}, after {parents})[/] {escape(node['content'])}",
+                                  highlight=False)
+                    if node["state"] != "not_started":
+                        out.print(f"  {marks[node['state']]} {name} {node['state']}", highlight=False)
+                    seen[name] = node["state"]
+            elif kind == "node" and data["node"]["state"] == "failed":
+                out.print(f"  [red]{data['node']['name']} failed:[/] {escape(str(data['node']['error']))}", highlight=False)
+            elif kind == "error":
+                console.print(f"[bold red]error:[/] {escape(data['message'])}", highlight=False)
+            if kind == "final":
+                final.update(data)
+
+    try:
+        asyncio.run(consume())
+    finally:
+        agent.close()
+    if not as_json:
+        out.print()
+        out.print(final.get("answer") or "(no answer)", highlight=False, markup=False)
+        if final.get("references"):
+            out.print()
+        for number, ref in final.get("references", {}).items():
+            out.print(f"[bold]\\[[{number}]][/] {escape(ref['doc_id'])}  {escape(ref['title'])}", highlight=False)
+    if final.get("status") == "error":
+        raise typer.Exit(1)
 
 
 def main() -> None:

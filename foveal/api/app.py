@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from foveal import __version__
+from foveal.api.agent import create_agent_router
 from foveal.engine import Engine
 from foveal.errors import FovealError
 from foveal.pipeline.request import SearchRequest, SearchResponse
@@ -88,4 +89,5 @@ def create_app(
         """Search one index with BM25, dense retrieval or both (fused). Every hit carries its evidence."""
         return await run_in_threadpool(state["engine"].search, name, body)
 
+    app.include_router(create_agent_router(lambda: state["engine"]))
     return app
