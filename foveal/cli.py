@@ -127,12 +127,13 @@ def search(
     pipeline: Pipeline = typer.Option(Pipeline.hybrid, case_sensitive=False),
     as_json: bool = typer.Option(False, "--json", help="Print the full response as JSON."),
     explain: bool = typer.Option(False, help="Add query analysis and matched terms."),
+    rerank: Optional[bool] = typer.Option(None, "--rerank/--no-rerank", help="Pyramid rerank (default: config)."),
 ) -> None:
     """Search an index."""
     from foveal.pipeline.request import SearchRequest
 
     try:
-        request = SearchRequest(query=query, k=k, pipeline=pipeline, explain=explain)
+        request = SearchRequest(query=query, k=k, pipeline=pipeline, explain=explain, rerank=rerank)
     except ValueError as exc:
         _fail(str(exc))
     try:

@@ -189,7 +189,7 @@ class PyramidRanker:
 
     # -- inputs --------------------------------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def summarize(self, query: str, text: str) -> str:
         from foveal.rerank.quite import quite
