@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=20, help="rerank window for the quality runs")
     parser.add_argument("--latency-queries", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--latency-only", action="store_true", help="skip the quality runs")
     parser.add_argument("--json-out", default=str(ROOT / "bench" / "out" / "rerank" / "bench.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -112,27 +113,36 @@ def main() -> None:
         sample = dict(list(queries.items())[: args.latency_queries])
         trained = ranker.settings.lower_layers
         settings = [(trained, w) for w in (20, 50, 100)] + [(lower, 50) for lower in (0, 4, 5) if lower != trained]
+        stages = {}
         for lower, window in settings:
-            ranker.model.lower_layers = lower
             stage = Timed(PyramidReranker(RerankConfig(window=window), ranker=ranker))
-            searcher = SearchPipeline(engine.get(dataset), rerankers=[stage])
-            run(searcher, dict(list(sample.items())[:1]), True)  # warm-up
-            stage.times.clear()
-            run(searcher, sample, True)
-            times = sorted(stage.times)
+            stages[(lower, window)] = (stage, SearchPipeline(engine.get(dataset), rerankers=[stage]))
+        first = dict(list(sample.items())[:1])
+        for lower, window in settings:  # warm-up
+            ranker.model.lower_layers = lower
+            run(stages[(lower, window)][1], first, True)
+            stages[(lower, window)][0].times.clear()
+        # settings take turns query by query, so a change in the machine's load hits them all alike
+        for qid, text in sample.items():
+            for lower, window in settings:
+                ranker.model.lower_layers = lower
+                run(stages[(lower, window)][1], {qid: text}, True)
+        for lower, window in settings:
+            times = sorted(stages[(lower, window)][0].times)
             key = f"{lower}+{ranker.model.num_layers - lower} window {window}"
             report["latency"][key] = {"mean_ms": round(sum(times) / len(times), 1),
                                       "median_ms": round(times[len(times) // 2], 1), "queries": len(times),
                                       "dataset": dataset}
             print(f"latency {key}: {report['latency'][key]}", file=sys.stderr, flush=True)
-            save()
+        save()
         ranker.model.lower_layers = trained
 
     datasets = args.datasets.split(",")
-    quality(datasets[0])
+    if not args.latency_only:
+        quality(datasets[0])
     if args.latency_queries:
         latency(datasets[0])
-    for dataset in datasets[1:]:
+    for dataset in datasets[1:] if not args.latency_only else ():
         quality(dataset)
     print(json.dumps(report["quality"], indent=2))
     print(json.dumps(report["latency"], indent=2))
