@@ -129,12 +129,13 @@ def search(
     pipeline: Pipeline = typer.Option(Pipeline.hybrid, case_sensitive=False),
     as_json: bool = typer.Option(False, "--json", help="Print the full response as JSON."),
     explain: bool = typer.Option(False, help="Add query analysis and matched terms."),
+    rerank: Optional[bool] = typer.Option(None, "--rerank/--no-rerank", help="Pyramid rerank (default: config)."),
 ) -> None:
     """Search an index."""
     from foveal.pipeline.request import SearchRequest
 
     try:
-        request = SearchRequest(query=query, k=k, pipeline=pipeline, explain=explain)
+        request = SearchRequest(query=query, k=k, pipeline=pipeline, explain=explain, rerank=rerank)
     except ValueError as exc:
         _fail(str(exc))
     try:
@@ -335,6 +336,36 @@ def ask(
             out.print(f"[bold]\\[[{number}]][/] {escape(ref['doc_id'])}  {escape(ref['title'])}", highlight=False)
     if final.get("status") == "error":
         raise typer.Exit(1)
+
+
+train_app = typer.Typer(no_args_is_help=True, help="Train research stages.")
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("rerank")
+def train_rerank_command(
+    data: Path = typer.Option(Path("../shared/data/scifact"), help="BEIR folder with corpus, queries, qrels/train.tsv."),
+    out_path: Path = typer.Option(Path("bench/out/rerank/model"), "--out", help="Folder for the trained model."),
+    index: str = typer.Option("scifact", "--index", "-i", help="Index holding the corpus (hard negatives)."),
+    home: Optional[Path] = typer.Option(None, help="FOVEAL_HOME holding the index (default: $FOVEAL_HOME)."),
+    lower_layers: int = typer.Option(4, min=0, max=6, help="Layers that encode (query, title) and summary apart."),
+    epochs: int = typer.Option(1, min=1, max=100),
+    negatives: int = typer.Option(3, min=1, max=30, help="Hard negatives per query and step."),
+    batch_queries: int = typer.Option(4, min=1, max=256),
+    max_minutes: float = typer.Option(15.0, min=0.1, help="Stop training after this long."),
+    seed: int = typer.Option(13),
+) -> None:
+    """Fine-tune the Pyramid-ERNIE reranker (human-anchored loss) and fit the score combination."""
+    from foveal.rerank.train import TrainOptions, train_rerank
+
+    options = TrainOptions(lower_layers=lower_layers, epochs=epochs, negatives=negatives,
+                           batch_queries=batch_queries, max_minutes=max_minutes, seed=seed)
+    try:
+        record = train_rerank(data, out_path, home=home, index=index, options=options,
+                              log=lambda m: console.print(m, highlight=False))
+    except FovealError as exc:
+        _fail(exc.message)
+    out.print(json.dumps({k: v for k, v in record.items() if k != "dev_ndcg10_curve"}))
 
 
 def main() -> None:

@@ -176,6 +176,26 @@ class FusionConfig(_Strict):
         return value
 
 
+class RerankConfig(_Strict):
+    """The Pyramid-ERNIE rerank stage (:mod:`foveal.rerank.stage`). It runs only where trained weights are found:
+    ``model`` here, else ``$FOVEAL_RERANK_MODEL``; without them the stage is off and search works as before."""
+
+    #: Run the stage by default when weights are present; a request's ``rerank`` option overrides it.
+    enabled: bool = True
+    #: Folder written by ``foveal train rerank``.
+    model: str | None = None
+    #: How many first-stage candidates are rescored; the rest keep their first-stage order below them.
+    window: int = Field(default=50, ge=1, le=1000)
+    #: Stop scoring further batches once this much time is spent (the rest keep first-stage order); None: no limit.
+    budget_ms: float | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=16, ge=1, le=1024)
+    #: Override the saved split (lower layers run on the two parts apart); None: as trained.
+    lower_layers: int | None = Field(default=None, ge=0, le=48)
+    #: Override the saved combination weights (feature -> weight: first_stage, pyramid, other stage names).
+    weights: dict[str, float] | None = None
+    device: str = Field(default="cpu", pattern="^(auto|cpu|cuda(:[0-9]+)?)$")
+
+
 class IndexConfig(_Strict):
     """Everything an index is built and searched with."""
 
@@ -185,6 +205,7 @@ class IndexConfig(_Strict):
     docstore: DocStoreConfig = Field(default_factory=DocStoreConfig)
     elasticsearch: ElasticsearchConfig = Field(default_factory=ElasticsearchConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
 
     #: Sections whose change makes an existing index unreadable or wrong.
     BUILD_SECTIONS: ClassVar[tuple[str, ...]] = ("encoder", "vector", "lexical", "docstore", "elasticsearch")

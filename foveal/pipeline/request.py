@@ -98,6 +98,9 @@ class SearchRequest(BaseModel):
     explain: bool = Field(default=False, description="Add how the query was analyzed and which terms matched.")
     fusion: FusionConfig | None = Field(default=None, description="Override the index's fusion settings.")
     filter: SearchFilter | None = Field(default=None, description="Only documents matching this filter.")
+    rerank: bool | None = Field(
+        default=None, description="Run the Pyramid-ERNIE rerank stage (default: the index config; off without weights)."
+    )
     now: datetime | None = Field(
         default=None, description="The moment the query is asked (for time-aware stages); default: the present."
     )

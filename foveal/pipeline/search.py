@@ -36,10 +36,14 @@ class SearchPipeline:
         self,
         collection: Collection,
         query_stages: Sequence[QueryStage] = (),
-        rerankers: Sequence[Reranker] = (),
+        rerankers: Sequence[Reranker] | None = None,
     ) -> None:
         self.collection = collection
         self.query_stages = list(query_stages)
+        if rerankers is None:  # the index's own: the Pyramid-ERNIE stage when trained weights are found
+            from foveal.rerank.stage import default_rerankers
+
+            rerankers = default_rerankers(collection.config.rerank)
         self.rerankers = list(rerankers)
 
     # -- public --------------------------------------------------------------------------------------------------

@@ -1,0 +1,255 @@
+"""Training the Pyramid-ERNIE reranker ("Pre-trained Language Model based Ranking in Baidu Search", Zou et al., KDD
+2021, arXiv 2105.11108) on a BEIR data set's train qrels, with hard negatives from foveal's own first stage.
+
+* Candidates: hybrid search (k = 100) over the full index for every train query, cached as JSON.
+* Train queries are split (seeded) into a training part and a held-out part (``dev_fraction``). Each training
+  step takes ``batch_queries`` queries; for each, one judged-relevant document and ``negatives`` documents drawn
+  from the first stage's top ``hard_pool`` that are not judged relevant.
+* Objective, the paper's human-anchored fine-tuning on the calibrated score ``f = sigmoid(logit)``:
+  ``pairwise = mean max(0, f(q, d-) - f(q, d+) + tau)`` plus ``lambda * pointwise`` with
+  ``pointwise = mean max((f - (y/5 + 0.1))^2 - eps, 0)``; grades are binary here, so a relevant document is
+  anchored at grade 4 (0.9) and a negative at grade 0 (0.1). The pointwise term keeps scores comparable across
+  queries, which is what lets :mod:`foveal.rerank.combine` mix them with the first stage.
+* The combination weights are fitted on the held-out train queries (never test) and saved with the model.
+
+The word-embedding matrix stays frozen (it is half the parameters and the optimizer's most expensive part on a CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from foveal.config import Pipeline
+from foveal.errors import ConfigError
+
+
+@dataclass
+class TrainOptions:
+    lower_layers: int = 4
+    max_query_title_tokens: int = 64
+    summary_tokens: int = 96
+    negatives: int = 3
+    hard_pool: int = 30
+    batch_queries: int = 4
+    epochs: int = 1
+    learning_rate: float = 5e-5
+    head_learning_rate: float = 1e-3
+    margin: float = 0.1
+    pointwise_weight: float = 1.0
+    pointwise_epsilon: float = 0.01
+    dev_fraction: float = 0.15
+    dev_window: int = 20
+    max_minutes: float = 15.0
+    threads: int = 2
+    seed: int = 13
+    extra: dict = field(default_factory=dict)
+
+
+def _corpus(folder: Path) -> dict[str, tuple[str, str]]:
+    path = folder / "corpus.jsonl"
+    if not path.exists():
+        raise ConfigError(f"no corpus.jsonl in {folder}")
+    docs = {}
+    with open(path) as handle:
+        for line in handle:
+            if line.strip():
+                record = json.loads(line)
+                docs[str(record["_id"])] = (record.get("title") or "", record.get("text") or "")
+    return docs
+
+
+def mine_candidates(engine, index: str, queries: dict[str, str], cache: Path | None, k: int = 100):
+    """qid -> [(doc id, first-stage score)] from hybrid search, best first; cached as JSON."""
+    if cache is not None and cache.exists():
+        cached = json.loads(cache.read_text())
+        if set(queries) <= set(cached):
+            return {q: [tuple(x) for x in cached[q]] for q in queries}
+    from foveal.pipeline.request import SearchRequest
+    from foveal.pipeline.search import SearchPipeline
+
+    searcher = SearchPipeline(engine.get(index), rerankers=[])
+    ids = list(queries)
+    out = {}
+    for start in range(0, len(ids), 64):
+        chunk = ids[start : start + 64]
+        requests = [SearchRequest(query=queries[q] or " ", k=k, pipeline=Pipeline.hybrid) for q in chunk]
+        for qid, response in zip(chunk, searcher.search_many(requests)):
+            out[qid] = [(hit.id, hit.score) for hit in response.hits]
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(out))
+    return out
+
+
+def human_anchored_loss(logits: torch.Tensor, options: TrainOptions) -> tuple[torch.Tensor, dict[str, float]]:
+    """``logits``: (G, 1 + n), column 0 the relevant document. Pairwise hinge plus the anchored pointwise term."""
+    f = torch.sigmoid(logits)
+    pairwise = torch.relu(f[:, 1:] - f[:, :1] + options.margin).mean()
+    targets = torch.full_like(f, 0.1)
+    targets[:, 0] = 0.9
+    pointwise = torch.relu((f - targets) ** 2 - options.pointwise_epsilon).mean()
+    loss = pairwise + options.pointwise_weight * pointwise
+    return loss, {"pairwise": float(pairwise.detach()), "pointwise": float(pointwise.detach())}
+
+
+def train_rerank(
+    data: Path,
+    out: Path,
+    home: Path | None = None,
+    index: str = "scifact",
+    options: TrainOptions | None = None,
+    log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True),
+) -> dict:
+    """Train, fit the combination, save to ``out``; returns a summary of the run."""
+    from foveal.engine import Engine
+    from foveal.evaluation import evaluate, read_qrels, read_queries
+    from foveal.rerank.combine import fit_two_weights, minmax
+    from foveal.rerank.pyramid import PyramidRanker, PyramidSettings
+
+    options = options or TrainOptions()
+    started = time.perf_counter()
+    torch.set_num_threads(options.threads)
+    random.seed(options.seed)
+    np.random.seed(options.seed)
+    torch.manual_seed(options.seed)
+    data = Path(data)
+    qrels_path = data / "qrels" / "train.tsv"
+    if not qrels_path.exists():
+        raise ConfigError(f"no train qrels at {qrels_path}")
+    qrels = read_qrels(qrels_path)
+    queries = {q: t for q, t in read_queries(data / "queries.jsonl").items() if q in qrels}
+    corpus = _corpus(data)
+    engine = Engine(home)
+    if not engine.exists(index):
+        raise ConfigError(f"index {index!r} does not exist under {engine.home}; ingest {data}/corpus.jsonl first")
+    cache = Path(out).parent / f"candidates-{index}-train.json"
+    candidates = mine_candidates(engine, index, queries, cache)
+    log(f"candidates for {len(candidates)} train queries ({time.perf_counter() - started:.0f} s)")
+
+    ids = sorted(queries)
+    random.Random(options.seed).shuffle(ids)
+    n_dev = int(round(len(ids) * options.dev_fraction))
+    dev_ids, train_ids = ids[:n_dev], ids[n_dev:]
+
+    settings = PyramidSettings(
+        lower_layers=options.lower_layers,
+        max_query_title_tokens=options.max_query_title_tokens,
+        summary_tokens=options.summary_tokens,
+    )
+    ranker = PyramidRanker.from_base(settings.base_model, settings)
+    model = ranker.model
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
+    optimizer = torch.optim.AdamW(
+        [{"params": body, "lr": options.learning_rate},
+         {"params": model.head.parameters(), "lr": options.head_learning_rate}],
+        weight_decay=0.01,
+    )
+    steps_per_epoch = (len(train_ids) + options.batch_queries - 1) // options.batch_queries
+    total_steps = steps_per_epoch * options.epochs
+    warmup = max(1, total_steps // 10)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
+    )
+    summaries: dict[tuple[str, str], str] = {}
+
+    def summary(qid: str, doc: str) -> str:
+        key = (qid, doc)
+        if key not in summaries:
+            summaries[key] = ranker.summarize(queries[qid], corpus.get(doc, ("", ""))[1])
+        return summaries[key]
+
+    rng = random.Random(options.seed)
+    step = 0
+    stopped_early = False
+    model.train()
+    train_started = time.perf_counter()
+    for epoch in range(options.epochs):
+        order = list(train_ids)
+        rng.shuffle(order)
+        for start in range(0, len(order), options.batch_queries):
+            if (time.perf_counter() - train_started) / 60 > options.max_minutes:
+                stopped_early = True
+                break
+            batch_q, titles, texts = [], [], []
+            for qid in order[start : start + options.batch_queries]:
+                positives = [d for d, g in qrels[qid].items() if g > 0 and d in corpus]
+                if not positives:
+                    continue
+                pool = [d for d, _ in candidates[qid][: options.hard_pool] if d not in qrels[qid]]
+                if len(pool) < options.negatives:
+                    continue
+                group = [rng.choice(positives)] + rng.sample(pool, options.negatives)
+                for doc in group:
+                    batch_q.append(queries[qid])
+                    titles.append(corpus[doc][0])
+                    texts.append(summary(qid, doc))
+            if not batch_q:
+                continue
+            logits = model(*ranker.encode(batch_q, titles, texts)).view(-1, 1 + options.negatives)
+            loss, parts = human_anchored_loss(logits, options)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if step % 10 == 0 or step == 1:
+                log(f"epoch {epoch + 1} step {step}/{total_steps} loss {float(loss):.4f} "
+                    f"(pairwise {parts['pairwise']:.4f}, pointwise {parts['pointwise']:.4f}) "
+                    f"{time.perf_counter() - train_started:.0f} s")
+        if stopped_early:
+            log(f"stopped at the {options.max_minutes} min cap after {step} steps")
+            break
+    train_seconds = time.perf_counter() - train_started
+    model.eval()
+
+    # fit the combination on the held-out train queries
+    features: dict[str, dict[str, dict[str, float]]] = {}
+    dev_qrels = {q: qrels[q] for q in dev_ids}
+    for qid in dev_ids:
+        ranked = candidates[qid]
+        normalised = minmax([s for _, s in ranked])
+        top = ranked[: options.dev_window]
+        scores = ranker.score(queries[qid], [corpus.get(d, ("", ""))[0] for d, _ in top],
+                              [summary(qid, d) for d, _ in top])
+        features[qid] = {d: {"first_stage": normalised[i], "pyramid": float(scores[i])} for i, (d, _) in
+                         enumerate(top)}
+    weights, curve = fit_two_weights(features, dev_qrels)
+    first_stage_only = evaluate(dev_qrels, {q: {d: f["first_stage"] for d, f in docs.items()}
+                                            for q, docs in features.items()})["ndcg@10"]
+    settings.combination = weights
+    record = {
+        "data": str(data),
+        "index": index,
+        "train_queries": len(train_ids),
+        "dev_queries": len(dev_ids),
+        "steps": step,
+        "stopped_early": stopped_early,
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "dev_ndcg10_first_stage": round(first_stage_only, 4),
+        "dev_ndcg10_curve": [(a, round(v, 4)) for a, v in curve],
+        "options": {k: v for k, v in options.__dict__.items() if k != "extra"},
+    }
+    try:
+        import os
+
+        record["load_average"] = os.getloadavg()
+    except OSError:  # pragma: no cover
+        pass
+    settings.training = record
+    ranker.settings = settings
+    ranker.save(out)
+    log(f"weights {weights}; dev nDCG@10 first stage {first_stage_only:.4f}, "
+        f"combined {max(v for _, v in curve):.4f}; saved to {out} ({record['total_seconds']} s)")
+    return record
