@@ -25,6 +25,8 @@ def test_cli_examples_name_real_commands_and_options():
         words = line.split()
         assert words[0] == "foveal"
         sub = command.commands[words[1]]
+        if hasattr(sub, "commands"):  # a group such as `foveal train rerank`
+            sub = sub.commands[words[2]]
         known = {opt for param in sub.params for opt in param.opts}
         for option in re.findall(r"(--[a-z][a-z0-9-]*)", line):
             assert option in known, f"{words[1]} has no option {option}"
