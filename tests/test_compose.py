@@ -57,6 +57,10 @@ def test_healthchecks_and_startup_order(stack):
     assert "redis-cli" in stack["redis"]["healthcheck"]["test"] and "ping" in stack["redis"]["healthcheck"]["test"]
     assert "_cluster/health" in " ".join(stack["elasticsearch"]["healthcheck"]["test"])
     assert "/readyz" in " ".join(stack["api"]["healthcheck"]["test"])
+    for name in ("worker", "worker-gpu"):  # a real Celery ping of this container's own node
+        kind, command = stack[name]["healthcheck"]["test"]
+        assert kind == "CMD-SHELL" and "celery -A foveal.service.celery_app inspect ping" in command, name
+        assert "-d celery@$$HOSTNAME" in command and command.endswith("|| exit 1"), name
     for name in FOVEAL_SERVICES:
         depends = stack[name]["depends_on"]
         assert depends == {"redis": {"condition": "service_healthy"},
@@ -116,6 +120,18 @@ def test_the_stack_sets_what_the_code_reads_and_nothing_else(stack):
         shared = queue_keys
         home = env["FOVEAL_HOME"]
         assert any(v == f"foveal-home:{home}" for v in stack[name]["volumes"])  # shared by api and workers
+
+
+def test_the_worker_health_check_finds_the_app_and_the_node_name():
+    """The health check's ``-A`` module has a Celery ``app`` and ``foveal worker`` names its node ``celery@%h``."""
+    import inspect
+
+    from celery import Celery
+
+    from foveal.service import celery_app
+
+    assert isinstance(celery_app.app, Celery) and celery_app.app.main == "foveal"
+    assert "--hostname=celery@%h" in inspect.getsource(celery_app.run_worker)
 
 
 def test_dockerfile():

@@ -233,6 +233,49 @@ def lexical_query(terms: Sequence[str], config: LexicalConfig) -> dict[str, Any]
     return {"bool": {"should": clauses, "minimum_should_match": 1}} if clauses else None
 
 
+TERMS_CHUNK = 10_000  # values per terms clause, well under index.max_terms_count (65,536)
+
+
+def allowed_filter(field: str, values: Iterable[int]) -> dict[str, Any]:
+    """A filter clause matching ``field`` (``"_id"`` uses an ids query) against any of ``values``.
+
+    Large sets are split into terms clauses of :data:`TERMS_CHUNK` values OR-ed in one bool, so no single clause
+    passes ES's max_terms_count; an empty set matches nothing."""
+    keys = sorted({int(v) for v in values})
+
+    def clause(chunk: list[int]) -> dict[str, Any]:
+        if field == "_id":
+            return {"ids": {"values": [str(v) for v in chunk]}}
+        return {"terms": {field: chunk}}
+
+    chunks = [keys[i : i + TERMS_CHUNK] for i in range(0, len(keys), TERMS_CHUNK)] or [[]]
+    if len(chunks) == 1:
+        return clause(chunks[0])
+    return {"bool": {"should": [clause(c) for c in chunks], "minimum_should_match": 1}}
+
+
+def metadata_matches(metadata: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """SQLite's typed equality: a bool matches only bools, a number only (non-bool) numbers, a string only
+    strings; a list means any of its values."""
+    for key, spec in wanted.items():
+        if key not in metadata:
+            return False
+        have = metadata[key]
+        ok = False
+        for value in spec if isinstance(spec, list) else [spec]:
+            if isinstance(value, bool):
+                ok = isinstance(have, bool) and have == value
+            elif isinstance(value, (int, float)):
+                ok = isinstance(have, (int, float)) and not isinstance(have, bool) and have == value
+            else:
+                ok = isinstance(have, str) and have == value
+            if ok:
+                break
+        if not ok:
+            return False
+    return True
+
+
 def vector_actions(index: str, ids: np.ndarray, vectors: np.ndarray) -> Iterator[dict[str, Any]]:
     for pid, vector in zip(np.asarray(ids, dtype=np.int64).tolist(), np.asarray(vectors, dtype=np.float32)):
         yield {
@@ -413,10 +456,17 @@ class ElasticsearchLexicalIndex:
     def analyze(self, text: str) -> list[str]:
         return list(self.analyzer.analyze(text))
 
-    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+    def search(self, query: str, k: int, allowed: Iterable[int] | None = None) -> list[tuple[int, float]]:
+        """Top ``k`` doc_keys by BM25; ``allowed`` (doc_keys) is a terms filter inside the query, so up to ``k``
+        allowed matches come back (not a post-filter)."""
         body = lexical_query(self.analyze(query), self.config)
         if body is None or k <= 0:
             return []
+        if allowed is not None:
+            allowed = list(allowed)
+            if not allowed:
+                return []
+            body = {"bool": {"must": [body], "filter": [allowed_filter("doc_key", allowed)]}}
         extra = {"search_type": "dfs_query_then_fetch"} if self.es.shards > 1 else {}
         response = _call(
             "lexical search", self.client.search, index=self.index, query=body, size=min(k, MAX_RESULTS),
@@ -462,11 +512,22 @@ class ElasticsearchVectorIndex:
                 query={"terms": {"doc_key": keys[start : start + 10_000]}}, refresh=True, conflicts="proceed",
             )
 
-    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, vectors: np.ndarray, k: int,
+               allowed: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest passages; ``allowed`` (passage ids) becomes the kNN ``filter`` (an ids query), which ES applies
+        during the graph search, so ``k`` hits come back when ``k`` allowed passages exist."""
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
         scores = np.zeros((len(vectors), k), np.float32)
         ids = np.full((len(vectors), k), -1, np.int64)
         asked = min(k, MAX_RESULTS)
+        knn_filter = None
+        if allowed is not None:
+            allowed = np.asarray(list(allowed) if not isinstance(allowed, np.ndarray) else allowed, np.int64)
+            if len(allowed) == 0 or asked <= 0:
+                return scores, ids
+            knn_filter = allowed_filter("_id", allowed.tolist())
+        if asked <= 0:
+            return scores, ids
         for row, vector in enumerate(vectors):
             knn = {
                 "field": "vector",
@@ -474,6 +535,8 @@ class ElasticsearchVectorIndex:
                 "k": asked,
                 "num_candidates": min(max(asked, self.es.num_candidates), MAX_RESULTS),
             }
+            if knn_filter is not None:
+                knn["filter"] = knn_filter
             response = _call("kNN search", self.client.search, index=self.index, knn=knn, size=asked, source=False)
             for col, hit in enumerate(response["hits"]["hits"]):
                 ids[row, col] = int(hit["_id"])
@@ -596,6 +659,45 @@ class ElasticsearchDocStore:
     def get_by_id(self, doc_id: str) -> StoredDocument | None:
         found = [s for s in self._mget([doc_id]) if not s.get("deleted") and s["id"] == doc_id]
         return _stored(found[0]) if found else None
+
+    def filter_keys(self, ids=None, metadata=None, time_bounds=None) -> set[int]:
+        """doc_keys of the live documents matching every condition, as :meth:`SqliteDocStore.filter_keys`.
+
+        ``ids`` and the ``timestamp`` bounds are ES filters (``id`` is a keyword, ``timestamp`` a double). Metadata
+        is stored unindexed (``enabled: false``): a ``flattened`` field would index every value as a keyword, losing
+        the bool/number/string distinction SQLite's filter keeps, and a dynamic mapping would let one document's
+        value types break another's writes. So metadata equality is checked here, on the ``metadata`` source of
+        the documents the ES filters already narrowed down."""
+        clauses: list[dict[str, Any]] = []
+        if ids is not None:
+            ids = list(ids)
+            if not ids:
+                return set()
+            clauses.append({"terms": {"id": ids}} if len(ids) <= TERMS_CHUNK else {"bool": {
+                "should": [{"terms": {"id": ids[i : i + TERMS_CHUNK]}} for i in range(0, len(ids), TERMS_CHUNK)],
+                "minimum_should_match": 1}})
+        if time_bounds:
+            unknown = set(time_bounds) - {"gte", "gt", "lte", "lt"}
+            if unknown:
+                raise ValueError(f"unknown timestamp bounds: {sorted(unknown)}")
+            clauses.append({"range": {"timestamp": {op: float(v) for op, v in time_bounds.items()}}})
+        query = self._live({"bool": {"filter": clauses}} if clauses else {"match_all": {}})
+        source: Any = ["doc_key", "metadata"] if metadata else ["doc_key"]
+        return {
+            int(s["doc_key"])
+            for s in self._scan(query, source=source)
+            if not metadata or metadata_matches(s.get("metadata") or {}, metadata)
+        }
+
+    def passage_ids_of(self, doc_keys: Iterable[int]) -> np.ndarray:
+        """Passage ids of the live documents ``doc_keys`` (from each document's ``n_passages``)."""
+        keys = list(dict.fromkeys(int(k) for k in doc_keys))
+        out: list[int] = []
+        for start in range(0, len(keys), 1000):
+            query = self._live({"terms": {"doc_key": keys[start : start + 1000]}})
+            for s in self._scan(query, source=["doc_key", "n_passages"]):
+                out.extend(passage_id(int(s["doc_key"]), i) for i in range(int(s.get("n_passages", 0))))
+        return np.asarray(out, dtype=np.int64)
 
     def _vectors_from(self, sources: Iterable[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         ids: list[int] = []

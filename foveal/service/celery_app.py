@@ -36,6 +36,14 @@ def get_celery(settings: ServiceSettings | None = None) -> Celery:
     return app
 
 
+def __getattr__(name: str) -> Celery:
+    """``app``: the Celery app for this process's environment, so the ``celery`` command can find it
+    (``celery -A foveal.service.celery_app inspect ping``, the compose worker health check). Built on first use."""
+    if name == "app":
+        return get_celery()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _make(settings: ServiceSettings) -> Celery:
     app = Celery("foveal", broker=settings.redis_url, backend=settings.redis_url)
     transport = {
@@ -98,6 +106,6 @@ def run_worker(concurrency: int = 1, queues: str | None = None, loglevel: str = 
     app = get_celery(settings)
     os.environ.setdefault("FOVEAL_QUEUE", "celery")
     app.worker_main(
-        ["worker", f"--concurrency={concurrency}", "--pool=prefork", f"--queues={queues or settings.celery_queue}",
+        ["worker", "--hostname=celery@%h", f"--concurrency={concurrency}", "--pool=prefork", f"--queues={queues or settings.celery_queue}",
          f"--loglevel={loglevel}", "--without-gossip", "--without-mingle", "--without-heartbeat"]
     )

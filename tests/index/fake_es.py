@@ -5,7 +5,10 @@ It is *not* Elasticsearch: it lets the contract suite exercise the backend's cod
 with ``if_seq_no``, ``search_after`` paging, tombstones, kNN parsing) on machines without a server. What it models:
 near-real-time search (searches see the state of the last refresh; GET and mget are real-time), optimistic
 concurrency, the analyzer from the index settings (pattern tokenizer, length, lowercase, stop, snowball via
-tantivy's stemmer), Lucene's BM25 for ``term`` queries, and exact cosine kNN scored ``(1 + cos) / 2``. Anything
+tantivy's stemmer), Lucene's BM25 for ``term`` queries, and exact cosine kNN scored ``(1 + cos) / 2``
+with its ``filter`` applied before the top k (as ES does; the fake has no approximation, so ES's HNSW recall is
+not modelled). Filter queries: term, terms, ids, range, bool (filter/must/should/must_not); filter clauses score 0
+as in ES. Limits: no max_terms_count / max_clause_count enforcement, no query parsing of other kinds. Anything
 else answers 400, so a request outside that subset fails loudly instead of passing silently.
 """
 
@@ -231,15 +234,18 @@ class FakeElasticsearch:
         """_id -> score of the visible documents that match ``query``."""
         out = {}
         for doc_id, doc in index.visible.items():
-            score = self._score(index, query or {"match_all": {}}, doc["_source"])
+            score = self._score(index, query or {"match_all": {}}, doc["_source"], doc_id)
             if score is not None:
                 out[doc_id] = score
         return out
 
-    def _score(self, index: _Index, query: dict[str, Any], source: dict[str, Any]) -> float | None:
+    def _score(self, index: _Index, query: dict[str, Any], source: dict[str, Any],
+               doc_id: str | None = None) -> float | None:
         (kind, spec), = query.items()
         if kind == "match_all":
             return 1.0
+        if kind == "ids":
+            return 1.0 if doc_id in set(spec["values"]) else None
         if kind == "term":
             (field, value), = spec.items()
             boost = 1.0
@@ -259,14 +265,18 @@ class FakeElasticsearch:
             checks = {"gt": value.__gt__, "gte": value.__ge__, "lt": value.__lt__, "lte": value.__le__}
             return 1.0 if all(checks[op](bound) for op, bound in bounds.items()) else None
         if kind == "bool":
-            if any(self._score(index, q, source) is None for q in spec.get("filter", [])):
+            if any(self._score(index, q, source, doc_id) is None for q in spec.get("filter", [])):
                 return None
-            if any(self._score(index, q, source) is not None for q in spec.get("must_not", [])):
+            if any(self._score(index, q, source, doc_id) is not None for q in spec.get("must_not", [])):
                 return None
-            should = [s for s in (self._score(index, q, source) for q in spec.get("should", [])) if s is not None]
+            must = [self._score(index, q, source, doc_id) for q in spec.get("must", [])]
+            if any(m is None for m in must):
+                return None
+            should = [s for s in (self._score(index, q, source, doc_id) for q in spec.get("should", []))
+                      if s is not None]
             if len(should) < spec.get("minimum_should_match", 0 if not spec.get("should") else 1):
                 return None
-            return sum(should) if should else 0.0
+            return sum(must) + sum(should)
         raise ValueError(f"fake: unsupported query {kind}")
 
     def _bm25(self, index: _Index, field: str, term: str, source: dict[str, Any], boost: float) -> float | None:
@@ -288,7 +298,11 @@ class FakeElasticsearch:
             knn = body["knn"]
             query = np.asarray(knn["query_vector"], np.float64)
             scored = {}
-            for doc_id, doc in index.visible.items():
+            candidates = index.visible.items()
+            if "filter" in knn:  # a pre-filter, as ES applies it during the search: k hits when k docs pass
+                candidates = [(i, d) for i, d in candidates
+                              if self._score(index, knn["filter"], d["_source"], i) is not None]
+            for doc_id, doc in candidates:
                 vector = np.asarray(doc["_source"][knn["field"]], np.float64)
                 cos = float(vector @ query / (np.linalg.norm(vector) * np.linalg.norm(query)))
                 scored[doc_id] = (1 + cos) / 2

@@ -171,6 +171,16 @@ def test_lexical_title_boost(open_lexical, tmp_path, request):
 DIM = 8
 
 
+def test_lexical_allowed_filters_inside_the_query(open_lexical):
+    index = open_lexical()
+    index.upsert(LEXICAL_DOCS)
+    index.commit()
+    assert set(_keys(index.search("shoes", 5, allowed=[3, 2]))) == {3}
+    assert _keys(index.search("shoes", 1, allowed={3})) == [3]  # k=1 still finds the allowed match (no post-filter)
+    assert index.search("shoes", 5, allowed=[]) == [] and index.search("shoes", 5, allowed=[2]) == []
+    assert set(_keys(index.search("shoes", 5, allowed=None))) == {1, 3}
+
+
 def _unit(rng, n):
     v = rng.standard_normal((n, DIM)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -228,6 +238,21 @@ def test_vector_add_search_count(vector_setup):
     assert (scores[:, 0] >= scores[:, 1]).all()
     _, many = index.search(vecs[:1], 20)
     assert sorted(many[0][many[0] >= 0].tolist()) == sorted(ids.tolist()) and (many[0][10:] == -1).all()
+
+
+def test_vector_allowed_returns_k_allowed_passages(vector_setup):
+    rng = np.random.default_rng(2)
+    index = vector_setup[0]()
+    ids, vecs = _doc_vectors(rng, [(1, 3), (2, 1), (3, 2), (4, 4)])
+    index.add(ids, vecs)
+    allowed = np.array([passage_id(3, 0), passage_id(3, 1), passage_id(2, 0)], np.int64)
+    scores, found = index.search(vecs[[0]], 2, allowed=allowed)  # the query is doc 1's own vector
+    assert set(found[0].tolist()) <= set(allowed.tolist()) and (found[0] >= 0).all()  # k hits, all allowed
+    assert scores[0, 0] >= scores[0, 1]
+    _, own = index.search(vecs[[5]], 3, allowed=allowed)  # passage_id(3, 1) finds itself first
+    assert own[0, 0] == passage_id(3, 1) and sorted(own[0].tolist()) == sorted(allowed.tolist())
+    _, none = index.search(vecs[[0]], 2, allowed=np.zeros(0, np.int64))
+    assert (none == -1).all()
 
 
 def test_vector_remove_and_replace_documents(vector_setup):
@@ -327,6 +352,37 @@ def test_store_write_read_count(open_store):
                                                passage_id(keys["b"], 0)])
 
 
+def test_store_filter_keys_and_passage_ids(open_store):
+    store = open_store()
+
+    def doc(doc_id, metadata, timestamp=None, passages=1):
+        parsed = parse_document({"_id": doc_id, "text": doc_id, "metadata": metadata, "timestamp": timestamp})
+        spans = [(0, len(parsed.full_text))] * passages
+        return PreparedDocument(parsed, spans, _unit(np.random.default_rng(0), passages), n_tokens=1)
+
+    keys = store.write([
+        doc("a", {"flag": True, "n": 1, "s": "x"}, 100, passages=2),
+        doc("b", {"flag": 1, "n": "1", "s": "y"}, 200),
+        doc("c", {"flag": False, "n": 1.0}, None, passages=3),
+        doc("d", {"s": "x"}, 300),
+    ])
+    store.write([], deletes=["d"])
+    a, b, c = keys["a"], keys["b"], keys["c"]
+    assert store.filter_keys() == {a, b, c}
+    assert store.filter_keys(ids=["a", "c", "d", "zzz"]) == {a, c} and store.filter_keys(ids=[]) == set()
+    assert store.filter_keys(metadata={"flag": True}) == {a}  # a bool matches only bools
+    assert store.filter_keys(metadata={"flag": 1}) == {b}  # a number only numbers
+    assert store.filter_keys(metadata={"n": 1}) == {a, c} and store.filter_keys(metadata={"n": "1"}) == {b}
+    assert store.filter_keys(metadata={"s": ["x", "y"]}) == {a, b}  # a list is any-of
+    assert store.filter_keys(metadata={"s": "x", "n": 1}) == {a} and store.filter_keys(metadata={"nope": 1}) == set()
+    assert store.filter_keys(time_bounds={"gte": 100, "lt": 200}) == {a}  # no timestamp: never in a range
+    assert store.filter_keys(time_bounds={"gt": 100}) == {b} and store.filter_keys(time_bounds={"lte": 200}) == {a, b}
+    assert store.filter_keys(ids=["a", "b"], metadata={"s": "y"}, time_bounds={"gte": 0}) == {b}
+    assert sorted(store.passage_ids_of([a, c, 12345]).tolist()) == sorted(
+        [passage_id(a, 0), passage_id(a, 1)] + [passage_id(c, i) for i in range(3)])
+    assert len(store.passage_ids_of([])) == 0
+
+
 def test_store_upsert_keeps_the_key_and_delete_logs(open_store):
     store = open_store()
     first = store.write([_prepared("a", "alpha"), _prepared("b", "beta")])
@@ -399,6 +455,22 @@ def test_collection_contract(engine, collection_config):
     assert reopened.get("tides").text == "The sun also pulls on the oceans."
     assert [k for k, _ in reopened.lexical.search("sun", 5)] == [reopened.get("tides").doc_key]
     reopened.close()
+
+
+def test_collection_filtered_search(engine, collection_config):
+    from foveal.pipeline.request import SearchRequest
+
+    collection = engine.create_index("filtered", collection_config)
+    collection.upsert([parse_document(d) for d in TINY_CORPUS])
+    for pipeline in ("bm25", "dense", "hybrid"):
+        request = SearchRequest(query="rises", k=1, pipeline=pipeline, filter={"metadata": {"topic": "science"}})
+        assert [h.id for h in engine.search("filtered", request).hits] == ["volcano"], pipeline
+        request = SearchRequest(query="moon tides", k=5, pipeline=pipeline, filter={"ids": ["bread", "coffee"]})
+        assert {h.id for h in engine.search("filtered", request).hits} <= {"bread", "coffee"}, pipeline
+        request = SearchRequest(query="moon tides", k=5, pipeline=pipeline,
+                                filter={"timestamp": {"gte": "2024-01-01"}})
+        assert [h.id for h in engine.search("filtered", request).hits] == ["tides"], pipeline
+    collection.close()
 
 
 # -- what only the Elasticsearch document store has to prove (no transactions) ----------------------------------------
