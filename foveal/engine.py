@@ -45,7 +45,7 @@ class Engine:
             config = IndexConfig.parse(config)
         with self._lock:
             collection = Collection.create(self.path_of(name), name, config)
-            collection.opened_inode = _inode(self.path_of(name) / "config.json")
+            collection.opened_identity = _identity(self.path_of(name))
             self._open[name] = collection
             return collection
 
@@ -57,7 +57,7 @@ class Engine:
                 if not (path / "config.json").exists():
                     raise IndexNotFoundError(f"index {name!r} does not exist", index=name)
                 collection = self._open[name] = Collection.open(path, name)
-                collection.opened_inode = _inode(path / "config.json")
+                collection.opened_identity = _identity(path)
             return collection
 
     def get_current(self, name: str) -> Collection:
@@ -66,8 +66,8 @@ class Engine:
         with self._lock:
             collection = self._open.get(name)
             if collection is not None:
-                inode = _inode(self.path_of(name) / "config.json")
-                if inode is None or inode != getattr(collection, "opened_inode", inode):
+                identity = _identity(self.path_of(name))
+                if identity is None or identity != getattr(collection, "opened_identity", identity):
                     self._open.pop(name, None)
                     self._pipelines.pop(name, None)
                     collection.store.close()
@@ -123,8 +123,16 @@ def _drop_server_indexes(path: Path, name: str) -> None:
         drop_indexes(name, config.elasticsearch)
 
 
-def _inode(path: Path) -> int | None:
+def _identity(path: Path) -> str | None:
+    """What tells this creation of an index folder from a later one under the same name: the random id written at
+    creation, or for indexes made before that file existed, the inode of config.json. None when it is gone."""
     try:
-        return path.stat().st_ino
+        return (path / "instance").read_text()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    try:
+        return f"inode:{(path / 'config.json').stat().st_ino}"
     except OSError:
         return None

@@ -4,6 +4,7 @@ Folder layout::
 
     <home>/indexes/<name>/
         config.json      the IndexConfig it was built with (resolved), checked on every open
+        instance         a random id written at creation (tells a recreated index from the one held open)
         docs.sqlite      documents, passage vectors and the change log (the commit point)
         lexical/         tantivy BM25 index;  lexical.json records the change-log seq it holds
         vectors.npz      FAISS index, saved atomically with the change-log seq it holds
@@ -23,6 +24,7 @@ import re
 import shutil
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +109,9 @@ class Collection:
         resolved = config.model_copy(deep=True)
         encoder = make_encoder(config.encoder)
         resolved.encoder.max_seq_length = encoder.max_seq_length
+        # a fresh identity per creation: a process holding an index open can tell that it was deleted and created
+        # again under the same name (inode numbers are reused at once, and file times are coarse)
+        (path / "instance").write_text(uuid.uuid4().hex)
         tmp = path / "config.json.tmp"
         tmp.write_text(json.dumps(resolved.model_dump(mode="json"), indent=2))
         os.replace(tmp, path / "config.json")
