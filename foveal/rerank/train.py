@@ -40,7 +40,7 @@ class TrainOptions:
     negatives: int = 3
     hard_pool: int = 30
     batch_queries: int = 4
-    epochs: int = 1
+    epochs: int = 3
     learning_rate: float = 5e-5
     head_learning_rate: float = 1e-3
     margin: float = 0.1
@@ -48,7 +48,7 @@ class TrainOptions:
     pointwise_epsilon: float = 0.01
     dev_fraction: float = 0.15
     dev_window: int = 20
-    max_minutes: float = 15.0
+    max_minutes: float = 25.0
     threads: int = 2
     seed: int = 13
     extra: dict = field(default_factory=dict)
