@@ -42,8 +42,11 @@ class VectorIndex(Protocol):
         """Remove every passage vector of these documents (a no-op for unknown keys)."""
         ...
 
-    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids) of shape (n, k); missing results have id -1."""
+    def search(
+        self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of shape (n, k); missing results have id -1. ``allowed`` (passage ids), when given,
+        restricts the search to those vectors inside the index, not by filtering its top k."""
         ...
 
     def __len__(self) -> int: ...
@@ -69,8 +72,9 @@ class LexicalIndex(Protocol):
 
     def commit(self) -> None: ...
 
-    def search(self, query: str, k: int) -> list[tuple[int, float]]:
-        """[(doc_key, score)] best first."""
+    def search(self, query: str, k: int, allowed: Iterable[int] | None = None) -> list[tuple[int, float]]:
+        """[(doc_key, score)] best first. ``allowed`` (doc_keys), when given, restricts the match set inside the
+        index, not by filtering its top k."""
         ...
 
     def analyze(self, text: str) -> list[str]:

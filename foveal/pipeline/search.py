@@ -88,10 +88,7 @@ class SearchPipeline:
                 f.ids, f.metadata, f.timestamp.bounds() if f.timestamp is not None else None
             )
         if request.pipeline in (Pipeline.bm25, Pipeline.hybrid):
-            if allowed is None:
-                lists["bm25"] = self.collection.lexical.search(request.query, window)
-            else:
-                lists["bm25"] = self.collection.lexical.search(request.query, window, allowed=allowed)
+            lists["bm25"] = self.collection.lexical.search(request.query, window, allowed=allowed)
         if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
             for stage in self.query_stages:
                 vector, stage_evidence = stage.apply(request, vector)
@@ -137,11 +134,8 @@ class SearchPipeline:
     def _dense(
         self, vector: np.ndarray, window: int, allowed: set[int] | None = None
     ) -> tuple[list[tuple[int, float]], dict[int, int]]:
-        if allowed is None:
-            scores, ids = self.collection.vectors.search(vector[None, :], window * PASSAGES_PER_DOCUMENT)
-        else:
-            pids = self.collection.store.passage_ids_of(allowed)
-            scores, ids = self.collection.vectors.search(vector[None, :], window * PASSAGES_PER_DOCUMENT, allowed=pids)
+        pids = None if allowed is None else self.collection.store.passage_ids_of(allowed)
+        scores, ids = self.collection.vectors.search(vector[None, :], window * PASSAGES_PER_DOCUMENT, allowed=pids)
         best: dict[int, float] = {}
         passage: dict[int, int] = {}
         for score, pid in zip(scores[0].tolist(), ids[0].tolist()):
