@@ -28,7 +28,7 @@ from typing import Protocol
 
 from foveal.agents.graph import NodeState, SearchGraph
 from foveal.agents.llm import ChatClient
-from foveal.agents.plan import MAX_NODES, Plan, PlannedNode, parse_plan
+from foveal.agents.plan import MAX_NODES, Plan, PlanError, PlannedNode, parse_plan
 from foveal.agents.text import WH_WORDS, mentioned_in, names
 
 
@@ -109,7 +109,7 @@ def split_entities(question: str) -> list[str]:
             continue
         start = _run_left(tokens, i - 1)
         end = _run_right(tokens, i + 1)
-        right_tokens = [t for t in tokens[i + 1 : end]]
+        right_tokens = tokens[i + 1 : end]
         while right_tokens and right_tokens[0].lower() in _INNER:
             right_tokens = right_tokens[1:]
         if start > i - 1 or not right_tokens:
@@ -122,7 +122,7 @@ def split_entities(question: str) -> list[str]:
         out = []
         for entity in (left, right):
             text = " ".join(part for part in (before, entity + tail, after) if part)
-            out.append(text if text.endswith("?") or not question.endswith("?") else text)
+            out.append(text)
         return [q if q.endswith(("?", ".")) else q + "?" for q in out]
     return []
 
@@ -263,8 +263,6 @@ class LLMPlanner:
         ])
         plan = parse_plan(reply)
         if not plan.nodes:
-            from foveal.agents.plan import PlanError
-
             raise PlanError("invalid plan: the planner proposed no sub-questions", reply=reply[:500])
         return plan
 

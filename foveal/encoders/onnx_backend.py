@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -151,7 +152,7 @@ def _export(model: torch.nn.Module, target: Path, hidden_size: int, num_heads: i
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
             current = quantized
-        _atomic_save(lambda tmp: tmp.write_bytes(current.read_bytes()), target)
+        _atomic_save(lambda tmp: shutil.copyfile(current, tmp), target)
 
 
 def export_path(model, *, cache_dir: Path, quantize: str, optimize: bool, hidden_size: int, num_heads: int) -> Path:

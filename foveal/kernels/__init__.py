@@ -40,6 +40,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import torch
@@ -54,8 +55,10 @@ __all__ = ["BACKENDS", "attention", "attention_reference", "resolve_backend", "s
 BACKENDS = ("auto", "reference", "sdpa", "triton")
 
 
+@functools.cache
 def triton_available() -> bool:
-    """Whether the ``triton`` package is installed (checked without importing it)."""
+    """Whether the ``triton`` package is installed (checked without importing it, once per process: the dispatcher
+    asks on every attention call)."""
     return importlib.util.find_spec("triton") is not None
 
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from foveal.config import Normalization
 from foveal.evaluation import evaluate
+from foveal.pipeline.fusion import normalize_scores
 
 
 def combine(features: Mapping[str, float], weights: Mapping[str, float]) -> float:
@@ -31,12 +33,7 @@ def combine(features: Mapping[str, float], weights: Mapping[str, float]) -> floa
 
 
 def minmax(values: Sequence[float]) -> list[float]:
-    if not values:
-        return []
-    low, high = min(values), max(values)
-    if high == low:
-        return [1.0] * len(values)
-    return [(v - low) / (high - low) for v in values]
+    return normalize_scores(values, Normalization.minmax)
 
 
 def fit_two_weights(

@@ -14,7 +14,7 @@ longer than the whole budget is cut to it.
 Example::
 
     >>> text = "Tides rise twice a day. The moon pulls the sea. Bread needs yeast."
-    >>> quite_summary("why does the moon move the sea", text, budget=12, count_tokens=lambda s: len(s.split()))
+    >>> quite("why does the moon move the sea", text, budget=12, count_tokens=lambda s: len(s.split())).text
     'The moon pulls the sea.'
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 #: Sentence boundary: end punctuation followed by space, or a line break.
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+(?=[\"'(\[]?[A-Z0-9])|\n+")
@@ -114,12 +114,3 @@ def _cut_words(sentence: str, budget: int, count_tokens: Callable[[str], int]) -
     return " ".join(tokens)
 
 
-def quite_summary(query: str, text: str, budget: int, count_tokens: Callable[[str], int], decay: float = 0.5) -> str:
-    """The summary text only."""
-    return quite(query, text, budget, count_tokens, decay=decay).text
-
-
-def summaries(
-    query: str, texts: Sequence[str], budget: int, count_tokens: Callable[[str], int], decay: float = 0.5
-) -> list[str]:
-    return [quite_summary(query, t, budget, count_tokens, decay) for t in texts]

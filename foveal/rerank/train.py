@@ -21,7 +21,7 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -51,7 +51,6 @@ class TrainOptions:
     max_minutes: float = 25.0
     threads: int = 2
     seed: int = 13
-    extra: dict = field(default_factory=dict)
 
 
 def _corpus(folder: Path) -> dict[str, tuple[str, str]]:
@@ -239,7 +238,7 @@ def train_rerank(
         "total_seconds": round(time.perf_counter() - started, 1),
         "dev_ndcg10_first_stage": round(first_stage_only, 4),
         "dev_ndcg10_curve": [(a, round(v, 4)) for a, v in curve],
-        "options": {k: v for k, v in options.__dict__.items() if k != "extra"},
+        "options": dict(options.__dict__),
     }
     try:
         import os
@@ -248,7 +247,6 @@ def train_rerank(
     except OSError:  # pragma: no cover
         pass
     settings.training = record
-    ranker.settings = settings
     ranker.save(out)
     log(f"weights {weights}; dev nDCG@10 first stage {first_stage_only:.4f}, "
         f"combined {max(v for _, v in curve):.4f}; saved to {out} ({record['total_seconds']} s)")
