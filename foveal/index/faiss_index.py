@@ -134,7 +134,7 @@ class FaissVectorIndex:
         with self._lock:
             results = []
             if self._main.ntotal:
-                results.append(self._search_main(vectors, k, selector))
+                results.append(self._search_main(vectors, k, selector, allowed))
             if self._buffer.ntotal:
                 if selector is None:
                     results.append(self._buffer.search(vectors, min(k, self._buffer.ntotal)))
@@ -156,7 +156,7 @@ class FaissVectorIndex:
         scores = np.where(ids < 0, 0.0, scores).astype(np.float32)
         return scores, ids
 
-    def _search_main(self, vectors: np.ndarray, k: int, selector=None):
+    def _search_main(self, vectors: np.ndarray, k: int, selector=None, allowed: np.ndarray | None = None):
         k = min(k, self._main.ntotal)
         params = None
         inner = self._main.index
@@ -164,7 +164,16 @@ class FaissVectorIndex:
             params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
             if self._tombstones:
                 # the selector sees positions in the inner index: search it and map positions to ids here
-                params.sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._tombstones, np.int64)))
+                tombstones = np.fromiter(self._tombstones, np.int64)
+                if allowed is None:
+                    params.sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(tombstones))
+                else:  # positions of allowed ids that are not tombstoned (a replaced document reuses its ids)
+                    id_map = faiss.vector_to_array(self._main.id_map)
+                    keep = np.nonzero(np.isin(id_map, allowed))[0].astype(np.int64)
+                    keep = np.setdiff1d(keep, tombstones)
+                    if keep.size == 0:
+                        return (np.zeros((len(vectors), 0), np.float32), np.zeros((len(vectors), 0), np.int64))
+                    params.sel = faiss.IDSelectorBatch(keep)
                 # keep a reference so the selector outlives the call
                 self._selector_ref = params.sel
                 k = min(k, len(self))
