@@ -9,17 +9,27 @@ Example::
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from foveal.config import IndexConfig, foveal_home
 from foveal.errors import IndexNotFoundError
-from foveal.index.collection import Collection, check_index_name
+from foveal.index.collection import STAGING_PREFIX, Collection, check_index_name, hold_folder
 from foveal.pipeline.request import SearchRequest, SearchResponse
 from foveal.pipeline.search import SearchPipeline
+
+
+#: Name prefix of an index folder being removed (renamed first, so the index is gone at once for every process).
+DELETING_PREFIX = ".deleting-"
+#: A staging or deleting folder younger than this is never swept, even unlocked: its process may be just starting.
+SWEEP_GRACE_S = 60.0
 
 
 class Engine:
@@ -27,6 +37,7 @@ class Engine:
         self.home = Path(home) if home is not None else foveal_home()
         self.indexes_dir = self.home / "indexes"
         self.indexes_dir.mkdir(parents=True, exist_ok=True)
+        sweep_leftovers(self.indexes_dir)
         self._open: dict[str, Collection] = {}
         self._pipelines: dict[str, SearchPipeline] = {}
         self._lock = threading.RLock()
@@ -38,7 +49,10 @@ class Engine:
         return (self.path_of(name) / "config.json").exists()
 
     def list_indexes(self) -> list[str]:
-        return sorted(p.name for p in self.indexes_dir.iterdir() if (p / "config.json").exists())
+        """Names of the indexes there are; folders of creations or deletions under way (``.creating-*``,
+        ``.deleting-*``) are never indexes, whatever they hold."""
+        return sorted(p.name for p in self.indexes_dir.iterdir()
+                      if not p.name.startswith(".") and (p / "config.json").exists())
 
     def create_index(self, name: str, config: IndexConfig | dict[str, Any] | None = None) -> Collection:
         if isinstance(config, dict):
@@ -102,7 +116,15 @@ class Engine:
             if collection is not None:
                 collection.store.close()
             _drop_server_indexes(path, name)
-            shutil.rmtree(path)
+            # gone for every process at once (one rename), then removed at leisure; a crash mid-way leaves only a
+            # ``.deleting-*`` folder that no listing shows and the next Engine removes
+            doomed = self.indexes_dir / f"{DELETING_PREFIX}{uuid.uuid4().hex}"
+            os.rename(path, doomed)
+            hold = hold_folder(doomed)
+            try:
+                shutil.rmtree(doomed, ignore_errors=True)
+            finally:
+                os.close(hold)
 
     def close(self) -> None:
         with self._lock:
@@ -110,6 +132,36 @@ class Engine:
                 collection.close()
             self._open.clear()
             self._pipelines.clear()
+
+
+def sweep_leftovers(indexes_dir: Path) -> None:
+    """Remove the staging folders of creations and the folders of deletions that a dead process left behind.
+
+    A live process holds a lock on such a folder while it works on it (see
+    :func:`foveal.index.collection.hold_folder`), so one that is locked, or younger than :data:`SWEEP_GRACE_S`,
+    is left alone. Removal renames first, so two processes sweeping at once never fight over one folder."""
+    for entry in indexes_dir.iterdir():
+        if not entry.name.startswith((STAGING_PREFIX, DELETING_PREFIX)):
+            continue
+        try:
+            if time.time() - entry.stat().st_mtime < SWEEP_GRACE_S:
+                continue
+            handle = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            doomed = indexes_dir / f"{DELETING_PREFIX}{uuid.uuid4().hex}"
+            try:
+                os.rename(entry, doomed)
+            except OSError:
+                continue
+            shutil.rmtree(doomed, ignore_errors=True)
+        finally:
+            os.close(handle)
 
 
 def _drop_server_indexes(path: Path, name: str) -> None:

@@ -74,3 +74,11 @@ def make_lexical_index(path: Path, config: LexicalConfig, *, es: ElasticsearchCo
 def make_docstore(path: Path, config: DocStoreConfig, *, es: ElasticsearchConfig | None = None,
                   name: str | None = None):
     return _resolve("docstore", config.backend, DOCSTORE_BACKENDS)(path, **_server_kwargs(config.backend, es, name))
+
+
+def check_backends(vector: VectorConfig, lexical: LexicalConfig, docstore: DocStoreConfig) -> None:
+    """Raise :class:`ConfigError` unless every backend named resolves to a class that can be imported: checked
+    before an index is created, so that a misspelt backend never leaves files behind."""
+    _resolve("vector", vector.backend, VECTOR_BACKENDS)
+    _resolve("lexical", lexical.backend, LEXICAL_BACKENDS)
+    _resolve("docstore", docstore.backend, DOCSTORE_BACKENDS)

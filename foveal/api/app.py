@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from foveal.service.jobs import make_queue
 from foveal.service.settings import ServiceSettings
 
 INDEX_NAME = PathParam(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="Index name.")
+log = logging.getLogger("foveal.api")
 
 
 def _error(status: int, kind: str, message: str, details: object = None) -> JSONResponse:
@@ -65,6 +67,13 @@ def create_app(
     @app.exception_handler(FovealError)
     async def foveal_error(_request: Request, exc: FovealError):
         return _error(exc.status_code, type(exc).__name__, exc.message, exc.details or None)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception):
+        """A bug, not a refusal: logged with its traceback, and answered in the same error shape as the rest (a
+        client parsing ``error`` never meets a plain-text body)."""
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error(500, "InternalError", f"internal error ({type(exc).__name__}); see the server log")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -36,6 +37,7 @@ from foveal.config import IndexConfig
 from foveal.documents import Document
 from foveal.errors import (
     ConfigError,
+    FovealError,
     IndexExistsError,
     IndexLockedError,
     IndexNotFoundError,
@@ -43,11 +45,21 @@ from foveal.errors import (
 )
 from foveal.index.base import LexicalDocument, StoredDocument
 from foveal.index.sqlite_store import PreparedDocument
-from foveal.registry import load_vector_index, make_docstore, make_encoder, make_lexical_index, make_vector_index
+from foveal.registry import (
+    SERVER_BACKENDS,
+    check_backends,
+    load_vector_index,
+    make_docstore,
+    make_encoder,
+    make_lexical_index,
+    make_vector_index,
+)
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 #: Save the FAISS file at most this often during a long ingest (the log covers what is not saved yet).
 SAVE_INTERVAL_S = 60.0
+#: Name prefix of the folder an index is built in before it is renamed into place (see :meth:`Collection.create`).
+STAGING_PREFIX = ".creating-"
 
 
 def check_index_name(name: str) -> str:
@@ -100,21 +112,38 @@ class Collection:
     # -- opening -------------------------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: Path, name: str, config: IndexConfig | None = None) -> "Collection":
+        """Create the index at ``path``, atomically: either it is there, complete, or nothing is on disk.
+
+        Everything that can be checked without writing is checked first (backends resolve, the encoder's model
+        loads, the vector factory builds); then the index is built in a staging folder beside ``path``
+        (``.creating-<random>``, locked by this process while it works) and renamed into place only once complete.
+        A process that dies half-way leaves only the staging folder, which no listing shows and the next
+        :class:`~foveal.engine.Engine` removes. A refused creation therefore never leaves a folder that breaks the
+        listing of indexes, the readiness check or the next start of the service.
+        """
         check_index_name(name)
         path = Path(path)
         if (path / "config.json").exists():
             raise IndexExistsError(f"index {name!r} already exists")
         config = config or IndexConfig()
-        path.mkdir(parents=True, exist_ok=True)
         resolved = config.model_copy(deep=True)
-        encoder = make_encoder(config.encoder)
+        encoder = _check_buildable(resolved, name)
         resolved.encoder.max_seq_length = encoder.max_seq_length
-        # a fresh identity per creation: a process holding an index open can tell that it was deleted and created
-        # again under the same name (inode numbers are reused at once, and file times are coarse)
-        (path / "instance").write_text(uuid.uuid4().hex)
-        tmp = path / "config.json.tmp"
-        tmp.write_text(json.dumps(resolved.model_dump(mode="json"), indent=2))
-        os.replace(tmp, path / "config.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=path.parent))
+        hold = hold_folder(staging)
+        try:
+            # a fresh identity per creation: a process holding an index open can tell that it was deleted and
+            # created again under the same name (inode numbers are reused at once, and file times are coarse)
+            (staging / "instance").write_text(uuid.uuid4().hex)
+            (staging / "config.json").write_text(json.dumps(resolved.model_dump(mode="json"), indent=2))
+            cls(staging, name, resolved).close()  # every store is made and opens
+            _publish(staging, path, name)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finally:
+            os.close(hold)
         return cls(path, name, resolved)
 
     @classmethod
@@ -342,3 +371,42 @@ class Collection:
 
 def _lexical(doc: StoredDocument) -> LexicalDocument:
     return LexicalDocument(doc.doc_key, doc.id, doc.title, doc.text)
+
+
+def _check_buildable(config: IndexConfig, name: str):
+    """Everything :meth:`Collection.create` can check before it writes anything; returns the loaded encoder.
+
+    Whatever the model loader raises (a folder that is no model, a damaged checkpoint) becomes a
+    :class:`ConfigError` that names ``encoder.model``, so the caller gets a 4xx, not a 500."""
+    check_backends(config.vector, config.lexical, config.docstore)
+    try:
+        encoder = make_encoder(config.encoder)
+    except FovealError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"encoder.model {config.encoder.model!r} could not be loaded: {type(exc).__name__}: {exc}") from None
+    if config.vector.backend not in SERVER_BACKENDS:  # local vector indexes are built in memory: nothing written
+        make_vector_index(encoder.dimension, config.vector)
+    return encoder
+
+
+def hold_folder(path: Path) -> int:
+    """Lock ``path`` (a folder) for as long as the returned descriptor stays open: it tells a folder some live
+    process is still building or removing from one a dead process left behind."""
+    handle = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
+def _publish(staging: Path, path: Path, name: str) -> None:
+    """Rename the complete staging folder to the index's own name; refuse when something already holds it."""
+    try:
+        os.rename(staging, path)  # replaces an empty folder; refuses one with anything in it
+    except OSError as exc:
+        if (path / "config.json").exists():
+            raise IndexExistsError(f"index {name!r} already exists") from None
+        raise IndexExistsError(
+            f"index {name!r} cannot be created: {path} is in the way ({exc.strerror}); it holds no index "
+            "(no config.json): remove it by hand"
+        ) from None

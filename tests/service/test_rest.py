@@ -117,3 +117,17 @@ def test_embedded_queue_resumes_after_a_restart(engine, home):
     with TestClient(create_app(engine, settings=ServiceSettings())) as c:
         job = _wait(c, job_id)
         assert (job["state"], job["done"]) == ("done", 2)
+
+
+def test_an_unexpected_error_keeps_the_error_shape(engine, tiny, monkeypatch):
+    """A bug answers 500 with the same ``{"error": ...}`` body as every refusal, never a plain-text page."""
+    from foveal.api.app import create_app
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine, "search", broken)
+    with TestClient(create_app(engine, settings=ServiceSettings()), raise_server_exceptions=False) as c:
+        response = c.post("/v1/indexes/tiny/search", json={"query": "tides"})
+    assert response.status_code == 500
+    assert response.json()["error"]["type"] == "InternalError" and "RuntimeError" in response.json()["error"]["message"]
