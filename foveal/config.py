@@ -24,7 +24,10 @@ from foveal.errors import ConfigError, IncompatibleIndexError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
+    """Unknown keys are refused, and so are NaN and infinities in every float (a NaN weight would rank by NaN;
+    an infinite boost or time budget is no setting)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False, allow_inf_nan=False)
 
 
 class Pipeline(str, enum.Enum):

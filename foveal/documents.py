@@ -1,8 +1,13 @@
 """Documents: the unit of ingest, and how raw JSON becomes one.
 
 A document is ``{"_id", "title", "text", "metadata", "timestamp", "vector"}``; only ``_id`` and some text (or a
-``vector``) are required. ``timestamp`` is ISO 8601 or seconds since the epoch (naive times are UTC).
-``vector`` is an embedding made elsewhere; it is checked for dimension and finiteness and skips encoding.
+``vector``) are required. ``timestamp`` is ISO 8601 or seconds since the epoch (naive times are UTC); after its offset is applied it must
+lie in years 0001 to 9999 UTC, from ``0001-01-01T00:00:00Z`` (epoch seconds :data:`MIN_TIMESTAMP`) to
+``9999-12-31T23:59:59Z`` (:data:`MAX_TIMESTAMP`), the range every reader can render back as ISO 8601.
+``vector`` is an embedding made elsewhere; it skips encoding. It is checked as it will be stored, in float32: every
+component finite there (``1e39`` overflows to infinity), none so small that float32 loses it (below
+``1.18e-38``, it would be subnormal or zero), and a norm that float32 can compute, so the unit vector indexed is a
+real one and never NaN.
 
 Example::
 
@@ -28,6 +33,11 @@ from foveal.errors import DocumentError
 MAX_DOCUMENT_CHARS = 2_000_000
 MAX_ID_CHARS = 512
 MAX_METADATA_BYTES = 64_000
+#: The accepted range of ``timestamp`` in epoch seconds: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z. Outside it
+#: Python (and so every read of the document and every hit list that holds it) cannot render the time.
+MIN_TIMESTAMP = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()
+MAX_TIMESTAMP = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
+_FLOAT32 = np.finfo(np.float32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,14 +76,19 @@ class Document:
 
 
 def parse_timestamp(value: Any) -> float | None:
-    """ISO 8601 text or epoch seconds -> epoch seconds (UTC). ``None`` stays ``None``."""
+    """ISO 8601 text or epoch seconds -> epoch seconds (UTC). ``None`` stays ``None``.
+
+    Raises :class:`ValueError` for anything outside :data:`MIN_TIMESTAMP` .. :data:`MAX_TIMESTAMP` (checked after
+    the offset is applied: ``9999-12-31T23:59:59-05:00`` is in year 10000 UTC and refused)."""
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise ValueError("timestamp must be ISO 8601 text or seconds since the epoch, not a boolean")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("timestamp must be finite")
+        if not MIN_TIMESTAMP <= value <= MAX_TIMESTAMP:  # compared before float(): a huge int would overflow it
+            raise ValueError(f"timestamp {_show(value)} is out of range: {_RANGE}")
         return float(value)
     if isinstance(value, str):
         text = value.strip()
@@ -85,14 +100,32 @@ def parse_timestamp(value: Any) -> float | None:
             raise ValueError(f"timestamp {value!r} is not ISO 8601 (e.g. 2024-05-01T12:00:00Z)") from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
-        return moment.timestamp()
+        seconds = moment.timestamp()
+        if not MIN_TIMESTAMP <= seconds <= MAX_TIMESTAMP:
+            raise ValueError(f"timestamp {value!r} is out of range once converted to UTC: {_RANGE}")
+        return seconds
     raise ValueError(f"timestamp must be ISO 8601 text or a number, got {type(value).__name__}")
 
 
+_RANGE = (f"accepted from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z UTC ({MIN_TIMESTAMP:.0f} to "
+          f"{MAX_TIMESTAMP:.0f} epoch seconds)")
+
+
+def _show(value: Any) -> str:
+    """A value for an error message, cut short (an int of 400 digits is a valid JSON number)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:24]}... ({len(text)} characters)"
+
+
 def format_timestamp(value: float | None) -> str | None:
+    """Epoch seconds -> ISO 8601 UTC. A value outside the accepted range (only an index written before the range
+    was enforced can hold one) is shown as its epoch seconds rather than failing the read that meets it."""
     if value is None:
         return None
-    return datetime.fromtimestamp(value, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(value, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        return repr(float(value))
 
 
 def parse_document(raw: Any, *, line: int | None = None, dimension: int | None = None) -> Document:
@@ -161,8 +194,35 @@ def _parse_vector(value: Any, *, line: int | None, doc_id: str, dimension: int |
         raise DocumentError(
             f"'vector' has dimension {len(vector)}; this index's encoder has {dimension}", line=line, doc_id=doc_id
         )
-    if not np.isfinite(array).all():
-        raise DocumentError("'vector' holds NaN or infinite values", line=line, doc_id=doc_id)
-    if not array.any():
-        raise DocumentError("'vector' is all zeros", line=line, doc_id=doc_id)
+    reason = vector_problem(array)
+    if reason is not None:
+        raise DocumentError(reason, line=line, doc_id=doc_id)
     return vector
+
+
+def vector_problem(array: np.ndarray) -> str | None:
+    """Why ``array`` (float64, one dimension) cannot be indexed as the float32 unit vector it becomes, naming the
+    first offending position; ``None`` when it can. The checks run on the float32 values, because that is what is
+    stored: a component finite in float64 may overflow (``1e39``) or vanish (``1e-46``) there, and a vector of
+    tiny or huge components has a norm float32 cannot compute, which would make its unit vector NaN."""
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        return f"'vector'[{bad[0]}] is {float(array[bad[0]])!r}: NaN or infinite values cannot be indexed"
+    magnitude = np.abs(array)
+    bad = np.flatnonzero(magnitude > _FLOAT32.max)
+    if bad.size:
+        return (f"'vector'[{bad[0]}] is {float(array[bad[0]])!r}: beyond float32's range (largest {float(_FLOAT32.max):.4g});"
+                " scale the vector down")
+    bad = np.flatnonzero((magnitude > 0) & (magnitude < _FLOAT32.tiny))
+    if bad.size:
+        return (f"'vector'[{bad[0]}] is {float(array[bad[0]])!r}: below float32's smallest normal value "
+                f"({float(_FLOAT32.tiny):.4g}), it would be lost; use 0 or scale the vector up")
+    if not array.any():
+        return "'vector' is all zeros"
+    single = array.astype(np.float32)
+    with np.errstate(all="ignore"):
+        unit = single / np.linalg.norm(single)  # exactly as the index normalizes it
+        norm = float(np.linalg.norm(unit.astype(np.float64)))
+    if not np.isfinite(unit).all() or abs(norm - 1.0) > 1e-3:
+        return "'vector' has a norm float32 cannot compute (its components are too large or too small); scale it"
+    return None

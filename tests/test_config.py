@@ -49,3 +49,15 @@ def test_unknown_backend_lists_the_known_ones(tmp_path, section):
             registry.make_lexical_index(tmp_path, LexicalConfig(backend="solr"))
         else:
             registry.make_docstore(tmp_path / "x", DocStoreConfig(backend="mongo"))
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"fusion": {"weights": {"bm25": float("nan")}}}, "fusion.weights.bm25"),
+    ({"lexical": {"text_boost": float("inf")}}, "lexical.text_boost"),
+    ({"rerank": {"budget_ms": float("inf")}}, "rerank.budget_ms"),
+    ({"rerank": {"weights": {"pyramid": float("nan")}}}, "rerank.weights.pyramid"),
+    ({"elasticsearch": {"request_timeout": float("nan")}}, "elasticsearch.request_timeout"),
+])
+def test_nan_and_infinity_are_refused_in_every_setting(data, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        IndexConfig.parse(data)

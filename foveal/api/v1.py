@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Path as PathParam, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from foveal.config import IndexConfig
 from foveal.documents import MAX_ID_CHARS, parse_document
@@ -62,7 +62,17 @@ class DocumentIn(BaseModel):
     timestamp: str | float | None = Field(default=None, description="ISO 8601 or epoch seconds.")
     vector: list[float] | None = Field(default=None, description="A precomputed embedding (skips encoding).")
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # NaN and Infinity are no JSON; Python's parser reads them, so they are refused here, for the whole request
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+    @field_validator("metadata")
+    @classmethod
+    def _finite_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValueError("metadata holds NaN or an infinity, which JSON cannot carry") from None
+        return value
 
 
 class UpsertDocuments(BaseModel):

@@ -27,14 +27,16 @@ Scalar = str | int | float | bool
 
 
 class TimeRange(BaseModel):
-    """A range on the document ``timestamp``: ISO 8601 text or epoch seconds on each bound."""
+    """A range on the document ``timestamp``: ISO 8601 text or epoch seconds on each bound, each within the range
+    documents may hold (years 0001 to 9999 UTC, see :func:`foveal.documents.parse_timestamp`)."""
 
     gte: str | float | None = None
     gt: str | float | None = None
     lte: str | float | None = None
     lt: str | float | None = None
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"gte": "2024-01-01T00:00:00Z"}]})
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [{"gte": "2024-01-01T00:00:00Z"}]})
 
     @model_validator(mode="after")
     def _check(self) -> "TimeRange":
@@ -72,6 +74,7 @@ class SearchFilter(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        allow_inf_nan=False,
         json_schema_extra={"examples": [{"metadata": {"topic": "science"}, "timestamp": {"gte": "2024-01-01"}}]},
     )
 
@@ -87,6 +90,11 @@ class SearchFilter(BaseModel):
                 raise ValueError(f"metadata key {key!r}: use 1-64 letters, digits, '_' or '-'")
             if isinstance(wanted, list) and not 1 <= len(wanted) <= MAX_FILTER_VALUES:
                 raise ValueError(f"metadata.{key}: give 1 to {MAX_FILTER_VALUES} values")
+            for one in wanted if isinstance(wanted, list) else [wanted]:
+                # the stores compare in SQLite (64-bit integers) and Elasticsearch (longs): a larger int is no value
+                # any document can hold there, and binding it would fail inside the search
+                if isinstance(one, int) and not isinstance(one, bool) and not -2**63 <= one < 2**63:
+                    raise ValueError(f"metadata.{key}: integer {one} is outside the 64-bit range")
         return value
 
 
@@ -107,6 +115,7 @@ class SearchRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        allow_inf_nan=False,
         json_schema_extra={"examples": [{"query": "why does the moon cause tides", "k": 5, "pipeline": "hybrid"}]},
     )
 
