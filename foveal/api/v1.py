@@ -59,7 +59,8 @@ class DocumentIn(BaseModel):
     title: str = ""
     text: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict, description="Any JSON object; filterable by equality.")
-    timestamp: str | float | None = Field(default=None, description="ISO 8601 or epoch seconds.")
+    timestamp: str | float | None = Field(
+        default=None, description="ISO 8601 or epoch seconds, 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z in UTC.")
     vector: list[float] | None = Field(default=None, description="A precomputed embedding (skips encoding).")
 
     # NaN and Infinity are no JSON; Python's parser reads them, so they are refused here, for the whole request
