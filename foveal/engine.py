@@ -152,7 +152,7 @@ def sweep_leftovers(indexes_dir: Path) -> None:
         try:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            except OSError:  # held by a live process (or no flock here: then leave it, to be safe)
                 continue
             doomed = indexes_dir / f"{DELETING_PREFIX}{uuid.uuid4().hex}"
             try:

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -130,7 +129,8 @@ class Collection:
         encoder = _check_buildable(resolved, name)
         resolved.encoder.max_seq_length = encoder.max_seq_length
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=path.parent))
+        staging = path.parent / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+        staging.mkdir()  # the mode the umask gives, as the index folder always had
         hold = hold_folder(staging)
         try:
             # a fresh identity per creation: a process holding an index open can tell that it was deleted and
@@ -395,7 +395,10 @@ def hold_folder(path: Path) -> int:
     """Lock ``path`` (a folder) for as long as the returned descriptor stays open: it tells a folder some live
     process is still building or removing from one a dead process left behind."""
     handle = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    except OSError:
+        pass  # a file system without flock on folders (NFS): the sweep's grace period still protects it
     return handle
 
 

@@ -118,3 +118,44 @@ def test_a_creation_in_progress_is_not_swept(engine, home, monkeypatch):
     monkeypatch.setattr(collection_module.Collection, "__init__", init_then_start_another_engine)
     engine.create_index("busy")
     assert seen == [True] and engine.list_indexes() == ["busy"]
+
+
+def test_two_creations_of_one_name_at_once_make_one_index(engine, home, monkeypatch):
+    """Both pass the 'exists?' check and build; the first rename wins, the other is told the index exists and
+    leaves nothing behind (before, both wrote into one folder and both reported success)."""
+    import threading
+
+    from foveal.engine import Engine
+    from foveal.errors import IndexExistsError
+    from foveal.index import collection as collection_module
+
+    both_building = threading.Barrier(2, timeout=60)
+    real_init = collection_module.Collection.__init__
+
+    waited: set[str] = set()
+
+    def init(self, path, name, config):  # each creator's first open (its build) waits until both are building
+        me = threading.current_thread().name
+        if me.startswith("creator") and me not in waited:
+            waited.add(me)
+            both_building.wait()
+        real_init(self, path, name, config)
+
+    monkeypatch.setattr(collection_module.Collection, "__init__", init)
+    engines = [engine, Engine(home)]
+    outcomes: list[object] = []
+
+    def create(eng):
+        try:
+            outcomes.append(eng.create_index("same"))
+        except IndexExistsError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=create, args=(e,), name=f"creator-{i}") for i, e in enumerate(engines)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engines[1].close()
+    assert sorted(type(o).__name__ for o in outcomes) == ["Collection", "IndexExistsError"]
+    assert [p.name for p in (home / "indexes").iterdir()] == ["same"]
