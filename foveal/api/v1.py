@@ -114,7 +114,8 @@ class Job(BaseModel):
 
 class IndexSummary(BaseModel):
     name: str
-    documents: int
+    documents: int | None = Field(description="Documents in the index; absent when it cannot be opened.")
+    error: str | None = Field(default=None, description="Why the index cannot be opened (the others still list).")
 
 
 class DocumentOut(BaseModel):
@@ -136,11 +137,19 @@ async def create_index(body: CreateIndex, request: Request) -> IndexSummary:
     return IndexSummary(name=body.name, documents=collection.store.count())
 
 
-@router.get("/indexes", tags=["indexes"], response_model=list[IndexSummary])
+@router.get("/indexes", tags=["indexes"], response_model=list[IndexSummary], response_model_exclude_none=True)
 def list_indexes(request: Request) -> list[IndexSummary]:
-    """Every index with its document count."""
+    """Every index with its document count. One that cannot be opened is listed with its ``error`` instead, so a
+    damaged index never hides the others."""
     engine = request.app.state.engine
-    return [IndexSummary(name=n, documents=engine.get(n).store.count()) for n in engine.list_indexes()]
+    summaries = []
+    for name in engine.list_indexes():
+        try:
+            summaries.append(IndexSummary(name=name, documents=engine.get(name).store.count()))
+        except Exception as exc:  # noqa: BLE001 - reported in the listing, not raised
+            message = exc.message if isinstance(exc, FovealError) else f"{type(exc).__name__}: {exc}"
+            summaries.append(IndexSummary(name=name, documents=None, error=message))
+    return summaries
 
 
 @router.get("/indexes/{name}", tags=["indexes"])

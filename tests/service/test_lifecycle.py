@@ -159,3 +159,22 @@ def test_two_creations_of_one_name_at_once_make_one_index(engine, home, monkeypa
     engines[1].close()
     assert sorted(type(o).__name__ for o in outcomes) == ["Collection", "IndexExistsError"]
     assert [p.name for p in (home / "indexes").iterdir()] == ["same"]
+
+
+def test_a_broken_folder_left_by_an_older_release_does_not_take_the_service_down(engine, home):
+    """What a refused creation used to leave (a config.json no open can read): the service still starts, the
+    listing answers 200 and names the broken index with its error, and the other indexes serve."""
+    from foveal.api.app import create_app
+
+    engine.create_index("good")
+    broken = home / "indexes" / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"vector": {"factory": "Garbage!!"}}')
+    (broken / "instance").write_text("0" * 32)
+    with TestClient(create_app(engine, settings=ServiceSettings())) as c:
+        listing = c.get("/v1/indexes")
+        assert listing.status_code == 200, listing.text
+        by_name = {entry["name"]: entry for entry in listing.json()}
+        assert by_name["good"] == {"name": "good", "documents": 0}
+        assert "factory" in by_name["broken"]["error"] and "documents" not in by_name["broken"]
+        assert c.post("/v1/indexes/good/search", json={"query": "x", "pipeline": "bm25"}).status_code == 200
