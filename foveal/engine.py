@@ -120,7 +120,10 @@ class Engine:
             # ``.deleting-*`` folder that no listing shows and the next Engine removes
             doomed = self.indexes_dir / f"{DELETING_PREFIX}{uuid.uuid4().hex}"
             os.rename(path, doomed)
-            hold = hold_folder(doomed)
+            try:
+                hold = hold_folder(doomed)
+            except OSError:
+                return  # another process's sweep took it first: the index is gone either way
             try:
                 shutil.rmtree(doomed, ignore_errors=True)
             finally:
@@ -144,7 +147,9 @@ def sweep_leftovers(indexes_dir: Path) -> None:
         if not entry.name.startswith((STAGING_PREFIX, DELETING_PREFIX)):
             continue
         try:
-            if time.time() - entry.stat().st_mtime < SWEEP_GRACE_S:
+            status = entry.stat()
+            # ctime too: a rename (an index just renamed for deletion) changes it, not the folder's mtime
+            if time.time() - max(status.st_mtime, status.st_ctime) < SWEEP_GRACE_S:
                 continue
             handle = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
         except OSError:

@@ -36,6 +36,7 @@ from foveal.config import IndexConfig
 from foveal.documents import Document
 from foveal.errors import (
     ConfigError,
+    ConflictError,
     FovealError,
     IndexExistsError,
     IndexLockedError,
@@ -126,7 +127,7 @@ class Collection:
             raise IndexExistsError(f"index {name!r} already exists")
         config = config or IndexConfig()
         resolved = config.model_copy(deep=True)
-        encoder = _check_buildable(resolved, name)
+        encoder = _check_buildable(resolved)
         resolved.encoder.max_seq_length = encoder.max_seq_length
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.parent / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
@@ -373,7 +374,7 @@ def _lexical(doc: StoredDocument) -> LexicalDocument:
     return LexicalDocument(doc.doc_key, doc.id, doc.title, doc.text)
 
 
-def _check_buildable(config: IndexConfig, name: str):
+def _check_buildable(config: IndexConfig):
     """Everything :meth:`Collection.create` can check before it writes anything; returns the loaded encoder.
 
     Whatever the model loader raises (a folder that is no model, a damaged checkpoint) becomes a
@@ -406,6 +407,9 @@ def _publish(staging: Path, path: Path, name: str) -> None:
     """Rename the complete staging folder to the index's own name; refuse when something already holds it."""
     try:
         os.rename(staging, path)  # replaces an empty folder; refuses one with anything in it
+    except FileNotFoundError:
+        raise ConflictError(f"index {name!r} was not created: another process removed its staging folder "
+                            f"{staging.name} while it was being built; try again") from None
     except OSError as exc:
         if (path / "config.json").exists():
             raise IndexExistsError(f"index {name!r} already exists") from None

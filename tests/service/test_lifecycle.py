@@ -80,7 +80,7 @@ def test_cli_ingest_with_a_bad_config_leaves_nothing(home, tmp_path):
     assert not (home / "indexes").exists() or list((home / "indexes").iterdir()) == []
 
 
-def test_leftovers_of_a_crashed_creation_are_ignored_and_cleared(engine, home):
+def test_leftovers_of_a_crashed_creation_are_ignored_and_cleared(engine, home, monkeypatch):
     """A process killed half-way through a creation leaves only a ``.creating-*`` folder: never listed, never
     opened, removed by the next Engine once no process holds it."""
     from foveal.engine import Engine
@@ -89,8 +89,7 @@ def test_leftovers_of_a_crashed_creation_are_ignored_and_cleared(engine, home):
     leftover.mkdir(parents=True)
     (leftover / "config.json").write_text("{not json")
     (home / "indexes" / ".deleting-4567").mkdir()
-    for folder in (home / "indexes").iterdir():
-        os.utime(folder, (0, 0))  # old: no process is still starting on it
+    monkeypatch.setattr("foveal.engine.SWEEP_GRACE_S", -1.0)  # as if old: no process is still starting on them
     assert engine.list_indexes() == []
     fresh = Engine(home)
     try:
@@ -110,12 +109,12 @@ def test_a_creation_in_progress_is_not_swept(engine, home, monkeypatch):
     def init_then_start_another_engine(self, path, name, config):
         real_init(self, path, name, config)
         if path.name.startswith(".creating-"):
-            os.utime(path, (0, 0))  # old enough to sweep: only the lock this process holds protects it
             other = Engine(home)
             seen.append(path.exists())
             other.close()
 
     monkeypatch.setattr(collection_module.Collection, "__init__", init_then_start_another_engine)
+    monkeypatch.setattr("foveal.engine.SWEEP_GRACE_S", -1.0)  # old enough to sweep: only the lock protects it
     engine.create_index("busy")
     assert seen == [True] and engine.list_indexes() == ["busy"]
 
