@@ -108,7 +108,9 @@ def _make(settings: ServiceSettings) -> Celery:
             except Exception:  # a broken on_failure must not take the worker's main process down
                 log.exception("could not report task %s failed", task_id)
 
-    @app.task(name="foveal.ingest_batch", bind=True, base=IngestTask, max_retries=retries)
+    # shared=False: this app's task only (Celery adds a shared task to every app made later, with this closure's
+    # settings; a process that builds apps for two settings, as the tests do, would run the first app's task)
+    @app.task(name="foveal.ingest_batch", bind=True, base=IngestTask, max_retries=retries, shared=False)
     def ingest_batch(self, job_id: str, task_key: str, index: str, documents: list, instance: str | None = None
                      ) -> None:
         import redis
