@@ -7,8 +7,8 @@ Every task ends its part of the job, whatever happens (the bounds are in :mod:`f
 * a transient error (the index's write lock, SQLite busy, I/O, Elasticsearch unreachable): retried with backoff;
   after ``FOVEAL_TASK_MAX_RETRIES`` its documents are reported failed with the error.
 * any other error: its documents are reported failed with the error, at once.
-* the soft time limit (``FOVEAL_TASK_TIME_LIMIT_S``): its documents are reported failed; the hard limit 15 s
-  later kills the child, and :meth:`IngestTask.on_failure` (run by the worker's main process) reports them.
+* the soft time limit (``FOVEAL_TASK_TIME_LIMIT_S``): its documents are reported failed; the hard limit (15 s
+  later by default) kills the child, and :meth:`IngestTask.on_failure` (run by the worker's main process) reports them.
 * the worker dies (SIGKILL, OOM): ``task_acks_late`` leaves the message unacknowledged in Redis, and a live worker's
   sweep (every ``FOVEAL_RESTORE_INTERVAL_S``) delivers it again once ``FOVEAL_VISIBILITY_TIMEOUT_S`` (90 s, always
   above the hard time limit and the longest retry countdown, so a running task is never handed to a second worker)
@@ -31,12 +31,9 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
 from foveal.service.redis_jobs import RedisJobs
-from foveal.service.settings import ServiceSettings
+from foveal.service.settings import MAX_RETRY_COUNTDOWN_S, ServiceSettings
 
 log = logging.getLogger(__name__)
-#: The longest countdown before a retry; kept short so that countdown + hard time limit stays below the
-#: visibility timeout (a task waiting for its countdown is held unacknowledged by the worker).
-MAX_RETRY_COUNTDOWN_S = 5
 
 _apps: dict[tuple, Celery] = {}
 

@@ -14,11 +14,13 @@ variable                        default                      meaning
 ``FOVEAL_MAX_DOC_BYTES``        ``2500000``                  largest document as JSON, in bytes (413 above)
 ``FOVEAL_MAX_REQUEST_BYTES``    ``104857600``                largest request body by Content-Length (413 above)
 ``FOVEAL_TASK_TIME_LIMIT_S``    ``60``                       time limit of one task (soft: its documents are then
-                                                             reported failed; hard, 15 s later, the child is killed
-                                                             and the documents are reported failed as well)
+                                                             reported failed; hard, 15 s later (a quarter of the
+                                                             limit when shorter), the child is killed and the
+                                                             documents are reported failed as well)
 ``FOVEAL_VISIBILITY_TIMEOUT_S`` ``90``                       celery: a task whose worker died is redelivered this
                                                              long after it was taken; always raised to at least
-                                                             the hard time limit + 5 s
+                                                             the hard time limit + 10 s (the longest retry
+                                                             countdown, 5 s, and a margin)
 ``FOVEAL_RESTORE_INTERVAL_S``   ``10``                       celery: how often a worker looks for tasks whose
                                                              visibility timeout ran out (a killed worker's batch)
 ``FOVEAL_TASK_MAX_DELIVERIES``  ``3``                        a task whose worker died this many times while running
@@ -54,8 +56,12 @@ from foveal.errors import ConfigError
 
 #: At most this many per-document errors are kept per job (the counters stay exact).
 MAX_JOB_ERRORS = 1000
-#: The hard time limit of a Celery task is this much above the soft one (time to report the documents failed).
+#: The hard time limit of a Celery task is this much above the soft one (time to report the documents failed):
+#: a quarter of the soft limit, 1 to 15 s.
 HARD_LIMIT_GRACE_S = 15
+#: The longest countdown before a Celery retry. A task waiting for its countdown is held unacknowledged by the
+#: worker, so the visibility timeout must outlast countdown + hard time limit (or it would be delivered twice).
+MAX_RETRY_COUNTDOWN_S = 5
 
 
 def _int(name: str, default: int, low: int = 0) -> int:
@@ -92,7 +98,7 @@ class ServiceSettings:
 
     @property
     def hard_time_limit_s(self) -> int:
-        return self.task_time_limit_s + HARD_LIMIT_GRACE_S
+        return self.task_time_limit_s + min(HARD_LIMIT_GRACE_S, max(1, self.task_time_limit_s // 4))
 
     @classmethod
     def from_env(cls) -> "ServiceSettings":
@@ -100,6 +106,7 @@ class ServiceSettings:
         if queue not in ("embedded", "celery"):
             raise ConfigError(f"FOVEAL_QUEUE={queue!r}; allowed: embedded, celery")
         time_limit = _int("FOVEAL_TASK_TIME_LIMIT_S", 60, 1)
+        hard_limit = cls(task_time_limit_s=time_limit).hard_time_limit_s
         return cls(
             queue=queue,
             redis_url=os.environ.get("FOVEAL_REDIS_URL", "redis://127.0.0.1:6379/0"),
@@ -112,7 +119,8 @@ class ServiceSettings:
             max_request_bytes=_int("FOVEAL_MAX_REQUEST_BYTES", 100 * 1024 * 1024, 1),
             task_time_limit_s=time_limit,
             # the visibility timeout must outlast the longest task, or a running task would be delivered twice
-            visibility_timeout_s=max(_int("FOVEAL_VISIBILITY_TIMEOUT_S", 90, 1), time_limit + HARD_LIMIT_GRACE_S + 5),
+            visibility_timeout_s=max(_int("FOVEAL_VISIBILITY_TIMEOUT_S", 90, 1),
+                                     hard_limit + MAX_RETRY_COUNTDOWN_S + 5),
             restore_interval_s=_int("FOVEAL_RESTORE_INTERVAL_S", 10, 1),
             task_max_deliveries=_int("FOVEAL_TASK_MAX_DELIVERIES", 3, 1),
             lease_s=_int("FOVEAL_LEASE_S", 30, 1),
