@@ -77,6 +77,19 @@ def test_the_hard_time_limit_fails_the_documents_and_ends_the_job(redis_env, hom
     _assert_failed(queue, job_id, "hard time limit")
 
 
+def test_a_task_whose_worker_keeps_dying_is_given_up(redis_env, home, monkeypatch):
+    """Each start of a task is counted in Redis before it runs; the start after FOVEAL_TASK_MAX_DELIVERIES deaths
+    reports the documents failed instead of killing another worker."""
+    from foveal.service.redis_jobs import RedisJobs
+
+    queue, task, job_id, args = _setup(monkeypatch, AssertionError("must not run again"))
+    records = RedisJobs(ServiceSettings.from_env())
+    for _ in range(3):  # three deliveries whose worker died before the task ended
+        records.started(job_id, f"{job_id}:0", 0)
+    task.apply(args=args)
+    _assert_failed(queue, job_id, "its worker died 3 times")
+
+
 def test_a_submission_that_fails_half_way_leaves_no_job(redis_env, home, monkeypatch):
     import redis
 

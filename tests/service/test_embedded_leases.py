@@ -128,3 +128,23 @@ def test_a_task_whose_holder_died_is_taken_once_its_lease_ran_out(tmp_path, monk
     assert ran == ["doc-0"]
     job = queue.job(job_id)
     assert (job["state"], job["done"], job["failed"]) == ("done", 1, 0), job
+
+
+def test_a_task_whose_holders_keep_dying_is_given_up(tmp_path):
+    """A batch that kills its worker every time (say, out of memory) must not keep the job open forever."""
+    from foveal.service.jobs import EmbeddedQueue
+    from foveal.service.settings import ServiceSettings
+
+    home = tmp_path / "home"
+    job_id = _submit(home, 1)
+    settings = ServiceSettings(task_max_deliveries=3)
+    for _ in range(3):  # three holders claim it and die: the heartbeat stops, the lease runs out
+        holder = EmbeddedQueue(home, settings)
+        assert holder.claim() is not None
+        holder._stop_heartbeat()
+        holder._conn().execute("UPDATE tasks SET lease_until = 0")  # its lease ran out (no need to wait for it)
+    survivor = EmbeddedQueue(home, settings)
+    assert survivor.run_one(None)  # given up without running it
+    job = survivor.job(job_id)
+    assert (job["state"], job["done"], job["failed"]) == ("done", 0, 1), job
+    assert "died 3 times" in job["errors"][0]["reason"]

@@ -52,6 +52,8 @@ def test_queued_batches_of_a_deleted_index_end_failed_and_never_reach_its_succes
         old = client.post("/v1/indexes/swap/documents", json={"documents": _docs("old", 40, "quokka")})
         assert old.status_code == 202
         assert client.delete("/v1/indexes/swap").status_code == 200
+        # no worker has run: deleting the index ended its queued tasks
+        _check_fenced(client.get(f"/v1/jobs/{old.json()['job_id']}").json(), 40)
         assert client.post("/v1/indexes", json={"name": "swap"}).status_code == 201
         new_docs = _docs("new", 8, "zebrafish")
         new = client.post("/v1/indexes/swap/documents", json={"documents": new_docs})
