@@ -22,6 +22,7 @@ Counters are updated once per task key, so a redelivered task never counts twice
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -32,6 +33,8 @@ from typing import Any, Protocol
 from foveal.errors import NotFoundError
 from foveal.service.redis_jobs import RedisJobs
 from foveal.service.settings import MAX_JOB_ERRORS, ServiceSettings
+
+log = logging.getLogger(__name__)
 
 
 class JobNotFoundError(NotFoundError):
@@ -121,6 +124,7 @@ class EmbeddedQueue:
         self._beat_lock = threading.Lock()
         self._beat_stop = threading.Event()
         self._beat: threading.Thread | None = None
+        self._held: set[str] = set()  # tasks this object's threads run: the heartbeat renews these only
         conn = self._conn()
         conn.executescript(_SCHEMA)
         have = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
@@ -226,11 +230,22 @@ class EmbeddedQueue:
                 pass  # busy for a moment: the next beat comes well before the lease runs out
 
     def renew(self) -> int:
-        """Extend the leases this holder has; returns how many."""
+        """Extend the leases of the tasks this holder runs now; returns how many."""
+        with self._beat_lock:
+            held = list(self._held)
+        if not held:
+            return 0
+        marks = ",".join("?" * len(held))
         return self._conn().execute(
-            "UPDATE tasks SET lease_until = ? WHERE state = 'running' AND holder = ?",
-            (time.time() + self.settings.lease_s, self.holder),
+            f"UPDATE tasks SET lease_until = ? WHERE state = 'running' AND holder = ? AND id IN ({marks})",
+            (time.time() + self.settings.lease_s, self.holder, *held),
         ).rowcount
+
+    def _release(self, task_id: str) -> None:
+        """Stop renewing a task's lease (it is done; or its end could not be recorded, and it runs again once the
+        lease ran out, idempotently)."""
+        with self._beat_lock:
+            self._held.discard(task_id)
 
     def _stop_heartbeat(self) -> None:
         self._beat_stop.set()
@@ -254,6 +269,7 @@ class EmbeddedQueue:
         self._start_heartbeat()
         now = time.time()
         conn = self._conn()
+        row = None
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute(
@@ -269,9 +285,14 @@ class EmbeddedQueue:
                     "lost = ? WHERE id = ?",
                     (now + self.settings.lease_s, self.holder, lost, row[0]),
                 )
+            if row is not None:
+                with self._beat_lock:
+                    self._held.add(row[0])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
+            if row is not None:
+                self._release(row[0])
             raise
         if row is None:
             return None
@@ -322,28 +343,36 @@ class EmbeddedQueue:
         if claimed is None:
             return False
         task_id, job_id, index, documents, attempts, instance, lost = claimed
-        if lost >= self.settings.task_max_deliveries:
-            errors = all_failed(documents, f"given up: its worker died {lost} times while running it "
-                                           "(FOVEAL_TASK_MAX_DELIVERIES)")
-            self.complete(task_id, job_id, 0, errors)
-            return True
         try:
-            done, errors = index_batch(engine, index, documents, instance)
-        except RETRYABLE as exc:
-            if attempts <= self.settings.task_max_retries:
-                self.retry_later(task_id, attempts)
+            if lost >= self.settings.task_max_deliveries:
+                errors = all_failed(documents, f"given up: its worker died {lost} times while running it "
+                                               "(FOVEAL_TASK_MAX_DELIVERIES)")
+                self.complete(task_id, job_id, 0, errors)
                 return True
-            done, errors = 0, all_failed(documents, f"gave up after {attempts} attempts: {exc}")
-        except Exception as exc:  # a bug must not wedge the queue: report it on every document of the task
-            done, errors = 0, all_failed(documents, f"internal error: {type(exc).__name__}: {exc}")
-        self.complete(task_id, job_id, done, errors)
-        return True
+            try:
+                done, errors = index_batch(engine, index, documents, instance)
+            except RETRYABLE as exc:
+                if attempts <= self.settings.task_max_retries:
+                    self.retry_later(task_id, attempts)
+                    return True
+                done, errors = 0, all_failed(documents, f"gave up after {attempts} attempts: {exc}")
+            except Exception as exc:  # a bug must not wedge the queue: report it on every document of the task
+                done, errors = 0, all_failed(documents, f"internal error: {type(exc).__name__}: {exc}")
+            self.complete(task_id, job_id, done, errors)
+            return True
+        finally:
+            self._release(task_id)
 
     def work(self, engine, stop: threading.Event | None = None, idle_s: float = 0.2) -> None:
         """Run tasks until ``stop`` is set."""
         stop = stop or self._stop
         while not stop.is_set():
-            if not self.run_one(engine):
+            try:
+                busy = self.run_one(engine)
+            except Exception:  # the queue file was busy past its timeout, say: keep the thread, try again
+                log.exception("ingest worker: a task could not be claimed or recorded; retrying")
+                busy = False
+            if not busy:
                 self._wake.wait(idle_s)
                 self._wake.clear()
 
