@@ -9,14 +9,17 @@ Example::
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from foveal.config import IndexConfig, foveal_home
-from foveal.errors import IndexNotFoundError
+from foveal.errors import IndexLockedError, IndexNotFoundError
 from foveal.index.collection import Collection, check_index_name
 from foveal.pipeline.request import SearchRequest, SearchResponse
 from foveal.pipeline.search import SearchPipeline
@@ -101,8 +104,11 @@ class Engine:
             self._pipelines.pop(name, None)
             if collection is not None:
                 collection.store.close()
-            _drop_server_indexes(path, name)
-            shutil.rmtree(path)
+            # under the index's write lock: a writer that checked the index's instance id under it (a queued batch,
+            # see Collection.upsert(expect_instance=)) finishes its commit first, and any writer after sees it gone
+            with _write_locked(path, name):
+                _drop_server_indexes(path, name)
+                shutil.rmtree(path)
 
     def close(self) -> None:
         with self._lock:
@@ -110,6 +116,22 @@ class Engine:
                 collection.close()
             self._open.clear()
             self._pipelines.clear()
+
+
+@contextmanager
+def _write_locked(path: Path, name: str):
+    """Hold ``<index>/write.lock`` (the flock every writer holds for one batch), waiting as a writer does."""
+    with open(path / "write.lock", "a+") as handle:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise IndexLockedError(f"index {name!r} is being written by another process; try again")
+                time.sleep(0.05)
+        yield  # the lock goes with the file's last descriptor, after the folder is removed
 
 
 def _drop_server_indexes(path: Path, name: str) -> None:

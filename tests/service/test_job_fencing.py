@@ -91,3 +91,19 @@ def test_a_running_batch_is_fenced_under_the_write_lock(engine, monkeypatch):
         assert swapped
         _check_fenced(client.get(f"/v1/jobs/{old.json()['job_id']}").json(), 40)
         _check_new_index_only(client, engine, new_docs)
+
+
+def test_deleting_an_index_waits_for_a_batch_being_committed(engine):
+    """The fence is checked under the write lock, so deletion takes that lock too: a writer past its check always
+    finishes its commit before the folder goes (or it would write into a folder re-created under the name)."""
+    import threading
+
+    collection = engine.create_index("swap")
+    deleter = threading.Thread(target=engine.delete_index, args=("swap",))
+    with collection._file_lock():  # a writer between its instance check and its commit
+        deleter.start()
+        deleter.join(1.0)
+        assert deleter.is_alive()  # the deletion waits for the writer
+        assert engine.exists("swap")
+    deleter.join(60)
+    assert not deleter.is_alive() and not engine.exists("swap")
