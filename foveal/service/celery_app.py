@@ -8,7 +8,8 @@ Every task ends its part of the job, whatever happens (the bounds are in :mod:`f
   after ``FOVEAL_TASK_MAX_RETRIES`` its documents are reported failed with the error.
 * any other error: its documents are reported failed with the error, at once.
 * the soft time limit (``FOVEAL_TASK_TIME_LIMIT_S``): its documents are reported failed; the hard limit (15 s
-  later by default) kills the child, and :meth:`IngestTask.on_failure` (run by the worker's main process) reports them.
+  later by default) kills the child, and ``IngestTask.on_failure`` (run by the worker's main process) reports
+  them.
 * the worker dies (SIGKILL, OOM): ``task_acks_late`` leaves the message unacknowledged in Redis, and a live worker's
   sweep (every ``FOVEAL_RESTORE_INTERVAL_S``) delivers it again once ``FOVEAL_VISIBILITY_TIMEOUT_S`` (90 s, always
   above the hard time limit and the longest retry countdown, so a running task is never handed to a second worker)
@@ -98,9 +99,10 @@ def _make(settings: ServiceSettings) -> Celery:
             it killed the child): report the task's documents failed, so the job ends."""
             try:
                 job_id, task_key, index, documents = args[:4]
-                limit = settings.hard_time_limit_s
-                reason = (f"the task ran past the hard time limit of {limit} s and was stopped"
-                          if type(exc).__name__ == "TimeLimitExceeded" else f"internal error: {type(exc).__name__}: {exc}")
+                if type(exc).__name__ == "TimeLimitExceeded":
+                    reason = f"the task ran past the hard time limit of {settings.hard_time_limit_s} s and was stopped"
+                else:
+                    reason = f"internal error: {type(exc).__name__}: {exc}"
                 records().complete(job_id, task_key, 0, _failed(documents, reason))
             except Exception:  # a broken on_failure must not take the worker's main process down
                 log.exception("could not report task %s failed", task_id)

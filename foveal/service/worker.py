@@ -17,7 +17,14 @@ import time
 from typing import Any
 
 from foveal.documents import Document, parse_document
-from foveal.errors import BackendUnavailableError, DocumentError, IndexLockedError, IndexNotFoundError, InvalidInputError, NotFoundError
+from foveal.errors import (
+    BackendUnavailableError,
+    DocumentError,
+    IndexLockedError,
+    IndexNotFoundError,
+    InvalidInputError,
+    NotFoundError,
+)
 
 #: Errors worth retrying (the batch is fine, the moment was not): the index's write lock, SQLite busy, I/O, and a
 #: server backend (Elasticsearch) that cannot be reached. Anything else fails the task's documents at once.

@@ -20,7 +20,8 @@ def _vector(seed: int, dimension: int = 384) -> list[float]:
 
 
 def _docs(prefix: str, n: int, word: str) -> list[dict]:
-    return [{"_id": f"{prefix}-{i}", "text": f"{word} record {prefix} number {i}", "vector": _vector(zlib.crc32(prefix.encode()) + i)}
+    seed = zlib.crc32(prefix.encode())
+    return [{"_id": f"{prefix}-{i}", "text": f"{word} record {prefix} number {i}", "vector": _vector(seed + i)}
             for i in range(n)]
 
 
