@@ -148,3 +148,28 @@ def test_a_task_whose_holders_keep_dying_is_given_up(tmp_path):
     job = survivor.job(job_id)
     assert (job["state"], job["done"], job["failed"]) == ("done", 0, 1), job
     assert "died 3 times" in job["errors"][0]["reason"]
+
+
+def test_a_queue_file_of_the_previous_release_opens_and_its_stranded_task_runs(tmp_path, monkeypatch):
+    """A queue.sqlite written before leases had holders: the columns are added in place, and a task it left running
+    (an hour's lease, no heartbeat) is requeued by the next start instead of waiting out its lease."""
+    import json
+    import sqlite3
+
+    import foveal.service.worker as worker
+    from foveal.service.jobs import _SCHEMA, EmbeddedQueue
+    from foveal.service.settings import ServiceSettings
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with sqlite3.connect(home / "queue.sqlite") as conn:
+        conn.executescript(_SCHEMA)  # the first release's tables, as it wrote them
+        conn.execute("INSERT INTO jobs (id, idx, total, created, updated) VALUES ('j', 'any', 1, 0, 0)")
+        conn.execute("INSERT INTO tasks (id, job_id, idx, payload, state, attempts, lease_until) "
+                     "VALUES ('j:0', 'j', 'any', ?, 'running', 1, ?)", (json.dumps([{"_id": "a"}]), time.time() + 3600))
+    monkeypatch.setattr(worker, "index_batch", lambda engine, index, documents, instance=None: (len(documents), []))
+    queue = EmbeddedQueue(home, ServiceSettings())
+    assert queue.recover() == 1
+    assert queue.run_one(None)
+    job = queue.job("j")
+    assert (job["state"], job["done"]) == ("done", 1), job
