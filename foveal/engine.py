@@ -16,11 +16,12 @@ import shutil
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from foveal.config import IndexConfig, foveal_home
-from foveal.errors import IndexNotFoundError
+from foveal.errors import IndexLockedError, IndexNotFoundError
 from foveal.index.collection import STAGING_PREFIX, Collection, check_index_name, hold_folder
 from foveal.pipeline.request import SearchRequest, SearchResponse
 from foveal.pipeline.search import SearchPipeline
@@ -115,11 +116,14 @@ class Engine:
             self._pipelines.pop(name, None)
             if collection is not None:
                 collection.store.close()
-            _drop_server_indexes(path, name)
-            # gone for every process at once (one rename), then removed at leisure; a crash mid-way leaves only a
+            # under the index's write lock: a writer that checked the index's instance id under it (a queued batch,
+            # see Collection.upsert(expect_instance=)) finishes its commit first, and any writer after sees it gone.
+            # Gone for every process at once (one rename), then removed at leisure; a crash mid-way leaves only a
             # ``.deleting-*`` folder that no listing shows and the next Engine removes
             doomed = self.indexes_dir / f"{DELETING_PREFIX}{uuid.uuid4().hex}"
-            os.rename(path, doomed)
+            with _write_locked(path, name):
+                _drop_server_indexes(path, name)
+                os.rename(path, doomed)
             try:
                 hold = hold_folder(doomed)
             except OSError:
@@ -167,6 +171,22 @@ def sweep_leftovers(indexes_dir: Path) -> None:
             shutil.rmtree(doomed, ignore_errors=True)
         finally:
             os.close(handle)
+
+
+@contextmanager
+def _write_locked(path: Path, name: str):
+    """Hold ``<index>/write.lock`` (the flock every writer holds for one batch), waiting as a writer does."""
+    with open(path / "write.lock", "a+") as handle:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise IndexLockedError(f"index {name!r} is being written by another process; try again")
+                time.sleep(0.05)
+        yield  # the lock goes with the file's last descriptor, after the folder is removed
 
 
 def _drop_server_indexes(path: Path, name: str) -> None:

@@ -162,9 +162,23 @@ def index_stats(request: Request, name: str = INDEX_NAME) -> dict[str, Any]:
 
 @router.delete("/indexes/{name}", tags=["indexes"])
 async def delete_index(request: Request, name: str = INDEX_NAME) -> dict[str, str]:
-    """Delete an index and its files."""
-    await run_in_threadpool(request.app.state.engine.delete_index, name)
+    """Delete an index and its files. Its queued batches end with their documents failed ("index deleted"); a
+    batch already running is refused under the index's write lock (its job reports the same)."""
+    state = request.app.state
+    engine = state.engine
+    instance = await run_in_threadpool(_instance_of, engine, name)
+    await run_in_threadpool(engine.delete_index, name)
+    await run_in_threadpool(state.queue.cancel_index, name, instance)
     return {"deleted": name}
+
+
+def _instance_of(engine, name: str) -> str | None:
+    """The instance id of the index as it is on disk now (None when it has none: made before instance ids, or
+    missing, which delete_index then reports); read from the file so that no model is loaded to delete an index."""
+    try:
+        return (engine.path_of(name) / "instance").read_text() or None
+    except OSError:
+        return None
 
 
 # -- documents ---------------------------------------------------------------------------------------------------
@@ -180,7 +194,8 @@ async def upsert_documents(body: UpsertDocuments, request: Request, response: Re
         raise PayloadTooLargeError(
             f"batch of {len(body.documents)} documents; at most {settings.max_batch_docs} per request "
             "(FOVEAL_MAX_BATCH_DOCS)", limit=settings.max_batch_docs)
-    collection = state.engine.get(name)
+    # as it is on disk now (another process may have deleted and re-created it): the batch is fenced to this creation
+    collection = await run_in_threadpool(state.engine.get_current, name)
     accepted: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     for position, doc in enumerate(body.documents):
@@ -195,7 +210,8 @@ async def upsert_documents(body: UpsertDocuments, request: Request, response: Re
             accepted.append(raw)
         except DocumentError as exc:
             rejected.append({"id": doc.id, "reason": exc.reason})
-    job = await run_in_threadpool(state.queue.submit, name, accepted, rejected, len(body.documents))
+    job = await run_in_threadpool(state.queue.submit, name, accepted, rejected, len(body.documents),
+                                  collection.instance or None)
     url = f"/v1/jobs/{job['id']}"
     response.headers["Location"] = url
     return JobAccepted(job_id=job["id"], index=name, total=job["total"], rejected=len(rejected), status_url=url)

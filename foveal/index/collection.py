@@ -100,6 +100,9 @@ class Collection:
         server = {"es": config.elasticsearch, "name": name}  # used by server backends (Elasticsearch) only
         self.store = make_docstore(self.path / "docs.sqlite", config.docstore, **server)
         self.lexical = make_lexical_index(self.path / "lexical", config.lexical, **server)
+        #: the random id this creation of the index was given (``<path>/instance``); a task carries it from
+        #: submission so a write meant for a deleted index never lands in one re-created under the same name
+        self.instance = _read_instance(self.path) or ""
         self._state_lock = threading.RLock()
         self._write_lock = threading.Lock()
         self._last_save = time.monotonic()
@@ -296,8 +299,11 @@ class Collection:
                 prepared.append(PreparedDocument(doc, [(0, len(doc.full_text))], vector[None, :], 0))
         return prepared
 
-    def upsert(self, documents: Sequence[Document]) -> WriteResult:
-        """Add or replace documents by id; documents whose content hash is unchanged are skipped."""
+    def upsert(self, documents: Sequence[Document], *, expect_instance: str | None = None) -> WriteResult:
+        """Add or replace documents by id; documents whose content hash is unchanged are skipped.
+
+        With ``expect_instance`` the write happens only if the index on disk is still that creation (checked under
+        the write lock, just before the store commit); otherwise :class:`IndexNotFoundError` and nothing written."""
         result = WriteResult()
         latest: dict[str, Document] = {}
         for doc in documents:  # the last version of an id in a batch wins
@@ -313,26 +319,44 @@ class Collection:
                 changed.append(doc)
                 (result.updated if known else result.added).append(doc.id)
         if not changed:
+            if expect_instance is not None:
+                self._check_instance(expect_instance)  # "unchanged" must not be reported for a deleted index
             return result
         prepared = self.prepare(changed)
         result.passages = sum(len(p.passages) for p in prepared)
         result.tokens = sum(p.n_tokens for p in prepared)
-        self._commit(prepared, [])
+        self._commit(prepared, [], expect_instance=expect_instance)
         return result
 
-    def delete(self, doc_ids: Iterable[str]) -> WriteResult:
+    def delete(self, doc_ids: Iterable[str], *, expect_instance: str | None = None) -> WriteResult:
         result = WriteResult()
         ids = list(dict.fromkeys(doc_ids))
         existing = self.store.hashes(ids)
         result.deleted = [i for i in ids if i in existing]
         result.missing = [i for i in ids if i not in existing]
         if result.deleted:
-            self._commit([], result.deleted)
+            self._commit([], result.deleted, expect_instance=expect_instance)
+        elif expect_instance is not None:
+            self._check_instance(expect_instance)
         return result
 
-    def _commit(self, prepared: list[PreparedDocument], deletes: list[str]) -> None:
+    def _check_instance(self, expected: str) -> None:
+        """Raise unless ``<path>/instance`` still holds ``expected`` (the index was not deleted, or re-created)."""
+        if _read_instance(self.path) != expected:
+            raise IndexNotFoundError(
+                f"index {self.name!r} was deleted (or deleted and created again) after this write was submitted; "
+                "nothing was written", index=self.name)
+
+    def _commit(self, prepared: list[PreparedDocument], deletes: list[str], *,
+                expect_instance: str | None = None) -> None:
         with self._file_lock(), self._state_lock:
+            if expect_instance is not None:
+                # before anything under the lock touches the folder: a catch-up of this (old) collection would
+                # write its positions into a re-created index's files
+                self._check_instance(expect_instance)
             self._catch_up(persist=True)
+            if expect_instance is not None:
+                self._check_instance(expect_instance)  # and again just before the store commit
             self.store.write(prepared, deletes)
             self._catch_up(persist=True)
             if self._vectors_dirty and time.monotonic() - self._last_save > SAVE_INTERVAL_S:
@@ -368,6 +392,14 @@ class Collection:
             if drop is not None:
                 drop()
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _read_instance(path: Path) -> str | None:
+    """The index's instance id, or None when the file is gone (the index was deleted) or unreadable."""
+    try:
+        return (Path(path) / "instance").read_text()
+    except OSError:
+        return None
 
 
 def _lexical(doc: StoredDocument) -> LexicalDocument:

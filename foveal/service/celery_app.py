@@ -1,35 +1,49 @@
-"""The Celery app (``FOVEAL_QUEUE=celery``): Redis is broker and result store; ``foveal worker`` runs it.
+"""The Celery app (``FOVEAL_QUEUE=celery``): Redis is the broker; job records are Redis hashes
+(:mod:`foveal.service.redis_jobs`); ``foveal worker`` runs it.
 
-Delivery guarantees, and why:
+Every task ends its part of the job, whatever happens (the bounds are in :mod:`foveal.service.settings`):
 
-* ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is acknowledged after it ran, so a worker killed in the
-  middle of a batch (even by SIGKILL) leaves the message in Redis, and it is delivered again.
-* a worker sweeps Redis for unacknowledged tasks whose visibility timeout ran out every
-  ``FOVEAL_RESTORE_INTERVAL_S`` and queues them again.
-* ``worker_prefetch_multiplier=1``: a worker holds one unacknowledged batch at a time.
-* ``visibility_timeout`` (``FOVEAL_VISIBILITY_TIMEOUT_S``) is kept above the hard task time limit
-  (``FOVEAL_TASK_TIME_LIMIT_S``), so a batch still running is never handed to a second worker.
-* retries with exponential backoff on transient errors (the index's write lock, SQLite busy, I/O).
-* tasks are idempotent (see :mod:`foveal.service.worker`), so a redelivery changes nothing.
-* the model loads in the pool's child process on its first task, never in the parent before a fork (CUDA-safe).
+* success, or documents refused one by one: counted (once per task key, so a redelivery changes nothing).
+* a transient error (the index's write lock, SQLite busy, I/O, Elasticsearch unreachable): retried with backoff;
+  after ``FOVEAL_TASK_MAX_RETRIES`` its documents are reported failed with the error.
+* any other error: its documents are reported failed with the error, at once.
+* the soft time limit (``FOVEAL_TASK_TIME_LIMIT_S``): its documents are reported failed; the hard limit (15 s
+  later by default) kills the child, and ``IngestTask.on_failure`` (run by the worker's main process) reports
+  them.
+* the worker dies (SIGKILL, OOM): ``task_acks_late`` leaves the message unacknowledged in Redis, and a live worker's
+  sweep (every ``FOVEAL_RESTORE_INTERVAL_S``) delivers it again once ``FOVEAL_VISIBILITY_TIMEOUT_S`` (90 s, always
+  above the hard time limit and the longest retry countdown, so a running task is never handed to a second worker)
+  has passed since it was taken. After ``FOVEAL_TASK_MAX_DELIVERIES`` starts of the same task, it is given up.
+* the index was deleted (and maybe created again) since the batch was submitted: the task carries the index's
+  instance id, and every document is reported failed ("index deleted") instead of written into the new index.
+
+Other choices: ``worker_prefetch_multiplier=1`` (a worker holds one unacknowledged batch at a time);
+``task_ignore_result`` (the job record is the result; nothing is stored per task, so nothing piles up); the
+model loads in the pool's child process on its first task, never in the parent before a fork (CUDA-safe).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
-from celery import Celery
+from celery import Celery, Task
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
-from foveal.service.settings import ServiceSettings
+from foveal.service.redis_jobs import RedisJobs
+from foveal.service.settings import MAX_RETRY_COUNTDOWN_S, ServiceSettings
+
+log = logging.getLogger(__name__)
 
 _apps: dict[tuple, Celery] = {}
 
 
 def get_celery(settings: ServiceSettings | None = None) -> Celery:
     settings = settings or ServiceSettings.from_env()
-    key = (settings.redis_url, settings.celery_queue, settings.visibility_timeout_s, settings.task_time_limit_s,
-           settings.restore_interval_s)
+    key = (settings.redis_url, settings.redis_prefix, settings.celery_queue, settings.visibility_timeout_s,
+           settings.task_time_limit_s, settings.restore_interval_s, settings.task_max_retries,
+           settings.task_max_deliveries)
     app = _apps.get(key)
     if app is None:
         app = _apps[key] = _make(settings)
@@ -45,7 +59,7 @@ def __getattr__(name: str) -> Celery:
 
 
 def _make(settings: ServiceSettings) -> Celery:
-    app = Celery("foveal", broker=settings.redis_url, backend=settings.redis_url)
+    app = Celery("foveal", broker=settings.redis_url)
     transport = {
         "visibility_timeout": settings.visibility_timeout_s,
         # sweep for expired unacknowledged tasks every restore_interval_s (kombu's default throttle would make it
@@ -55,38 +69,85 @@ def _make(settings: ServiceSettings) -> Celery:
     }
     app.conf.update(
         task_serializer="json",
-        result_serializer="json",
         accept_content=["json"],
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_time_limit=settings.task_time_limit_s,
+        task_soft_time_limit=settings.task_time_limit_s,
+        task_time_limit=settings.hard_time_limit_s,
         broker_transport_options=transport,
-        result_backend_transport_options=transport,
-        result_expires=settings.job_ttl_s,
+        # the job record in Redis is the result: no per-task result is stored (nor kept, were one ever asked for)
+        task_ignore_result=True,
+        task_store_errors_even_if_ignored=False,
+        result_expires=3600,
         task_default_queue=settings.celery_queue,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_proc_alive_timeout=300,  # the child loads the model in worker_process_init (below)
     )
     retries = settings.task_max_retries
+    jobs: list[RedisJobs] = []
 
-    @app.task(name="foveal.ingest_batch", bind=True, max_retries=retries)
-    def ingest_batch(self, job_id: str, task_key: str, index: str, documents: list) -> dict:
-        from foveal.service.jobs import CeleryQueue
+    def records() -> RedisJobs:
+        if not jobs:
+            jobs.append(RedisJobs(settings))
+        return jobs[0]
+
+    class IngestTask(Task):
+        def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+            """Whatever escaped the task body, and the hard time limit (called in the worker's main process after
+            it killed the child): report the task's documents failed, so the job ends."""
+            try:
+                job_id, task_key, index, documents = args[:4]
+                if type(exc).__name__ == "TimeLimitExceeded":
+                    reason = f"the task ran past the hard time limit of {settings.hard_time_limit_s} s and was stopped"
+                else:
+                    reason = f"internal error: {type(exc).__name__}: {exc}"
+                records().complete(job_id, task_key, 0, _failed(documents, reason))
+            except Exception:  # a broken on_failure must not take the worker's main process down
+                log.exception("could not report task %s failed", task_id)
+
+    # shared=False: this app's task only (Celery adds a shared task to every app made later, with this closure's
+    # settings; a process that builds apps for two settings, as the tests do, would run the first app's task)
+    @app.task(name="foveal.ingest_batch", bind=True, base=IngestTask, max_retries=retries, shared=False)
+    def ingest_batch(self, job_id: str, task_key: str, index: str, documents: list, instance: str | None = None
+                     ) -> None:
+        import redis
+
         from foveal.service.worker import RETRYABLE, index_batch, worker_engine
 
         try:
-            done, errors = index_batch(worker_engine(), index, documents)
+            starts = records().started(job_id, task_key, self.request.retries)
+            if starts > settings.task_max_deliveries:
+                done, errors = 0, _failed(documents, f"given up: its worker died {starts - 1} times while running it "
+                                                     "(FOVEAL_TASK_MAX_DELIVERIES)")
+            else:
+                done, errors = index_batch(worker_engine(), index, documents, instance)
+        except SoftTimeLimitExceeded:
+            done, errors = 0, _failed(documents, f"the task ran past the time limit of {settings.task_time_limit_s} s "
+                                                 "(FOVEAL_TASK_TIME_LIMIT_S); some of its documents may be indexed, "
+                                                 "post them again (in smaller batches) to be sure")
         except RETRYABLE as exc:
             if self.request.retries < retries:
-                raise self.retry(exc=exc, countdown=min(60, 2 ** self.request.retries))
-            done, errors = 0, [{"id": d.get("_id") if isinstance(d, dict) else None,
-                                "reason": f"gave up after {retries + 1} attempts: {exc}"} for d in documents]
-        counted = CeleryQueue(settings).complete(job_id, task_key, done, errors)
-        return {"task": task_key, "done": done, "failed": len(errors), "counted": counted}
+                raise self.retry(exc=exc, countdown=min(MAX_RETRY_COUNTDOWN_S, 2 ** self.request.retries))
+            done, errors = 0, _failed(documents, f"gave up after {retries + 1} attempts: {exc}")
+        except redis.RedisError as exc:  # the job record cannot be read: deliver again later
+            raise Reject(exc, requeue=True) from exc
+        except Exception as exc:  # a bug or a non-transient backend error must not leave the job open
+            log.exception("task %s failed", task_key)
+            done, errors = 0, _failed(documents, f"internal error: {type(exc).__name__}: {exc}")
+        try:
+            records().complete(job_id, task_key, done, errors)
+        except redis.RedisError as exc:  # indexed (idempotently) but not counted: run it again once Redis is back
+            raise Reject(exc, requeue=True) from exc
 
     return app
+
+
+def _failed(documents: list, reason: str) -> list[dict]:
+    from foveal.service.worker import all_failed
+
+    return all_failed(documents, reason)
 
 
 @worker_process_init.connect

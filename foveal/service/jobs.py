@@ -1,12 +1,18 @@
 """Ingest jobs and the queue behind them, in two implementations with one interface.
 
 * :class:`EmbeddedQueue` (the default): a persistent queue in ``$FOVEAL_HOME/queue.sqlite``. A POST is answered
-  202 only after its tasks are committed there; worker threads (in the API process, or ``foveal worker``) claim a
-  task with a lease (the visibility timeout), run it, and mark it done in the same transaction that updates the
-  job's counters. A task whose worker died is claimed again when its lease runs out, or at once when a process
-  starts (``recover``), so a restart resumes everything accepted.
-* :class:`CeleryQueue` (``FOVEAL_QUEUE=celery``): tasks go to Celery on Redis (the 202 is sent after Redis took the
-  message); job records are Redis hashes with a TTL. Workers are ``foveal worker`` processes.
+  202 only after the job and all its tasks are committed there, in one transaction; worker threads (in the API
+  process, or ``foveal worker``) claim a task with a lease that a heartbeat renews while it runs, and mark it done in
+  the same transaction that updates the job's counters. A task whose worker died is claimed again once its lease
+  runs out (``FOVEAL_LEASE_S``), by any process sharing the home; a task a live process runs is never taken.
+* :class:`CeleryQueue` (``FOVEAL_QUEUE=celery``): tasks go to Celery on Redis (the 202 is sent after Redis took
+  every message of the batch); job records are Redis hashes with a TTL. Workers are ``foveal worker`` processes.
+
+Every task carries the instance id of its index as it was at submission: a batch for an index deleted since (and
+maybe created again under its name) reports its documents failed ("index deleted") and is never written into the
+new index (:meth:`foveal.index.collection.Collection.upsert` checks the id under the write lock). Every outcome of
+a task (success, refused documents, errors, retries exhausted, time limit, a worker that died too often) ends its
+part of the job, so a job always reaches ``done``.
 
 A job is ``{id, index, state, total, done, failed, errors[]}``; ``state`` is ``queued`` (nothing processed),
 ``running`` or ``done`` (every document indexed or refused; refused ones are in ``errors`` with id and reason).
@@ -16,6 +22,7 @@ Counters are updated once per task key, so a redelivered task never counts twice
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -24,10 +31,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from foveal.errors import NotFoundError
-from foveal.service.settings import ServiceSettings
+from foveal.service.redis_jobs import RedisJobs
+from foveal.service.settings import MAX_JOB_ERRORS, ServiceSettings
 
-#: At most this many per-document errors are kept per job (the counters stay exact).
-MAX_JOB_ERRORS = 1000
+log = logging.getLogger(__name__)
 
 
 class JobNotFoundError(NotFoundError):
@@ -49,7 +56,14 @@ def split(documents: list[Any], size: int) -> list[list[Any]]:
 class IngestQueue(Protocol):
     kind: str
 
-    def submit(self, index: str, documents: list[Any], rejected: list[dict[str, Any]], total: int) -> dict: ...
+    def submit(self, index: str, documents: list[Any], rejected: list[dict[str, Any]], total: int,
+               instance: str | None = None) -> dict:
+        """Queue a batch for the index whose instance id is ``instance`` (None: no fence); all or nothing."""
+        ...
+
+    def cancel_index(self, index: str, instance: str | None) -> int:
+        """The index was deleted: end its queued tasks now where the queue can (their documents failed)."""
+        ...
 
     def job(self, job_id: str) -> dict[str, Any]: ...
 
@@ -80,21 +94,47 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state, not_before);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+#: Columns added after the first release (a queue file written by it gains them in place): the index's instance id
+#: the task was submitted for, the lease holder (one random id per queue object), and how many holders died.
+_ADDED_COLUMNS = {"instance": "TEXT", "holder": "TEXT", "lost": "INTEGER NOT NULL DEFAULT 0"}
 
 
 class EmbeddedQueue:
+    """Tasks in SQLite, claimed with leases.
+
+    A worker claims a task by writing its holder id and ``lease_until = now + FOVEAL_LEASE_S``; while the task runs,
+    a heartbeat thread of the holder renews the lease every third of it. So a task is claimed again only when its
+    holder stopped renewing (the process died, or hangs): never while another live process runs it, whichever
+    process starts or recovers meanwhile. Completing is guarded by the task's state (counted once), so even a task
+    whose holder was only paused past its lease is counted once.
+    """
+
     kind = "embedded"
 
     def __init__(self, home: Path, settings: ServiceSettings, engine_factory=None) -> None:
         self.path = Path(home) / "queue.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.settings = settings
+        self.holder = uuid.uuid4().hex
         self._engine_factory = engine_factory
         self._local = threading.local()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._conn().executescript(_SCHEMA)
+        self._beat_lock = threading.Lock()
+        self._beat_stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self._held: set[str] = set()  # tasks this object's threads run: the heartbeat renews these only
+        conn = self._conn()
+        conn.executescript(_SCHEMA)
+        have = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in have:
+                try:
+                    conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -107,7 +147,10 @@ class EmbeddedQueue:
         return conn
 
     # -- producer --------------------------------------------------------------------------------------------------
-    def submit(self, index: str, documents: list[Any], rejected: list[dict[str, Any]], total: int) -> dict:
+    def submit(self, index: str, documents: list[Any], rejected: list[dict[str, Any]], total: int,
+               instance: str | None = None) -> dict:
+        """Queue a batch in one transaction (the job and all its tasks, or nothing). ``instance`` is the index's
+        instance id, checked again before the store commit (a batch for a deleted index is never written)."""
         job_id = uuid.uuid4().hex
         now = time.time()
         conn = self._conn()
@@ -119,8 +162,8 @@ class EmbeddedQueue:
             )
             for n, chunk in enumerate(split(documents, self.settings.task_docs)):
                 conn.execute(
-                    "INSERT INTO tasks (id, job_id, idx, payload, state) VALUES (?, ?, ?, ?, 'queued')",
-                    (f"{job_id}:{n}", job_id, index, json.dumps(chunk)),
+                    "INSERT INTO tasks (id, job_id, idx, payload, state, instance) VALUES (?, ?, ?, ?, 'queued', ?)",
+                    (f"{job_id}:{n}", job_id, index, json.dumps(chunk), instance),
                 )
             conn.execute("DELETE FROM jobs WHERE updated < ?", (now - self.settings.job_ttl_s,))
             conn.execute("DELETE FROM tasks WHERE state = 'done' AND job_id NOT IN (SELECT id FROM jobs)")
@@ -130,6 +173,24 @@ class EmbeddedQueue:
             raise
         self._wake.set()
         return self.job(job_id)
+
+    def cancel_index(self, index: str, instance: str | None) -> int:
+        """End the queued tasks of a deleted index now: each reports its documents failed ("index deleted").
+        Tasks already running are fenced by the instance id under the index's write lock. Returns tasks ended."""
+        from foveal.service.worker import all_failed, index_deleted_reason
+
+        conn = self._conn()
+        sql = "SELECT id, job_id, payload FROM tasks WHERE idx = ? AND state = 'queued'"
+        params: tuple = (index,)
+        if instance is not None:  # only that creation's tasks: a re-created index's own batches are kept
+            sql += " AND (instance = ? OR instance IS NULL)"
+            params += (instance,)
+        ended = 0
+        for task_id, job_id, payload in conn.execute(sql, params).fetchall():
+            errors = all_failed(json.loads(payload), index_deleted_reason(index))
+            if self.complete(task_id, job_id, 0, errors, only_if_queued=True):
+                ended += 1
+        return ended
 
     def job(self, job_id: str) -> dict[str, Any]:
         row = self._conn().execute(
@@ -151,40 +212,101 @@ class EmbeddedQueue:
     def ping(self) -> None:
         self._conn().execute("SELECT 1 FROM tasks LIMIT 1").fetchall()
 
+    # -- leases ----------------------------------------------------------------------------------------------------
+    def _start_heartbeat(self) -> None:
+        with self._beat_lock:
+            if self._beat is None or not self._beat.is_alive():
+                self._beat_stop.clear()
+                self._beat = threading.Thread(target=self._heartbeat, name="foveal-queue-heartbeat", daemon=True)
+                self._beat.start()
+
+    def _heartbeat(self) -> None:
+        """Renew the lease of every task this queue object holds, every third of a lease, until stopped."""
+        interval = self.settings.lease_s / 3
+        while not self._beat_stop.wait(interval):
+            try:
+                self.renew()
+            except sqlite3.Error:
+                pass  # busy for a moment: the next beat comes well before the lease runs out
+
+    def renew(self) -> int:
+        """Extend the leases of the tasks this holder runs now; returns how many."""
+        with self._beat_lock:
+            held = list(self._held)
+        if not held:
+            return 0
+        marks = ",".join("?" * len(held))
+        return self._conn().execute(
+            f"UPDATE tasks SET lease_until = ? WHERE state = 'running' AND holder = ? AND id IN ({marks})",
+            (time.time() + self.settings.lease_s, self.holder, *held),
+        ).rowcount
+
+    def _release(self, task_id: str) -> None:
+        """Stop renewing a task's lease (it is done; or its end could not be recorded, and it runs again once the
+        lease ran out, idempotently)."""
+        with self._beat_lock:
+            self._held.discard(task_id)
+
+    def _stop_heartbeat(self) -> None:
+        self._beat_stop.set()
+        beat = self._beat
+        if beat is not None:
+            beat.join(timeout=10)
+
     # -- consumer --------------------------------------------------------------------------------------------------
     def recover(self) -> int:
-        """Requeue tasks left running by a process that is gone (call when no other worker shares this home)."""
-        return self._conn().execute("UPDATE tasks SET state = 'queued' WHERE state = 'running'").rowcount
+        """Requeue tasks whose lease ran out (their holder died): never one a live process is running. A task left
+        running by a release without holders (no heartbeat, an hour's lease) counts as expired."""
+        return self._conn().execute(
+            "UPDATE tasks SET state = 'queued', holder = NULL, lost = lost + 1 "
+            "WHERE state = 'running' AND (lease_until < ? OR holder IS NULL)",
+            (time.time(),),
+        ).rowcount
 
-    def claim(self) -> tuple[str, str, str, list[Any], int] | None:
+    def claim(self) -> tuple[str, str, str, list[Any], int, str | None, int] | None:
+        """Take the next task (queued and due, or running with a lease that ran out) for this holder; returns
+        ``(task id, job id, index, documents, attempts, instance, holders that died)`` or None."""
+        self._start_heartbeat()
         now = time.time()
         conn = self._conn()
+        row = None
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute(
-                "SELECT id, job_id, idx, payload, attempts FROM tasks WHERE (state = 'queued' AND not_before <= ?) "
-                "OR (state = 'running' AND lease_until < ?) ORDER BY rowid LIMIT 1",
+                "SELECT id, job_id, idx, payload, attempts, instance, lost, state FROM tasks "
+                "WHERE (state = 'queued' AND not_before <= ?) OR (state = 'running' AND lease_until < ?) "
+                "ORDER BY rowid LIMIT 1",
                 (now, now),
             ).fetchone()
             if row is not None:
+                lost = row[6] + (1 if row[7] == "running" else 0)  # its holder stopped renewing: it died
                 conn.execute(
-                    "UPDATE tasks SET state = 'running', attempts = attempts + 1, lease_until = ? WHERE id = ?",
-                    (now + self.settings.visibility_timeout_s, row[0]),
+                    "UPDATE tasks SET state = 'running', attempts = attempts + 1, lease_until = ?, holder = ?, "
+                    "lost = ? WHERE id = ?",
+                    (now + self.settings.lease_s, self.holder, lost, row[0]),
                 )
+            if row is not None:
+                with self._beat_lock:
+                    self._held.add(row[0])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
+            if row is not None:
+                self._release(row[0])
             raise
         if row is None:
             return None
-        return row[0], row[1], row[2], json.loads(row[3]), row[4] + 1
+        return row[0], row[1], row[2], json.loads(row[3]), row[4] + 1, row[5], lost
 
-    def complete(self, task_id: str, job_id: str, done: int, errors: list[dict[str, Any]]) -> None:
+    def complete(self, task_id: str, job_id: str, done: int, errors: list[dict[str, Any]], *,
+                 only_if_queued: bool = False) -> bool:
+        """Mark a task done and count it in its job, once (False when it was done already)."""
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            guard = "state = 'queued'" if only_if_queued else "state != 'done'"
             changed = conn.execute(
-                "UPDATE tasks SET state = 'done', payload = '[]' WHERE id = ? AND state != 'done'", (task_id,)
+                f"UPDATE tasks SET state = 'done', payload = '[]' WHERE id = ? AND {guard}", (task_id,)
             ).rowcount
             if changed:
                 row = conn.execute("SELECT errors FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -203,48 +325,61 @@ class EmbeddedQueue:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        return bool(changed)
 
     def retry_later(self, task_id: str, attempts: int) -> None:
         delay = min(60.0, 0.5 * 2 ** (attempts - 1))
         self._conn().execute(
-            "UPDATE tasks SET state = 'queued', not_before = ? WHERE id = ? AND state = 'running'",
-            (time.time() + delay, task_id),
+            "UPDATE tasks SET state = 'queued', holder = NULL, not_before = ? "
+            "WHERE id = ? AND state = 'running' AND holder = ?",
+            (time.time() + delay, task_id, self.holder),
         )
 
     def run_one(self, engine) -> bool:
-        """Claim and run one task; False when there was nothing to do."""
-        from foveal.service.worker import RETRYABLE, index_batch
+        """Claim and run one task; False when there was nothing to do. Every outcome completes the task."""
+        from foveal.service.worker import RETRYABLE, all_failed, index_batch
 
         claimed = self.claim()
         if claimed is None:
             return False
-        task_id, job_id, index, documents, attempts = claimed
+        task_id, job_id, index, documents, attempts, instance, lost = claimed
         try:
-            done, errors = index_batch(engine, index, documents)
-        except RETRYABLE as exc:
-            if attempts <= self.settings.task_max_retries:
-                self.retry_later(task_id, attempts)
+            if lost >= self.settings.task_max_deliveries:
+                errors = all_failed(documents, f"given up: its worker died {lost} times while running it "
+                                               "(FOVEAL_TASK_MAX_DELIVERIES)")
+                self.complete(task_id, job_id, 0, errors)
                 return True
-            done, errors = 0, [{"id": d.get("_id") if isinstance(d, dict) else None,
-                                "reason": f"gave up after {attempts} attempts: {exc}"} for d in documents]
-        except Exception as exc:  # a bug must not wedge the queue: report it on every document of the task
-            done, errors = 0, [{"id": d.get("_id") if isinstance(d, dict) else None,
-                                "reason": f"internal error: {type(exc).__name__}: {exc}"} for d in documents]
-        self.complete(task_id, job_id, done, errors)
-        return True
+            try:
+                done, errors = index_batch(engine, index, documents, instance)
+            except RETRYABLE as exc:
+                if attempts <= self.settings.task_max_retries:
+                    self.retry_later(task_id, attempts)
+                    return True
+                done, errors = 0, all_failed(documents, f"gave up after {attempts} attempts: {exc}")
+            except Exception as exc:  # a bug must not wedge the queue: report it on every document of the task
+                done, errors = 0, all_failed(documents, f"internal error: {type(exc).__name__}: {exc}")
+            self.complete(task_id, job_id, done, errors)
+            return True
+        finally:
+            self._release(task_id)
 
     def work(self, engine, stop: threading.Event | None = None, idle_s: float = 0.2) -> None:
         """Run tasks until ``stop`` is set."""
         stop = stop or self._stop
         while not stop.is_set():
-            if not self.run_one(engine):
+            try:
+                busy = self.run_one(engine)
+            except Exception:  # the queue file was busy past its timeout, say: keep the thread, try again
+                log.exception("ingest worker: a task could not be claimed or recorded; retrying")
+                busy = False
+            if not busy:
                 self._wake.wait(idle_s)
                 self._wake.clear()
 
     def start(self) -> None:
         if self.settings.embedded_workers <= 0 or self._threads:
             return
-        self.recover()
+        self.recover()  # only expired leases: a task another live process holds is left to it
         engine = self._engine_factory() if self._engine_factory else None
         for n in range(self.settings.embedded_workers):
             thread = threading.Thread(target=self.work, args=(engine,), name=f"foveal-ingest-{n}", daemon=True)
@@ -257,6 +392,7 @@ class EmbeddedQueue:
         for thread in self._threads:
             thread.join(timeout=60)
         self._threads.clear()
+        self._stop_heartbeat()
 
     def wait(self, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
         """Block until the job is done (for the CLI and tests)."""
@@ -269,81 +405,63 @@ class EmbeddedQueue:
 
 
 # -- celery on redis -----------------------------------------------------------------------------------------------
-_COMPLETE = """
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'failed', #ARGV - 4)
-redis.call('HSET', KEYS[1], 'updated', ARGV[3])
-for i = 5, #ARGV do
-  if redis.call('LLEN', KEYS[3]) < 1000 then redis.call('RPUSH', KEYS[3], ARGV[i]) end
-end
-redis.call('INCRBY', KEYS[4], ARGV[2])
-local ttl = tonumber(ARGV[4])
-redis.call('EXPIRE', KEYS[1], ttl); redis.call('EXPIRE', KEYS[2], ttl); redis.call('EXPIRE', KEYS[3], ttl)
-return 1
-"""
-
-
 class CeleryQueue:
+    """Tasks on Celery; job records in Redis (:mod:`foveal.service.redis_jobs` says how submission stays
+    all-or-nothing)."""
+
     kind = "celery"
 
     def __init__(self, settings: ServiceSettings) -> None:
-        import redis
-
         self.settings = settings
-        self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
-        self.prefix = settings.redis_prefix
-        self._complete = self.redis.register_script(_COMPLETE)
+        self.records = RedisJobs(settings)
+        self.redis = self.records.redis
 
-    def _key(self, *parts: str) -> str:
-        return self.prefix + ":".join(parts)
-
-    def submit(self, index: str, documents: list[Any], rejected: list[dict[str, Any]], total: int) -> dict:
+    def submit(self, index: str, documents: list[Any], rejected: list[dict[str, Any]], total: int,
+               instance: str | None = None) -> dict:
         from foveal.service.celery_app import get_celery
 
         job_id = uuid.uuid4().hex
-        now = time.time()
-        ttl = self.settings.job_ttl_s
-        with self.redis.pipeline() as pipe:
-            pipe.hset(self._key("job", job_id), mapping={"index": index, "total": total, "done": 0,
-                                                       "failed": len(rejected), "created": now, "updated": now})
-            if rejected:
-                pipe.rpush(self._key("job", job_id, "errors"), *[json.dumps(e) for e in rejected[:MAX_JOB_ERRORS]])
-            pipe.zadd(self._key("jobs"), {job_id: now})
-            pipe.zremrangebyscore(self._key("jobs"), 0, now - ttl)
-            pipe.expire(self._key("job", job_id), ttl)
-            pipe.expire(self._key("job", job_id, "errors"), ttl)
-            pipe.execute()
+        self.records.create_pending(job_id, index, total, rejected)
         app = get_celery(self.settings)
-        for n, chunk in enumerate(split(documents, self.settings.task_docs)):
-            # apply_async returns once Redis has the message: only then is the batch accepted
-            app.send_task("foveal.ingest_batch", args=[job_id, f"{job_id}:{n}", index, chunk],
-                          queue=self.settings.celery_queue)
+        try:
+            with app.producer_or_acquire() as producer:
+                for n, chunk in enumerate(split(documents, self.settings.task_docs)):
+                    # send_task returns once Redis has the message; the job is accepted only when all have gone
+                    app.send_task("foveal.ingest_batch", args=[job_id, f"{job_id}:{n}", index, chunk],
+                                  kwargs={"instance": instance}, queue=self.settings.celery_queue,
+                                  producer=producer)
+        except BaseException:
+            try:
+                self.records.discard(job_id)
+            except Exception:
+                pass  # Redis is gone too: the unaccepted record is invisible and expires
+            raise
+        self.records.accept(job_id)
         return self.job(job_id)
 
     def job(self, job_id: str) -> dict[str, Any]:
-        data = {k.decode(): v.decode() for k, v in self.redis.hgetall(self._key("job", job_id)).items()}
-        if not data:
+        found = self.records.read(job_id)
+        if found is None:
             raise JobNotFoundError(f"job {job_id!r} does not exist (or has expired)", job=job_id)
-        errors = [json.loads(e) for e in self.redis.lrange(self._key("job", job_id, "errors"), 0, MAX_JOB_ERRORS)]
+        data, errors = found
         return job_view(job_id, data["index"], int(data["total"]), int(data["done"]), int(data["failed"]), errors,
                         float(data["created"]), float(data["updated"]))
 
     def complete(self, job_id: str, task_key: str, done: int, errors: list[dict[str, Any]]) -> bool:
         """Count a task once (a redelivered task returns False and changes nothing)."""
-        keys = [self._key("job", job_id), self._key("job", job_id, "tasks"), self._key("job", job_id, "errors"),
-                self._key("documents_indexed")]
-        args = [task_key, done, time.time(), self.settings.job_ttl_s, *[json.dumps(e) for e in errors]]
-        if not self.redis.exists(keys[0]):
-            return False  # expired or unknown job: nothing to count
-        return bool(self._complete(keys=keys, args=args))
+        return self.records.complete(job_id, task_key, done, errors)
+
+    def cancel_index(self, index: str, instance: str | None) -> int:
+        """Nothing to do here: queued tasks of a deleted index are fenced by its instance id when they run (each
+        reports its documents failed, without loading the model)."""
+        return 0
 
     def stats(self) -> dict[str, Any]:
         jobs = {"queued": 0, "running": 0, "done": 0}
-        ids = [i.decode() for i in self.redis.zrange(self._key("jobs"), -10_000, -1)]
+        ids = [i.decode() for i in self.redis.zrange(self.records.key("jobs"), -10_000, -1)]
         with self.redis.pipeline() as pipe:
             for job_id in ids:
-                pipe.hmget(self._key("job", job_id), "total", "done", "failed")
+                pipe.hmget(self.records.key("job", job_id), "total", "done", "failed")
             rows = pipe.execute() if ids else []
         for total, done, failed in rows:
             if total is None:
@@ -351,7 +469,7 @@ class CeleryQueue:
             processed = int(done) + int(failed)
             jobs["done" if processed >= int(total) else ("running" if processed else "queued")] += 1
         depth = int(self.redis.llen(self.settings.celery_queue))
-        indexed = int(self.redis.get(self._key("documents_indexed")) or 0)
+        indexed = int(self.redis.get(self.records.key("documents_indexed")) or 0)
         return {"jobs": jobs, "queue_depth": depth, "documents_indexed": indexed}
 
     def ping(self) -> None:

@@ -13,17 +13,38 @@ variable                        default                      meaning
 ``FOVEAL_MAX_BATCH_DOCS``       ``1000``                     most documents one POST may carry (413 above)
 ``FOVEAL_MAX_DOC_BYTES``        ``2500000``                  largest document as JSON, in bytes (413 above)
 ``FOVEAL_MAX_REQUEST_BYTES``    ``104857600``                largest request body by Content-Length (413 above)
-``FOVEAL_TASK_TIME_LIMIT_S``    ``900``                      hard time limit of one task
-``FOVEAL_VISIBILITY_TIMEOUT_S`` ``3600``                     an unacknowledged task is redelivered after this;
-                                                             always raised above the task time limit
-``FOVEAL_RESTORE_INTERVAL_S``  ``10``                       how often a worker looks for tasks whose visibility
-                                                             timeout ran out (a killed worker's batch)
+``FOVEAL_TASK_TIME_LIMIT_S``    ``60``                       time limit of one task (soft: its documents are then
+                                                             reported failed; hard, 15 s later (a quarter of the
+                                                             limit when shorter), the child is killed and the
+                                                             documents are reported failed as well)
+``FOVEAL_VISIBILITY_TIMEOUT_S`` ``90``                       celery: a task whose worker died is redelivered this
+                                                             long after it was taken; always raised to at least
+                                                             the hard time limit + 10 s (the longest retry
+                                                             countdown, 5 s, and a margin)
+``FOVEAL_RESTORE_INTERVAL_S``   ``10``                       celery: how often a worker looks for tasks whose
+                                                             visibility timeout ran out (a killed worker's batch)
+``FOVEAL_TASK_MAX_DELIVERIES``  ``3``                        a task whose worker died this many times while running
+                                                             it is given up (its documents reported failed)
+``FOVEAL_LEASE_S``              ``30``                       embedded: a claimed task's lease, renewed every third
+                                                             of it while the task runs; a task whose holder died is
+                                                             claimed again once the lease runs out
 ``FOVEAL_TASK_MAX_RETRIES``     ``8``                        retries (exponential backoff) before a batch fails
 ``FOVEAL_JOB_TTL_S``            ``604800``                   how long job records are kept (7 days)
 ==============================  ===========================  ======================================================
 
 ``FOVEAL_DEBUG_INGEST_SLEEP_S`` is a test hook only: a worker sleeps that long per document before it commits a
 batch, so a test can kill it in the middle of one. Never set it in production.
+
+How soon a task ends, whatever happens (both bounds hold with the defaults above):
+
+* its worker dies (SIGKILL, OOM, power): Celery redelivers it within ``FOVEAL_VISIBILITY_TIMEOUT_S`` +
+  ``FOVEAL_RESTORE_INTERVAL_S`` (100 s) while any worker runs; the embedded queue within ``FOVEAL_LEASE_S`` (30 s)
+  plus a worker's poll; after ``FOVEAL_TASK_MAX_DELIVERIES`` such deaths its documents are reported failed.
+* it runs too long: at ``FOVEAL_TASK_TIME_LIMIT_S`` its documents are reported failed (Celery).
+* it raises anything: retried with backoff when the error is transient (at most ``FOVEAL_TASK_MAX_RETRIES``
+  times), otherwise its documents are reported failed with the error at once.
+
+Size ``FOVEAL_TASK_DOCS`` so one task takes well under the time limit on your hardware.
 """
 
 from __future__ import annotations
@@ -32,6 +53,15 @@ import os
 from dataclasses import dataclass
 
 from foveal.errors import ConfigError
+
+#: At most this many per-document errors are kept per job (the counters stay exact).
+MAX_JOB_ERRORS = 1000
+#: The hard time limit of a Celery task is this much above the soft one (time to report the documents failed):
+#: a quarter of the soft limit, 1 to 15 s.
+HARD_LIMIT_GRACE_S = 15
+#: The longest countdown before a Celery retry. A task waiting for its countdown is held unacknowledged by the
+#: worker, so the visibility timeout must outlast countdown + hard time limit (or it would be delivered twice).
+MAX_RETRY_COUNTDOWN_S = 5
 
 
 def _int(name: str, default: int, low: int = 0) -> int:
@@ -58,18 +88,25 @@ class ServiceSettings:
     max_batch_docs: int = 1000
     max_doc_bytes: int = 2_500_000
     max_request_bytes: int = 100 * 1024 * 1024
-    task_time_limit_s: int = 900
-    visibility_timeout_s: int = 3600
+    task_time_limit_s: int = 60
+    visibility_timeout_s: int = 90
     restore_interval_s: int = 10
+    task_max_deliveries: int = 3
+    lease_s: int = 30
     task_max_retries: int = 8
     job_ttl_s: int = 7 * 24 * 3600
+
+    @property
+    def hard_time_limit_s(self) -> int:
+        return self.task_time_limit_s + min(HARD_LIMIT_GRACE_S, max(1, self.task_time_limit_s // 4))
 
     @classmethod
     def from_env(cls) -> "ServiceSettings":
         queue = os.environ.get("FOVEAL_QUEUE", "embedded").strip().lower() or "embedded"
         if queue not in ("embedded", "celery"):
             raise ConfigError(f"FOVEAL_QUEUE={queue!r}; allowed: embedded, celery")
-        time_limit = _int("FOVEAL_TASK_TIME_LIMIT_S", 900, 1)
+        time_limit = _int("FOVEAL_TASK_TIME_LIMIT_S", 60, 1)
+        hard_limit = cls(task_time_limit_s=time_limit).hard_time_limit_s
         return cls(
             queue=queue,
             redis_url=os.environ.get("FOVEAL_REDIS_URL", "redis://127.0.0.1:6379/0"),
@@ -82,8 +119,11 @@ class ServiceSettings:
             max_request_bytes=_int("FOVEAL_MAX_REQUEST_BYTES", 100 * 1024 * 1024, 1),
             task_time_limit_s=time_limit,
             # the visibility timeout must outlast the longest task, or a running task would be delivered twice
-            visibility_timeout_s=max(_int("FOVEAL_VISIBILITY_TIMEOUT_S", 3600, 1), time_limit + 5),
+            visibility_timeout_s=max(_int("FOVEAL_VISIBILITY_TIMEOUT_S", 90, 1),
+                                     hard_limit + MAX_RETRY_COUNTDOWN_S + 5),
             restore_interval_s=_int("FOVEAL_RESTORE_INTERVAL_S", 10, 1),
+            task_max_deliveries=_int("FOVEAL_TASK_MAX_DELIVERIES", 3, 1),
+            lease_s=_int("FOVEAL_LEASE_S", 30, 1),
             task_max_retries=_int("FOVEAL_TASK_MAX_RETRIES", 8),
             job_ttl_s=_int("FOVEAL_JOB_TTL_S", 7 * 24 * 3600, 1),
         )

@@ -17,10 +17,18 @@ import time
 from typing import Any
 
 from foveal.documents import Document, parse_document
-from foveal.errors import DocumentError, IndexLockedError, InvalidInputError, NotFoundError
+from foveal.errors import (
+    BackendUnavailableError,
+    DocumentError,
+    IndexLockedError,
+    IndexNotFoundError,
+    InvalidInputError,
+    NotFoundError,
+)
 
-#: Errors worth retrying (the batch is fine, the moment was not).
-RETRYABLE = (IndexLockedError, sqlite3.OperationalError, OSError)
+#: Errors worth retrying (the batch is fine, the moment was not): the index's write lock, SQLite busy, I/O, and a
+#: server backend (Elasticsearch) that cannot be reached. Anything else fails the task's documents at once.
+RETRYABLE = (IndexLockedError, sqlite3.OperationalError, OSError, BackendUnavailableError)
 
 _engine = None
 _engine_lock = threading.Lock()
@@ -41,12 +49,29 @@ def _doc_id(raw: Any) -> str | None:
     return str(raw.get("_id")) if isinstance(raw, dict) and raw.get("_id") is not None else None
 
 
-def index_batch(engine, index: str, raw_documents: list[Any]) -> tuple[int, list[dict[str, Any]]]:
-    """Upsert one task's documents; returns (documents indexed, [{id, reason}] of those refused)."""
+def all_failed(raw_documents: list[Any], reason: str) -> list[dict[str, Any]]:
+    """The job errors of a task none of whose documents could be indexed."""
+    return [{"id": _doc_id(raw), "reason": reason} for raw in raw_documents]
+
+
+def index_deleted_reason(index: str) -> str:
+    return (f"index deleted: index {index!r} was deleted (or deleted and created again) after this batch was "
+            "submitted; nothing was written")
+
+
+def index_batch(engine, index: str, raw_documents: list[Any],
+                instance: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """Upsert one task's documents; returns (documents indexed, [{id, reason}] of those refused).
+
+    ``instance`` is the index's instance id when the batch was submitted: a task for an index that was deleted
+    since (and maybe created again under its name) reports every document failed instead of writing into the
+    new index; the id is checked again under the write lock, just before the store commit."""
     try:
         collection = engine.get_current(index)
     except NotFoundError as exc:
-        return 0, [{"id": _doc_id(raw), "reason": exc.message} for raw in raw_documents]
+        return 0, all_failed(raw_documents, index_deleted_reason(index) if instance else exc.message)
+    if instance is not None and collection.instance != instance:
+        return 0, all_failed(raw_documents, index_deleted_reason(index))
     documents: list[Document] = []
     errors: list[dict[str, Any]] = []
     for raw in raw_documents:
@@ -61,15 +86,19 @@ def index_batch(engine, index: str, raw_documents: list[Any]) -> tuple[int, list
     if not documents:
         return 0, errors
     try:
-        collection.upsert(documents)
+        collection.upsert(documents, expect_instance=instance)
         return len(documents), errors
+    except IndexNotFoundError:
+        return 0, errors + [{"id": doc.id, "reason": index_deleted_reason(index)} for doc in documents]
     except InvalidInputError:
         pass  # one document spoils the batch (e.g. a vector of the wrong dimension): find it, keep the rest
     done = 0
-    for doc in documents:
+    for n, doc in enumerate(documents):
         try:
-            collection.upsert([doc])
+            collection.upsert([doc], expect_instance=instance)
             done += 1
+        except IndexNotFoundError:
+            return done, errors + [{"id": d.id, "reason": index_deleted_reason(index)} for d in documents[n:]]
         except InvalidInputError as exc:
             errors.append({"id": doc.id, "reason": exc.message})
     return done, errors

@@ -1,5 +1,7 @@
-"""Against a real Redis and real `foveal worker` processes: batches posted over REST are indexed, and a worker
-killed with SIGKILL in the middle of a batch loses nothing and duplicates nothing once restarted."""
+"""Against a real Redis and real `foveal worker` processes: batches posted over REST are indexed; a worker
+killed with SIGKILL in the middle of a batch loses nothing and duplicates nothing, its batch redelivered once the
+(test-sized) visibility timeout ran out; batches queued for an index that is then deleted and created again end
+failed ("index deleted") and never write into the new one; no per-task Celery result is kept in Redis."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import ROOT, TINY_CORPUS
+from tests.service.test_job_fencing import _docs as _vector_docs
 
 
 def _start_worker(home, extra: dict[str, str] | None = None) -> subprocess.Popen:
@@ -50,10 +53,11 @@ def test_worker_indexes_and_survives_sigkill(redis_env, home, engine, monkeypatc
     from foveal.api.app import create_app
 
     # tasks of 4 documents; the test hook makes each document take 0.3 s before a batch commits, so a batch is
-    # in flight for ~1.2 s; a redelivery comes 13 s (time limit 8 s + 5) after the kill
+    # in flight for ~1.2 s; a redelivery comes 20 s (hard time limit 10 s + 10) after the batch was taken (90 s by
+    # default, with a time limit of 60 s)
     monkeypatch.setenv("FOVEAL_TASK_DOCS", "4")
     monkeypatch.setenv("FOVEAL_TASK_TIME_LIMIT_S", "8")
-    monkeypatch.setenv("FOVEAL_VISIBILITY_TIMEOUT_S", "1")  # raised to time limit + 5 by the settings
+    monkeypatch.setenv("FOVEAL_VISIBILITY_TIMEOUT_S", "1")  # raised to hard time limit + 10 by the settings
     monkeypatch.setenv("FOVEAL_RESTORE_INTERVAL_S", "2")
     engine.create_index("kill")
     worker = _start_worker(home, {"FOVEAL_DEBUG_INGEST_SLEEP_S": "0.3"})
@@ -79,11 +83,39 @@ def test_worker_indexes_and_survives_sigkill(redis_env, home, engine, monkeypatc
             killed = client.get(f"/v1/jobs/{job_id}").json()
             assert killed["state"] == "running" and killed["done"] < 12, killed
 
+            # while no worker runs: batches queued for index "fence", which is then deleted and created again
+            assert client.post("/v1/indexes", json={"name": "fence"}).status_code == 201
+            stale = client.post("/v1/indexes/fence/documents", json={"documents": _vector_docs("old", 8, "quokka")})
+            assert client.delete("/v1/indexes/fence").status_code == 200
+            assert client.post("/v1/indexes", json={"name": "fence"}).status_code == 201
+            fresh_docs = _vector_docs("new", 8, "zebrafish")
+            fresh = client.post("/v1/indexes/fence/documents", json={"documents": fresh_docs})
+
             worker = _start_worker(home)
             job = _wait(client, job_id, lambda j: j["state"] == "done", 120)
             assert (job["state"], job["total"], job["done"], job["failed"]) == ("done", 12, 12, 0), job
+
+            job_ids = [first.json()["job_id"], second.json()["job_id"], job_id]
+            fenced = _wait(client, stale.json()["job_id"], lambda j: j["state"] == "done", 120)
+            assert (fenced["state"], fenced["done"], fenced["failed"]) == ("done", 0, 8), fenced
+            assert all("index deleted" in e["reason"] for e in fenced["errors"]), fenced["errors"]
+            kept = _wait(client, fresh.json()["job_id"], lambda j: j["state"] == "done", 120)
+            assert (kept["state"], kept["done"], kept["failed"]) == ("done", 8, 0), kept
+            stats = client.get("/v1/indexes/fence").json()
+            assert (stats["documents"], stats["vectors"], stats["lexical_documents"]) == (8, 8, 8), stats
+            body = {"query": "quokka", "pipeline": "bm25", "k": 100}
+            assert client.post("/v1/indexes/fence/search", json=body).json()["hits"] == []
+            job_ids += [stale.json()["job_id"], fresh.json()["job_id"]]
     finally:
         _kill(worker)
+
+    # the job records are the results: Celery keeps none of its own (they used to pile up in Redis)
+    import redis
+
+    client = redis.Redis.from_url(redis_env["FOVEAL_REDIS_URL"])
+    for key in client.scan_iter(match="celery-task-meta-*", count=1000):
+        stored = client.get(key) or b""
+        assert not any(j.encode() in stored for j in job_ids), (key, stored)
 
     # every accepted document exactly once in every store, as a fresh process sees the files
     from foveal.engine import Engine

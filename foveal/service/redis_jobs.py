@@ -1,0 +1,113 @@
+"""Job records in Redis, for the Celery queue: written by the API (:class:`foveal.service.jobs.CeleryQueue`) and
+counted by the worker's task (:mod:`foveal.service.celery_app`). Both import this module and neither imports the
+other.
+
+Keys (under ``FOVEAL_REDIS_PREFIX``)::
+
+    job:<id>             hash  index, total, done, failed, created, updated, accepted (0 while its chunks are sent)
+    job:<id>:errors      list  the first MAX_JOB_ERRORS {id, reason} of refused documents
+    job:<id>:tasks       set   the task keys already counted (a redelivered task counts once)
+    job:<id>:deliveries  hash  how many times each task (per retry) was started (a task whose worker dies each time
+                               is given up after FOVEAL_TASK_MAX_DELIVERIES)
+    jobs                 zset  accepted job ids by creation time (for stats)
+    documents_indexed    int
+
+Submission is all-or-nothing as the client sees it: the record is written with ``accepted=0`` and a short TTL,
+every chunk is sent, and only then is it marked accepted (and the 202 sent). When a send fails the record is
+deleted and the POST fails; chunks already sent may still be indexed (idempotently) but count for no job. An API
+process that dies mid-way leaves an unaccepted record that no one can see and that expires.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from foveal.service.settings import MAX_JOB_ERRORS, ServiceSettings
+
+#: How long a job record lives before it is accepted (only a submitting process that died leaves one that long).
+PENDING_TTL_S = 3600
+
+_COMPLETE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'failed', #ARGV - 4)
+redis.call('HSET', KEYS[1], 'updated', ARGV[3])
+for i = 5, #ARGV do
+  if redis.call('LLEN', KEYS[3]) < tonumber(ARGV[4]) then redis.call('RPUSH', KEYS[3], ARGV[i]) end
+end
+redis.call('INCRBY', KEYS[4], ARGV[2])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl); redis.call('EXPIRE', KEYS[3], ttl) end
+return 1
+"""
+
+
+class RedisJobs:
+    def __init__(self, settings: ServiceSettings, client=None) -> None:
+        import redis
+
+        self.settings = settings
+        self.redis = client or redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        self.prefix = settings.redis_prefix
+        self._complete = self.redis.register_script(_COMPLETE)
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def _job_keys(self, job_id: str) -> list[str]:
+        return [self.key("job", job_id, *tail) for tail in ((), ("errors",), ("tasks",), ("deliveries",))]
+
+    # -- the API's side --------------------------------------------------------------------------------------------
+    def create_pending(self, job_id: str, index: str, total: int, rejected: list[dict[str, Any]]) -> None:
+        now = time.time()
+        with self.redis.pipeline() as pipe:
+            pipe.hset(self.key("job", job_id), mapping={"index": index, "total": total, "done": 0, "accepted": 0,
+                                                      "failed": len(rejected), "created": now, "updated": now})
+            if rejected:
+                pipe.rpush(self.key("job", job_id, "errors"), *[json.dumps(e) for e in rejected[:MAX_JOB_ERRORS]])
+            for key in self._job_keys(job_id)[:2]:
+                pipe.expire(key, PENDING_TTL_S)
+            pipe.execute()
+
+    def accept(self, job_id: str) -> None:
+        """Every chunk is queued: the job becomes visible, with its full TTL."""
+        now = time.time()
+        ttl = self.settings.job_ttl_s
+        with self.redis.pipeline() as pipe:
+            pipe.hset(self.key("job", job_id), "accepted", 1)
+            for key in self._job_keys(job_id):
+                pipe.expire(key, ttl)
+            pipe.zadd(self.key("jobs"), {job_id: now})
+            pipe.zremrangebyscore(self.key("jobs"), 0, now - ttl)
+            pipe.execute()
+
+    def discard(self, job_id: str) -> None:
+        self.redis.delete(*self._job_keys(job_id))
+
+    def read(self, job_id: str) -> tuple[dict[str, str], list[dict[str, Any]]] | None:
+        """The job's fields and errors, or None when it is unknown, expired or not accepted."""
+        data = {k.decode(): v.decode() for k, v in self.redis.hgetall(self.key("job", job_id)).items()}
+        if not data or data.get("accepted", "1") != "1":
+            return None
+        errors = [json.loads(e) for e in self.redis.lrange(self.key("job", job_id, "errors"), 0, MAX_JOB_ERRORS - 1)]
+        return data, errors
+
+    # -- the worker's side -----------------------------------------------------------------------------------------
+    def started(self, job_id: str, task_key: str, retries: int) -> int:
+        """Count one start of this task (at this retry); returns how many there were, this one included."""
+        key = self.key("job", job_id, "deliveries")
+        with self.redis.pipeline() as pipe:
+            pipe.hincrby(key, f"{task_key}:{retries}", 1)
+            pipe.expire(key, self.settings.job_ttl_s)
+            count, _ = pipe.execute()
+        return int(count)
+
+    def complete(self, job_id: str, task_key: str, done: int, errors: list[dict[str, Any]]) -> bool:
+        """Count a task once; False when it was counted before (a redelivery) or its job is unknown or expired."""
+        keys = [self.key("job", job_id), self.key("job", job_id, "tasks"), self.key("job", job_id, "errors"),
+                self.key("documents_indexed")]
+        args = [task_key, done, time.time(), MAX_JOB_ERRORS, *[json.dumps(e) for e in errors]]
+        return self._complete(keys=keys, args=args) == 1
