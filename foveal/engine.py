@@ -10,16 +10,19 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
 from foveal.config import IndexConfig, foveal_home
-from foveal.errors import IndexNotFoundError
+from foveal.errors import FovealError, IndexDamagedError, IndexNotFoundError
 from foveal.index.collection import Collection, check_index_name
 from foveal.pipeline.request import SearchRequest, SearchResponse
 from foveal.pipeline.search import SearchPipeline
+
+log = logging.getLogger("foveal.engine")
 
 
 class Engine:
@@ -56,9 +59,31 @@ class Engine:
                 path = self.path_of(name)
                 if not (path / "config.json").exists():
                     raise IndexNotFoundError(f"index {name!r} does not exist", index=name)
-                collection = self._open[name] = Collection.open(path, name)
+                try:
+                    collection = Collection.open(path, name)
+                except FovealError:
+                    raise
+                except Exception as exc:  # whatever a backend raised: named, not a raw traceback
+                    raise IndexDamagedError(
+                        f"index {name!r} could not be opened ({type(exc).__name__}: {exc}); other indexes are not "
+                        "affected", index=name,
+                    ) from exc
                 collection.opened_identity = _identity(path)
+                self._open[name] = collection
             return collection
+
+    def open_all(self) -> dict[str, FovealError]:
+        """Open every index (and its search pipeline) now, as a server does at start. An index that cannot be
+        opened is logged and left out, so the others serve; returns ``{name: error}`` of those refused (asking
+        for one of them later answers its error, and opens it if it was repaired meanwhile)."""
+        refused: dict[str, FovealError] = {}
+        for name in self.list_indexes():
+            try:
+                self.pipeline(name)
+            except FovealError as exc:
+                log.error("index %r is not served: %s", name, exc.message)
+                refused[name] = exc
+        return refused
 
     def get_current(self, name: str) -> Collection:
         """Like :meth:`get`, but reopens the index when its folder was deleted (and maybe recreated) by another
