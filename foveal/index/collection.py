@@ -184,7 +184,9 @@ class Collection:
                 detail = ", ".join(f"the {n} index recorded position {p}" for n, p in ahead.items())
                 raise self._refused(
                     f"its document store ends at change {head} but {detail}: committed writes are missing from "
-                    "docs.sqlite (a deleted or truncated docs.sqlite-wal?)"
+                    "docs.sqlite (a deleted or truncated docs.sqlite-wal?). To serve only what the store still "
+                    "holds, delete lexical.json and vectors.npz in the index folder (both are then rebuilt from the "
+                    "store) and re-ingest what was lost"
                 )
             for part in self.derived:
                 try:
@@ -211,7 +213,7 @@ class Collection:
 
     def _read_instance(self) -> str | None:
         try:
-            return (self.path / "instance").read_text().strip()
+            return (self.path / "instance").read_text()
         except FileNotFoundError:
             return None
 

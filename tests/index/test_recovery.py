@@ -62,6 +62,15 @@ def _crash_after_store_commit(collection: Collection, numbers) -> None:
     collection.store.write(collection.prepare(_docs(*numbers)))
 
 
+def test_collection_drives_its_stores_through_the_protocols(engine):
+    from foveal.index.base import DerivedIndex, DocStore
+
+    collection = engine.create_index("seams")
+    assert isinstance(collection.store, DocStore)
+    assert [p.name for p in collection.derived] == ["vectors", "lexical"]
+    assert all(isinstance(part, DerivedIndex) for part in collection.derived)
+
+
 # -- finding 1 -------------------------------------------------------------------------------------------------------
 def test_a_reader_that_refreshed_then_writes_replays_what_a_dead_writer_left(engine):
     """Old code: B's refresh moved its lexical position to the head without replaying; B's write then recorded that
@@ -211,6 +220,11 @@ def test_truncated_wal_is_detected_and_refused_while_other_indexes_serve(engine,
         other.get("bad")  # the code at 45b262d opened it "ready": documents 3, vectors 6, lexical 6
     assert info.value.status_code == 503
     assert set(other.open_all()) == {"bad"}
+    for name in ("lexical.json", "vectors.npz"):  # what the message says to do to serve what the store holds
+        (home / "indexes" / "bad" / name).unlink()
+    healed = other.get("bad")
+    stats = healed.stats()
+    assert stats["documents"] == stats["vectors"] == stats["lexical_documents"] == healed.store.count()
     assert _missing(other.get("good"), [0, 1]) == {}
     other.close()
 
