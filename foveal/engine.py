@@ -72,14 +72,14 @@ class Engine:
                 self._open[name] = collection
             return collection
 
-    def open_all(self) -> dict[str, FovealError]:
-        """Open every index (and its search pipeline) now, as a server does at start. An index that cannot be
-        opened is logged and left out, so the others serve; returns ``{name: error}`` of those refused (asking
-        for one of them later answers its error, and opens it if it was repaired meanwhile)."""
+    def open_all(self, *, pipelines: bool = True) -> dict[str, FovealError]:
+        """Open every index (and, with ``pipelines``, its search pipeline) now, as a server or worker does at
+        start. An index that cannot be opened is logged and left out, so the others serve; returns
+        ``{name: error}`` of those refused (asking for one later answers its error, or opens it if repaired)."""
         refused: dict[str, FovealError] = {}
         for name in self.list_indexes():
             try:
-                self.pipeline(name)
+                self.pipeline(name) if pipelines else self.get(name)
             except FovealError as exc:
                 log.error("index %r is not served: %s", name, exc.message)
                 refused[name] = exc
