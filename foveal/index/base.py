@@ -203,9 +203,9 @@ class DerivedIndex(Protocol):
     """Anything rebuilt from the document store and kept in step with it through the change log.
 
     ``held`` is the position this process's view holds; :meth:`position` re-reads the position the index's own
-    durable record holds. Only a writer under the collection's write lock calls :meth:`apply` on a shared index,
-    :meth:`rebuild` and :meth:`persist`; a reader calls :meth:`follow` (and, for a private copy, :meth:`apply` on
-    its own memory).
+    durable record holds. Only a writer under the collection's write lock calls :meth:`persist`, and
+    :meth:`apply` or :meth:`rebuild` on a shared index; a reader calls :meth:`follow` on a shared index, and
+    :meth:`apply` (or :meth:`rebuild`, :meth:`open`) on its private copy, which changes only its own memory.
     """
 
     #: Named in log lines and errors ("vectors", "lexical").

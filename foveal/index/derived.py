@@ -100,6 +100,8 @@ class VectorPart:
         self.dirty = True
 
     def rebuild(self, store: DocStore) -> None:
+        if self.shared:
+            self.persist(0)  # a writer killed mid-rebuild leaves position 0: the next one rebuilds again
         self.index.drop()
         self.index = self._make()
         for ids, vectors in store.iter_vectors():
@@ -169,6 +171,7 @@ class LexicalPart:
         index.commit()
 
     def rebuild(self, store: DocStore) -> None:
+        self.persist(0)  # a writer killed mid-rebuild leaves position 0, not a claim over a half-built index
         if self.index is not None:
             self.index.drop()
         self._discard()
