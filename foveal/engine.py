@@ -81,7 +81,7 @@ class Engine:
             try:
                 self.pipeline(name) if pipelines else self.get(name)
             except FovealError as exc:
-                log.error("index %r is not served: %s", name, exc.message)
+                log.error("%s (not served; the other indexes are)", exc.message)
                 refused[name] = exc
         return refused
 

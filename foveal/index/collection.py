@@ -162,9 +162,9 @@ class Collection:
 
     def _refused(self, reason: str) -> IndexDamagedError:
         return IndexDamagedError(
-            f"index {self.name!r} cannot be trusted: {reason}. Other indexes are not affected. To serve what "
-            f"the document store holds, move the index folder {str(self.path)!r} aside, create the index again and "
-            "re-ingest its documents (or restore docs.sqlite and docs.sqlite-wal from a backup).",
+            f"index {self.name!r} cannot be trusted: {reason}. Other indexes are not affected. To get it back, "
+            "restore docs.sqlite and docs.sqlite-wal from a backup, or move the index folder "
+            f"{str(self.path)!r} aside, create the index again and re-ingest its documents.",
             index=self.name,
         )
 

@@ -1,10 +1,10 @@
 """The document store on SQLite (WAL mode), and the change log every other store replays.
 
 The store is the commit point of a write: a batch of upserts and deletes lands in one SQLite transaction that also
-appends one row per document to ``oplog`` (a monotonically increasing ``seq``). The vector and lexical indexes
-record the last ``seq`` they hold; on open, and before each search in a reading process, they replay the log past
-it. Replay is idempotent (remove the document, then add its current state), so a crash at any point between the
-stores heals on the next open, and a process that did not write still sees what others committed.
+appends one row per document to ``oplog`` (a monotonically increasing ``seq``). The derived indexes (vectors,
+lexical) persist the last ``seq`` they hold and are brought past it from this log, as the recovery design in
+:mod:`foveal.index.collection` says. Replay is idempotent (remove the document, then add its current state), so a
+crash at any point between the stores heals, and a process that did not write still sees what others committed.
 
 Passage vectors are kept here too (float32 blobs), so the FAISS index can always be rebuilt from this file and
 rerank stages can read a document's vectors.
