@@ -143,10 +143,7 @@ class LexicalPart:
     def open(self) -> None:
         self.held = self.position()
         try:
-            self.index = self._make()
-            probe = getattr(self.index, "probe", None)
-            if probe is not None:
-                probe()
+            self.index = self._make()  # tantivy reads every segment's footer and probes its files here
             len(self.index)
         except DerivedIndexDamaged:
             raise

@@ -67,6 +67,8 @@ class TantivyLexicalIndex:
         self._writable = writable
         self._writer = None
         self._lock = threading.Lock()
+        if path is not None:
+            self.probe()  # damaged files fail here (ValueError), where the collection rebuilds the index
 
     def _get_writer(self):
         if not self._writable:
