@@ -116,6 +116,27 @@ def test_a_reader_heals_a_shared_index_left_behind_when_no_writer_comes(engine):
     b.close()
 
 
+def test_readers_follow_without_moving_a_persisted_position(engine):
+    import fcntl
+    import json
+
+    a = engine.create_index("follow")
+    a.upsert(_docs(0, 1))
+    b = Collection.open(a.path, "follow")
+    _crash_after_store_commit(a, [2])
+    recorded = json.loads((a.path / "lexical.json").read_text())["seq"]
+    with open(a.path / "write.lock", "a+") as other_writer:  # another process holds the write lock
+        fcntl.flock(other_writer, fcntl.LOCK_EX)
+        b.refresh()
+        assert json.loads((a.path / "lexical.json").read_text())["seq"] == recorded
+        assert b.stats()["positions"]["lexical"] == recorded < b.store.max_seq()
+        assert _missing(b, [2]) == {"bm25": ["d2"]}  # not in tantivy until a writer applies it
+        fcntl.flock(other_writer, fcntl.LOCK_UN)
+    assert _missing(b, range(3)) == {}  # lock free: b caught tantivy up as a writer would
+    assert json.loads((a.path / "lexical.json").read_text())["seq"] == b.store.max_seq()
+    b.close()
+
+
 _CHILD = """
 import sys
 from foveal.documents import parse_document
