@@ -235,15 +235,6 @@ class FaissVectorIndex:
             os.replace(tmp, path)
             _fsync_dir(path.parent)
 
-    @staticmethod
-    def saved_position(path: Path) -> int:
-        """The ``seq`` a saved file records, reading only its header (0 when there is no file)."""
-        try:
-            with np.load(Path(path)) as data:
-                return int(json.loads(bytes(data["header"]).decode()).get("seq", 0))
-        except FileNotFoundError:
-            return 0
-
     def drop(self) -> None:
         """Nothing outside the saved file."""
 
