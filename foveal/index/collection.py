@@ -303,8 +303,10 @@ class Collection:
     def _replay(self, part: DerivedIndex, start: int) -> None:
         """Apply the log after ``start`` to ``part``. A private copy the pruned log no longer covers reloads its
         snapshot (never below the prune point) and replays from there; a shared index would be rebuilt."""
-        if start == 0:
-            # nothing recorded: building from the store's current state is the same result, without the log
+        if start == 0 and not part.shared:
+            # a private copy that holds nothing: building it from the store's rows is the same result, faster.
+            # A shared index replays instead (a new index's first batch), so its folder is never swapped under
+            # readers; one the pruned log cannot cover is rebuilt below.
             part.rebuild(self.store)
             return
         try:

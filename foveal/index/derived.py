@@ -182,7 +182,10 @@ class LexicalPart:
 
     def follow(self) -> None:
         position = self.position()  # read before the reload: what the reload shows holds at least this much
-        self.index.refresh()
+        try:
+            self.index.refresh()
+        except ValueError:  # tantivy: the folder is being rebuilt by a writer; keep the last view, retry later
+            return
         self.held = position
 
     def check(self, store: DocStore) -> str | None:
