@@ -418,9 +418,7 @@ class Collection:
                 changed.append(doc)
                 (result.updated if known else result.added).append(doc.id)
         if not changed:
-            if expect_instance is not None:
-                with self._file_lock():
-                    self._check_instance(expect_instance)
+            self._catch_up_if_behind(expect_instance)
             return result
         prepared = self.prepare(changed)
         result.passages = sum(len(p.passages) for p in prepared)
@@ -436,10 +434,19 @@ class Collection:
         result.missing = [i for i in ids if i not in existing]
         if result.deleted:
             self._commit([], result.deleted, expect_instance)
-        elif expect_instance is not None:
+        else:
+            self._catch_up_if_behind(expect_instance)
+        return result
+
+    def _catch_up_if_behind(self, expect_instance: str | None) -> None:
+        """A write that changed nothing (a re-run whose documents are all stored) still brings a shared index
+        that a dead writer left behind up to the store, so re-running an ingest repairs what it skips."""
+        behind = any(part.shared and part.position() < self.store.max_seq() for part in self.derived)
+        if behind or expect_instance is not None:
             with self._file_lock():
                 self._check_instance(expect_instance)
-        return result
+                if behind:
+                    self._catch_up_writer(save=False)
 
     def _check_instance(self, expect_instance: str | None) -> None:
         """Fencing: a task carries the instance id of the index it was submitted to; if the index was deleted

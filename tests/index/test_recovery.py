@@ -116,6 +116,16 @@ def test_a_reader_heals_a_shared_index_left_behind_when_no_writer_comes(engine):
     b.close()
 
 
+def test_rerunning_an_ingest_whose_documents_are_stored_repairs_bm25(engine):
+    """Finding 1's "re-running skips them as unchanged": a re-run that writes nothing still catches tantivy up."""
+    a = engine.create_index("rerun")
+    a.upsert(_docs(0, 1))
+    _crash_after_store_commit(a, [2, 3])
+    result = a.upsert(_docs(2, 3))
+    assert sorted(result.unchanged) == ["d2", "d3"]
+    assert [k for k, _ in a.lexical.search("uniq3tok", 3)] == [a.get("d3").doc_key]
+
+
 def test_readers_follow_without_moving_a_persisted_position(engine):
     import fcntl
     import json
