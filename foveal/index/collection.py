@@ -27,7 +27,8 @@ Recovery design
   the store (a writer died between its store commit and its tantivy commit) heals it when the write lock is free.
 * **After a crash the next writer or open replays from each index's persisted position**, which is never ahead of
   what the index holds, so nothing committed is skipped; replay is idempotent (remove the document, add its
-  current state), so changes applied twice do no harm.
+  current state), so changes applied twice do no harm. A write that changes nothing (a re-run whose documents are
+  all stored) catches up too.
 * **A derived index that is missing, truncated, fails its checksum, or disagrees with the store's counts after
   catch-up is rebuilt from the store**, for that index alone, with a warning in the log.
 * **The store itself is checked at open**: SQLite ``PRAGMA quick_check``, and its head position against the
