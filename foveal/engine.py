@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import threading
@@ -21,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from foveal.config import IndexConfig, foveal_home
-from foveal.errors import IndexLockedError, IndexNotFoundError
+from foveal.errors import FovealError, IndexDamagedError, IndexLockedError, IndexNotFoundError
 from foveal.index.collection import STAGING_PREFIX, Collection, check_index_name, hold_folder
 from foveal.pipeline.request import SearchRequest, SearchResponse
 from foveal.pipeline.search import SearchPipeline
+
+log = logging.getLogger("foveal.engine")
 
 
 #: Name prefix of an index folder being removed (renamed first, so the index is gone at once for every process).
@@ -71,9 +74,34 @@ class Engine:
                 path = self.path_of(name)
                 if not (path / "config.json").exists():
                     raise IndexNotFoundError(f"index {name!r} does not exist", index=name)
-                collection = self._open[name] = Collection.open(path, name)
+                try:
+                    collection = Collection.open(path, name)
+                except FovealError:
+                    raise
+                except Exception as exc:  # whatever a backend raised: named, not a raw traceback
+                    raise IndexDamagedError(
+                        f"index {name!r} could not be opened ({type(exc).__name__}: {exc}); other indexes are not "
+                        "affected", index=name,
+                    ) from exc
                 collection.opened_identity = _identity(path)
+                self._open[name] = collection
             return collection
+
+    def open_all(self, *, pipelines: bool = True) -> dict[str, FovealError]:
+        """Open every index (and, with ``pipelines``, its search pipeline) now, as a server or worker does at
+        start. An index that cannot be opened is logged and left out, so the others serve; returns
+        ``{name: error}`` of those refused (asking for one later answers its error, or opens it if repaired)."""
+        refused: dict[str, FovealError] = {}
+        for name in self.list_indexes():
+            try:
+                self.pipeline(name) if pipelines else self.get(name)
+            except FovealError as exc:
+                log.error("%s (not served; the other indexes are)", exc.message)
+                refused[name] = exc
+            except Exception as exc:  # one index that cannot open must not keep the others from being served
+                log.error("index %r cannot be opened (not served; the other indexes are): %s", name, exc, exc_info=exc)
+                refused[name] = IndexDamagedError(f"index {name!r} cannot be opened: {exc}", index=name)
+        return refused
 
     def get_current(self, name: str) -> Collection:
         """Like :meth:`get`, but reopens the index when its folder was deleted (and maybe recreated) by another

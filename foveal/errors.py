@@ -13,7 +13,9 @@
     │   ├── IncompatibleIndexError   an index folder built with another config than the one asked for
     │   └── IndexLockedError         another process already writes this index
     ├── ConfigError                  a configuration value is wrong (lists the allowed values)
-    └── BackendUnavailableError      a server-side backend (Elasticsearch) cannot be reached or failed -> HTTP 503
+    ├── BackendUnavailableError      a server-side backend (Elasticsearch) cannot be reached or failed -> HTTP 503
+    └── IndexDamagedError            an index that cannot be trusted (its document store failed its check, or is
+                                     behind what its derived indexes recorded); refused, named   -> HTTP 503
 
 The API maps these to HTTP statuses in one place (``foveal.api.app``); the CLI prints their message.
 """
@@ -85,5 +87,13 @@ class ConfigError(FovealError, ValueError):
 
 class BackendUnavailableError(FovealError):
     """A server-side storage backend (Elasticsearch) could not be reached or refused the request."""
+
+    status_code = 503
+
+
+class IndexDamagedError(FovealError):
+    """An index whose document store cannot be trusted: refused (the other indexes keep serving), with a message
+    naming the index, what was found and how to get it back. Derived indexes (vectors, BM25) are never refused
+    for damage: they are rebuilt from the store."""
 
     status_code = 503

@@ -49,11 +49,9 @@ def create_app(
         state["engine"] = app.state.engine = engine or Engine(home)
         app.state.settings = settings
         app.state.queue = make_queue(state["engine"].home, settings, lambda: state["engine"])
-        for name in state["engine"].list_indexes():  # load models and indexes now, not on the first request
-            try:
-                await run_in_threadpool(state["engine"].pipeline, name)
-            except Exception as exc:  # one index that cannot open must not keep the others from being served
-                log.error("index %r cannot be opened; serving the others: %s", name, exc, exc_info=exc)
+        # load models and indexes now, not on the first request; an index that cannot be trusted is logged and
+        # refused (its requests answer IndexDamagedError), the others serve
+        await run_in_threadpool(state["engine"].open_all)
         app.state.queue.start()  # embedded: in-process workers resume what was queued before a restart
         yield
         await run_in_threadpool(app.state.queue.stop)

@@ -1,24 +1,52 @@
-"""A collection: one named index on disk, its three stores kept in step.
+"""A collection: one named index on disk, its stores kept in step by one recovery design.
 
 Folder layout::
 
     <home>/indexes/<name>/
         config.json      the IndexConfig it was built with (resolved), checked on every open
         instance         a random id written at creation (tells a recreated index from the one held open)
-        docs.sqlite      documents, passage vectors and the change log (the commit point)
-        lexical/         tantivy BM25 index;  lexical.json records the change-log seq it holds
-        vectors.npz      FAISS index, saved atomically with the change-log seq it holds
+        docs.sqlite      documents, passage vectors and the change log: the commit point
+        lexical/         tantivy BM25 index;  lexical.json records the change-log position it holds
+        vectors.npz      FAISS snapshot with the position it holds (for Elasticsearch: only the position)
         write.lock       held (flock) by whichever process is writing, for the length of one batch
 
-Writes go: encode (no lock held) -> lock -> catch up from the log -> one SQLite transaction -> apply to FAISS and
-tantivy -> commit tantivy -> unlock. Any process may write (the lock serialises them); any process reads, and
-catches up from the log before each search. See :mod:`foveal.index.sqlite_store` for why this heals crashes.
+Recovery design
+---------------
+* **The document store is the commit point.** A batch is accepted when its one store transaction commits (with
+  ``synchronous=FULL``: it survives a power loss); every document it touches gets a row in the change log, whose
+  ``seq`` is the position.
+* **Each derived index persists the position it holds** (:class:`~foveal.index.base.DerivedIndex`): tantivy in
+  ``lexical.json``, written after its commit; FAISS in the header of its snapshot, saved atomically with the data;
+  Elasticsearch vectors in ``vectors.npz``. A position is a promise: every change up to it is durably in that index.
+* **Only a writer under the write lock advances a persisted position**, after that index durably applied the
+  changes. The writer replays each shared index (tantivy, Elasticsearch) from the position it re-reads from that
+  index's own record under the lock, never from what a reader in this process believed; a private copy (FAISS in
+  memory) replays from what that copy really holds.
+* **Readers follow without moving anything**: they reload shared indexes (``held`` = the recorded position, read
+  before the reload) and replay the log into their private FAISS copy. A reader that sees a shared index behind
+  the store (a writer died between its store commit and its tantivy commit) heals it when the write lock is free.
+* **After a crash the next writer or open replays from each index's persisted position**, which is never ahead of
+  what the index holds, so nothing committed is skipped; replay is idempotent (remove the document, add its
+  current state), so changes applied twice do no harm. A write that changes nothing (a re-run whose documents are
+  all stored) catches up too.
+* **A derived index that is missing, truncated, fails its checksum, or disagrees with the store's counts after
+  catch-up is rebuilt from the store**, for that index alone, with a warning in the log.
+* **The store itself is checked at open**: SQLite ``PRAGMA quick_check``, and its head position against the
+  positions the derived indexes recorded outside the WAL. A head below a recorded position means committed
+  transactions were lost (a deleted or truncated ``docs.sqlite-wal``); the index is then refused with
+  :class:`~foveal.errors.IndexDamagedError`, naming it and saying how to rebuild, while other indexes keep serving.
+* **The change log is pruned** below the lowest position every derived index persisted, and read in chunks; a
+  private copy that fell behind the pruned log reloads its snapshot (which is never below the prune point).
+
+Writes go: encode (no lock held) -> lock -> catch up -> one store transaction -> apply to every derived index ->
+persist positions -> prune the log -> unlock. Any process may write (the lock serialises them); any process reads.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -38,12 +66,14 @@ from foveal.errors import (
     ConfigError,
     ConflictError,
     FovealError,
+    IndexDamagedError,
     IndexExistsError,
     IndexLockedError,
     IndexNotFoundError,
     InvalidInputError,
 )
-from foveal.index.base import LexicalDocument, StoredDocument
+from foveal.index.base import DerivedIndex, DerivedIndexDamaged, DocStore, LogPrunedError, StoredDocument
+from foveal.index.derived import LexicalPart, VectorPart
 from foveal.index.sqlite_store import PreparedDocument
 from foveal.registry import (
     SERVER_BACKENDS,
@@ -55,11 +85,17 @@ from foveal.registry import (
     make_vector_index,
 )
 
+log = logging.getLogger("foveal.index")
+
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 #: Save the FAISS file at most this often during a long ingest (the log covers what is not saved yet).
 SAVE_INTERVAL_S = 60.0
 #: Name prefix of the folder an index is built in before it is renamed into place (see :meth:`Collection.create`).
 STAGING_PREFIX = ".creating-"
+#: Change-log rows kept below the lowest persisted position (a short history for debugging; the rest is pruned).
+LOG_RETAIN = 1000
+#: Env var naming a file the kill test reads: ``store_committed <seq> <pid>`` / ``derived_committed <seq> <pid>``.
+TEST_HOOKS_ENV = "FOVEAL_TEST_HOOKS"
 
 
 def check_index_name(name: str) -> str:
@@ -98,19 +134,101 @@ class Collection:
         self.encoder = make_encoder(config.encoder)
         self.dimension = self.encoder.dimension
         server = {"es": config.elasticsearch, "name": name}  # used by server backends (Elasticsearch) only
-        self.store = make_docstore(self.path / "docs.sqlite", config.docstore, **server)
-        self.lexical = make_lexical_index(self.path / "lexical", config.lexical, **server)
-        #: the random id this creation of the index was given (``<path>/instance``); a task carries it from
-        #: submission so a write meant for a deleted index never lands in one re-created under the same name
-        self.instance = _read_instance(self.path) or ""
+        try:
+            self.store: DocStore = make_docstore(self.path / "docs.sqlite", config.docstore, **server)
+        except FovealError:
+            raise
+        except Exception as exc:  # sqlite3.DatabaseError: "file is not a database", "malformed"
+            raise self._refused(f"its document store cannot be opened ({type(exc).__name__}: {exc})") from exc
         self._state_lock = threading.RLock()
         self._write_lock = threading.Lock()
         self._last_save = time.monotonic()
-        self._vectors_dirty = False
-        self._load_vectors()
-        self._lexical_seq = self._read_lexical_seq()
+        self.instance = self._read_instance() or ""
+        self._vector_part = VectorPart(
+            self._vector_file(),
+            make=lambda: make_vector_index(self.dimension, config.vector, es=config.elasticsearch, name=name),
+            load=lambda file: load_vector_index(file, self.dimension, config.vector, es=config.elasticsearch,
+                                                name=name),
+        )
+        lexical_dir = self.path / "lexical"
+        self._lexical_part = LexicalPart(
+            self.path / "lexical.json",
+            make=lambda: make_lexical_index(lexical_dir, config.lexical, **server),
+            discard=lambda: shutil.rmtree(lexical_dir, ignore_errors=True),
+        )
+        #: every derived index, driven the same way (vector sets and event vectors of later stages join here)
+        self.derived: list[DerivedIndex] = [self._vector_part, self._lexical_part]
+        try:
+            self._open_checked()
+        except BaseException:
+            self.store.close()
+            raise
+
+    @property
+    def vectors(self):
+        """The vector index (replaced, not mutated, when it is rebuilt or reloaded)."""
+        return self._vector_part.index
+
+    @property
+    def lexical(self):
+        return self._lexical_part.index
+
+    def _refused(self, reason: str) -> IndexDamagedError:
+        return IndexDamagedError(
+            f"index {self.name!r} cannot be trusted: {reason}. Other indexes are not affected. To get it back, "
+            "restore docs.sqlite and docs.sqlite-wal from a backup, or move the index folder "
+            f"{str(self.path)!r} aside, create the index again and re-ingest its documents.",
+            index=self.name,
+        )
+
+    def _open_checked(self) -> None:
+        """Check the store, open every derived index (rebuilding what is damaged), catch up, verify counts."""
+        problems = self.store.check()
+        if problems:
+            raise self._refused(f"its document store failed its integrity check ({'; '.join(problems[:3])})")
         with self._file_lock():
-            self._catch_up(persist=True)
+            if not self.instance:  # folders made before the instance file existed get one (fencing needs it)
+                self.instance = uuid.uuid4().hex
+                (self.path / "instance").write_text(self.instance)
+            head = self.store.max_seq()
+            recorded = {d.name: d.position() for d in self.derived}
+            ahead = {n: p for n, p in recorded.items() if p > head}
+            if ahead:
+                detail = ", ".join(f"the {n} index recorded position {p}" for n, p in ahead.items())
+                raise self._refused(
+                    f"its document store ends at change {head} but {detail}: committed writes are missing from "
+                    "docs.sqlite (a deleted or truncated docs.sqlite-wal?). To serve only what the store still "
+                    "holds, delete lexical.json and vectors.npz in the index folder (both are then rebuilt from the "
+                    "store) and re-ingest what was lost"
+                )
+            for part in self.derived:
+                try:
+                    part.open()
+                except DerivedIndexDamaged as exc:
+                    self._rebuild(part, f"it is damaged: {exc}")
+            self._catch_up_writer(save=False)
+            for part in self.derived:
+                problem = part.check(self.store)
+                if problem is not None:
+                    self._rebuild(part, f"after catching up it {problem}")
+            self._save_due(force=self._vector_part.dirty and self._vector_part.position() == 0)
+
+    def _rebuild(self, part: DerivedIndex, why: str) -> None:
+        """Under the write lock: rebuild one derived index from the store and persist its position."""
+        log.warning("index %r: rebuilding the %s index from the document store: %s", self.name, part.name, why)
+        head = self.store.max_seq()
+        part.rebuild(self.store)
+        part.held = head
+        if part.shared:
+            part.persist(head)
+        else:
+            self._persist_private(part)
+
+    def _read_instance(self) -> str | None:
+        try:
+            return (self.path / "instance").read_text()
+        except FileNotFoundError:
+            return None
 
     # -- opening -------------------------------------------------------------------------------------------------
     @classmethod
@@ -166,11 +284,13 @@ class Collection:
         return cls(path, name, stored)
 
     def close(self) -> None:
+        if self._vector_part.dirty and self.path.exists():
+            try:
+                with self._file_lock():  # the lock before the state lock, as every writer takes them
+                    self._catch_up_writer(save=True, force_save=True)
+            except (IndexLockedError, IndexNotFoundError):
+                pass  # another writer holds it (it saves), or the index is gone; the log covers the rest
         with self._state_lock:
-            if self._vectors_dirty:
-                with self._file_lock():
-                    self._catch_up(persist=False)
-                    self._save_vectors()
             self.store.close()
 
     def __enter__(self) -> "Collection":
@@ -179,104 +299,116 @@ class Collection:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- the vector index and its log position -------------------------------------------------------------------
+    # -- positions and catch-up ----------------------------------------------------------------------------------
     def _vector_file(self) -> Path:
         return self.path / "vectors.npz"
 
-    def _load_vectors(self) -> None:
-        cfg = self.config.vector
-        self.vectors = None
-        self._vector_seq = 0
-        if self._vector_file().exists():
-            try:
-                self.vectors, header = load_vector_index(
-                    self._vector_file(), self.dimension, cfg, es=self.config.elasticsearch, name=self.name
-                )
-                self._vector_seq = int(header.get("seq", 0))
-            except (OSError, ValueError, KeyError, RuntimeError, ConfigError):
-                self.vectors = None  # unreadable: rebuilt from the document store below
-        if self.vectors is None:
-            self.vectors = make_vector_index(self.dimension, cfg, es=self.config.elasticsearch, name=self.name)
-            self._vector_seq = 0
-            self._vectors_dirty = self.store.max_seq() > 0
-
-    def _save_vectors(self) -> None:
-        self.vectors.save(self._vector_file(), seq=self._vector_seq)
-        self._vectors_dirty = False
-        self._last_save = time.monotonic()
-
-    def _read_lexical_seq(self) -> int:
-        try:
-            return int(json.loads((self.path / "lexical.json").read_text())["seq"])
-        except (OSError, ValueError, KeyError):
-            return 0
-
-    def _write_lexical_seq(self, seq: int) -> None:
-        tmp = self.path / "lexical.json.tmp"
-        tmp.write_text(json.dumps({"seq": seq}))
-        os.replace(tmp, self.path / "lexical.json")
-
     @contextmanager
-    def _file_lock(self):
-        """Serialise writers across processes (and threads of this one)."""
-        with self._write_lock:
-            with open(self.path / "write.lock", "a+") as handle:
-                deadline = time.monotonic() + 120
+    def _file_lock(self, *, wait: bool = True):
+        """Serialise writers across processes (and threads of this one). ``wait=False``: raise
+        :class:`IndexLockedError` at once when another writer holds it."""
+        if not self._write_lock.acquire(blocking=wait):
+            raise IndexLockedError(f"index {self.name!r} is being written by another thread")
+        try:
+            try:
+                handle = open(self.path / "write.lock", "a+")
+            except FileNotFoundError:
+                raise IndexNotFoundError(f"index {self.name!r} was deleted", index=self.name) from None
+            with handle:
+                deadline = time.monotonic() + (120 if wait else 0)
                 while True:
                     try:
                         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         break
                     except BlockingIOError:
-                        if time.monotonic() > deadline:
+                        if time.monotonic() >= deadline:
                             raise IndexLockedError(f"index {self.name!r} is being written by another process")
                         time.sleep(0.05)
                 try:
                     yield
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            self._write_lock.release()
 
-    def _catch_up(self, *, persist: bool) -> None:
-        """Replay the change log into FAISS and tantivy past what each holds (idempotent)."""
+    def _replay(self, part: DerivedIndex, start: int) -> None:
+        """Apply the log after ``start`` to ``part``. A private copy the pruned log no longer covers reloads its
+        snapshot (never below the prune point) and replays from there; a shared index would be rebuilt."""
+        if start == 0 and not part.shared:
+            # a private copy that holds nothing: building it from the store's rows is the same result, faster.
+            # A shared index replays instead (a new index's first batch), so its folder is never swapped under
+            # readers; one the pruned log cannot cover is rebuilt below.
+            part.rebuild(self.store)
+            return
+        try:
+            part.apply(self.store, self.store.changes_since(start))
+        except LogPrunedError:
+            if part.shared:
+                part.rebuild(self.store)
+                return
+            try:
+                part.open()
+                part.apply(self.store, self.store.changes_since(part.held))
+            except (DerivedIndexDamaged, LogPrunedError):
+                part.rebuild(self.store)
+
+    def _catch_up_writer(self, *, save: bool, force_save: bool = False) -> None:
+        """Under the write lock: bring every derived index to the store's head and persist what changed.
+
+        A shared index replays from the position its own record holds, re-read here: a reader in this process may
+        have followed to a ``held`` the record never reached, and replaying from that would skip documents."""
         with self._state_lock:
             head = self.store.max_seq()
-            if self._vector_seq < head and not persist and getattr(self.vectors, "shared", False):
-                # a server-side index (Elasticsearch) is shared: the writer replays into it under the write lock,
-                # readers only follow (as readers of tantivy do)
-                self._vector_seq = head
-            if self._vector_seq < head:
-                changes = self.store.changes_since(self._vector_seq)
-                keys = sorted({c.doc_key for c in changes})
-                if self._vector_seq == 0 and len(self.vectors) == 0:
-                    keys = []  # full rebuild below, from every stored vector
-                    for ids, vectors in self.store.iter_vectors():
-                        self.vectors.add(ids, vectors)
-                else:
-                    self.vectors.remove_documents(keys)
-                    ids, vectors = self.store.vectors_of(keys)
-                    self.vectors.add(ids, vectors)
-                self._vector_seq = head
-                self._vectors_dirty = True
-            if self._lexical_seq < head:
-                changes = self.store.changes_since(self._lexical_seq)
-                if persist:
-                    touched = {c.id: c.doc_key for c in changes}
-                    current = self.store.get_documents(touched.values())
-                    self.lexical.remove([i for i, k in touched.items() if k not in current])
-                    self.lexical.upsert([_lexical(d) for d in current.values()])
-                    self.lexical.commit()
-                    self._write_lexical_seq(head)
-                else:
-                    self.lexical.refresh()
-                self._lexical_seq = head
+            for part in self.derived:
+                start = part.position() if part.shared else part.held
+                if start < head:
+                    self._replay(part, start)
+                    if part.shared:
+                        part.persist(head)
+                part.held = head
+            if save:
+                self._save_due(force=force_save)
+            self._prune_log()
+
+    def _persist_private(self, part: DerivedIndex) -> None:
+        part.persist(part.held)
+        self._last_save = time.monotonic()
+
+    def _save_due(self, force: bool = False) -> None:
+        """Save the private FAISS snapshot when it is dirty and due (or ``force``): the log covers the rest."""
+        part = self._vector_part
+        if part.shared or not part.dirty:
+            return
+        if force or time.monotonic() - self._last_save > SAVE_INTERVAL_S:
+            self._persist_private(part)
+
+    def _prune_log(self) -> None:
+        """Drop log rows below the lowest position every derived index has persisted (re-read from their files)."""
+        below = min(part.position() for part in self.derived) - LOG_RETAIN
+        if below > 1:
+            self.store.prune_log(below)
 
     def refresh(self) -> None:
-        """Catch up with what other processes committed (cheap when nothing changed)."""
-        if self.store.max_seq() > min(self._vector_seq, self._lexical_seq):
-            with self._state_lock:
-                if self._lexical_seq < self.store.max_seq():
-                    self._lexical_seq = self._read_lexical_seq()
-                    self.lexical.refresh()
-                self._catch_up(persist=False)
+        """Catch up with what other processes committed (cheap when nothing changed). Never moves a persisted
+        position; heals a shared index left behind by a dead writer when the write lock is free."""
+        head = self.store.max_seq()
+        if all(part.held >= head for part in self.derived):
+            return
+        with self._state_lock:
+            for part in self.derived:
+                if part.held >= head:
+                    continue
+                if part.shared:
+                    part.follow()
+                else:
+                    self._replay(part, part.held)
+                    part.held = head
+        if any(part.shared and part.held < head for part in self.derived):
+            try:
+                with self._file_lock(wait=False):
+                    self._catch_up_writer(save=False)
+            except (IndexLockedError, IndexNotFoundError):
+                pass  # a writer is at it (it will persist), or the index went away
 
     # -- writes --------------------------------------------------------------------------------------------------
     def prepare(self, documents: Sequence[Document]) -> list[PreparedDocument]:
@@ -301,9 +433,7 @@ class Collection:
 
     def upsert(self, documents: Sequence[Document], *, expect_instance: str | None = None) -> WriteResult:
         """Add or replace documents by id; documents whose content hash is unchanged are skipped.
-
-        With ``expect_instance`` the write happens only if the index on disk is still that creation (checked under
-        the write lock, just before the store commit); otherwise :class:`IndexNotFoundError` and nothing written."""
+        ``expect_instance``: write only into that creation of the index (see :meth:`_check_instance`)."""
         result = WriteResult()
         latest: dict[str, Document] = {}
         for doc in documents:  # the last version of an id in a batch wins
@@ -319,13 +449,12 @@ class Collection:
                 changed.append(doc)
                 (result.updated if known else result.added).append(doc.id)
         if not changed:
-            if expect_instance is not None:
-                self._check_instance(expect_instance)  # "unchanged" must not be reported for a deleted index
+            self._catch_up_if_behind(expect_instance)
             return result
         prepared = self.prepare(changed)
         result.passages = sum(len(p.passages) for p in prepared)
         result.tokens = sum(p.n_tokens for p in prepared)
-        self._commit(prepared, [], expect_instance=expect_instance)
+        self._commit(prepared, [], expect_instance)
         return result
 
     def delete(self, doc_ids: Iterable[str], *, expect_instance: str | None = None) -> WriteResult:
@@ -335,39 +464,52 @@ class Collection:
         result.deleted = [i for i in ids if i in existing]
         result.missing = [i for i in ids if i not in existing]
         if result.deleted:
-            self._commit([], result.deleted, expect_instance=expect_instance)
-        elif expect_instance is not None:
-            self._check_instance(expect_instance)
+            self._commit([], result.deleted, expect_instance)
+        else:
+            self._catch_up_if_behind(expect_instance)
         return result
 
-    def _check_instance(self, expected: str) -> None:
-        """Raise unless ``<path>/instance`` still holds ``expected`` (the index was not deleted, or re-created)."""
-        if _read_instance(self.path) != expected:
-            raise IndexNotFoundError(
-                f"index {self.name!r} was deleted (or deleted and created again) after this write was submitted; "
-                "nothing was written", index=self.name)
+    def _catch_up_if_behind(self, expect_instance: str | None) -> None:
+        """A write that changed nothing (a re-run whose documents are all stored) still brings a shared index
+        that a dead writer left behind up to the store, so re-running an ingest repairs what it skips."""
+        behind = any(part.shared and part.position() < self.store.max_seq() for part in self.derived)
+        if behind or expect_instance is not None:
+            with self._file_lock():
+                self._check_instance(expect_instance)
+                if behind:
+                    self._catch_up_writer(save=False)
 
-    def _commit(self, prepared: list[PreparedDocument], deletes: list[str], *,
+    def _check_instance(self, expect_instance: str | None) -> None:
+        """Fencing: a task carries the instance id of the index it was submitted to; if the index was deleted
+        (and maybe created again under the name) since, nothing is written."""
+        if expect_instance is None:
+            return
+        current = self._read_instance() if self.path.exists() else None
+        if current != expect_instance:
+            raise IndexNotFoundError(
+                f"index {self.name!r} was deleted (and perhaps created again) since this write was submitted; "
+                "nothing was written", index=self.name,
+            )
+
+    def _commit(self, prepared: list[PreparedDocument], deletes: list[str],
                 expect_instance: str | None = None) -> None:
         with self._file_lock(), self._state_lock:
-            if expect_instance is not None:
-                # before anything under the lock touches the folder: a catch-up of this (old) collection would
-                # write its positions into a re-created index's files
-                self._check_instance(expect_instance)
-            self._catch_up(persist=True)
-            if expect_instance is not None:
-                self._check_instance(expect_instance)  # and again just before the store commit
+            self._check_instance(expect_instance)
+            self._catch_up_writer(save=False)
+            self._check_instance(expect_instance)  # re-read just before the store commit
             self.store.write(prepared, deletes)
-            self._catch_up(persist=True)
-            if self._vectors_dirty and time.monotonic() - self._last_save > SAVE_INTERVAL_S:
-                self._save_vectors()
+            hooks = os.environ.get(TEST_HOOKS_ENV)
+            if hooks:
+                _hook(hooks, "store_committed", self.store.max_seq())
+                time.sleep(float(os.environ.get("FOVEAL_TEST_HOOK_PAUSE_S", "0")))
+            self._catch_up_writer(save=True)
+            if hooks:
+                _hook(hooks, "derived_committed", self.store.max_seq())
 
     def flush(self) -> None:
-        """Make the vector file current (the end of an ingest job)."""
+        """Make the vector snapshot current (the end of an ingest job)."""
         with self._file_lock(), self._state_lock:
-            self._catch_up(persist=True)
-            if self._vectors_dirty:
-                self._save_vectors()
+            self._catch_up_writer(save=True, force_save=True)
 
     # -- reads ---------------------------------------------------------------------------------------------------
     def get(self, doc_id: str) -> StoredDocument | None:
@@ -381,29 +523,17 @@ class Collection:
             "vectors": len(self.vectors),
             "lexical_documents": len(self.lexical),
             "seq": self.store.max_seq(),
+            "positions": {part.name: part.held for part in self.derived},
             "dimension": self.dimension,
             "config": self.config.model_dump(mode="json"),
         }
 
     def destroy(self) -> None:
         self.close()
-        for part in (self.vectors, self.lexical, self.store):
-            drop = getattr(part, "drop", None)  # server backends delete their server-side indexes
-            if drop is not None:
-                drop()
+        for part in self.derived:  # server backends delete their server-side indexes
+            part.drop()
+        self.store.drop()
         shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _read_instance(path: Path) -> str | None:
-    """The index's instance id, or None when the file is gone (the index was deleted) or unreadable."""
-    try:
-        return (Path(path) / "instance").read_text()
-    except OSError:
-        return None
-
-
-def _lexical(doc: StoredDocument) -> LexicalDocument:
-    return LexicalDocument(doc.doc_key, doc.id, doc.title, doc.text)
 
 
 def _check_buildable(config: IndexConfig):
@@ -449,3 +579,10 @@ def _publish(staging: Path, path: Path, name: str) -> None:
             f"index {name!r} cannot be created: {path} is in the way ({exc.strerror}); it holds no index "
             "(no config.json): remove it by hand"
         ) from None
+
+
+def _hook(path: str, event: str, seq: int) -> None:
+    """The kill test's hook (``FOVEAL_TEST_HOOKS``): one line per event, appended, flushed, closed."""
+    with open(path, "a") as handle:
+        handle.write(f"{event} {seq} {os.getpid()}\n")
+        handle.flush()

@@ -729,6 +729,25 @@ class ElasticsearchDocStore:
         if sources:
             yield self._vectors_from(sources)
 
+    def iter_documents(self, batch: int = 1000) -> Iterator[list[StoredDocument]]:
+        """Every live document, ``batch`` at a time (what a derived index is rebuilt from)."""
+        chunk: list[StoredDocument] = []
+        for source in self._scan(self._live({"match_all": {}}), source={"excludes": ["vectors"]}):
+            chunk.append(_stored(source))
+            if len(chunk) >= batch:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def prune_log(self, below: int) -> int:
+        """Nothing to prune: the log is each document's latest change (tombstones included), not a history."""
+        return 0
+
+    def check(self) -> list[str]:
+        """Elasticsearch checks its own shards; a store it cannot serve fails with BackendUnavailableError."""
+        return []
+
     def count(self) -> int:
         return int(_call("count", self.client.count, index=self.docs, query=self._live({"match_all": {}}))["count"])
 

@@ -1,13 +1,22 @@
 """The document store on SQLite (WAL mode), and the change log every other store replays.
 
 The store is the commit point of a write: a batch of upserts and deletes lands in one SQLite transaction that also
-appends one row per document to ``oplog`` (a monotonically increasing ``seq``). The vector and lexical indexes
-record the last ``seq`` they hold; on open, and before each search in a reading process, they replay the log past
-it. Replay is idempotent (remove the document, then add its current state), so a crash at any point between the
-stores heals on the next open, and a process that did not write still sees what others committed.
+appends one row per document to ``oplog`` (a monotonically increasing ``seq``). The derived indexes (vectors,
+lexical) persist the last ``seq`` they hold and are brought past it from this log, as the recovery design in
+:mod:`foveal.index.collection` says. Replay is idempotent (remove the document, then add its current state), so a
+crash at any point between the stores heals, and a process that did not write still sees what others committed.
 
 Passage vectors are kept here too (float32 blobs), so the FAISS index can always be rebuilt from this file and
 rerank stages can read a document's vectors.
+
+Durability: ``synchronous=FULL`` (the queue's setting too), so a commit that returned survives a power loss, not
+only a process crash: with ``NORMAL`` a WAL-mode commit is not fsynced and the last transactions can vanish while
+the queue, already fsynced, records the batch as done.
+
+The log is streamed (:meth:`SqliteDocStore.changes_since` reads it in chunks) and pruned
+(:meth:`SqliteDocStore.prune_log`) below the lowest position every derived index persisted; ``meta`` records the
+prune point, so a reader asking for changes that are gone gets :class:`~foveal.index.base.LogPrunedError` rather
+than a silent gap.
 """
 
 from __future__ import annotations
@@ -22,7 +31,13 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from foveal.documents import Document
-from foveal.index.base import MAX_PASSAGES, StoredDocument, passage_id
+from foveal.index.base import MAX_PASSAGES, Change, LogPrunedError, StoredDocument, passage_id
+
+__all__ = ["Change", "PreparedDocument", "SqliteDocStore"]  # Change lives in base; imported from here by older code
+
+#: Log rows read per query when streaming the change log.
+LOG_CHUNK = 5000
+_PRUNED = "log_pruned_below"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -64,14 +79,6 @@ class PreparedDocument:
     n_tokens: int = 0
 
 
-@dataclass(slots=True)
-class Change:
-    seq: int
-    doc_key: int
-    id: str
-    op: str
-
-
 class SqliteDocStore:
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
@@ -84,7 +91,7 @@ class SqliteDocStore:
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=60000")
             self._local.conn = conn
         return conn
@@ -148,6 +155,21 @@ class SqliteDocStore:
                 ids.append(pid)
                 blobs.append(blob)
         return _unpack(ids, blobs)
+
+    def iter_documents(self, batch: int = 1000) -> Iterator[list[StoredDocument]]:
+        """Every document, ``batch`` at a time in doc_key order (what a derived index is rebuilt from)."""
+        conn = self._connect()
+        last = -1
+        while True:
+            rows = conn.execute(
+                "SELECT doc_key, id, title, text, metadata, timestamp, content_hash, passages, n_tokens "
+                "FROM documents WHERE doc_key > ? ORDER BY doc_key LIMIT ?",
+                (last, batch),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [_stored(row) for row in rows]
 
     def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         conn = self._connect()
@@ -213,13 +235,61 @@ class SqliteDocStore:
         row = self._connect().execute("SELECT MAX(seq) FROM oplog").fetchone()
         return int(row[0] or 0)
 
-    def changes_since(self, seq: int) -> list[Change]:
-        return [
-            Change(*row)
-            for row in self._connect().execute(
-                "SELECT seq, doc_key, id, op FROM oplog WHERE seq > ? ORDER BY seq", (seq,)
-            )
-        ]
+    def changes_since(self, seq: int, chunk: int = LOG_CHUNK) -> Iterator[Change]:
+        """The log after ``seq``, oldest first, read ``chunk`` rows at a time (never the whole tail in memory).
+
+        The prune point is read after each chunk: pruning deletes rows and raises the point in one transaction and
+        the point only rises, so if it is still at or below the position a chunk started from, that chunk missed
+        nothing; otherwise :class:`LogPrunedError` is raised."""
+        conn = self._connect()
+        last = int(seq)
+        while True:
+            rows = conn.execute(
+                "SELECT seq, doc_key, id, op FROM oplog WHERE seq > ? ORDER BY seq LIMIT ?", (last, chunk)
+            ).fetchall()
+            pruned = self.log_start()
+            if pruned > last + 1:
+                raise LogPrunedError(f"the change log starts at {pruned}; changes after {last} are gone")
+            if not rows:
+                return
+            for row in rows:
+                yield Change(*row)
+            last = rows[-1][0]
+
+    def log_start(self) -> int:
+        """The lowest seq the log still holds every change from (1 until the first prune)."""
+        return int(self.get_meta(_PRUNED) or 1)
+
+    def log_size(self) -> int:
+        return int(self._connect().execute("SELECT COUNT(*) FROM oplog").fetchone()[0])
+
+    def prune_log(self, below: int) -> int:
+        """Delete log rows with ``seq < below`` (the head row always stays: ``below`` is at most the head, and
+        ``max_seq`` reads it). Returns how many rows went."""
+        below = min(int(below), self.max_seq())
+        if below <= self.log_start():
+            return 0
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            gone = conn.execute("DELETE FROM oplog WHERE seq < ?", (below,)).rowcount
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_PRUNED, str(below)))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return int(gone)
+
+    def check(self) -> list[str]:
+        """SQLite's ``PRAGMA quick_check`` (page structure, record formats; not index contents): [] when sound."""
+        try:
+            rows = [r[0] for r in self._connect().execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        return [] if rows == ["ok"] else rows
+
+    def drop(self) -> None:
+        """The file goes with the index folder."""
 
     # -- writes --------------------------------------------------------------------------------------------------
     def write(self, upserts: Sequence[PreparedDocument], deletes: Sequence[str] = ()) -> dict[str, int]:

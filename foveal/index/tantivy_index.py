@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -44,6 +45,9 @@ def build_analyzer(config: LexicalConfig) -> tantivy.TextAnalyzer:
 class TantivyLexicalIndex:
     """``path=None`` keeps the index in memory (tests)."""
 
+    #: The folder is seen by every process: readers reload it, the writer (under the collection's lock) adds.
+    shared = True
+
     def __init__(self, path: Path | None, config: LexicalConfig | None = None, *, writable: bool = True) -> None:
         self.config = config or LexicalConfig()
         self.analyzer = build_analyzer(self.config)
@@ -53,6 +57,7 @@ class TantivyLexicalIndex:
         schema.add_text_field("title", stored=False, tokenizer_name=_ANALYZER, index_option="freq")
         schema.add_text_field("text", stored=False, tokenizer_name=_ANALYZER, index_option="freq")
         self.schema = schema.build()
+        self.path = Path(path) if path is not None else None
         if path is not None:
             Path(path).mkdir(parents=True, exist_ok=True)
             self.index = tantivy.Index(self.schema, path=str(path), reuse=True)
@@ -62,6 +67,8 @@ class TantivyLexicalIndex:
         self._writable = writable
         self._writer = None
         self._lock = threading.Lock()
+        if path is not None:
+            self.probe()  # damaged files fail here (ValueError), where the collection rebuilds the index
 
     def _get_writer(self):
         if not self._writable:
@@ -98,6 +105,22 @@ class TantivyLexicalIndex:
 
     def refresh(self) -> None:
         self.index.reload()
+
+    def drop(self) -> None:
+        """Delete the folder (a rebuild starts from an empty one)."""
+        with self._lock:
+            self._writer = None
+            if self.path is not None:
+                shutil.rmtree(self.path, ignore_errors=True)
+
+    def probe(self) -> None:
+        """Read every segment's term dictionary and postings once (a search over a term of every field), so that
+        damaged files fail here, at open, rather than on a user's query."""
+        searcher = self.index.searcher()
+        for field in ("title", "text"):
+            searcher.search(tantivy.Query.term_query(self.schema, field, "foveal", index_option="freq"), limit=1)
+        for _score, address in searcher.search(tantivy.Query.all_query(), limit=1).hits:
+            searcher.doc(address)
 
     def analyze(self, text: str) -> list[str]:
         return list(self.analyzer.analyze(text))

@@ -156,9 +156,7 @@ def _load_in_child(**_kwargs) -> None:
     limit. The parent never loads a model, so forking is safe with CUDA."""
     from foveal.service.worker import worker_engine
 
-    engine = worker_engine()
-    for name in engine.list_indexes():
-        engine.get(name)
+    worker_engine().open_all(pipelines=False)  # an index that cannot be trusted is logged, not fatal
 
 
 def run_worker(concurrency: int = 1, queues: str | None = None, loglevel: str = "INFO") -> None:

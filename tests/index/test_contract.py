@@ -329,7 +329,7 @@ def _prepared(doc_id, text, passages=1, seed=0):
 def test_store_empty(open_store):
     store = open_store()
     assert store.count() == 0 and store.passage_count() == 0 and store.max_seq() == 0
-    assert store.changes_since(0) == [] and store.get_by_id("x") is None and store.hashes(["x"]) == {}
+    assert list(store.changes_since(0)) == [] and store.get_by_id("x") is None and store.hashes(["x"]) == {}
     assert list(store.iter_vectors()) == [] and len(store.vectors_of([1])[0]) == 0
 
 
@@ -394,13 +394,13 @@ def test_store_upsert_keeps_the_key_and_delete_logs(open_store):
     store.write([], ["b", "never-there"])
     assert store.get_by_id("b") is None and store.count() == 1 and store.hashes(["b"]) == {}
     assert len(store.vectors_of([first["b"]])[0]) == 0
-    changes = store.changes_since(seq_after_first)
+    changes = list(store.changes_since(seq_after_first))
     assert store.max_seq() > seq_after_first
     assert all(seq_after_first < c.seq <= store.max_seq() for c in changes)
     last = {c.id: (c.op, c.doc_key) for c in changes}  # the latest change of each document after that point
     assert last == {"a": ("upsert", first["a"]), "b": ("delete", first["b"])}
     assert {c.id for c in store.changes_since(0)} == {"a", "b"}
-    assert store.changes_since(store.max_seq()) == []
+    assert list(store.changes_since(store.max_seq())) == []
 
 
 def test_store_keys_are_never_given_to_another_document(open_store):
@@ -496,7 +496,7 @@ def test_es_store_writer_dying_mid_batch_is_healed_by_the_next_writer(es_store, 
     with pytest.raises(RuntimeError):
         es_store.write([_prepared("orphan", "written, never published")])
     monkeypatch.setattr(es_store, "_put_counters", real_put)
-    assert es_store.max_seq() == head and es_store.changes_since(head) == []  # readers never see half a batch
+    assert es_store.max_seq() == head and list(es_store.changes_since(head)) == []  # readers never see half a batch
     keys = es_store.write([_prepared("b", "beta")])
     changes = {c.id for c in es_store.changes_since(head)}
     assert changes == {"orphan", "b"}  # the next writer published past the orphan, so replay reaches it

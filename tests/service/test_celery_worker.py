@@ -128,7 +128,7 @@ def test_worker_indexes_and_survives_sigkill(redis_env, home, engine, monkeypatc
         assert stats["documents"] == len(ids) == 18
         assert stats["passages"] == stats["vectors"] == 18  # one passage each: no duplicate vectors
         assert stats["lexical_documents"] == 18
-        oplog_upserts = fresh.get("kill").store.changes_since(0)
+        oplog_upserts = list(fresh.get("kill").store.changes_since(0))
         assert len(oplog_upserts) == 18  # each document was written once: the redelivered batch changed nothing
     finally:
         fresh.close()
