@@ -161,22 +161,27 @@ class FaissVectorIndex:
                 dead = np.fromiter(self._tombstones, np.int64, len(self._tombstones))
                 _ensure_direct_map(old.index)
             # -- no reader lock from here: the build reads ``old``, which only writers (held off) could change
-            id_map = faiss.vector_to_array(old.id_map).astype(np.int64)
-            live = np.setdiff1d(np.arange(old.ntotal, dtype=np.int64), dead)
-            fresh_inner = faiss.clone_index(old.index)  # keeps the training (IVF centroids, PQ codebooks)
-            fresh_inner.reset()
-            fresh = faiss.IndexIDMap2(fresh_inner)
-            _ensure_direct_map(fresh.index)
-            for start in range(0, live.size, 65_536):
-                chunk = live[start : start + 65_536]
-                fresh.add_with_ids(np.ascontiguousarray(old.index.reconstruct_batch(chunk), np.float32),
-                                   id_map[chunk])
+            fresh = self._build_compacted(old, dead)
             with self._lock:
                 self._main = fresh
                 self._tombstones = set()
                 self._id_map_cache = None
                 self._dirty = True
                 self.compactions += 1
+
+    @staticmethod
+    def _build_compacted(old, dead: np.ndarray):
+        """A new ``IndexIDMap2`` holding the vectors of ``old`` not at a ``dead`` position, ids kept."""
+        id_map = faiss.vector_to_array(old.id_map).astype(np.int64)
+        live = np.setdiff1d(np.arange(old.ntotal, dtype=np.int64), dead)
+        fresh_inner = faiss.clone_index(old.index)  # keeps the training (IVF centroids, PQ codebooks)
+        fresh_inner.reset()
+        fresh = faiss.IndexIDMap2(fresh_inner)
+        _ensure_direct_map(fresh.index)
+        for start in range(0, live.size, 65_536):
+            chunk = live[start : start + 65_536]
+            fresh.add_with_ids(np.ascontiguousarray(old.index.reconstruct_batch(chunk), np.float32), id_map[chunk])
+        return fresh
 
     def __len__(self) -> int:
         return int(self._main.ntotal + self._buffer.ntotal - len(self._tombstones))
