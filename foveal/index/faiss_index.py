@@ -4,7 +4,9 @@ The CPU index is the source of truth; when faiss sees GPUs (and ``vector.gpu`` i
 replica that is rebuilt after writes. Any factory string works (``Flat``, ``HNSW32``, ``IVF256,PQ16``); the metric
 is inner product on unit vectors.
 
-Indexes that cannot remove vectors (HNSW) keep a tombstone set that searches skip through an ``IDSelector``;
+Indexes that cannot remove vectors in place (HNSW, and IVF, whose removal would leave ``IndexIDMap2`` pointing at
+the wrong ids) keep a tombstone set that searches skip through an ``IDSelector``, and are rebuilt without them
+(build, then swap) once tombstones pass :attr:`FaissVectorIndex.compact_fraction` of what is stored;
 indexes that need training (IVF, PQ) hold vectors in an exact flat buffer until enough have arrived to train on, so
 that results are right from the first document on.
 
@@ -45,6 +47,17 @@ def gpu_count() -> int:
 class FaissVectorIndex:
     #: A private copy in this process's memory: every process replays the log into its own and saves snapshots.
     shared = False
+    #: An allow-list of at most ``max(exact_search_min, exact_search_fraction * live vectors)`` vectors is searched
+    #: exactly (its vectors gathered from the index and scored by brute-force inner product), as Qdrant's full-scan
+    #: threshold and Elasticsearch's exact fallback do: a graph or inverted-list search restricted to a few allowed
+    #: vectors visits mostly forbidden ones and can return fewer than ``k``. Broader allow-lists go through the
+    #: index with an ``IDSelector``, widening ``nprobe`` / ``efSearch`` until ``k`` are found (then exact).
+    exact_search_min = 1024
+    exact_search_fraction = 0.05
+    #: Indexes that keep tombstones (HNSW, IVF) are rebuilt once tombstones exceed this share of stored vectors
+    #: (and ``compact_min_tombstones``), so repeated updates do not grow the index without bound.
+    compact_fraction = 0.2
+    compact_min_tombstones = 64
 
     def __init__(self, dimension: int, factory: str = "Flat", *, gpu: str = "auto", nprobe: int = 16,
                  ef_search: int = 128) -> None:
@@ -52,13 +65,18 @@ class FaissVectorIndex:
         self.factory = factory
         self.nprobe = nprobe
         self.ef_search = ef_search
+        #: held by searches and by the short mutations of writers; a compaction builds without it
         self._lock = threading.RLock()
+        #: serialises writers (add, remove, compact), so a compaction reads a main index nobody mutates
+        self._writer_lock = threading.RLock()
         try:
             probe = faiss.index_factory(dimension, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
             raise ConfigError(f"vector.factory {factory!r} is not a FAISS index factory string: {exc}") from None
         self._needs_training = not probe.is_trained
-        self._supports_remove = not _is_hnsw(probe)
+        # only flat-code indexes renumber their positions on removal, as IndexIDMap2 assumes; an IVF's
+        # remove_ids keeps the old positions, which would then point at the wrong ids: those keep tombstones
+        self._supports_remove = isinstance(faiss.downcast_index(probe), faiss.IndexFlatCodes)
         self._train_size = 0
         if self._needs_training:
             ivf = _try(faiss.extract_index_ivf, probe)
@@ -66,12 +84,15 @@ class FaissVectorIndex:
             self._train_size = max(_TRAIN_PER_LIST * nlist, 256 * 39 if "PQ" in factory.upper() else 0)
         self._main = faiss.IndexIDMap2(probe)
         self._buffer = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))  # exact, until training is possible
-        #: HNSW: positions (not ids) of removed vectors in ``_main``; a re-added id gets a new position, so a
-        #: document's replacement never revives its removed vectors.
+        #: Positions (not ids) of removed vectors in ``_main`` (indexes that cannot remove); a re-added id gets a
+        #: new position, so a document's replacement never revives its removed vectors.
         self._tombstones: set[int] = set()
         self._use_gpu = gpu == "auto" and gpu_count() > 0
         self._gpu_replica = None
         self._dirty = True
+        self._id_map_cache: tuple[int, int, np.ndarray] | None = None
+        #: how many compactions ran (for tests and stats)
+        self.compactions = 0
 
     # -- writes --------------------------------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -81,8 +102,9 @@ class FaissVectorIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape != (len(ids), self.dimension):
             raise ValueError(f"expected vectors of shape ({len(ids)}, {self.dimension}), got {vectors.shape}")
-        with self._lock:
+        with self._writer_lock, self._lock:
             if self._main.is_trained:
+                _ensure_direct_map(self._main.index)
                 self._main.add_with_ids(vectors, ids)
             else:
                 self._buffer.add_with_ids(vectors, ids)
@@ -95,6 +117,7 @@ class FaissVectorIndex:
         buffered_ids = faiss.vector_to_array(self._buffer.id_map).astype(np.int64)
         vectors = self._buffer.index.reconstruct_n(0, n)
         self._main.train(vectors)
+        _ensure_direct_map(self._main.index)
         self._main.add_with_ids(vectors, buffered_ids)
         self._buffer.reset()
 
@@ -102,43 +125,86 @@ class FaissVectorIndex:
         keys = np.fromiter(set(int(k) for k in doc_keys), dtype=np.int64)
         if keys.size == 0:
             return
-        with self._lock:
-            # one pass over the id maps finds every passage of these documents; one remove call per index
-            # (each remove_ids call scans the whole index, so removing key by key would be quadratic)
-            for index, removable in ((self._buffer, True), (self._main, self._supports_remove)):
-                if index.ntotal == 0:
-                    continue
-                id_map = faiss.vector_to_array(index.id_map)
-                hit = np.isin(id_map >> PASSAGE_BITS, keys)
-                if removable:
-                    doomed = id_map[hit]
-                    if doomed.size == 0:
+        with self._writer_lock:
+            with self._lock:
+                # one pass over the id maps finds every passage of these documents; one remove call per index
+                # (each remove_ids call scans the whole index, so removing key by key would be quadratic)
+                for index, removable in ((self._buffer, True), (self._main, self._supports_remove)):
+                    if index.ntotal == 0:
                         continue
-                    index.remove_ids(faiss.IDSelectorBatch(doomed))
-                else:
-                    positions = set(np.nonzero(hit)[0].tolist()) - self._tombstones
-                    if not positions:
-                        continue
-                    self._tombstones.update(positions)
+                    id_map = faiss.vector_to_array(index.id_map)
+                    hit = np.isin(id_map >> PASSAGE_BITS, keys)
+                    if removable:
+                        doomed = id_map[hit]
+                        if doomed.size == 0:
+                            continue
+                        index.remove_ids(faiss.IDSelectorBatch(doomed))
+                    else:
+                        positions = set(np.nonzero(hit)[0].tolist()) - self._tombstones
+                        if not positions:
+                            continue
+                        self._tombstones.update(positions)
+                    self._dirty = True
+            if self._needs_compaction():
+                self.compact()
+
+    def _needs_compaction(self) -> bool:
+        dead = len(self._tombstones)
+        return dead >= self.compact_min_tombstones and dead > self.compact_fraction * max(1, self._main.ntotal)
+
+    def compact(self) -> None:
+        """Rebuild the main index without its tombstones: build a new index from the live vectors, then swap it
+        in. Searches keep running on the old index while the new one is built (they wait only for the swap);
+        writers wait, so the old index does not change under the build."""
+        with self._writer_lock:
+            with self._lock:
+                if not self._tombstones:
+                    return
+                old = self._main
+                dead = np.fromiter(self._tombstones, np.int64, len(self._tombstones))
+                _ensure_direct_map(old.index)
+            # -- no reader lock from here: the build reads ``old``, which only writers (held off) could change
+            fresh = self._build_compacted(old, dead)
+            with self._lock:
+                self._main = fresh
+                self._tombstones = set()
+                self._id_map_cache = None
                 self._dirty = True
+                self.compactions += 1
+
+    @staticmethod
+    def _build_compacted(old, dead: np.ndarray):
+        """A new ``IndexIDMap2`` holding the vectors of ``old`` not at a ``dead`` position, ids kept."""
+        id_map = faiss.vector_to_array(old.id_map).astype(np.int64)
+        live = np.setdiff1d(np.arange(old.ntotal, dtype=np.int64), dead)
+        fresh_inner = faiss.clone_index(old.index)  # keeps the training (IVF centroids, PQ codebooks)
+        fresh_inner.reset()
+        fresh = faiss.IndexIDMap2(fresh_inner)
+        _ensure_direct_map(fresh.index)
+        for start in range(0, live.size, 65_536):
+            chunk = live[start : start + 65_536]
+            fresh.add_with_ids(np.ascontiguousarray(old.index.reconstruct_batch(chunk), np.float32), id_map[chunk])
+        return fresh
 
     def __len__(self) -> int:
         return int(self._main.ntotal + self._buffer.ntotal - len(self._tombstones))
 
     # -- search --------------------------------------------------------------------------------------------------
     def search(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``allowed`` (passage ids) restricts the search to those vectors, inside FAISS (an IDSelector)."""
+        """``allowed`` (passage ids) restricts the search to those vectors inside the index (never a post-filter):
+        ``k`` results come back whenever ``k`` allowed vectors exist, on every index type (see
+        :attr:`exact_search_min` for how)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
         selector = None
         if allowed is not None:
-            allowed = np.ascontiguousarray(allowed, dtype=np.int64)
+            allowed = np.unique(np.ascontiguousarray(allowed, dtype=np.int64))
             if allowed.size == 0:
                 return np.zeros((len(vectors), k), np.float32), np.full((len(vectors), k), -1, np.int64)
             selector = faiss.IDSelectorBatch(allowed)
         with self._lock:
             results = []
             if self._main.ntotal:
-                results.append(self._search_main(vectors, k, selector, allowed))
+                results.append(self._search_main(vectors, k, allowed))
             if self._buffer.ntotal:
                 if selector is None:
                     results.append(self._buffer.search(vectors, min(k, self._buffer.ntotal)))
@@ -160,46 +226,100 @@ class FaissVectorIndex:
         scores = np.where(ids < 0, 0.0, scores).astype(np.float32)
         return scores, ids
 
-    def _search_main(self, vectors: np.ndarray, k: int, selector=None, allowed: np.ndarray | None = None):
-        k = min(k, self._main.ntotal)
-        params = None
-        inner = self._main.index
+    def _id_map(self) -> np.ndarray:
+        """Position -> id of ``_main`` (cached until the main index changes)."""
+        key = (id(self._main), int(self._main.ntotal))
+        if self._id_map_cache is None or self._id_map_cache[:2] != key:
+            self._id_map_cache = (*key, faiss.vector_to_array(self._main.id_map).astype(np.int64))
+        return self._id_map_cache[2]
+
+    def _search_main(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None):
+        main, inner = self._main, self._main.index
+        if allowed is None and not self._tombstones:
+            if self._use_gpu and not _is_hnsw(inner) and faiss.try_extract_index_ivf(inner) is None:
+                replica = self._gpu()
+                if replica is not None:
+                    return replica.search(vectors, min(k, main.ntotal))
+            scores, positions = self._widening_search(inner, vectors, min(k, main.ntotal), None)
+            return scores, self._ids_of(positions)
+        # the selectors see positions in the inner index: search it and map positions to ids here
+        id_map = self._id_map()
+        tombstones = np.fromiter(self._tombstones, np.int64, len(self._tombstones))
+        if allowed is None:
+            live = None
+            candidates = main.ntotal - tombstones.size
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(tombstones))
+        else:  # positions of allowed ids that are not tombstoned (a replaced document reuses its ids)
+            live = np.nonzero(np.isin(id_map, allowed, assume_unique=False))[0].astype(np.int64)
+            if tombstones.size:
+                live = np.setdiff1d(live, tombstones, assume_unique=True)
+            candidates = int(live.size)
+            selector = None
+        if candidates <= 0:
+            return np.zeros((len(vectors), 0), np.float32), np.zeros((len(vectors), 0), np.int64)
+        k = min(k, candidates)
+        live_total = main.ntotal - tombstones.size
+        _ensure_direct_map(inner)  # a file saved before direct maps were kept
+        if live is not None and live.size <= max(self.exact_search_min, self.exact_search_fraction * live_total):
+            scores, positions = self._exact(inner, vectors, k, live)
+            return scores, id_map[positions]
+        if selector is None:
+            selector = faiss.IDSelectorBatch(live)
+        scores, positions = self._widening_search(inner, vectors, k, selector)
+        if (positions >= 0).sum(axis=1).min() < k:  # the index could not reach them all: score them exactly
+            if live is None:
+                live = np.setdiff1d(np.arange(main.ntotal, dtype=np.int64), tombstones)
+            scores, positions = self._exact(inner, vectors, k, live)
+        return scores, np.where(positions >= 0, id_map[np.maximum(positions, 0)], -1)
+
+    def _ids_of(self, positions: np.ndarray) -> np.ndarray:
+        id_map = self._id_map()
+        return np.where(positions >= 0, id_map[np.maximum(positions, 0)], -1)
+
+    def _widening_search(self, inner, vectors: np.ndarray, k: int, selector):
+        """Search ``inner`` (positions), widening efSearch (HNSW) or nprobe (IVF) by 4x until every row has
+        ``k`` results or the whole index was in reach."""
         if _is_hnsw(inner):
-            params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
-            if self._tombstones:
-                # the selector sees positions in the inner index: search it and map positions to ids here
-                tombstones = np.fromiter(self._tombstones, np.int64)
-                if allowed is None:
-                    params.sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(tombstones))
-                else:  # positions of allowed ids that are not tombstoned (a replaced document reuses its ids)
-                    id_map = faiss.vector_to_array(self._main.id_map)
-                    keep = np.nonzero(np.isin(id_map, allowed))[0].astype(np.int64)
-                    keep = np.setdiff1d(keep, tombstones)
-                    if keep.size == 0:
-                        return (np.zeros((len(vectors), 0), np.float32), np.zeros((len(vectors), 0), np.int64))
-                    params.sel = faiss.IDSelectorBatch(keep)
-                # keep a reference so the selector outlives the call
-                self._selector_ref = params.sel
-                k = min(k, len(self))
-                if k <= 0:
-                    return (np.zeros((len(vectors), 0), np.float32), np.zeros((len(vectors), 0), np.int64))
+            ef = max(self.ef_search, k)
+            while True:
+                params = faiss.SearchParametersHNSW(efSearch=ef)
+                if selector is not None:
+                    params.sel = selector
                 scores, positions = inner.search(vectors, k, params=params)
-                id_map = faiss.vector_to_array(self._main.id_map)
-                return scores, np.where(positions >= 0, id_map[np.maximum(positions, 0)], -1)
-        elif faiss.try_extract_index_ivf(inner) is not None:
-            params = faiss.SearchParametersIVF(nprobe=self.nprobe)
-        if selector is not None:
-            # deleted documents have no passage ids in the allow-list, so it also covers HNSW tombstones
-            params = params or faiss.SearchParameters()
-            params.sel = selector
-            self._allowed_ref = selector
-        if self._use_gpu and params is None:
-            replica = self._gpu()
-            if replica is not None:
-                return replica.search(vectors, k)
-        if params is not None:
-            return self._main.search(vectors, k, params=params)
-        return self._main.search(vectors, k)
+                if (positions >= 0).sum(axis=1).min() >= k or ef >= inner.ntotal:
+                    return scores, positions
+                ef = min(ef * 4, int(inner.ntotal))
+        ivf = faiss.try_extract_index_ivf(inner)
+        if ivf is not None:
+            nprobe = min(self.nprobe, ivf.nlist)
+            while True:
+                params = faiss.SearchParametersIVF(nprobe=nprobe)
+                if selector is not None:
+                    params.sel = selector
+                scores, positions = inner.search(vectors, k, params=params)
+                if (positions >= 0).sum(axis=1).min() >= k or nprobe >= ivf.nlist:
+                    return scores, positions
+                nprobe = min(nprobe * 4, ivf.nlist)
+        if selector is None:
+            return inner.search(vectors, k)
+        return inner.search(vectors, k, params=faiss.SearchParameters(sel=selector))
+
+    @staticmethod
+    def _exact(inner, vectors: np.ndarray, k: int, positions: np.ndarray):
+        """Brute-force inner product over the vectors at ``positions`` (gathered from the index's own storage;
+        decoded, so approximate for PQ/SQ codes as the index's own scores are)."""
+        scores = np.empty((len(vectors), 0), np.float32)
+        found = np.empty((len(vectors), 0), np.int64)
+        for start in range(0, positions.size, 65_536):  # bounded memory for a large fallback
+            chunk = positions[start : start + 65_536]
+            stored = np.ascontiguousarray(inner.reconstruct_batch(chunk), np.float32)
+            scores = np.concatenate([scores, vectors @ stored.T], axis=1)
+            found = np.concatenate([found, np.broadcast_to(chunk, (len(vectors), chunk.size))], axis=1)
+            if scores.shape[1] > k:
+                top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+                scores, found = np.take_along_axis(scores, top, 1), np.take_along_axis(found, top, 1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(found, order, 1)
 
     def _gpu(self):  # pragma: no cover - needs a GPU build of faiss and a GPU
         if self._dirty or self._gpu_replica is None:
@@ -281,6 +401,14 @@ def _fsync_dir(folder: Path) -> None:
 def _is_hnsw(index) -> bool:
     inner = faiss.downcast_index(index)
     return isinstance(inner, (faiss.IndexHNSW,)) or "HNSW" in type(inner).__name__
+
+
+def _ensure_direct_map(inner) -> None:
+    """IVF indexes need a direct map (position -> list entry) to hand back stored vectors for exact search and
+    compaction; positions are sequential and never removed (tombstones), so the cheap array form holds."""
+    ivf = faiss.try_extract_index_ivf(inner)
+    if ivf is not None and ivf.direct_map.type == faiss.DirectMap.NoMap:
+        ivf.make_direct_map(True)
 
 
 def _try(fn, *args):

@@ -7,6 +7,14 @@ rank and score it had in each list, so hits can show where they came from.
 * :func:`linear_fusion`: ``sum_r w_r * norm(score_r)`` with min-max or z-score normalization per list; a key a
   retriever did not return gets that retriever's floor (0 after min-max, the list minimum after z-score).
 
+The fusion ``window`` bounds what *scores*, not what is *returned*: only the first ``window`` entries of each list
+contribute (and fix the normalization), while every key of every list is returned. Keys seen only below the window
+get the floor score and follow, ordered by the best rank they had in any list. That makes the fused order
+independent of how deep the lists were fetched, which is what paging needs: a request for ``k + offset`` hits
+fetches each list that deep, and the first ``n`` fused keys are the same whatever the depth past ``n`` (as long as
+each list is a prefix-stable ranking). Remaining ties are broken by best rank, then by the key itself, so the
+order is total and deterministic.
+
 Example::
 
     >>> fused = reciprocal_rank_fusion({"bm25": [("a", 9.0), ("b", 3.0)], "dense": [("b", 0.9)]})
@@ -27,6 +35,7 @@ Sources = dict[Hashable, dict[str, dict[str, float]]]
 
 
 def collect_sources(lists: RankedLists, window: int | None = None) -> Sources:
+    """Rank (from 1) and score of each key in each list, over the first ``window`` entries (all when None)."""
     sources: Sources = {}
     for name, ranked in lists.items():
         for rank, (key, score) in enumerate(ranked[:window] if window else ranked, start=1):
@@ -45,7 +54,7 @@ def reciprocal_rank_fusion(
         key: sum((weights or {}).get(name, 1.0) / (rank_constant + seen["rank"]) for name, seen in per.items())
         for key, per in sources.items()
     }
-    return _sorted(fused, lists)
+    return _sorted(fused, lists, floor=0.0)
 
 
 def normalize_scores(scores: Sequence[float], method: Normalization) -> list[float]:
@@ -83,7 +92,9 @@ def linear_fusion(
         )
         for key in keys
     }
-    return _sorted(fused, lists)
+    # a key below the window of every list scores as if missing from all of them
+    floor = sum((weights or {}).get(name, 1.0) * floors[name] for name in normalized)
+    return _sorted(fused, lists, floor=floor)
 
 
 def fuse(lists: RankedLists, config: FusionConfig) -> list[tuple[Hashable, float]]:
@@ -92,10 +103,19 @@ def fuse(lists: RankedLists, config: FusionConfig) -> list[tuple[Hashable, float
     return linear_fusion(lists, config.normalization, config.weights, config.window)
 
 
-def _sorted(fused: dict[Hashable, float], lists: RankedLists) -> list[tuple[Hashable, float]]:
-    # ties: the key seen earliest in any list first, so results are deterministic
+def _sorted(fused: dict[Hashable, float], lists: RankedLists, floor: float) -> list[tuple[Hashable, float]]:
+    """Every key of every list, best first; keys outside ``fused`` (below every window) score ``floor``.
+
+    Ties: the key seen earliest in any list first, then the smaller key, so the order is total and does not
+    depend on dict or set iteration order."""
     first_seen: dict[Hashable, int] = {}
     for ranked in lists.values():
         for position, (key, _) in enumerate(ranked):
             first_seen[key] = min(first_seen.get(key, position), position)
-    return sorted(fused.items(), key=lambda item: (-item[1], first_seen.get(item[0], 0)))
+    scored = [(key, fused.get(key, floor)) for key in first_seen]
+    return sorted(scored, key=lambda item: (-item[1], first_seen[item[0]], _orderable(item[0])))
+
+
+def _orderable(key: Hashable):
+    # keys are doc_keys (ints) in the pipeline; anything else sorts by its type name and repr
+    return (0, key, "") if isinstance(key, int) else (1, type(key).__name__, repr(key))

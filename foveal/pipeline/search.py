@@ -1,7 +1,15 @@
 """The search pipeline: encode -> retrieve (BM25 ‖ dense) -> fuse -> aggregate passages -> rerank -> hits.
 
 Dense retrieval works on passages; a document's dense score is its best passage's (MaxP), and the hit names that
-passage. A BM25 hit names the passage holding the most query terms. Stages are plain objects behind the seams in
+passage.
+
+Paging: a request for ``k`` hits at ``offset`` fetches every list ``depth = max(fusion.window, k + offset)`` deep
+(MaxP keeps fetching passages until ``depth`` distinct documents are found or the index is exhausted) and orders
+each by (score, doc_key), fetching past the cut while the scores there tie, so each list is a total order that
+does not depend on how deep it was fetched. Fusion scores only each list's first ``fusion.window`` entries (see
+:mod:`foveal.pipeline.fusion`), and rerankers see the first ``fusion.window`` candidates, so concatenated pages of
+``k`` equal one request for the total: no duplicate, no gap. This is exact for exact retrieval (BM25, Flat); an
+approximate index (HNSW, IVF) searched deeper may find better neighbours than a shallow search did. A BM25 hit names the passage holding the most query terms. Stages are plain objects behind the seams in
 :mod:`foveal.encoders.base` (query stages) and :mod:`foveal.rerank.base` (rerankers), so research stages plug in
 without this module knowing which run.
 
@@ -27,7 +35,8 @@ from foveal.pipeline.request import Hit, PassageInfo, SearchRequest, SearchRespo
 from foveal.documents import format_timestamp
 from foveal.rerank.base import Candidate, Reranker
 
-#: Passages fetched per wanted document before MaxP aggregation (documents have ~2 passages on average).
+#: Passages fetched per wanted document in MaxP's first round (documents have ~2 passages on average); later
+#: rounds fetch 4x more until enough distinct documents are found.
 PASSAGES_PER_DOCUMENT = 4
 
 
@@ -75,7 +84,7 @@ class SearchPipeline:
     # -- stages --------------------------------------------------------------------------------------------------
     def _search_one(self, request: SearchRequest, vector: np.ndarray | None, truncated: int | None) -> SearchResponse:
         fusion: FusionConfig = request.fusion or self.collection.config.fusion
-        window = max(fusion.window, request.k + request.offset)
+        window = max(fusion.window, request.k + request.offset)  # how deep each list is fetched
         query_info: dict = {}
         if truncated:
             query_info["truncated_tokens"] = truncated
@@ -88,7 +97,7 @@ class SearchPipeline:
                 f.ids, f.metadata, f.timestamp.bounds() if f.timestamp is not None else None
             )
         if request.pipeline in (Pipeline.bm25, Pipeline.hybrid):
-            lists["bm25"] = self.collection.lexical.search(request.query, window, allowed=allowed)
+            lists["bm25"] = self._lexical(request.query, window, allowed)
         if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
             for stage in self.query_stages:
                 vector, stage_evidence = stage.apply(request, vector)
@@ -96,10 +105,10 @@ class SearchPipeline:
             lists["dense"], best_passage = self._dense(vector, window, allowed)
 
         if request.pipeline == Pipeline.hybrid:
-            ranked = fuse(lists, fusion)
+            ranked = fuse(lists, fusion)[:window]
         else:
             ranked = next(iter(lists.values()))[:window]
-        sources = collect_sources(lists, None if request.pipeline != Pipeline.hybrid else fusion.window)
+        sources = collect_sources(lists)
         candidates = []
         for key, score in ranked:
             evidence: dict = dict(sources.get(key, {}))
@@ -108,8 +117,7 @@ class SearchPipeline:
             if request.pipeline == Pipeline.hybrid:
                 evidence["fused"] = {"method": fusion.method.value, "score": float(score)}
             candidates.append(Candidate(key, float(score), evidence, best_passage.get(key)))
-        for reranker in self.rerankers:
-            candidates = reranker.rerank(request, candidates, self.collection)
+        candidates = self._rerank(request, candidates, fusion.window)
 
         page = candidates[request.offset : request.offset + request.k]
         hits = self._hits(request, page)
@@ -131,22 +139,70 @@ class SearchPipeline:
             query_info=query_info,
         )
 
+    def _rerank(self, request: SearchRequest, candidates: list[Candidate], head: int) -> list[Candidate]:
+        """Rerankers see the first ``head`` candidates only (a fixed number, not ``k + offset``), so what they
+        compute, min-max of first-stage scores included, does not change with the page asked for. The tail keeps
+        first-stage order below the reranked head, its scores shifted down to stay monotone."""
+        if not self.rerankers:
+            return candidates
+        top, tail = candidates[:head], candidates[head:]
+        for reranker in self.rerankers:
+            top = reranker.rerank(request, top, self.collection)
+        if top and tail and tail[0].score >= top[-1].score:
+            shift = tail[0].score - top[-1].score + 1e-6
+            for c in tail:
+                c.evidence.setdefault("rerank_tail", {"first_stage_score": c.score})
+                c.score -= shift
+        return list(top) + tail
+
+    def _lexical(self, query: str, depth: int, allowed: set[int] | None) -> list[tuple[int, float]]:
+        """The first ``depth`` BM25 hits in (score, doc_key) order: fetched one past the cut, and further while
+        the scores there tie, so which of several equal-scored documents make the cut never depends on the
+        index's internal order or on ``depth``."""
+        limit = depth + 1
+        while True:
+            found = self.collection.lexical.search(query, limit, allowed=allowed)
+            if len(found) < limit or found[depth - 1][1] > found[-1][1]:
+                break
+            limit *= 4
+        found.sort(key=lambda kv: (-kv[1], kv[0]))
+        return found[:depth]
+
     def _dense(
-        self, vector: np.ndarray, window: int, allowed: set[int] | None = None
+        self, vector: np.ndarray, depth: int, allowed: set[int] | None = None
     ) -> tuple[list[tuple[int, float]], dict[int, int]]:
+        """The first ``depth`` documents by their best passage (MaxP), in (score, doc_key) order.
+
+        Passages are fetched best first, ``depth * PASSAGES_PER_DOCUMENT`` at first and 4x more each round, until
+        ``depth`` distinct documents are found with the last one scoring strictly above the last passage fetched
+        (so no unfetched passage can beat or tie it), or until the index has no more to give. Long documents
+        with many passages therefore cannot crowd the others out."""
         pids = None if allowed is None else self.collection.store.passage_ids_of(allowed)
-        scores, ids = self.collection.vectors.search(vector[None, :], window * PASSAGES_PER_DOCUMENT, allowed=pids)
-        best: dict[int, float] = {}
-        passage: dict[int, int] = {}
-        for score, pid in zip(scores[0].tolist(), ids[0].tolist()):
-            if pid < 0:
-                continue
-            key = doc_key_of(pid)
-            if key not in best:  # results come best first: the first passage seen is the document's best (MaxP)
-                best[key] = score
-                passage[key] = passage_ordinal(pid)
-        ranked = sorted(best.items(), key=lambda kv: -kv[1])[:window]
-        return ranked, passage
+        available = len(self.collection.vectors) if pids is None else int(len(pids))
+        if available == 0:
+            return [], {}
+        limit = min(depth * PASSAGES_PER_DOCUMENT, available)
+        while True:
+            scores, ids = self.collection.vectors.search(vector[None, :], limit, allowed=pids)
+            best: dict[int, float] = {}
+            passage: dict[int, int] = {}
+            valid = 0
+            last = None
+            for score, pid in zip(scores[0].tolist(), ids[0].tolist()):
+                if pid < 0:
+                    continue
+                valid += 1
+                last = score
+                key = doc_key_of(pid)
+                if key not in best or score > best[key]:  # results come best first: the first seen is MaxP
+                    best[key] = score
+                    passage[key] = passage_ordinal(pid)
+            ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
+            exhausted = valid < limit or limit >= available
+            if exhausted or (len(ranked) >= depth and ranked[depth - 1][1] > last):
+                break
+            limit = min(limit * 4, available)
+        return ranked[:depth], passage
 
     def _hits(self, request: SearchRequest, page: Sequence[Candidate]) -> list[Hit]:
         documents = self.collection.store.get_documents(c.doc_key for c in page)

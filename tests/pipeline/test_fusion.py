@@ -14,8 +14,40 @@ def test_rrf_formula():
 
 
 def test_rrf_weights_and_window():
-    fused = dict(reciprocal_rank_fusion(LISTS, rank_constant=0, weights={"bm25": 2.0, "dense": 0.5}, window=1))
-    assert fused == {"a": pytest.approx(2.0), "c": pytest.approx(0.5)}
+    ranked = reciprocal_rank_fusion(LISTS, rank_constant=0, weights={"bm25": 2.0, "dense": 0.5}, window=1)
+    # only the first entry of each list scores; the rest are still returned, after them, with score 0
+    assert ranked == [("a", pytest.approx(2.0)), ("c", pytest.approx(0.5)), ("b", 0.0)]
+
+
+@pytest.mark.parametrize("method", ["rrf", "linear"])
+def test_window_bounds_scoring_not_results(method):
+    """Issue 10 finding 2: fuse() cut each list to the window, so paging past it found nothing."""
+    bm25 = [(f"b{i}", 100.0 - i) for i in range(50)]
+    dense = [(f"d{i}", 1.0 - i / 100) for i in range(50)]
+    fused = fuse({"bm25": bm25, "dense": dense}, FusionConfig(method=method, window=5))
+    assert len(fused) == 100 and len({k for k, _ in fused}) == 100
+
+
+@pytest.mark.parametrize("method", ["rrf", "linear"])
+@pytest.mark.parametrize("normalization", ["minmax", "zscore"])
+def test_fused_order_does_not_depend_on_list_depth(method, normalization):
+    import random
+
+    rng = random.Random(7)
+    keys = list(range(400))
+    full = {name: sorted(((k, rng.random()) for k in rng.sample(keys, 300)), key=lambda kv: -kv[1])
+            for name in ("bm25", "dense")}
+    config = FusionConfig(method=method, window=20, normalization=normalization)
+    deep = fuse(full, config)
+    for depth in (20, 37, 100, 250):
+        shallow = fuse({name: ranked[:depth] for name, ranked in full.items()}, config)
+        assert [k for k, _ in shallow[:depth]] == [k for k, _ in deep[:depth]]
+
+
+def test_ties_break_by_key_not_by_input_order():
+    a = reciprocal_rank_fusion({"x": [(2, 1.0)], "y": [(1, 1.0)]})
+    b = reciprocal_rank_fusion({"y": [(1, 1.0)], "x": [(2, 1.0)]})
+    assert a == b == [(1, pytest.approx(1 / 61)), (2, pytest.approx(1 / 61))]
 
 
 def test_rrf_order_and_ties_are_deterministic():
