@@ -71,6 +71,7 @@ class Engine:
                     self._open.pop(name, None)
                     self._pipelines.pop(name, None)
                     collection.store.close()
+                    collection.release_encoder()
             return self.get(name)
 
     def open_or_create(self, name: str, config: IndexConfig | None = None) -> Collection:
@@ -101,6 +102,7 @@ class Engine:
             self._pipelines.pop(name, None)
             if collection is not None:
                 collection.store.close()
+                collection.release_encoder()  # its model is freed unless another open index uses it
             _drop_server_indexes(path, name)
             shutil.rmtree(path)
 

@@ -18,6 +18,7 @@ catches up from the log before each search. See :mod:`foveal.index.sqlite_store`
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import os
 import re
@@ -79,12 +80,15 @@ class WriteResult:
 class Collection:
     """Open with :meth:`create` or :meth:`open`; close with :meth:`close` (or use as a context manager)."""
 
-    def __init__(self, path: Path, name: str, config: IndexConfig) -> None:
+    def __init__(self, path: Path, name: str, config: IndexConfig, *, encoder=None) -> None:
         self.path = Path(path)
         self.name = name
         self.config = config
-        self.encoder = make_encoder(config.encoder)
-        self.dimension = self.encoder.dimension
+        self._encoder = encoder
+        self._encoder_lock = threading.Lock()
+        # recorded at creation, so that opening, BM25 search and vector-carrying writes never load the model;
+        # folders written before the dimension was recorded load it here once
+        self.dimension = config.encoder.dimension or self.encoder.dimension
         server = {"es": config.elasticsearch, "name": name}  # used by server backends (Elasticsearch) only
         self.store = make_docstore(self.path / "docs.sqlite", config.docstore, **server)
         self.lexical = make_lexical_index(self.path / "lexical", config.lexical, **server)
@@ -108,14 +112,20 @@ class Collection:
         path.mkdir(parents=True, exist_ok=True)
         resolved = config.model_copy(deep=True)
         encoder = make_encoder(config.encoder)
+        if config.encoder.dimension not in (None, encoder.dimension):
+            raise ConfigError(
+                f"encoder.dimension is {config.encoder.dimension} but model {config.encoder.model!r} makes "
+                f"{encoder.dimension}-dimensional vectors"
+            )
         resolved.encoder.max_seq_length = encoder.max_seq_length
+        resolved.encoder.dimension = encoder.dimension
         # a fresh identity per creation: a process holding an index open can tell that it was deleted and created
         # again under the same name (inode numbers are reused at once, and file times are coarse)
         (path / "instance").write_text(uuid.uuid4().hex)
         tmp = path / "config.json.tmp"
         tmp.write_text(json.dumps(resolved.model_dump(mode="json"), indent=2))
         os.replace(tmp, path / "config.json")
-        return cls(path, name, resolved)
+        return cls(path, name, resolved, encoder=encoder)
 
     @classmethod
     def open(cls, path: Path, name: str, config: IndexConfig | None = None) -> "Collection":
@@ -128,6 +138,8 @@ class Collection:
             asked = config.model_copy(deep=True)
             if asked.encoder.max_seq_length is None:
                 asked.encoder.max_seq_length = stored.encoder.max_seq_length
+            if asked.encoder.dimension is None:
+                asked.encoder.dimension = stored.encoder.dimension
             asked.check_compatible(stored, name)
             stored = asked
         return cls(path, name, stored)
@@ -139,6 +151,37 @@ class Collection:
                     self._catch_up(persist=False)
                     self._save_vectors()
             self.store.close()
+        self.release_encoder()
+
+    # -- the encoder, built on first use -------------------------------------------------------------------------
+    @property
+    def encoder(self):
+        """The index's encoder, loaded on first use: only dense search and writes of documents without a
+        ``vector`` need it (and torch). Collections whose encoder configs share a model share one loaded copy
+        (:func:`foveal.encoders.sentence_transformer.get_encoder`)."""
+        encoder = self._encoder
+        if encoder is None:
+            with self._encoder_lock:
+                if self._encoder is None:
+                    encoder = make_encoder(self.config.encoder)
+                    stored = self.config.encoder.dimension
+                    if stored is not None and stored != encoder.dimension:
+                        raise ConfigError(
+                            f"index {self.name!r} holds {stored}-dimensional vectors but its model "
+                            f"{self.config.encoder.model!r} now makes {encoder.dimension}-dimensional ones"
+                        )
+                    self._encoder = encoder
+                encoder = self._encoder
+        return encoder
+
+    def release_encoder(self) -> None:
+        """Drop this collection's hold on its model; the model is freed when no open collection uses it (a later
+        use loads it again). Called on close and when the index is deleted."""
+        with self._encoder_lock:
+            held, self._encoder = self._encoder, None
+        if held is not None:
+            del held
+            gc.collect()  # transformers' modules hold reference cycles: free the weights now, not at some later gc
 
     def __enter__(self) -> "Collection":
         return self
