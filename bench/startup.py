@@ -42,9 +42,9 @@ def write_docs(path: Path, start: int, count: int, seed: int) -> None:
             handle.write(json.dumps({"_id": f"d{i}", "title": f"doc {i}", "text": text, "vector": vector}) + "\n")
 
 
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
     """(user+sys seconds, max RSS MiB) of one process, from GNU time's verbose report."""
-    proc = subprocess.run(["/usr/bin/time", "-v", *argv], env=env, capture_output=True, text=True)
+    proc = subprocess.run(["/usr/bin/time", "-v", *argv], env=env, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     report = proc.stderr
@@ -63,13 +63,13 @@ def main() -> None:
     code = args.code.resolve()
     has_stats = "def stats(" in (code / "foveal" / "cli.py").read_text()
     with tempfile.TemporaryDirectory(prefix="foveal-startup-") as workdir:
-        work = Path(workdir)
+        work = Path(workdir)  # also the working directory: "python -m" puts it first on sys.path, not --code
         env = dict(os.environ, FOVEAL_HOME=str(work / "home"), PYTHONPATH=str(code), HF_HUB_OFFLINE="1",
                    TRANSFORMERS_OFFLINE="1", NO_COLOR="1")
         cli = [sys.executable, "-m", "foveal.cli"]
         write_docs(work / "docs.jsonl", 0, args.docs, seed=1)
-        subprocess.run([*cli, "ingest", str(work / "docs.jsonl"), "--index", "small"], env=env, check=True,
-                       capture_output=True)
+        subprocess.run([*cli, "ingest", str(work / "docs.jsonl"), "--index", "small"], env=env, cwd=work,
+                       check=True, capture_output=True)
         stats = [*cli, "stats", "--index", "small"] if has_stats else [
             sys.executable, "-c", "from foveal.engine import Engine; print(Engine().get('small').stats()['documents'])"]
         commands = {
@@ -80,7 +80,7 @@ def main() -> None:
         for run in range(args.runs):
             write_docs(work / f"more{run}.jsonl", args.docs + 50 * run, 50, seed=100 + run)
         for name, argv in commands.items():
-            runs = [timed(argv(run), env) for run in range(args.runs)]
+            runs = [timed(argv(run), env, work) for run in range(args.runs)]
             print(json.dumps({
                 "command": name,
                 "cpu_s": round(statistics.median(r[0] for r in runs), 2),

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -118,9 +119,12 @@ def test_commands_that_do_not_encode_never_import_torch(home, engine, tmp_path):
         ["drop", "vec"],
     ]
     report_file = tmp_path / "report.json"
-    env = dict(os.environ, FOVEAL_HOME=str(home))
+    import foveal
+
+    code = str(Path(foveal.__file__).resolve().parent.parent)  # the foveal under test, wherever it is installed
+    env = dict(os.environ, FOVEAL_HOME=str(home), PYTHONPATH=os.pathsep.join([code, os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-c", _PROBE.format(heavy=HEAVY_MODULES), json.dumps(commands),
-                           str(report_file)], env=env, capture_output=True, text=True, timeout=300)
+                           str(report_file)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(report_file.read_text())
     for step in report:
