@@ -239,15 +239,16 @@ class IndexConfig(_Strict):
             signature[section] = values
         return signature
 
-    #: Build keys an index resolves at creation; asking with them unset means "whatever the index has".
+    #: Build keys an index resolves at creation; asking with them unset means "whatever the index has" (and an
+    #: index written before a key was recorded has it unset: the model is asked when the index opens).
     RESOLVED_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"encoder": ("max_seq_length", "dimension")}
 
     def check_compatible(self, stored: "IndexConfig", index_name: str) -> None:
         mine, theirs = self.build_signature(), stored.build_signature()
         for section, keys in self.RESOLVED_KEYS.items():
             for key in keys:
-                if mine[section].get(key) is None:
-                    mine[section][key] = theirs[section].get(key)
+                if mine[section].get(key) is None or theirs[section].get(key) is None:
+                    mine[section][key] = theirs[section][key] = None
         if mine != theirs:
             diffs = [
                 f"{section}.{key}: index has {theirs[section].get(key)!r}, asked for {mine[section].get(key)!r}"

@@ -138,8 +138,8 @@ class Collection:
             asked = config.model_copy(deep=True)
             if asked.encoder.max_seq_length is None:
                 asked.encoder.max_seq_length = stored.encoder.max_seq_length
-            if asked.encoder.dimension is None:
-                asked.encoder.dimension = stored.encoder.dimension
+            # the folder's own record (or none, for folders from before it was recorded: the model is asked)
+            asked.encoder.dimension = stored.encoder.dimension
             asked.check_compatible(stored, name)
             stored = asked
         return cls(path, name, stored)
