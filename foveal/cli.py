@@ -9,6 +9,14 @@
     foveal serve [--host 127.0.0.1] [--port 8000]
     foveal worker [--concurrency 1] [--queues foveal-ingest]   # ingest worker (Celery with FOVEAL_QUEUE=celery)
     foveal ask "QUESTION" --index papers [--planner rule|llm] [--json]
+    foveal stats --index papers                          # counts in every store, log position, config (JSON)
+    foveal indexes                                       # the index names, one a line
+    foveal delete ID [ID ...] --index papers             # delete documents
+    foveal drop papers                                   # delete an index and its files
+
+Only the commands that encode text (dense or hybrid search, ingest of documents without a ``vector``, run, ask,
+and creating an index, which records the model's dimension) import torch and load the model; BM25 search, stats,
+listing, deletes and ingests of documents that carry vectors start in well under a second.
 
 Data lives under ``$FOVEAL_HOME`` (default ``~/.local/share/foveal``). Errors are printed as one line and exit
 with status 2 (bad input) or 1 (some records rejected during ingest).
@@ -156,6 +164,52 @@ def search(
             snippet = " ".join(hit.passage.text.split())
             out.print(f"     [dim]{snippet[:200]}{'…' if len(snippet) > 200 else ''}[/]", highlight=False)
     out.print(f"[dim]{len(response.hits)} hits in {response.took_ms:.1f} ms[/]")
+
+
+@app.command()
+def stats(
+    index: str = typer.Option("default", "--index", "-i"),
+) -> None:
+    """Counts in every store (documents, passages, vectors, lexical documents), change-log position and config."""
+    try:
+        engine = _engine()
+        collection = engine.get(index)
+        collection.refresh()
+        out.print_json(json.dumps(collection.stats()))
+    except FovealError as exc:
+        _fail(exc.message)
+
+
+@app.command("indexes")
+def list_indexes() -> None:
+    """The names of the indexes under $FOVEAL_HOME, one a line."""
+    for name in _engine().list_indexes():
+        out.print(name, highlight=False, markup=False)
+
+
+@app.command()
+def delete(
+    ids: list[str] = typer.Argument(..., help="Document ids."),
+    index: str = typer.Option("default", "--index", "-i"),
+) -> None:
+    """Delete documents by id (ids that are not there are reported as missing)."""
+    try:
+        engine = _engine()
+        result = engine.get(index).delete(ids)
+        engine.close()
+    except FovealError as exc:
+        _fail(exc.message)
+    out.print(json.dumps({"deleted": result.deleted, "missing": result.missing}), highlight=False)
+
+
+@app.command()
+def drop(name: str = typer.Argument(..., help="The index to delete, with all its files.")) -> None:
+    """Delete an index."""
+    try:
+        _engine().delete_index(name)
+    except FovealError as exc:
+        _fail(exc.message)
+    console.print(f"deleted index {name!r}", highlight=False)
 
 
 @app.command()

@@ -76,6 +76,9 @@ class EncoderConfig(_Strict):
     onnx_threads: int | None = Field(default=None, ge=1, le=1024)
     #: ONNX: where exported models are cached; ``None`` means ``$FOVEAL_HOME/cache/onnx``.
     onnx_cache: str | None = None
+    #: The model's vector size. Leave it unset: an index records it at creation (as it does ``max_seq_length``), so
+    #: that it opens, searches BM25 and takes documents that carry vectors without loading the model.
+    dimension: int | None = Field(default=None, ge=1, le=65_536)
 
     @field_validator("attention_temperature")
     @classmethod
@@ -239,8 +242,16 @@ class IndexConfig(_Strict):
             signature[section] = values
         return signature
 
+    #: Build keys an index resolves at creation; asking with them unset means "whatever the index has" (and an
+    #: index written before a key was recorded has it unset: the model is asked when the index opens).
+    RESOLVED_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"encoder": ("max_seq_length", "dimension")}
+
     def check_compatible(self, stored: "IndexConfig", index_name: str) -> None:
         mine, theirs = self.build_signature(), stored.build_signature()
+        for section, keys in self.RESOLVED_KEYS.items():
+            for key in keys:
+                if mine[section].get(key) is None or theirs[section].get(key) is None:
+                    mine[section][key] = theirs[section][key] = None
         if mine != theirs:
             diffs = [
                 f"{section}.{key}: index has {theirs[section].get(key)!r}, asked for {mine[section].get(key)!r}"

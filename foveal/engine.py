@@ -114,6 +114,7 @@ class Engine:
                     self._open.pop(name, None)
                     self._pipelines.pop(name, None)
                     collection.store.close()
+                    collection.release_encoder()
             return self.get(name)
 
     def open_or_create(self, name: str, config: IndexConfig | None = None) -> Collection:
@@ -144,6 +145,7 @@ class Engine:
             self._pipelines.pop(name, None)
             if collection is not None:
                 collection.store.close()
+                collection.release_encoder()  # its model is freed unless another open index uses it
             # under the index's write lock: a writer that checked the index's instance id under it (a queued batch,
             # see Collection.upsert(expect_instance=)) finishes its commit first, and any writer after sees it gone.
             # Gone for every process at once (one rename), then removed at leisure; a crash mid-way leaves only a

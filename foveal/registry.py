@@ -43,6 +43,8 @@ def _resolve(kind: str, name: str, table: dict[str, str]) -> Any:
 
 
 def make_encoder(config: EncoderConfig):
+    """An encoder for ``config``, on the process's one loaded copy of its model (loaded now if none is live). This
+    is the only place torch and the model get imported, so callers that never encode never pay for them."""
     return _resolve("encoder", "sentence-transformers", ENCODERS)(config)
 
 

@@ -20,18 +20,29 @@ Three steps, each cached:
 The cache file name is a hash of the weights (after TempScale), the options and the torch/onnxruntime versions, so
 changing any of them exports again; files are written to a temporary name and renamed, so concurrent processes never
 read a half-written model.
+
+The cache is bounded: after each use, the least recently used exports (by access time, set explicitly on every use)
+are deleted until at most ``$FOVEAL_ONNX_CACHE_MAX_MODELS`` (default 4) files of at most
+``$FOVEAL_ONNX_CACHE_MAX_BYTES`` (default 1 GiB) in all remain; the file just used is always kept, and so are files
+that are not foveal exports. Temporary files left by a killed export are deleted after an hour. Exporting, opening
+and pruning hold one lock file per cache folder (``.lock``, flock), so no process deletes a model another is about
+to open; a session already open keeps running on its model (onnxruntime reads the file when the session is made).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -43,6 +54,13 @@ RECIPE_VERSION = 1
 OPSET = 17
 
 _EXPORT_LOCK = threading.Lock()
+#: Defaults of the cache bound (environment variables override them).
+MAX_CACHED_MODELS = 4
+MAX_CACHE_BYTES = 1 << 30
+#: Temporary files of an export older than this are from a process that died mid-export.
+STALE_TEMP_S = 3600.0
+_EXPORT_NAME = re.compile(r"^minilm-[0-9a-f]{24}(-opt)?(-int8)?\.onnx$")
+_TEMP_NAME = re.compile(r"^\.minilm-.*\.tmp$")
 
 
 class _Embedder(torch.nn.Module):
@@ -155,14 +173,79 @@ def _export(model: torch.nn.Module, target: Path, hidden_size: int, num_heads: i
         _atomic_save(lambda tmp: shutil.copyfile(current, tmp), target)
 
 
-def export_path(model, *, cache_dir: Path, quantize: str, optimize: bool, hidden_size: int, num_heads: int) -> Path:
-    """The cached ONNX file for ``model`` and these options, exported first if it is not there yet."""
+def cache_limits() -> tuple[int, int]:
+    """(most files, most bytes) the cache keeps, from ``$FOVEAL_ONNX_CACHE_MAX_MODELS`` / ``_MAX_BYTES``."""
+    try:
+        models = int(os.environ.get("FOVEAL_ONNX_CACHE_MAX_MODELS", MAX_CACHED_MODELS))
+        size = int(os.environ.get("FOVEAL_ONNX_CACHE_MAX_BYTES", MAX_CACHE_BYTES))
+    except ValueError as exc:
+        raise ConfigError(f"FOVEAL_ONNX_CACHE_MAX_MODELS / _MAX_BYTES must be integers: {exc}") from exc
+    return max(1, models), max(0, size)
+
+
+@contextmanager
+def _cache_lock(cache_dir: Path):
+    """This process's threads and every other process that uses ``cache_dir``, one at a time."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _EXPORT_LOCK, open(cache_dir / ".lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _mark_used(path: Path) -> None:
+    """Record a use in the file's access time (explicitly: mounts with relatime/noatime do not), keeping its
+    modification time, which says when it was exported."""
+    stat = path.stat()
+    os.utime(path, ns=(time.time_ns(), stat.st_mtime_ns))
+
+
+def prune_cache(cache_dir: Path, keep: Path | None = None) -> list[Path]:
+    """Delete the least recently used exports beyond :func:`cache_limits` (never ``keep``) and stale temporary
+    files; returns what was deleted. Call with the cache lock held."""
+    max_models, max_bytes = cache_limits()
+    removed: list[Path] = []
+    exports = []
+    now = time.time()
+    for entry in Path(cache_dir).iterdir():
+        try:
+            stat = entry.stat()
+        except FileNotFoundError:
+            continue
+        if _TEMP_NAME.match(entry.name) and now - stat.st_mtime > STALE_TEMP_S:
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+        elif _EXPORT_NAME.match(entry.name) and entry.is_file():
+            exports.append((entry == keep, stat.st_atime_ns, stat.st_size, entry))
+    exports.sort(key=lambda item: (item[0], item[1]), reverse=True)  # the kept file first, then newest use
+    count = total = 0
+    for kept, _atime, size, entry in exports:
+        if kept or (count < max_models and total + size <= max_bytes):
+            count += 1
+            total += size
+            continue
+        entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def export_path(model, *, cache_dir: Path, quantize: str, optimize: bool, hidden_size: int, num_heads: int,
+                use: Callable[[Path], Any] | None = None) -> Path:
+    """The cached ONNX file for ``model`` and these options, exported first if it is not there yet. ``use(path)``
+    runs under the cache lock (so the file cannot be pruned before it is opened); the cache is pruned after."""
     key = cache_key(model, quantize=quantize, optimize=optimize)
     suffix = ("-opt" if optimize else "") + ("-int8" if quantize == "int8" else "")
+    cache_dir = Path(cache_dir)
     target = cache_dir / f"minilm-{key}{suffix}.onnx"
-    with _EXPORT_LOCK:
+    with _cache_lock(cache_dir):
         if not target.exists():
             _export(model, target, hidden_size, num_heads, optimize=optimize, quantize=quantize)
+        _mark_used(target)
+        if use is not None:
+            use(target)
+        prune_cache(cache_dir, keep=target)
     return target
 
 
@@ -179,10 +262,19 @@ class OnnxForward:
         config = transformer.config
         previous = getattr(config, "_attn_implementation", None)
         transformer.set_attn_implementation("eager")  # plain MatMul/Softmax in the graph, which the optimizer fuses
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+
+        def open_session(path: Path) -> None:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
         try:
             self.path = export_path(
                 model, cache_dir=Path(cache_dir), quantize=quantize, optimize=optimize,
-                hidden_size=int(config.hidden_size), num_heads=int(config.num_attention_heads),
+                hidden_size=int(config.hidden_size), num_heads=int(config.num_attention_heads), use=open_session,
             )
         finally:
             if previous is not None:
@@ -190,12 +282,6 @@ class OnnxForward:
                     transformer.set_attn_implementation(previous)
                 except (ValueError, KeyError):  # pragma: no cover - a custom backend that cannot be set again
                     pass
-        options = onnxruntime.SessionOptions()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         (out,) = self.session.run(

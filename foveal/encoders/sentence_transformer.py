@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Sequence
 
@@ -60,67 +61,83 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-class SentenceTransformerEncoder:
-    """The :class:`~foveal.encoders.base.Encoder` on a sentence-transformers model."""
+class LoadedModel:
+    """The weights and graph of one model: what every encoder whose config only differs in batching, segmentation
+    or the passage window shares. Built by :func:`get_encoder`, which keeps one per :func:`model_key`."""
 
-    def __init__(self, config: EncoderConfig | None = None) -> None:
+    def __init__(self, config: EncoderConfig) -> None:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        self.config = config or EncoderConfig()
-        self.path = resolve_model_path(self.config.model)
+        self.key = model_key(config)
+        self.path = resolve_model_path(config.model)
         # the ONNX backend exports from (and runs next to) a CPU copy of the model
-        self.device = "cpu" if self.config.backend == "onnx" else pick_device(self.config.device)
+        self.device = "cpu" if config.backend == "onnx" else pick_device(config.device)
         self.model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
         transformer = self.model[0].auto_model
-        if self.config.attention == "foveal":
+        if config.attention == "foveal":
             from foveal.encoders.attention_backend import register
 
             transformer.set_attn_implementation(register())
         else:
-            transformer.set_attn_implementation(self.config.attention)
-        if self.config.attention_temperature not in (None, 1.0):
+            transformer.set_attn_implementation(config.attention)
+        if config.attention_temperature not in (None, 1.0):
             from foveal.encoders.tempscale import fold_attention_temperature
 
-            fold_attention_temperature(self.model, self.config.attention_temperature)
-        self._onnx = None
-        if self.config.backend == "onnx":
-            from foveal.config import foveal_home
+            fold_attention_temperature(self.model, config.attention_temperature)
+        self.onnx = None
+        if config.backend == "onnx":
             from foveal.encoders.onnx_backend import OnnxForward
 
-            cache = Path(self.config.onnx_cache).expanduser() if self.config.onnx_cache else None
-            cache = cache or foveal_home() / "cache" / "onnx"
-            self._onnx = OnnxForward(
-                self.model, cache_dir=cache, quantize=self.config.quantize, optimize=self.config.onnx_optimize,
-                threads=self.config.onnx_threads,
+            self.onnx = OnnxForward(
+                self.model, cache_dir=onnx_cache_dir(config), quantize=config.quantize,
+                optimize=config.onnx_optimize, threads=config.onnx_threads,
             )
-        if self.device.startswith("cuda") and self.config.fp16:
+        if self.device.startswith("cuda") and config.fp16:
             self.model.half()
         self.model.eval()
-        self.name = self.config.model
         self.dimension = int(self.model.get_embedding_dimension())
-        transformer_config = self.model[0].auto_model.config
-        position_limit = int(getattr(transformer_config, "max_position_embeddings", 512))
-        window = self.config.max_seq_length or int(self.model.max_seq_length)
-        if window > position_limit:
-            raise ConfigError(f"encoder.max_seq_length {window} exceeds the model's {position_limit} positions")
-        self.max_seq_length = window
-        self.model.max_seq_length = window
+        self.position_limit = int(getattr(transformer.config, "max_position_embeddings", 512))
+        self.default_window = int(self.model.max_seq_length)
         tokenizer = self.model.tokenizer
-        self._cls = tokenizer.cls_token_id
-        self._sep = tokenizer.sep_token_id
-        self._pad = tokenizer.pad_token_id or 0
-        specials = int(self._cls is not None) + int(self._sep is not None)
-        self.content_tokens = window - specials
+        self.cls = tokenizer.cls_token_id
+        self.sep = tokenizer.sep_token_id
+        self.pad = tokenizer.pad_token_id or 0
         # a private copy of the Rust tokenizer: no truncation, no padding, no special tokens, no length warnings
-        backend = tokenizer.backend_tokenizer
         from tokenizers import Tokenizer
 
-        self._tokenizer = Tokenizer.from_str(backend.to_str())
-        self._tokenizer.no_truncation()
-        self._tokenizer.no_padding()
-        self._lock = threading.Lock()  # torch modules are not re-entrant across threads for our batching
+        self.tokenizer = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.lock = threading.Lock()  # torch modules are not re-entrant across threads for our batching
+
+
+class SentenceTransformerEncoder:
+    """The :class:`~foveal.encoders.base.Encoder` on a sentence-transformers model.
+
+    ``loaded`` is the shared model (from :func:`get_encoder`); without it the encoder loads a private one."""
+
+    def __init__(self, config: EncoderConfig | None = None, loaded: LoadedModel | None = None) -> None:
+        self.config = config or EncoderConfig()
+        self.loaded = loaded if loaded is not None else LoadedModel(self.config)
+        self.path = self.loaded.path
+        self.device = self.loaded.device
+        self.model = self.loaded.model
+        self._onnx = self.loaded.onnx
+        self.name = self.config.model
+        self.dimension = self.loaded.dimension
+        window = self.config.max_seq_length or self.loaded.default_window
+        if window > self.loaded.position_limit:
+            raise ConfigError(
+                f"encoder.max_seq_length {window} exceeds the model's {self.loaded.position_limit} positions"
+            )
+        self.max_seq_length = window
+        self._cls, self._sep, self._pad = self.loaded.cls, self.loaded.sep, self.loaded.pad
+        specials = int(self._cls is not None) + int(self._sep is not None)
+        self.content_tokens = window - specials
+        self._tokenizer = self.loaded.tokenizer
+        self._lock = self.loaded.lock
 
     # -- queries -------------------------------------------------------------------------------------------------
     def encode_queries(self, texts: Sequence[str]) -> EncodedQueries:
@@ -195,15 +212,54 @@ class SentenceTransformerEncoder:
         return out
 
 
-_CACHE: dict[tuple, SentenceTransformerEncoder] = {}
-_CACHE_LOCK = threading.Lock()
+def onnx_cache_dir(config: EncoderConfig) -> Path:
+    """Where exported ONNX models are cached: ``encoder.onnx_cache``, else ``$FOVEAL_HOME/cache/onnx``."""
+    from foveal.config import foveal_home
+
+    if config.onnx_cache:
+        return Path(config.onnx_cache).expanduser()
+    return foveal_home() / "cache" / "onnx"
+
+
+def model_key(config: EncoderConfig) -> tuple:
+    """What makes two encoder configs need two loaded models: the weights (the model folder and a TempScale
+    temperature folded into them), the graph (attention implementation, ONNX export options), where it runs and
+    in which precision. Batch size, passage overlap and the passage window are not in it: encoders that differ only
+    there share one model."""
+    device = "cpu" if config.backend == "onnx" else pick_device(config.device)
+    temperature = config.attention_temperature
+    if isinstance(temperature, list):
+        temperature = tuple(float(t) for t in temperature)
+    elif temperature == 1.0:
+        temperature = None
+    onnx: tuple = ()
+    if config.backend == "onnx":
+        onnx = (config.quantize, config.onnx_optimize, config.onnx_threads, str(onnx_cache_dir(config).resolve()))
+    return (
+        str(resolve_model_path(config.model).resolve()), device, bool(config.fp16 and device.startswith("cuda")),
+        config.attention, temperature, config.backend, onnx,
+    )
+
+
+#: The loaded models of this process, by :func:`model_key`. Weak: a model lives exactly as long as some encoder
+#: (an open collection, a caller of :func:`get_encoder`) refers to it, and is freed with the last one.
+_MODELS: "weakref.WeakValueDictionary[tuple, LoadedModel]" = weakref.WeakValueDictionary()
+_MODELS_LOCK = threading.Lock()
 
 
 def get_encoder(config: EncoderConfig) -> SentenceTransformerEncoder:
-    """One loaded model per process and configuration."""
-    key = tuple(sorted(config.model_dump().items()))
-    with _CACHE_LOCK:
-        encoder = _CACHE.get(key)
-        if encoder is None:
-            encoder = _CACHE[key] = SentenceTransformerEncoder(config)
-        return encoder
+    """An encoder for ``config`` on the one loaded model of its :func:`model_key` (loaded now if no live encoder
+    holds it). Each call returns a new, light encoder object; drop it to let the model go."""
+    key = model_key(config)
+    with _MODELS_LOCK:
+        loaded = _MODELS.get(key)
+        if loaded is None:
+            loaded = LoadedModel(config)
+            _MODELS[key] = loaded
+    return SentenceTransformerEncoder(config, loaded)
+
+
+def loaded_models() -> list[LoadedModel]:
+    """The models loaded in this process now (for tests and measurements)."""
+    with _MODELS_LOCK:
+        return list(_MODELS.values())

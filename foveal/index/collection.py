@@ -45,6 +45,7 @@ persist positions -> prune the log -> unlock. Any process may write (the lock se
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -127,12 +128,15 @@ class WriteResult:
 class Collection:
     """Open with :meth:`create` or :meth:`open`; close with :meth:`close` (or use as a context manager)."""
 
-    def __init__(self, path: Path, name: str, config: IndexConfig) -> None:
+    def __init__(self, path: Path, name: str, config: IndexConfig, *, encoder=None) -> None:
         self.path = Path(path)
         self.name = name
         self.config = config
-        self.encoder = make_encoder(config.encoder)
-        self.dimension = self.encoder.dimension
+        self._encoder = encoder
+        self._encoder_lock = threading.Lock()
+        # recorded at creation, so that opening, BM25 search and vector-carrying writes never load the model;
+        # folders written before the dimension was recorded load it here once
+        self.dimension = config.encoder.dimension or self.encoder.dimension
         server = {"es": config.elasticsearch, "name": name}  # used by server backends (Elasticsearch) only
         try:
             self.store: DocStore = make_docstore(self.path / "docs.sqlite", config.docstore, **server)
@@ -249,7 +253,13 @@ class Collection:
         config = config or IndexConfig()
         resolved = config.model_copy(deep=True)
         encoder = _check_buildable(resolved)
+        if config.encoder.dimension not in (None, encoder.dimension):
+            raise ConfigError(
+                f"encoder.dimension is {config.encoder.dimension} but model {config.encoder.model!r} makes "
+                f"{encoder.dimension}-dimensional vectors"
+            )
         resolved.encoder.max_seq_length = encoder.max_seq_length
+        resolved.encoder.dimension = encoder.dimension
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.parent / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
         staging.mkdir()  # the mode the umask gives, as the index folder always had
@@ -259,14 +269,14 @@ class Collection:
             # created again under the same name (inode numbers are reused at once, and file times are coarse)
             (staging / "instance").write_text(uuid.uuid4().hex)
             (staging / "config.json").write_text(json.dumps(resolved.model_dump(mode="json"), indent=2))
-            cls(staging, name, resolved).close()  # every store is made and opens
+            cls(staging, name, resolved, encoder=encoder).close()  # every store is made and opens
             _publish(staging, path, name)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         finally:
             os.close(hold)
-        return cls(path, name, resolved)
+        return cls(path, name, resolved, encoder=encoder)
 
     @classmethod
     def open(cls, path: Path, name: str, config: IndexConfig | None = None) -> "Collection":
@@ -279,6 +289,8 @@ class Collection:
             asked = config.model_copy(deep=True)
             if asked.encoder.max_seq_length is None:
                 asked.encoder.max_seq_length = stored.encoder.max_seq_length
+            # the folder's own record (or none, for folders from before it was recorded: the model is asked)
+            asked.encoder.dimension = stored.encoder.dimension
             asked.check_compatible(stored, name)
             stored = asked
         return cls(path, name, stored)
@@ -292,6 +304,37 @@ class Collection:
                 pass  # another writer holds it (it saves), or the index is gone; the log covers the rest
         with self._state_lock:
             self.store.close()
+        self.release_encoder()
+
+    # -- the encoder, built on first use -------------------------------------------------------------------------
+    @property
+    def encoder(self):
+        """The index's encoder, loaded on first use: only dense search and writes of documents without a
+        ``vector`` need it (and torch). Collections whose encoder configs share a model share one loaded copy
+        (:func:`foveal.encoders.sentence_transformer.get_encoder`)."""
+        encoder = self._encoder
+        if encoder is None:
+            with self._encoder_lock:
+                if self._encoder is None:
+                    encoder = make_encoder(self.config.encoder)
+                    stored = self.config.encoder.dimension
+                    if stored is not None and stored != encoder.dimension:
+                        raise ConfigError(
+                            f"index {self.name!r} holds {stored}-dimensional vectors but its model "
+                            f"{self.config.encoder.model!r} now makes {encoder.dimension}-dimensional ones"
+                        )
+                    self._encoder = encoder
+                encoder = self._encoder
+        return encoder
+
+    def release_encoder(self) -> None:
+        """Drop this collection's hold on its model; the model is freed when no open collection uses it (a later
+        use loads it again). Called on close and when the index is deleted."""
+        with self._encoder_lock:
+            held, self._encoder = self._encoder, None
+        if held is not None:
+            del held
+            gc.collect()  # transformers' modules hold reference cycles: free the weights now, not at some later gc
 
     def __enter__(self) -> "Collection":
         return self

@@ -103,7 +103,7 @@ def test_engine_builds_and_searches_an_onnx_index(engine, onnx_cache, onnx_int8)
 
     config = {"encoder": {"backend": "onnx", "quantize": "int8", "onnx_cache": str(onnx_cache)}}
     collection = engine.create_index("quantized", config)
-    assert collection.encoder is onnx_int8  # the model loaded once per configuration, export from the cache
+    assert collection.encoder.model is onnx_int8.model  # the model loaded once per model config, export cached
     collection.upsert([parse_document(d) for d in TINY_CORPUS])
     collection.flush()
     hits = engine.pipeline("quantized").search(SearchRequest(query="why does the sea rise", pipeline="dense")).hits
@@ -133,3 +133,56 @@ def test_backend_and_quantization_are_part_of_the_build_signature():
     assert "onnx_threads" not in signature and "onnx_cache" not in signature  # run-time only
     with pytest.raises(IncompatibleIndexError, match="encoder.quantize"):
         int8.check_compatible(torch_cfg, "x")
+
+
+def test_the_cache_keeps_only_the_most_recently_used_exports(tmp_path, monkeypatch):
+    """Each export is ~90 MB (fp32) and every new TempScale temperature or option makes another: the folder keeps
+    the N most recently used (and at most a byte budget), the one in use always, and nothing that is not ours."""
+    import os
+    import time
+
+    from foveal.encoders import onnx_backend
+
+    keys = iter(f"{i:024x}" for i in range(100))
+    monkeypatch.setattr(onnx_backend, "cache_key", lambda model, **_: next(keys))
+    exported = []
+
+    def fake_export(model, target, hidden, heads, *, optimize, quantize):
+        target.write_bytes(b"x" * 1000)
+        exported.append(target.name)
+
+    monkeypatch.setattr(onnx_backend, "_export", fake_export)
+    monkeypatch.setenv("FOVEAL_ONNX_CACHE_MAX_MODELS", "3")
+    monkeypatch.setenv("FOVEAL_ONNX_CACHE_MAX_BYTES", str(10**9))
+    (tmp_path / "notes.txt").write_text("not an export: never deleted")
+    stale = tmp_path / ".minilm-dead.onnx.abc.tmp"  # left by an export that was killed
+    stale.write_text("half")
+    old = time.time() - 2 * onnx_backend.STALE_TEMP_S
+    os.utime(stale, (old, old))
+    opened = []
+    paths = []
+    for _ in range(6):
+        paths.append(onnx_backend.export_path(None, cache_dir=tmp_path, quantize="none", optimize=True, hidden_size=1,
+                                              num_heads=1, use=lambda path: opened.append(path.exists())))
+        time.sleep(0.01)  # distinct access times
+    assert opened == [True] * 6  # each file exists while it is opened (under the lock)
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name != ".lock")
+    assert left == sorted(["notes.txt", *(p.name for p in paths[-3:])])
+
+    # a use refreshes a file's place: reusing the oldest survivor keeps it past the next export
+    monkeypatch.setattr(onnx_backend, "cache_key", lambda model, **_: paths[3].name[7:31])
+    onnx_backend.export_path(None, cache_dir=tmp_path, quantize="none", optimize=True, hidden_size=1, num_heads=1)
+    assert len(exported) == 6  # reused, not exported again
+    monkeypatch.setattr(onnx_backend, "cache_key", lambda model, **_: "f" * 24)
+    onnx_backend.export_path(None, cache_dir=tmp_path, quantize="none", optimize=True, hidden_size=1, num_heads=1)
+    left = {p.name for p in tmp_path.iterdir()}
+    assert paths[3].name in left and paths[4].name not in left
+
+    # the byte budget: two files' worth keeps two, but never drops the one in use
+    monkeypatch.setenv("FOVEAL_ONNX_CACHE_MAX_MODELS", "10")
+    monkeypatch.setenv("FOVEAL_ONNX_CACHE_MAX_BYTES", "2500")
+    onnx_backend.prune_cache(tmp_path, keep=paths[5])
+    assert len([p for p in tmp_path.iterdir() if p.suffix == ".onnx"]) == 2 and paths[5].exists()
+    monkeypatch.setenv("FOVEAL_ONNX_CACHE_MAX_BYTES", "0")
+    onnx_backend.prune_cache(tmp_path, keep=paths[5])
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".onnx"] == [paths[5].name]
