@@ -106,8 +106,8 @@ def test_a_creation_in_progress_is_not_swept(engine, home, monkeypatch):
     seen = []
     real_init = collection_module.Collection.__init__
 
-    def init_then_start_another_engine(self, path, name, config):
-        real_init(self, path, name, config)
+    def init_then_start_another_engine(self, path, name, config, **kwargs):
+        real_init(self, path, name, config, **kwargs)
         if path.name.startswith(".creating-"):
             other = Engine(home)
             seen.append(path.exists())
@@ -133,12 +133,12 @@ def test_two_creations_of_one_name_at_once_make_one_index(engine, home, monkeypa
 
     waited: set[str] = set()
 
-    def init(self, path, name, config):  # each creator's first open (its build) waits until both are building
+    def init(self, path, name, config, **kwargs):  # each creator's first open (its build) waits until both are building
         me = threading.current_thread().name
         if me.startswith("creator") and me not in waited:
             waited.add(me)
             both_building.wait()
-        real_init(self, path, name, config)
+        real_init(self, path, name, config, **kwargs)
 
     monkeypatch.setattr(collection_module.Collection, "__init__", init)
     engines = [engine, Engine(home)]
