@@ -16,7 +16,8 @@ def test_upserts_and_deletes_keep_hnsw_bounded(engine, tmp_path):
 
     def docs(keys):
         vectors = rng.normal(size=(len(keys), dim))
-        return [parse_document({"_id": f"d{k}", "text": f"doc {k}", "vector": v.tolist()}) for k, v in zip(keys, vectors)]
+        return [parse_document({"_id": f"d{k}", "text": f"doc {k}", "vector": v.tolist()})
+                for k, v in zip(keys, vectors)]
 
     latest = {d.id: d for d in docs(range(n))}
     collection.upsert(list(latest.values()))
