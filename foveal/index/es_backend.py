@@ -515,7 +515,13 @@ class ElasticsearchVectorIndex:
     def search(self, vectors: np.ndarray, k: int,
                allowed: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Nearest passages; ``allowed`` (passage ids) becomes the kNN ``filter`` (an ids query), which ES applies
-        during the graph search, so ``k`` hits come back when ``k`` allowed passages exist."""
+        during the graph search, so ``k`` hits come back when ``k`` allowed passages exist.
+
+        ``num_candidates`` is at least ``k`` and, for an allow-list of up to :data:`MAX_RESULTS` passages, at least
+        its size: Lucene scores a filter that matches no more documents than it is asked to collect exactly (brute
+        force over the allowed vectors), so a selective filter gets the true top ``k`` instead of whatever a graph
+        walk through mostly forbidden vectors reaches. Broader filters are searched in the graph, which Lucene
+        widens (and falls back to exact) until ``k`` allowed vectors are collected."""
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
         scores = np.zeros((len(vectors), k), np.float32)
         ids = np.full((len(vectors), k), -1, np.int64)
@@ -528,12 +534,15 @@ class ElasticsearchVectorIndex:
             knn_filter = allowed_filter("_id", allowed.tolist())
         if asked <= 0:
             return scores, ids
+        candidates = max(asked, self.es.num_candidates)
+        if allowed is not None and len(allowed) <= MAX_RESULTS:
+            candidates = max(candidates, len(allowed))
         for row, vector in enumerate(vectors):
             knn = {
                 "field": "vector",
                 "query_vector": vector.tolist(),
                 "k": asked,
-                "num_candidates": min(max(asked, self.es.num_candidates), MAX_RESULTS),
+                "num_candidates": min(candidates, MAX_RESULTS),
             }
             if knn_filter is not None:
                 knn["filter"] = knn_filter

@@ -9,7 +9,9 @@ each by (score, doc_key), fetching past the cut while the scores there tie, so e
 does not depend on how deep it was fetched. Fusion scores only each list's first ``fusion.window`` entries (see
 :mod:`foveal.pipeline.fusion`), and rerankers see the first ``fusion.window`` candidates, so concatenated pages of
 ``k`` equal one request for the total: no duplicate, no gap. This is exact for exact retrieval (BM25, Flat); an
-approximate index (HNSW, IVF) searched deeper may find better neighbours than a shallow search did. A BM25 hit names the passage holding the most query terms. Stages are plain objects behind the seams in
+approximate index (HNSW, IVF) searched deeper may find better neighbours than a shallow search did.
+
+A BM25 hit names the passage holding the most query terms. Stages are plain objects behind the seams in
 :mod:`foveal.encoders.base` (query stages) and :mod:`foveal.rerank.base` (rerankers), so research stages plug in
 without this module knowing which run.
 

@@ -255,6 +255,52 @@ def test_vector_allowed_returns_k_allowed_passages(vector_setup):
     assert (none == -1).all()
 
 
+@pytest.mark.parametrize("share", [0.01, 0.5])
+def test_vector_filter_over_thousands_of_passages_returns_k(vector_setup, share):
+    """Issue 10 finding 3: selective (1 %) and broad (50 %) allow-lists over 2,000 passages of long documents."""
+    rng = np.random.default_rng(3)
+    index = vector_setup[0]()
+    ids, vecs = _doc_vectors(rng, [(key, 40) for key in range(1, 51)])  # 50 documents of 40 passages
+    index.add(ids, vecs)
+    allowed = ids[rng.random(len(ids)) < share]
+    k = 15
+    scores, found = index.search(vecs[:2], k, allowed=allowed)
+    assert (found >= 0).sum(axis=1).tolist() == [k, k]
+    assert set(found.ravel().tolist()) <= set(allowed.tolist())
+    exact = allowed[np.argsort(-(vecs[np.isin(ids, allowed)] @ vecs[0]), kind="stable")[:k]]
+    if share < 0.05:  # selective: searched exactly on every backend
+        assert found[0].tolist() == exact.tolist()
+
+
+def test_es_knn_filter_sizes_num_candidates(es_for):
+    """A selective kNN filter asks ES for at least as many candidates as the filter allows, which makes Lucene
+    score the allowed vectors exactly (the fake has no approximation, so the request is what is checked)."""
+    from foveal.index import es_backend
+
+    config = es_for("elasticsearch-fake")
+    index = make_vector_index(DIM, VectorConfig(backend="elasticsearch", factory="HNSW16", gpu="off"), es=config,
+                              name="knn")
+    rng = np.random.default_rng(4)
+    ids, vecs = _doc_vectors(rng, [(key, 10) for key in range(1, 101)])
+    index.add(ids, vecs)
+    client = es_backend.client_for(config)
+    sent = []
+    original = client.search
+
+    def recording(**kwargs):
+        sent.append(kwargs.get("knn"))
+        return original(**kwargs)
+
+    client.search = recording
+    try:
+        allowed = ids[::2][:400]
+        _, found = index.search(vecs[:1], 5, allowed=allowed)
+    finally:
+        client.search = original
+    assert (found >= 0).all()
+    assert sent[-1]["k"] == 5 and sent[-1]["num_candidates"] >= 400
+
+
 def test_vector_remove_and_replace_documents(vector_setup):
     rng = np.random.default_rng(2)
     index = vector_setup[0]()
