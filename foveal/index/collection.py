@@ -304,9 +304,11 @@ class Collection:
         with self._file_lock(), self._state_lock:
             self._catch_up(persist=True)
             self.store.write(prepared, deletes)
+            _test_hook("store_committed", self.store.max_seq())
             self._catch_up(persist=True)
             if self._vectors_dirty and time.monotonic() - self._last_save > SAVE_INTERVAL_S:
                 self._save_vectors()
+            _test_hook("derived_committed", self.store.max_seq())
 
     def flush(self) -> None:
         """Make the vector file current (the end of an ingest job)."""
@@ -338,6 +340,21 @@ class Collection:
             if drop is not None:
                 drop()
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _test_hook(event: str, seq: int) -> None:
+    """Kill-test hook (tests/killharness.py): when ``FOVEAL_TEST_HOOKS`` names a file, append ``<event> <seq> <pid>``
+    so a test can SIGKILL this process at a known point of a write; after ``store_committed`` sleep
+    ``FOVEAL_TEST_HOOK_PAUSE_S`` so the kill can land between the store commit and the derived indexes' commit.
+    Unset in production: one environment lookup per batch."""
+    hooks = os.environ.get("FOVEAL_TEST_HOOKS")
+    if not hooks:
+        return
+    with open(hooks, "a") as handle:
+        handle.write(f"{event} {seq} {os.getpid()}\n")
+        handle.flush()
+    if event == "store_committed":
+        time.sleep(float(os.environ.get("FOVEAL_TEST_HOOK_PAUSE_S", "0")))
 
 
 def _lexical(doc: StoredDocument) -> LexicalDocument:
