@@ -70,7 +70,8 @@ class KillOptions:
     index: str = "kill"
     env: dict[str, str] = field(default_factory=dict)  # extra environment for subprocesses and the server settings
     stall_s: float = 240.0           # a process that shows no progress for this long fails the run
-    jobs_timeout_s: float = 240.0    # how long the REST jobs may take to finish once the kills stop
+    jobs_timeout_s: float = 90.0     # how long the REST jobs may take to finish once the kills stop (redelivery
+                                     # of a killed worker's task included)
 
 
 @dataclass
@@ -194,8 +195,11 @@ class Launch:
         self._offset = 0
         self.first_event_at: float | None = None
         self.last_progress = time.monotonic()
+        env = {**env, "FOVEAL_TEST_HOOKS": str(self.hook)}
+        if plan.intent == "complete":  # nothing to aim at: no need to hold each batch in the store -> derived window
+            env["FOVEAL_TEST_HOOK_PAUSE_S"] = "0"
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(argv, env={**env, "FOVEAL_TEST_HOOKS": str(self.hook)}, stdout=log,
+            self.proc = subprocess.Popen(argv, env=env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
 
     def poll_events(self) -> None:
@@ -336,7 +340,7 @@ class ServerLoad:
 # -- the run ------------------------------------------------------------------------------------------------------
 def subprocess_env(home: Path, options: KillOptions) -> dict[str, str]:
     env = {**os.environ, **options.env, "FOVEAL_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "FOVEAL_TEST_HOOK_PAUSE_S": str(options.pause_s)}
+           "FOVEAL_TEST_HOOK_PAUSE_S": str(options.pause_s), "FOVEAL_QUEUE": options.queue}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     env.pop("FOVEAL_TEST_HOOKS", None)
     return env
