@@ -317,7 +317,7 @@ class ServerLoad:
                 sent = self.corpus.documents.get(hit["id"])
                 if sent is None or hit["text"] != sent["text"]:
                     self._error(f"search {query!r} returned {hit['id']!r} with text {hit['text'][:60]!r}")
-            time.sleep(0.05)
+            time.sleep(0.1)  # a steady trickle: the point is that this process searches, not load
 
     def _write(self) -> None:
         url = f"/v1/indexes/{self.options.index}/documents"
@@ -460,6 +460,10 @@ def run_kills(engine, workdir: Path, options: KillOptions, log: Callable[[str], 
                             f"landed {phase}")
                     elif proc.proc.poll() is not None:
                         active.remove(proc)
+                        proc.poll_events()
+                        if proc.proc.returncode == 0 and not proc.events and proc.plan.intent != "complete":
+                            raise HarnessError(f"foveal ingest {proc.label} wrote no FOVEAL_TEST_HOOKS lines: this "
+                                               "code lacks the kill-test hook in Collection._commit")
                         if proc.proc.returncode == 0:
                             completed.add(Path(proc.label))
                         else:
@@ -487,6 +491,9 @@ def run_kills(engine, workdir: Path, options: KillOptions, log: Callable[[str], 
                         raise HarnessError(f"foveal worker exited {worker.proc.returncode}:\n{worker.tail()}")
                     elif worker.plan.intent != "complete" and time.monotonic() - worker.last_progress > options.stall_s:
                         raise HarnessError(f"foveal worker made no progress:\n{worker.tail()}")
+                if counter["launches"] > 3 * total_target + len(files) + 10:
+                    raise HarnessError(f"{counter['launches']} processes started for {kills} kills: the kills do not "
+                                       "find their moments (are batches committing?)")
                 worker_done = worker is None or worker.plan.intent == "complete"
                 if not active and not want_more_ingest_kills() and worker_done:
                     break

@@ -25,7 +25,7 @@ def _assert_holds(report, options: KillOptions) -> None:
 @pytest.mark.kill
 def test_kills_lose_nothing_embedded_queue(engine, tmp_path):
     """Ingest processes killed while the server (embedded queue: its own worker threads) searches and indexes."""
-    options = KillOptions(queue="embedded", ingest_kills=12, seed=10)
+    options = KillOptions(queue="embedded", ingest_kills=12, files=4, docs_per_file=128, seed=10)
     report = run_kills(engine, tmp_path / "kill", options)
     _assert_holds(report, options)
 
