@@ -45,7 +45,7 @@ def _redis_env() -> dict[str, str]:
     return {"FOVEAL_REDIS_URL": url, "FOVEAL_REDIS_PREFIX": f"foveal-bench-{tag}:",
             "FOVEAL_CELERY_QUEUE": f"foveal-bench-{tag}", "FOVEAL_JOB_TTL_S": "3600",
             "FOVEAL_TASK_DOCS": "4", "FOVEAL_TASK_TIME_LIMIT_S": "8", "FOVEAL_VISIBILITY_TIMEOUT_S": "1",
-            "FOVEAL_RESTORE_INTERVAL_S": "1"}
+            "FOVEAL_RESTORE_INTERVAL_S": "1", "FOVEAL_TASK_MAX_DELIVERIES": "1000"}
 
 
 def _drop_keys(env: dict[str, str]) -> None:

@@ -38,7 +38,8 @@ def test_kills_lose_nothing_celery_queue(engine, redis_env, tmp_path):
         queue="celery", ingest_kills=2, worker_kills=6, files=2, seed=11,
         # small tasks and a short redelivery so a killed worker's batch comes back within the test
         env={"FOVEAL_TASK_DOCS": "4", "FOVEAL_TASK_TIME_LIMIT_S": "8", "FOVEAL_VISIBILITY_TIMEOUT_S": "1",
-             "FOVEAL_RESTORE_INTERVAL_S": "1"},
+             "FOVEAL_RESTORE_INTERVAL_S": "1",
+             "FOVEAL_TASK_MAX_DELIVERIES": "100"},  # a batch whose worker is killed again and again still runs
     )
     report = run_kills(engine, tmp_path / "kill", options)
     _assert_holds(report, options)
