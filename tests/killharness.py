@@ -182,6 +182,9 @@ class Plan:
     n: int = 1
     delay: float = 0.0
 
+    def describe(self) -> str:
+        return f"random {self.delay:.2f} s" if self.intent == "random" else f"{self.intent} {self.n}"
+
 
 class Launch:
     """One subprocess in its own session, with its own hook file and log."""
@@ -422,7 +425,8 @@ def run_kills(engine, workdir: Path, options: KillOptions, log: Callable[[str], 
         try:
             if options.queue == "celery":
                 worker = launch("worker", worker_argv,
-                                choose_plan("worker", options.worker_kills) if options.worker_kills else Plan("complete"),
+                                choose_plan("worker", options.worker_kills)
+                                if options.worker_kills else Plan("complete"),
                                 "worker")
 
             def ingest_left() -> int:
@@ -456,7 +460,7 @@ def run_kills(engine, workdir: Path, options: KillOptions, log: Callable[[str], 
                         report.kills["ingest"][phase] += 1
                         active.remove(proc)
                         log(f"kill {kills['ingest'] + kills['worker']}: ingest {Path(proc.label).name} "
-                            f"({proc.plan.intent} {proc.plan.n if proc.plan.intent != 'random' else round(proc.plan.delay, 2)}) "
+                            f"({proc.plan.describe()}) "
                             f"landed {phase}")
                     elif proc.proc.poll() is not None:
                         active.remove(proc)
@@ -479,14 +483,14 @@ def run_kills(engine, workdir: Path, options: KillOptions, log: Callable[[str], 
                         kills["worker"] += 1
                         report.kills["worker"][phase] += 1
                         log(f"kill {kills['ingest'] + kills['worker']}: worker "
-                            f"({worker.plan.intent} {worker.plan.n if worker.plan.intent != 'random' else round(worker.plan.delay, 2)}) "
+                            f"({worker.plan.describe()}) "
                             f"landed {phase}")
                         more = kills["worker"] < options.worker_kills or (
                             store_behind() and kills["worker"] < options.worker_kills + extra_allowed
                             and ingest_left() <= 0 and not active)
                         left = max(0, options.worker_kills - kills["worker"]) + max(0, ingest_left())
-                        worker = launch("worker", worker_argv, choose_plan("worker", left) if more else Plan("complete"),
-                                        "worker")
+                        plan = choose_plan("worker", left) if more else Plan("complete")
+                        worker = launch("worker", worker_argv, plan, "worker")
                     elif worker.proc.poll() is not None:
                         raise HarnessError(f"foveal worker exited {worker.proc.returncode}:\n{worker.tail()}")
                     elif worker.plan.intent != "complete" and time.monotonic() - worker.last_progress > options.stall_s:
@@ -514,7 +518,8 @@ def run_kills(engine, workdir: Path, options: KillOptions, log: Callable[[str], 
                         if proc.proc.returncode == 0:
                             completed.add(Path(proc.label))
                         else:
-                            report.ingest_failures.append(f"{proc.label}: exit {proc.proc.returncode}: {proc.tail(300)}")
+                            report.ingest_failures.append(
+                                f"{proc.label}: exit {proc.proc.returncode}: {proc.tail(300)}")
                     elif time.monotonic() - proc.last_progress > options.stall_s:
                         proc.kill()
                         report.ingest_failures.append(f"{proc.label}: hung: {proc.tail(300)}")
