@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from foveal import __version__
 from foveal.api.agent import create_agent_router
 from foveal.engine import Engine
+from foveal.registry import preload_models
 from foveal.errors import FovealError
 from foveal.pipeline.request import SearchRequest, SearchResponse
 from foveal.api import ops, v1
@@ -48,7 +49,9 @@ def create_app(
         app.state.settings = settings
         app.state.queue = make_queue(state["engine"].home, settings, lambda: state["engine"])
         for name in state["engine"].list_indexes():  # load models and indexes now, not on the first request
-            await run_in_threadpool(state["engine"].pipeline, name)
+            pipeline = await run_in_threadpool(state["engine"].pipeline, name)
+            if preload_models():  # the encoder is lazy (BM25-only processes never load it)
+                await run_in_threadpool(lambda: pipeline.collection.encoder)
         app.state.queue.start()  # embedded: in-process workers resume what was queued before a restart
         yield
         await run_in_threadpool(app.state.queue.stop)

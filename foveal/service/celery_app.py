@@ -93,11 +93,14 @@ def _make(settings: ServiceSettings) -> Celery:
 def _load_in_child(**_kwargs) -> None:
     """Open the indexes (and so load the model) in each pool child, after the fork, outside any task's time
     limit. The parent never loads a model, so forking is safe with CUDA."""
+    from foveal.registry import preload_models
     from foveal.service.worker import worker_engine
 
     engine = worker_engine()
     for name in engine.list_indexes():
-        engine.get(name)
+        collection = engine.get(name)
+        if preload_models():
+            collection.encoder  # noqa: B018 - the model loads lazily; load it here, not inside a task's time limit
 
 
 def run_worker(concurrency: int = 1, queues: str | None = None, loglevel: str = "INFO") -> None:
