@@ -19,7 +19,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from foveal.config import IndexConfig, foveal_home
 from foveal.errors import FovealError, IndexDamagedError, IndexLockedError, IndexNotFoundError
@@ -102,6 +102,17 @@ class Engine:
                 log.error("index %r cannot be opened (not served; the other indexes are): %s", name, exc, exc_info=exc)
                 refused[name] = IndexDamagedError(f"index {name!r} cannot be opened: {exc}", index=name)
         return refused
+
+    def load_encoders(self, skip: Iterable[str] = ()) -> None:
+        """Load the model of every open index now (a server or worker at start), so no request or task pays for
+        it; an index whose model cannot be loaded is logged and left to fail on first use."""
+        for name in self.list_indexes():
+            if name in skip:
+                continue
+            try:
+                self.get(name).encoder  # noqa: B018 - the property loads it
+            except Exception as exc:
+                log.error("index %r: its model cannot be loaded: %s", name, exc, exc_info=exc)
 
     def get_current(self, name: str) -> Collection:
         """Like :meth:`get`, but reopens the index when its folder was deleted (and maybe recreated) by another

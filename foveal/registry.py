@@ -7,6 +7,7 @@ Backends are named in the config (``vector.backend``, ``lexical.backend``, ``doc
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,13 @@ def make_encoder(config: EncoderConfig):
     """An encoder for ``config``, on the process's one loaded copy of its model (loaded now if none is live). This
     is the only place torch and the model get imported, so callers that never encode never pay for them."""
     return _resolve("encoder", "sentence-transformers", ENCODERS)(config)
+
+
+def preload_models() -> bool:
+    """Whether long-lived processes (``foveal serve``, Celery pool children) load each index's model when they
+    start, so that the first dense search or the first task does not pay for it (a task inside its time limit):
+    ``$FOVEAL_PRELOAD_MODELS``, default ``1``; ``0`` leaves every model to its first use, as the CLI always does."""
+    return os.environ.get("FOVEAL_PRELOAD_MODELS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _server_kwargs(backend: str, es: ElasticsearchConfig | None, name: str | None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from foveal import __version__
 from foveal.api.agent import create_agent_router
 from foveal.engine import Engine
+from foveal.registry import preload_models
 from foveal.errors import FovealError
 from foveal.pipeline.request import SearchRequest, SearchResponse
 from foveal.api import ops, v1
@@ -51,7 +52,9 @@ def create_app(
         app.state.queue = make_queue(state["engine"].home, settings, lambda: state["engine"])
         # load models and indexes now, not on the first request; an index that cannot be trusted is logged and
         # refused (its requests answer IndexDamagedError), the others serve
-        await run_in_threadpool(state["engine"].open_all)
+        refused = await run_in_threadpool(state["engine"].open_all)
+        if preload_models():  # the encoder is lazy (BM25-only processes never load it)
+            await run_in_threadpool(state["engine"].load_encoders, refused)
         app.state.queue.start()  # embedded: in-process workers resume what was queued before a restart
         yield
         await run_in_threadpool(app.state.queue.stop)

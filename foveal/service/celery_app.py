@@ -154,9 +154,13 @@ def _failed(documents: list, reason: str) -> list[dict]:
 def _load_in_child(**_kwargs) -> None:
     """Open the indexes (and so load the model) in each pool child, after the fork, outside any task's time
     limit. The parent never loads a model, so forking is safe with CUDA."""
+    from foveal.registry import preload_models
     from foveal.service.worker import worker_engine
 
-    worker_engine().open_all(pipelines=False)  # an index that cannot be trusted is logged, not fatal
+    engine = worker_engine()
+    refused = engine.open_all(pipelines=False)  # an index that cannot be trusted is logged, not fatal
+    if preload_models():  # the model loads lazily; load it here, not inside a task's time limit
+        engine.load_encoders(refused)
 
 
 def run_worker(concurrency: int = 1, queues: str | None = None, loglevel: str = "INFO") -> None:
