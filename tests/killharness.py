@@ -343,7 +343,9 @@ class ServerLoad:
 # -- the run ------------------------------------------------------------------------------------------------------
 def subprocess_env(home: Path, options: KillOptions) -> dict[str, str]:
     env = {**os.environ, **options.env, "FOVEAL_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "FOVEAL_TEST_HOOK_PAUSE_S": str(options.pause_s), "FOVEAL_QUEUE": options.queue}
+           "FOVEAL_TEST_HOOK_PAUSE_S": str(options.pause_s), "FOVEAL_QUEUE": options.queue,
+           # every document carries its vector: no process needs the model, so workers do not preload it
+           "FOVEAL_PRELOAD_MODELS": "0"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     env.pop("FOVEAL_TEST_HOOKS", None)
     return env
