@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from foveal.errors import IndexDamagedError
+
 router = APIRouter()
 
 
@@ -76,7 +78,9 @@ def install_metrics(app: FastAPI) -> None:
 @router.get("/readyz", tags=["health"])
 async def readyz(request: Request):
     """Ready: the queue backend (SQLite, or Redis with FOVEAL_QUEUE=celery) and every index's stores answer.
-    503 with the failing checks otherwise."""
+    503 with the failing checks otherwise. An index refused as damaged (:class:`IndexDamagedError`: its store
+    cannot be trusted) is listed as ``refused`` but keeps the server ready: the other indexes serve, and a load
+    balancer must not pull them because one index needs an operator."""
     state = request.app.state
 
     def check() -> dict[str, str]:
@@ -101,12 +105,14 @@ async def readyz(request: Request):
                 len(collection.vectors)
                 len(collection.lexical)
                 checks[f"index:{index}"] = "ok"
+            except IndexDamagedError as exc:
+                checks[f"index:{index}"] = f"refused: {exc.message}"
             except Exception as exc:
                 checks[f"index:{index}"] = f"down: {type(exc).__name__}: {exc}"
         return checks
 
     checks = await run_in_threadpool(check)
-    ready = all(v == "ok" for v in checks.values())
+    ready = all(v == "ok" or v.startswith("refused: ") for v in checks.values())
     return JSONResponse(status_code=200 if ready else 503,
                         content={"status": "ready" if ready else "unavailable", "checks": checks})
 

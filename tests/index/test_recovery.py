@@ -341,6 +341,11 @@ def test_server_starts_and_serves_other_indexes_beside_a_damaged_one(engine, hom
         assert hits.status_code == 200 and hits.json()["hits"][0]["id"] == "d1"
         refused = client.post("/v1/indexes/bad/search", json={"query": "uniq1tok", "pipeline": "bm25"})
         assert refused.status_code == 503 and "index 'bad'" in refused.json()["error"]["message"]
+        # the server stays ready (the good index serves); the refused one is named in the checks
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.json()
+        assert ready.json()["checks"]["index:good"] == "ok"
+        assert ready.json()["checks"]["index:bad"].startswith("refused: index 'bad'")
 
 
 # -- bounded growth: the change log ---------------------------------------------------------------------------------
