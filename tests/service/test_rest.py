@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 from fastapi.testclient import TestClient
 
 from foveal.service.settings import ServiceSettings
 from tests.conftest import TINY_CORPUS
+
+from tests.service.helpers import wait_done as _wait
 
 
 @pytest.fixture()
@@ -20,13 +21,6 @@ def client(engine):
         yield c
 
 
-def _wait(client, job_id, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] == "done" or time.monotonic() > deadline:
-            return job
-        time.sleep(0.05)
 
 
 def test_index_lifecycle_documents_and_jobs(client):

@@ -7,13 +7,14 @@ passed the finiteness check in float64 and was indexed as NaN; a NaN fusion weig
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from foveal.service.settings import ServiceSettings
+
+from tests.service.helpers import wait_done as _wait
 
 DIM = 384  # the default encoder's
 
@@ -49,13 +50,6 @@ def client(engine):
         yield c
 
 
-def _wait(client, job_id, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] == "done" or time.monotonic() > deadline:
-            return job
-        time.sleep(0.05)
 
 
 def test_values_an_index_cannot_hold_are_refused_and_the_index_keeps_serving(client):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from urllib.parse import quote
 from datetime import datetime, timedelta, timezone
 
@@ -21,6 +20,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from foveal.service.settings import ServiceSettings
+
+from tests.service.helpers import wait_done as _wait
 
 DIM = 384  # the default encoder's
 EXAMPLES = 40
@@ -84,13 +85,6 @@ def _body(value) -> dict:
     return {"content": json.dumps(value), "headers": {"content-type": "application/json"}}
 
 
-def _wait(client, job_id, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] == "done" or time.monotonic() > deadline:
-            return job
-        time.sleep(0.02)
 
 
 def _still_serving(client) -> None:
