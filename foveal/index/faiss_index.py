@@ -280,26 +280,22 @@ class FaissVectorIndex:
         """Search ``inner`` (positions), widening efSearch (HNSW) or nprobe (IVF) by 4x until every row has
         ``k`` results or the whole index was in reach."""
         if _is_hnsw(inner):
-            ef = max(self.ef_search, k)
+            # (the breadth to start at, the most there is, the search parameters at a breadth)
+            plan = (max(self.ef_search, k), int(inner.ntotal), lambda n: faiss.SearchParametersHNSW(efSearch=n))
+        elif (ivf := faiss.try_extract_index_ivf(inner)) is not None:
+            plan = (min(self.nprobe, ivf.nlist), int(ivf.nlist), lambda n: faiss.SearchParametersIVF(nprobe=n))
+        else:
+            plan = None
+        if plan is not None:
+            breadth, widest, make_params = plan
             while True:
-                params = faiss.SearchParametersHNSW(efSearch=ef)
+                params = make_params(breadth)
                 if selector is not None:
                     params.sel = selector
                 scores, positions = inner.search(vectors, k, params=params)
-                if (positions >= 0).sum(axis=1).min() >= k or ef >= inner.ntotal:
+                if (positions >= 0).sum(axis=1).min() >= k or breadth >= widest:
                     return scores, positions
-                ef = min(ef * 4, int(inner.ntotal))
-        ivf = faiss.try_extract_index_ivf(inner)
-        if ivf is not None:
-            nprobe = min(self.nprobe, ivf.nlist)
-            while True:
-                params = faiss.SearchParametersIVF(nprobe=nprobe)
-                if selector is not None:
-                    params.sel = selector
-                scores, positions = inner.search(vectors, k, params=params)
-                if (positions >= 0).sum(axis=1).min() >= k or nprobe >= ivf.nlist:
-                    return scores, positions
-                nprobe = min(nprobe * 4, ivf.nlist)
+                breadth = min(breadth * 4, widest)
         if selector is None:
             return inner.search(vectors, k)
         return inner.search(vectors, k, params=faiss.SearchParameters(sel=selector))
