@@ -422,14 +422,15 @@ class CeleryQueue:
 
         job_id = uuid.uuid4().hex
         self.records.create_pending(job_id, index, total, rejected)
+        chunks = {f"{job_id}:{n}": [job_id, f"{job_id}:{n}", index, chunk, instance]
+                  for n, chunk in enumerate(split(documents, self.settings.task_docs))}
         app = get_celery(self.settings)
         try:
+            self.records.record_chunks(job_id, chunks)  # what the reconciler sends again should the broker lose it
             with app.producer_or_acquire() as producer:
-                for n, chunk in enumerate(split(documents, self.settings.task_docs)):
+                for arguments in chunks.values():
                     # send_task returns once Redis has the message; the job is accepted only when all have gone
-                    app.send_task("foveal.ingest_batch", args=[job_id, f"{job_id}:{n}", index, chunk],
-                                  kwargs={"instance": instance}, queue=self.settings.celery_queue,
-                                  producer=producer)
+                    self._send(app, arguments, producer)
         except BaseException:
             try:
                 self.records.discard(job_id)
@@ -438,6 +439,45 @@ class CeleryQueue:
             raise
         self.records.accept(job_id)
         return self.job(job_id)
+
+    def _send(self, app, arguments: list, producer=None) -> None:
+        job_id, task_key, index, chunk, instance = arguments
+        app.send_task("foveal.ingest_batch", args=[job_id, task_key, index, chunk], kwargs={"instance": instance},
+                      queue=self.settings.celery_queue, producer=producer)
+
+    def reconcile(self, now: float | None = None) -> int:
+        """Send again every uncounted task of an accepted job that has shown no sign of life (sent or started) for
+        ``settings.redeliver_after_s``: one the broker lost (see :mod:`foveal.service.redis_jobs`). Only while the
+        queue is empty, so a task merely waiting behind others is never sent twice. Returns how many were sent."""
+        from foveal.service.celery_app import get_celery
+
+        if self.redis.llen(self.settings.celery_queue):
+            return 0
+        now = time.time() if now is None else now
+        app, sent = get_celery(self.settings), 0
+        ids = [raw.decode() for raw in self.redis.zrange(self.records.key("jobs"), -10_000, -1)]
+        with self.redis.pipeline() as pipe:  # one round trip to find the jobs with uncounted tasks
+            for job_id in ids:
+                pipe.hlen(self.records.key("job", job_id, "chunks"))
+            open_jobs = [job_id for job_id, n in zip(ids, pipe.execute() if ids else []) if n]
+        for job_id in open_jobs:
+            chunks, last_seen = self.records.uncounted(job_id)
+            for task_key, arguments in chunks.items():
+                idle = now - last_seen.get(task_key, 0.0)
+                if idle > self.settings.redeliver_after_s:
+                    log.warning("job %s: task %s showed no sign of life for %.0f s (lost by the broker?); sending "
+                                "it again", job_id, task_key, idle)
+                    self._send(app, json.loads(arguments))
+                    self.records.mark_sent(job_id, task_key)
+                    sent += 1
+        return sent
+
+    def _reconcile_loop(self) -> None:
+        while not self._stopping.wait(self.settings.restore_interval_s):
+            try:
+                self.reconcile()
+            except Exception as exc:  # Redis away: /readyz says so; try again next round
+                log.warning("job reconciler: %s: %s", type(exc).__name__, exc)
 
     def job(self, job_id: str) -> dict[str, Any]:
         found = self.records.read(job_id)
@@ -476,9 +516,16 @@ class CeleryQueue:
         self.redis.ping()
 
     def start(self) -> None:
-        pass
+        """Run the reconciler in this (API) process, every ``FOVEAL_RESTORE_INTERVAL_S``."""
+        self._stopping = threading.Event()
+        self._reconciler = threading.Thread(target=self._reconcile_loop, name="foveal-job-reconciler", daemon=True)
+        self._reconciler.start()
 
     def stop(self) -> None:
+        stopping = getattr(self, "_stopping", None)
+        if stopping is not None:
+            stopping.set()
+            self._reconciler.join(timeout=5)
         self.redis.close()
 
 

@@ -9,6 +9,8 @@ Keys (under ``FOVEAL_REDIS_PREFIX``)::
     job:<id>:tasks       set   the task keys already counted (a redelivered task counts once)
     job:<id>:deliveries  hash  how many times each task (per retry) was started (a task whose worker dies each time
                                is given up after FOVEAL_TASK_MAX_DELIVERIES)
+    job:<id>:chunks      hash  task key -> the task's arguments, for every task not counted yet (removed when counted)
+    job:<id>:sent        hash  task key -> when the task was last sent or started (the reconciler reads it)
     jobs                 zset  accepted job ids by creation time (for stats)
     documents_indexed    int
 
@@ -16,6 +18,13 @@ Submission is all-or-nothing as the client sees it: the record is written with `
 every chunk is sent, and only then is it marked accepted (and the 202 sent). When a send fails the record is
 deleted and the POST fails; chunks already sent may still be indexed (idempotently) but count for no job. An API
 process that dies mid-way leaves an unaccepted record that no one can see and that expires.
+
+The job record, not the broker, is the authority on what is left to do. Kombu's Redis transport can lose a message
+when a process is SIGKILLed inside one of its non-atomic moves (BRPOP then the write to ``unacked``; the sweep's
+removal from ``unacked`` then the push back), so every uncounted task keeps its arguments in ``job:<id>:chunks``,
+and the API's reconciler (:meth:`foveal.service.jobs.CeleryQueue.reconcile`) sends again a task that shows no sign
+of life for longer than any live copy could be away (``ServiceSettings.redeliver_after_s``). A task sent twice is
+harmless: writes are idempotent and a task key is counted once.
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ PENDING_TTL_S = 3600
 
 _COMPLETE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('HDEL', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'failed', #ARGV - 4)
@@ -58,7 +69,8 @@ class RedisJobs:
         return self.prefix + ":".join(parts)
 
     def _job_keys(self, job_id: str) -> list[str]:
-        return [self.key("job", job_id, *tail) for tail in ((), ("errors",), ("tasks",), ("deliveries",))]
+        return [self.key("job", job_id, *tail)
+                for tail in ((), ("errors",), ("tasks",), ("deliveries",), ("chunks",), ("sent",))]
 
     # -- the API's side --------------------------------------------------------------------------------------------
     def create_pending(self, job_id: str, index: str, total: int, rejected: list[dict[str, Any]]) -> None:
@@ -71,6 +83,28 @@ class RedisJobs:
             for key in self._job_keys(job_id)[:2]:
                 pipe.expire(key, PENDING_TTL_S)
             pipe.execute()
+
+    def record_chunks(self, job_id: str, chunks: dict[str, list]) -> None:
+        """Keep every task's arguments until it is counted (written before any is sent)."""
+        now = time.time()
+        with self.redis.pipeline() as pipe:
+            pipe.hset(self.key("job", job_id, "chunks"), mapping={k: json.dumps(v) for k, v in chunks.items()})
+            pipe.hset(self.key("job", job_id, "sent"), mapping=dict.fromkeys(chunks, now))
+            for key in self._job_keys(job_id)[4:]:
+                pipe.expire(key, PENDING_TTL_S)
+            pipe.execute()
+
+    def uncounted(self, job_id: str) -> tuple[dict[str, str], dict[str, float]]:
+        """(task key -> arguments as JSON, task key -> when last sent or started) of the job's uncounted tasks."""
+        with self.redis.pipeline() as pipe:
+            pipe.hgetall(self.key("job", job_id, "chunks"))
+            pipe.hgetall(self.key("job", job_id, "sent"))
+            chunks, sent = pipe.execute()
+        return ({k.decode(): v.decode() for k, v in chunks.items()},
+                {k.decode(): float(v) for k, v in sent.items()})
+
+    def mark_sent(self, job_id: str, task_key: str) -> None:
+        self.redis.hset(self.key("job", job_id, "sent"), task_key, time.time())
 
     def accept(self, job_id: str) -> None:
         """Every chunk is queued: the job becomes visible, with its full TTL."""
@@ -102,12 +136,16 @@ class RedisJobs:
         with self.redis.pipeline() as pipe:
             pipe.hincrby(key, f"{task_key}:{retries}", 1)
             pipe.expire(key, self.settings.job_ttl_s)
-            count, _ = pipe.execute()
+            # a sign of life for the reconciler (only for a task still uncounted: HSET on a counted one would
+            # re-create the entry, harmlessly, but keep it out of the hash)
+            if self.redis.hexists(self.key("job", job_id, "chunks"), task_key):
+                pipe.hset(self.key("job", job_id, "sent"), task_key, time.time())
+            count = pipe.execute()[0]
         return int(count)
 
     def complete(self, job_id: str, task_key: str, done: int, errors: list[dict[str, Any]]) -> bool:
         """Count a task once; False when it was counted before (a redelivery) or its job is unknown or expired."""
         keys = [self.key("job", job_id), self.key("job", job_id, "tasks"), self.key("job", job_id, "errors"),
-                self.key("documents_indexed")]
+                self.key("documents_indexed"), self.key("job", job_id, "chunks"), self.key("job", job_id, "sent")]
         args = [task_key, done, time.time(), MAX_JOB_ERRORS, *[json.dumps(e) for e in errors]]
         return self._complete(keys=keys, args=args) == 1

@@ -100,6 +100,15 @@ class ServiceSettings:
     def hard_time_limit_s(self) -> int:
         return self.task_time_limit_s + min(HARD_LIMIT_GRACE_S, max(1, self.task_time_limit_s // 4))
 
+    @property
+    def redeliver_after_s(self) -> int:
+        """How long a Celery task may show no sign of life (neither sent nor started) before the API's reconciler
+        sends it again: past the visibility timeout a message kombu still holds in ``unacked`` has been restored
+        and started (a start is a sign of life), and a running one has met its hard time limit; so only a message
+        the broker lost is older than this (a second copy would still be harmless). 90 + 75 + 2 x 10 = 185 s by
+        default; a lost message waits at most this plus one sweep, once the queue ahead of it has drained."""
+        return self.visibility_timeout_s + self.hard_time_limit_s + 2 * self.restore_interval_s
+
     @classmethod
     def from_env(cls) -> "ServiceSettings":
         queue = os.environ.get("FOVEAL_QUEUE", "embedded").strip().lower() or "embedded"
