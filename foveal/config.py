@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -97,6 +98,11 @@ class EncoderConfig(_Strict):
         return self
 
 
+#: Upper bounds of the per-query FAISS knobs (a larger value only burns CPU): IVF lists probed, HNSW efSearch.
+MAX_NPROBE = 65_536
+MAX_EF_SEARCH = 4096
+
+
 def _default_backend(kind: str, builtin: str) -> str:
     """The backend a new index gets for ``kind`` when its config names none: ``$FOVEAL_DEFAULT_BACKENDS`` is one
     name for every kind (``elasticsearch``) or ``kind=name`` pairs (``vector=faiss,lexical=elasticsearch``)."""
@@ -116,8 +122,8 @@ class VectorConfig(_Strict):
     #: ``auto`` searches a GPU replica when faiss sees a GPU; ``off`` never does.
     gpu: str = Field(default="auto", pattern="^(auto|off)$")
     #: IVF: lists probed per query. HNSW: efSearch.
-    nprobe: int = Field(default=16, ge=1)
-    ef_search: int = Field(default=128, ge=1)
+    nprobe: int = Field(default=16, ge=1, le=MAX_NPROBE)
+    ef_search: int = Field(default=128, ge=1, le=MAX_EF_SEARCH)
 
 
 class LexicalConfig(_Strict):
@@ -224,12 +230,18 @@ class IndexConfig(_Strict):
     }
 
     @classmethod
-    def parse(cls, data: dict[str, Any] | None) -> "IndexConfig":
-        """Build from plain data, turning validation errors into :class:`ConfigError`."""
+    def parse(cls, data: dict[str, Any] | None, *, source: str = "operator") -> "IndexConfig":
+        """Build from plain data, turning validation errors into :class:`ConfigError`. ``source="rest"`` also
+        applies :func:`check_tenant_config`: a REST caller is a tenant, not the operator who writes CLI files."""
         try:
-            return cls.model_validate(data or {})
+            config = cls.model_validate(data or {})
         except ValidationError as exc:
             raise ConfigError(_validation_message(exc)) from exc
+        if source == "rest":
+            check_tenant_config(config)
+        elif source != "operator":
+            raise ValueError(f"unknown config source {source!r}")
+        return config
 
     def build_signature(self) -> dict[str, Any]:
         """The part of the config an index's files depend on."""
@@ -263,6 +275,120 @@ class IndexConfig(_Strict):
                 f"index {index_name!r} was built with another configuration ({'; '.join(diffs)}); "
                 "rebuild it or open it with its own config"
             )
+
+
+# -- what a tenant (a REST caller) may choose -----------------------------------------------------------------
+#: Backends foveal ships, per kind (the same names as foveal.registry's tables, kept here so that checking a
+#: tenant's config imports nothing).
+BUILTIN_BACKENDS: dict[str, frozenset[str]] = {
+    "vector": frozenset({"faiss", "elasticsearch"}),
+    "lexical": frozenset({"tantivy", "elasticsearch"}),
+    "docstore": frozenset({"sqlite", "elasticsearch"}),
+}
+#: The encoder model every index gets unless told otherwise.
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+#: A model or plugin *name*: no separator, no leading dot, so it can never be read as a path.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+#: FAISS factory parts a tenant may use, with the bounds on their numbers (HNSW M, IVF nlist, PQ sub-quantizers).
+_FACTORY_PARTS = {
+    "HNSW": (re.compile(r"^HNSW([0-9]+)(?:_?Flat)?$"), 4, 128),
+    "IVF": (re.compile(r"^IVF([0-9]+)$"), 1, 65_536),
+    "PQ": (re.compile(r"^PQ([0-9]+)(?:x(?:4|8))?$"), 1, 256),
+}
+_FACTORY_PLAIN = {"Flat", "SQ8", "SQ4", "SQfp16"}
+
+
+def allowed_backends(kind: str) -> set[str]:
+    """The backend names a REST caller may pick for ``kind``: foveal's own, plus the operator's plugins listed in
+    ``$FOVEAL_ALLOWED_BACKENDS`` (comma-separated names or ``module:Class`` paths; ``kind=...`` limits one to a
+    kind), plus whatever ``$FOVEAL_DEFAULT_BACKENDS`` gives new indexes."""
+    allowed = set(BUILTIN_BACKENDS[kind]) | {_default_backend(kind, next(iter(BUILTIN_BACKENDS[kind])))}
+    for item in os.environ.get("FOVEAL_ALLOWED_BACKENDS", "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        prefix, sep, name = item.partition("=")
+        if sep and prefix.strip() in BUILTIN_BACKENDS:
+            if prefix.strip() == kind:
+                allowed.add(name.strip())
+        else:
+            allowed.add(item)
+    return allowed
+
+
+def allowed_models() -> set[str]:
+    """Model names a REST caller may use: the default, and each folder in ``$FOVEAL_MODELS_DIR`` (if set)."""
+    names = {DEFAULT_MODEL}
+    root = os.environ.get("FOVEAL_MODELS_DIR")
+    if root and Path(root).is_dir():
+        names |= {p.name for p in Path(root).iterdir() if p.is_dir() and _NAME.match(p.name)}
+    return names
+
+
+def resolve_model_name(name: str) -> str:
+    """What a model name from REST loads: a folder of ``$FOVEAL_MODELS_DIR`` of that name, else the name itself."""
+    root = os.environ.get("FOVEAL_MODELS_DIR")
+    if root and _NAME.match(name) and (Path(root) / name).is_dir():
+        return str(Path(root) / name)
+    return name
+
+
+def check_factory(factory: str, field: str = "vector.factory") -> None:
+    """Refuse a FAISS factory string outside the tenant grammar (``Flat``, ``HNSW<M>``, ``IVF<nlist>,Flat|PQ<m>|SQ8``
+    ...) or with a number outside its range: ``HNSW100000`` would allocate a graph of 100,000 links per node."""
+    parts = factory.split(",")
+    if not 1 <= len(parts) <= 2:
+        raise ConfigError(f"{field}: {factory!r} has {len(parts)} parts; allowed: 1 or 2 (e.g. 'IVF256,PQ16')",
+                          field=field)
+    for part in parts:
+        if part in _FACTORY_PLAIN:
+            continue
+        for kind, (pattern, low, high) in _FACTORY_PARTS.items():
+            match = pattern.match(part)
+            if match:
+                value = int(match.group(1))
+                if not low <= value <= high:
+                    raise ConfigError(f"{field}: {kind} {value} is out of range; allowed: {low}..{high}",
+                                      field=field)
+                break
+        else:
+            raise ConfigError(
+                f"{field}: {part!r} is not allowed over REST; allowed parts: {', '.join(sorted(_FACTORY_PLAIN))}, "
+                "HNSW<4..128>, IVF<1..65536>, PQ<1..256>", field=field,
+            )
+
+
+def check_tenant_config(config: "IndexConfig") -> None:
+    """Raise :class:`ConfigError` (422, naming the field) unless ``config`` holds only what a tenant may choose.
+
+    A REST caller picks tenant data only: no dotted-path backend (that would make the server import and call
+    whatever it names), no filesystem path (a model is a name the operator resolves, and caches stay where the
+    operator put them), no server URL (the operator sets ``$FOVEAL_ES_URL``), and FAISS factories within bounds.
+    CLI config files are the operator's and skip this check."""
+    for kind in BUILTIN_BACKENDS:
+        field = f"{kind}.backend"
+        name = getattr(config, kind).backend
+        allowed = allowed_backends(kind)
+        if name not in allowed:
+            raise ConfigError(
+                f"{field}: {name!r} is not allowed over REST; allowed: {', '.join(sorted(allowed))} "
+                "(the operator may add plugins with FOVEAL_ALLOWED_BACKENDS)", field=field,
+            )
+    models = allowed_models()
+    for field, name, allowed in (("encoder.model", config.encoder.model, models),
+                                 ("rerank.model", config.rerank.model, models - {DEFAULT_MODEL})):
+        if name is not None and name not in allowed:
+            raise ConfigError(
+                f"{field}: {name!r} is not a model name; over REST a model is a name: {', '.join(sorted(allowed)) or 'none'} "
+                "(the operator adds models to FOVEAL_MODELS_DIR)", field=field,
+            )
+    if config.encoder.onnx_cache is not None:
+        raise ConfigError("encoder.onnx_cache: a folder cannot be set over REST (the operator sets FOVEAL_HOME)",
+                          field="encoder.onnx_cache")
+    if config.elasticsearch.url is not None:
+        raise ConfigError("elasticsearch.url: a server cannot be set over REST (the operator sets FOVEAL_ES_URL)",
+                          field="elasticsearch.url")
+    check_factory(config.vector.factory)
 
 
 def _validation_message(exc: ValidationError) -> str:

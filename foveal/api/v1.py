@@ -132,7 +132,8 @@ class DocumentOut(BaseModel):
 async def create_index(body: CreateIndex, request: Request) -> IndexSummary:
     """Create an index with its config (validated; unknown keys are refused). 409 when it exists."""
     engine = request.app.state.engine
-    config = IndexConfig.parse(body.config) if body.config is not None else None
+    # a REST caller is a tenant: no dotted-path backends, paths, server URLs or unbounded factories
+    config = IndexConfig.parse(body.config, source="rest") if body.config is not None else None
     collection = await run_in_threadpool(engine.create_index, body.name, config)
     return IndexSummary(name=body.name, documents=collection.store.count())
 

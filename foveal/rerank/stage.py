@@ -46,7 +46,9 @@ def model_path(config: RerankConfig) -> Path | None:
     raw = config.model or os.environ.get(MODEL_ENV)
     if not raw:
         return None
-    path = Path(raw).expanduser()
+    from foveal.config import resolve_model_name  # a name of $FOVEAL_MODELS_DIR (what REST callers pick)
+
+    path = Path(resolve_model_name(raw)).expanduser()
     from foveal.rerank.pyramid import CONFIG_FILE, WEIGHTS_FILE
 
     if (path / CONFIG_FILE).exists() and (path / WEIGHTS_FILE).exists():
