@@ -371,7 +371,7 @@ def check_tenant_config(config: "IndexConfig") -> None:
         allowed = allowed_backends(kind)
         if name not in allowed:
             raise ConfigError(
-                f"{field}: {name!r} is not allowed over REST; allowed: {', '.join(sorted(allowed))} "
+                f"{field}: {kind} backend {name!r} is not allowed over REST; allowed: {', '.join(sorted(allowed))} "
                 "(the operator may add plugins with FOVEAL_ALLOWED_BACKENDS)", field=field,
             )
     models = allowed_models()
@@ -379,8 +379,8 @@ def check_tenant_config(config: "IndexConfig") -> None:
                                  ("rerank.model", config.rerank.model, models - {DEFAULT_MODEL})):
         if name is not None and name not in allowed:
             raise ConfigError(
-                f"{field}: {name!r} is not a model name; over REST a model is a name: {', '.join(sorted(allowed)) or 'none'} "
-                "(the operator adds models to FOVEAL_MODELS_DIR)", field=field,
+                f"{field}: {name!r} is not a model name; over REST a model is a name: "
+                f"{', '.join(sorted(allowed)) or 'none'} (the operator adds models to FOVEAL_MODELS_DIR)", field=field,
             )
     if config.encoder.onnx_cache is not None:
         raise ConfigError("encoder.onnx_cache: a folder cannot be set over REST (the operator sets FOVEAL_HOME)",
