@@ -59,10 +59,14 @@ def test_builtins_print_is_not_called(client, monkeypatch):
     assert calls == []
 
 
-def test_operator_allow_list_admits_a_plugin_name(client, monkeypatch):
-    monkeypatch.setenv("FOVEAL_ALLOWED_BACKENDS", "docstore=sqlite")
-    assert client.post("/v1/indexes", json={"name": "ok", "config": {"docstore": {"backend": "sqlite"}}}
-                       ).status_code == 201
+def test_operator_allow_list_admits_a_plugin(client, monkeypatch):
+    plugin = {"docstore": {"backend": "foveal.index.sqlite_store:SqliteDocStore"}}
+    _refused(client, plugin, "docstore.backend")
+    monkeypatch.setenv("FOVEAL_ALLOWED_BACKENDS", "docstore=foveal.index.sqlite_store:SqliteDocStore")
+    assert client.post("/v1/indexes", json={"name": "ok", "config": plugin}).status_code == 201
+    _refused_elsewhere = {"lexical": {"backend": "foveal.index.sqlite_store:SqliteDocStore"}}
+    response = client.post("/v1/indexes", json={"name": "t2", "config": _refused_elsewhere})
+    assert response.status_code == 422 and "lexical.backend" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("config, field", [
