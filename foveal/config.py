@@ -131,8 +131,8 @@ class LexicalConfig(_Strict):
     language: str = "english"
     stemming: bool = True
     stopwords: bool = True
-    title_boost: float = Field(default=1.0, ge=0.0)
-    text_boost: float = Field(default=1.0, ge=0.0)
+    title_boost: float = Field(default=1.0, ge=0.0, le=100.0)
+    text_boost: float = Field(default=1.0, ge=0.0, le=100.0)
 
 
 class DocStoreConfig(_Strict):
@@ -161,7 +161,7 @@ class FusionConfig(_Strict):
 
     method: FusionMethod = FusionMethod.linear
     #: RRF's rank constant.
-    rank_constant: int = Field(default=60, ge=0)
+    rank_constant: int = Field(default=60, ge=0, le=100_000)
     #: Per-retriever weights (``bm25``, ``dense``).
     weights: dict[str, float] = Field(default_factory=lambda: {"bm25": 1.0, "dense": 1.0})
     #: How many candidates each retriever contributes before fusion.
@@ -199,7 +199,7 @@ class RerankConfig(_Strict):
     #: How many first-stage candidates are rescored; the rest keep their first-stage order below them.
     window: int = Field(default=50, ge=1, le=1000)
     #: Stop scoring further batches once this much time is spent (the rest keep first-stage order); None: no limit.
-    budget_ms: float | None = Field(default=None, gt=0)
+    budget_ms: float | None = Field(default=None, gt=0, le=600_000)
     batch_size: int = Field(default=16, ge=1, le=1024)
     #: Override the saved split (lower layers run on the two parts apart); None: as trained.
     lower_layers: int | None = Field(default=None, ge=0, le=48)

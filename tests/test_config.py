@@ -61,3 +61,17 @@ def test_unknown_backend_lists_the_known_ones(tmp_path, section):
 def test_nan_and_infinity_are_refused_in_every_setting(data, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         IndexConfig.parse(data)
+
+
+@pytest.mark.parametrize("section, field, value", [
+    ("lexical", "title_boost", 1e9), ("lexical", "text_boost", 1e9),
+    ("fusion", "rank_constant", 10**12), ("rerank", "budget_ms", 1e12),
+])
+def test_numeric_knobs_are_bounded(section, field, value):
+    """Found by the safe-config work: these had no upper bound (a tenant could send 1e12)."""
+    from foveal.config import IndexConfig
+    from foveal.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        IndexConfig.parse({section: {field: value}})
+    assert field in str(refused.value)
