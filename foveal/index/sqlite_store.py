@@ -158,30 +158,18 @@ class SqliteDocStore:
 
     def iter_documents(self, batch: int = 1000) -> Iterator[list[StoredDocument]]:
         """Every document, ``batch`` at a time in doc_key order (what a derived index is rebuilt from)."""
-        conn = self._connect()
-        last = -1
-        while True:
-            rows = conn.execute(
-                "SELECT doc_key, id, title, text, metadata, timestamp, content_hash, passages, n_tokens "
-                "FROM documents WHERE doc_key > ? ORDER BY doc_key LIMIT ?",
-                (last, batch),
-            ).fetchall()
-            if not rows:
-                return
-            last = rows[-1][0]
+        for rows in _keyset_pages(
+            self._connect(),
+            "SELECT doc_key, id, title, text, metadata, timestamp, content_hash, passages, n_tokens "
+            "FROM documents WHERE doc_key > ? ORDER BY doc_key LIMIT ?", -1, batch,
+        ):
             yield [_stored(row) for row in rows]
 
     def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        conn = self._connect()
-        last = -1
-        while True:
-            rows = conn.execute(
-                "SELECT passage_id, vector FROM vectors WHERE passage_id > ? ORDER BY passage_id LIMIT ?",
-                (last, batch),
-            ).fetchall()
-            if not rows:
-                return
-            last = rows[-1][0]
+        for rows in _keyset_pages(
+            self._connect(), "SELECT passage_id, vector FROM vectors WHERE passage_id > ? ORDER BY passage_id LIMIT ?",
+            -1, batch,
+        ):
             yield _unpack([r[0] for r in rows], [r[1] for r in rows])
 
     def filter_keys(self, ids=None, metadata=None, time_bounds=None) -> set[int]:
@@ -385,3 +373,14 @@ def _unpack(ids: list[int], blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _keyset_pages(conn: sqlite3.Connection, sql: str, after: int, batch: int) -> Iterator[list[tuple]]:
+    """Rows of ``sql`` (``... WHERE key > ? ORDER BY key LIMIT ?``, the key first in each row) ``batch`` at a time,
+    each page starting after the last key of the one before (keyset paging: no OFFSET rescans)."""
+    while True:
+        rows = conn.execute(sql, (after, batch)).fetchall()
+        if not rows:
+            return
+        yield rows
+        after = rows[-1][0]

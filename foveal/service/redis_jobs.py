@@ -136,10 +136,9 @@ class RedisJobs:
         with self.redis.pipeline() as pipe:
             pipe.hincrby(key, f"{task_key}:{retries}", 1)
             pipe.expire(key, self.settings.job_ttl_s)
-            # a sign of life for the reconciler (only for a task still uncounted: HSET on a counted one would
-            # re-create the entry, harmlessly, but keep it out of the hash)
-            if self.redis.hexists(self.key("job", job_id, "chunks"), task_key):
-                pipe.hset(self.key("job", job_id, "sent"), task_key, time.time())
+            # a sign of life for the reconciler (which reads only the tasks still in ``chunks``, so an entry left by
+            # a redelivery of a counted task is never acted on; it expires with the job)
+            pipe.hset(self.key("job", job_id, "sent"), task_key, time.time())
             count = pipe.execute()[0]
         return int(count)
 
