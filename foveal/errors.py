@@ -13,10 +13,13 @@
     │   ├── IncompatibleIndexError   an index folder built with another config than the one asked for
     │   └── IndexLockedError         another process already writes this index
     ├── ConfigError                  a configuration value is wrong (lists the allowed values)
-    ├── BackendUnavailableError      a server-side backend (Elasticsearch) cannot be reached or failed -> HTTP 503
+    ├── BackendUnavailableError      a server-side backend (Elasticsearch, Redis) cannot be reached or failed -> 503
+    ├── OverloadedError              too much at once: ingest backpressure (queue depth, free disk)   -> HTTP 503
+    ├── RateLimitedError             a key's request rate or concurrent-run quota is spent          -> HTTP 429
     └── IndexDamagedError            an index that cannot be trusted (its document store failed its check, or is
                                      behind what its derived indexes recorded); refused, named   -> HTTP 503
 
+An error whose ``details`` carry ``retry_after`` (seconds) is answered with a ``Retry-After`` header.
 The API maps these to HTTP statuses in one place (``foveal.api.app``); the CLI prints their message.
 """
 
@@ -97,3 +100,16 @@ class IndexDamagedError(FovealError):
     for damage: they are rebuilt from the store."""
 
     status_code = 503
+
+
+class OverloadedError(FovealError):
+    """The service refuses more work for now (ingest queue too deep, disk nearly full); ``retry_after`` in
+    seconds is in its details and becomes the ``Retry-After`` header."""
+
+    status_code = 503
+
+
+class RateLimitedError(FovealError):
+    """A key sent more than its share (requests per second, concurrent agent runs); ``retry_after`` in details."""
+
+    status_code = 429

@@ -36,7 +36,12 @@ log = logging.getLogger("foveal.api")
 
 
 def _error(status: int, kind: str, message: str, details: object = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message, "details": details}})
+    headers = None
+    if isinstance(details, dict) and isinstance(details.get("retry_after"), (int, float)):
+        # 429 and 503 say when to come back (RFC 9110 Retry-After, whole seconds)
+        headers = {"Retry-After": str(max(1, int(round(details["retry_after"]))))}
+    return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message, "details": details}},
+                        headers=headers)
 
 
 def create_app(
