@@ -6,7 +6,7 @@
     foveal search "protein folding" --index papers [--k 10] [--pipeline hybrid] [--json]
     foveal run --index papers --queries queries.jsonl --out run.trec [--k 100]
     foveal eval --run run.trec --qrels qrels/test.tsv
-    foveal serve [--host 127.0.0.1] [--port 8000]
+    foveal serve [--host 127.0.0.1] [--port 8000]          # other hosts need API keys (README: Securing foveal)
     foveal worker [--concurrency 1] [--queues foveal-ingest]   # ingest worker (Celery with FOVEAL_QUEUE=celery)
     foveal ask "QUESTION" --index papers [--planner rule|llm] [--json]
     foveal stats --index papers                          # counts in every store, log position, config (JSON)
@@ -274,13 +274,18 @@ def serve(
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000, min=1, max=65535),
 ) -> None:
-    """Serve the REST API."""
+    """Serve the REST API. Without API keys (FOVEAL_API_KEYS / FOVEAL_API_KEYS_FILE) only on a loopback address,
+    unless FOVEAL_ALLOW_OPEN=1."""
     import uvicorn
 
     from foveal.api.app import create_app
+    from foveal.api.auth import check_binding
+    from foveal.service.settings import ServiceSettings
 
     try:
-        application = create_app()
+        settings = ServiceSettings.from_env()
+        check_binding(host, settings)  # before any model or index is loaded
+        application = create_app(settings=settings)
     except FovealError as exc:
         _fail(exc.message)
     uvicorn.run(application, host=host, port=port, log_level="info")

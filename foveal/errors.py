@@ -16,6 +16,8 @@
     ├── BackendUnavailableError      a server-side backend (Elasticsearch, Redis) cannot be reached or failed -> 503
     ├── OverloadedError              too much at once: ingest backpressure (queue depth, free disk)   -> HTTP 503
     ├── RateLimitedError             a key's request rate or concurrent-run quota is spent          -> HTTP 429
+    ├── AuthenticationError          no API key, or one that is not configured                      -> HTTP 401
+    ├── PermissionDeniedError        the key lacks the route's scope or may not use that index      -> HTTP 403
     └── IndexDamagedError            an index that cannot be trusted (its document store failed its check, or is
                                      behind what its derived indexes recorded); refused, named   -> HTTP 503
 
@@ -113,3 +115,22 @@ class RateLimitedError(FovealError):
     """A key sent more than its share (requests per second, concurrent agent runs); ``retry_after`` in details."""
 
     status_code = 429
+
+
+class AuthenticationError(FovealError):
+    """No API key, or one the server does not know; answered with ``WWW-Authenticate: Bearer``."""
+
+    status_code = 401
+
+    @property
+    def headers(self) -> dict[str, str]:
+        # RFC 6750 section 3: a request with a wrong token is told so; one without is only told the scheme
+        if self.details.get("invalid"):
+            return {"WWW-Authenticate": 'Bearer realm="foveal", error="invalid_token"'}
+        return {"WWW-Authenticate": 'Bearer realm="foveal"'}
+
+
+class PermissionDeniedError(FovealError):
+    """The key is valid but lacks the route's scope, or is limited to other indexes."""
+
+    status_code = 403

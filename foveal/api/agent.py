@@ -19,13 +19,14 @@ import contextlib
 import json
 from typing import Any, AsyncIterator, Callable, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from foveal.agents import AgentSettings, build_agent
 from foveal.agents.executor import Event
+from foveal.api.auth import agent_run, check_index, require
 from foveal.engine import Engine
 
 #: Seconds between checks that the client is still there.
@@ -54,6 +55,21 @@ def format_event(event: Event) -> bytes:
     return f"event: {event['event']}\ndata: {json.dumps(event['data'], ensure_ascii=False)}\n\n".encode()
 
 
+class _RunStream(StreamingResponse):
+    """Releases the key's agent-run slot when the response ends, also when the stream never started (a client
+    gone before the first byte: the generator's ``finally`` would then never run)."""
+
+    def __init__(self, content, release, **kwargs) -> None:
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
 def create_agent_router(get_engine: Callable[[], Engine]) -> APIRouter:
     """The router; ``get_engine`` returns the app's engine (it exists only once the app has started)."""
     router = APIRouter(tags=["agent"])
@@ -62,14 +78,21 @@ def create_agent_router(get_engine: Callable[[], Engine]) -> APIRouter:
         "/v1/agent/ask",
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}}, "description": "graph, node, error, final events"}},
+        dependencies=[Depends(require("read"))],
     )
     async def ask(body: AskRequest, request: Request) -> StreamingResponse:
         """Plan sub-questions, search them in parallel, and stream the graph and the cited answer (SSE)."""
+        check_index(request, body.index)
         pipeline = await run_in_threadpool(get_engine().pipeline, body.index)  # unknown index -> 404 now
         settings = AgentSettings(concurrency=body.concurrency, node_timeout=body.node_timeout,
                                  max_rounds=body.max_rounds)
-        agent = build_agent(pipeline, planner=body.planner, searcher=body.searcher, settings=settings,
-                            select=body.select)
+        release = agent_run(request)  # 429 over FOVEAL_MAX_AGENT_RUNS for this key
+        try:
+            agent = build_agent(pipeline, planner=body.planner, searcher=body.searcher, settings=settings,
+                                select=body.select)
+        except BaseException:
+            release()
+            raise
 
         async def events() -> AsyncIterator[bytes]:
             stream = agent.stream(body.question)
@@ -94,8 +117,9 @@ def create_agent_router(get_engine: Callable[[], Engine]) -> APIRouter:
                         await step
                 await stream.aclose()
                 agent.close()
+                release()
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        return _RunStream(events(), release, media_type="text/event-stream",
+                          headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
     return router

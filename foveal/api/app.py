@@ -16,7 +16,7 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Path as PathParam, Request
+from fastapi import Depends, FastAPI, Path as PathParam, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -27,7 +27,7 @@ from foveal.engine import Engine
 from foveal.registry import preload_models
 from foveal.errors import FovealError
 from foveal.pipeline.request import SearchRequest, SearchResponse
-from foveal.api import ops, v1
+from foveal.api import auth, ops, v1
 from foveal.service.jobs import make_queue
 from foveal.service.settings import ServiceSettings
 
@@ -75,7 +75,9 @@ def create_app(
 
     @app.exception_handler(FovealError)
     async def foveal_error(_request: Request, exc: FovealError):
-        return _error(exc.status_code, type(exc).__name__, exc.message, exc.details or None)
+        response = _error(exc.status_code, type(exc).__name__, exc.message, exc.details or None)
+        response.headers.update(getattr(exc, "headers", None) or {})  # WWW-Authenticate on a 401
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception):
@@ -93,6 +95,7 @@ def create_app(
         return _error(422, "InvalidInputError", f"invalid request: {summary}", problems)
 
     v1.install_request_limit(app, settings)
+    auth.install(app, settings)
     ops.install_metrics(app)
     app.include_router(ops.router)
     app.include_router(v1.router)
@@ -102,7 +105,8 @@ def create_app(
         """Liveness: the process answers."""
         return {"status": "ok", "version": __version__}
 
-    @app.post("/v1/indexes/{name}/search", response_model=SearchResponse, tags=["search"])
+    @app.post("/v1/indexes/{name}/search", response_model=SearchResponse, tags=["search"],
+              dependencies=[Depends(auth.require("read"))])
     async def search(body: SearchRequest, name: str = INDEX_NAME) -> SearchResponse:
         """Search one index with BM25, dense retrieval or both (fused). Every hit carries its evidence."""
         return await run_in_threadpool(state["engine"].search, name, body)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from foveal.api.auth import require, shows_ops_details
 from foveal.errors import IndexDamagedError
 
 router = APIRouter()
@@ -80,8 +81,12 @@ async def readyz(request: Request):
     """Ready: the queue backend (SQLite, or Redis with FOVEAL_QUEUE=celery) and every index's stores answer.
     503 with the failing checks otherwise. An index refused as damaged (:class:`IndexDamagedError`: its store
     cannot be trusted) is listed as ``refused`` but keeps the server ready: the other indexes serve, and a load
-    balancer must not pull them because one index needs an operator."""
+    balancer must not pull them because one index needs an operator.
+
+    Without a key (when keys are configured) only ``status`` is answered: the checks name every index and its
+    failure; they need an admin key for all indexes, or FOVEAL_OPEN_OPS=1."""
     state = request.app.state
+    details = shows_ops_details(request)  # a wrong key is a 401 here too
 
     def check() -> dict[str, str]:
         checks: dict[str, str] = {}
@@ -113,12 +118,15 @@ async def readyz(request: Request):
 
     checks = await run_in_threadpool(check)
     ready = all(v == "ok" or v.startswith("refused: ") for v in checks.values())
-    return JSONResponse(status_code=200 if ready else 503,
-                        content={"status": "ready" if ready else "unavailable", "checks": checks})
+    content: dict = {"status": "ready" if ready else "unavailable"}
+    if details:
+        content["checks"] = checks
+    return JSONResponse(status_code=200 if ready else 503, content=content)
 
 
-@router.get("/metrics", tags=["health"])
+@router.get("/metrics", tags=["health"], dependencies=[Depends(require("read", ops=True))])
 async def metrics(request: Request) -> Response:
-    """Prometheus text format."""
+    """Prometheus text format. Needs a read key for all indexes (the series name every index), unless
+    FOVEAL_OPEN_OPS=1."""
     body = await run_in_threadpool(generate_latest, request.app.state.metrics_registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Path as PathParam, Request, Response
+from fastapi import APIRouter, Depends, Path as PathParam, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from foveal.api.auth import allowed_indexes, check_index, require
 from foveal.config import IndexConfig
 from foveal.documents import MAX_ID_CHARS, parse_document
 from foveal.errors import DocumentError, DocumentNotFoundError, FovealError
@@ -22,6 +23,9 @@ DOC_ID = PathParam(min_length=1, max_length=MAX_ID_CHARS, description="Document 
 JOB_ID = PathParam(pattern=r"^[0-9a-f]{32}$", description="Job id, as returned by a document upsert.")
 
 router = APIRouter(prefix="/v1")
+READ = [Depends(require("read"))]
+WRITE = [Depends(require("write"))]
+ADMIN = [Depends(require("admin"))]
 
 
 class PayloadTooLargeError(FovealError):
@@ -128,9 +132,10 @@ class DocumentOut(BaseModel):
 
 
 # -- indexes -----------------------------------------------------------------------------------------------------
-@router.post("/indexes", status_code=201, tags=["indexes"], response_model=IndexSummary)
+@router.post("/indexes", status_code=201, tags=["indexes"], response_model=IndexSummary, dependencies=ADMIN)
 async def create_index(body: CreateIndex, request: Request) -> IndexSummary:
     """Create an index with its config (validated; unknown keys are refused). 409 when it exists."""
+    check_index(request, body.name)  # a key limited to some indexes creates only those
     engine = request.app.state.engine
     # a REST caller is a tenant: no dotted-path backends, paths, server URLs or unbounded factories
     config = IndexConfig.parse(body.config, source="rest") if body.config is not None else None
@@ -138,13 +143,17 @@ async def create_index(body: CreateIndex, request: Request) -> IndexSummary:
     return IndexSummary(name=body.name, documents=collection.store.count())
 
 
-@router.get("/indexes", tags=["indexes"], response_model=list[IndexSummary], response_model_exclude_none=True)
+@router.get("/indexes", tags=["indexes"], response_model=list[IndexSummary], response_model_exclude_none=True,
+            dependencies=READ)
 def list_indexes(request: Request) -> list[IndexSummary]:
     """Every index with its document count. One that cannot be opened is listed with its ``error`` instead, so a
     damaged index never hides the others."""
     engine = request.app.state.engine
+    allowed = allowed_indexes(request)
     summaries = []
     for name in engine.list_indexes():
+        if allowed is not None and name not in allowed:
+            continue
         try:
             summaries.append(IndexSummary(name=name, documents=engine.get(name).store.count()))
         except Exception as exc:  # noqa: BLE001 - reported in the listing, not raised
@@ -153,7 +162,7 @@ def list_indexes(request: Request) -> list[IndexSummary]:
     return summaries
 
 
-@router.get("/indexes/{name}", tags=["indexes"])
+@router.get("/indexes/{name}", tags=["indexes"], dependencies=READ)
 def index_stats(request: Request, name: str = INDEX_NAME) -> dict[str, Any]:
     """Counts in every store (documents, passages, vectors, lexical documents), change-log position, config."""
     collection = request.app.state.engine.get(name)
@@ -161,7 +170,7 @@ def index_stats(request: Request, name: str = INDEX_NAME) -> dict[str, Any]:
     return collection.stats()
 
 
-@router.delete("/indexes/{name}", tags=["indexes"])
+@router.delete("/indexes/{name}", tags=["indexes"], dependencies=ADMIN)
 async def delete_index(request: Request, name: str = INDEX_NAME) -> dict[str, str]:
     """Delete an index and its files. Its queued batches end with their documents failed ("index deleted"); a
     batch already running is refused under the index's write lock (its job reports the same)."""
@@ -183,7 +192,8 @@ def _instance_of(engine, name: str) -> str | None:
 
 
 # -- documents ---------------------------------------------------------------------------------------------------
-@router.post("/indexes/{name}/documents", status_code=202, tags=["documents"], response_model=JobAccepted)
+@router.post("/indexes/{name}/documents", status_code=202, tags=["documents"], response_model=JobAccepted,
+             dependencies=WRITE)
 async def upsert_documents(body: UpsertDocuments, request: Request, response: Response,
                            name: str = INDEX_NAME) -> JobAccepted:
     """Queue a batch of documents for indexing. Answered 202 once the batch is durably queued; follow the job at
@@ -219,7 +229,7 @@ async def upsert_documents(body: UpsertDocuments, request: Request, response: Re
 
 
 @router.get("/indexes/{name}/documents/{doc_id}", tags=["documents"], response_model=DocumentOut,
-            response_model_by_alias=True)
+            response_model_by_alias=True, dependencies=READ)
 def get_document(request: Request, name: str = INDEX_NAME, doc_id: str = DOC_ID) -> DocumentOut:
     """One document as stored (committed writes only)."""
     from foveal.documents import format_timestamp
@@ -232,7 +242,7 @@ def get_document(request: Request, name: str = INDEX_NAME, doc_id: str = DOC_ID)
                        timestamp=format_timestamp(doc.timestamp), passages=len(doc.passages))
 
 
-@router.delete("/indexes/{name}/documents/{doc_id}", tags=["documents"])
+@router.delete("/indexes/{name}/documents/{doc_id}", tags=["documents"], dependencies=WRITE)
 async def delete_document(request: Request, name: str = INDEX_NAME, doc_id: str = DOC_ID) -> dict[str, str]:
     """Delete one document from every store (committed when this returns)."""
     collection = request.app.state.engine.get(name)
@@ -243,7 +253,9 @@ async def delete_document(request: Request, name: str = INDEX_NAME, doc_id: str 
 
 
 # -- jobs --------------------------------------------------------------------------------------------------------
-@router.get("/jobs/{job_id}", tags=["jobs"], response_model=Job)
+@router.get("/jobs/{job_id}", tags=["jobs"], response_model=Job, dependencies=WRITE)
 async def get_job(request: Request, job_id: str = JOB_ID) -> dict[str, Any]:
     """Progress of an ingest job: state, counts, and the reason for every refused document."""
-    return await run_in_threadpool(request.app.state.queue.job, job_id)
+    job = await run_in_threadpool(request.app.state.queue.job, job_id)
+    check_index(request, job["index"])  # a key limited to some indexes follows only their jobs
+    return job

@@ -30,6 +30,20 @@ variable                        default                      meaning
                                                              claimed again once the lease runs out
 ``FOVEAL_TASK_MAX_RETRIES``     ``8``                        retries (exponential backoff) before a batch fails
 ``FOVEAL_JOB_TTL_S``            ``604800``                   how long job records are kept (7 days)
+``FOVEAL_API_KEYS``             (none)                       API keys, ``NAME SCOPES SECRET [INDEXES]`` entries
+                                                             separated by ``;`` or newlines (see
+                                                             :mod:`foveal.api.auth`); none: the API is open
+``FOVEAL_API_KEYS_FILE``        (none)                       a file of such entries, one a line, ``#`` comments;
+                                                             re-read when it changes (rotation without restart)
+``FOVEAL_ALLOW_OPEN``           ``0``                        ``1``: ``foveal serve`` may bind a non-loopback
+                                                             address without keys (dangerous: only behind
+                                                             something that authenticates)
+``FOVEAL_OPEN_OPS``             ``0``                        ``1``: ``/metrics`` and ``/readyz``'s checks need no key
+``FOVEAL_CORS_ORIGINS``         (none: closed)               comma-separated origins browsers may call from
+                                                             (``*``: any)
+``FOVEAL_RATE_LIMIT_RPS``       ``0`` (off)                  requests a second per key (bursts of twice that);
+                                                             429 with ``Retry-After`` above
+``FOVEAL_MAX_AGENT_RUNS``       ``2``                        concurrent agent runs per key (429 above; 0: no limit)
 ==============================  ===========================  ======================================================
 
 ``FOVEAL_DEBUG_INGEST_SLEEP_S`` is a test hook only: a worker sleeps that long per document before it commits a
@@ -50,7 +64,7 @@ Size ``FOVEAL_TASK_DOCS`` so one task takes well under the time limit on your ha
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from foveal.errors import ConfigError
 
@@ -77,6 +91,28 @@ def _int(name: str, default: int, low: int = 0) -> int:
     return value
 
 
+def _float(name: str, default: float, low: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not value >= low or value == float("inf"):
+        raise ConfigError(f"{name}={raw} must be a finite number of at least {low:g}")
+    return value
+
+
+def _bool(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r}; allowed: 1 or 0 (true/false, yes/no, on/off)")
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
     queue: str = "embedded"
@@ -95,6 +131,14 @@ class ServiceSettings:
     lease_s: int = 30
     task_max_retries: int = 8
     job_ttl_s: int = 7 * 24 * 3600
+    # access (foveal.api.auth); the key entries may hold secrets: kept out of repr
+    api_keys: str = field(default="", repr=False)
+    api_keys_file: str = ""
+    allow_open: bool = False
+    open_ops: bool = False
+    cors_origins: tuple[str, ...] = ()
+    rate_limit_rps: float = 0.0
+    max_agent_runs: int = 2
 
     @property
     def hard_time_limit_s(self) -> int:
@@ -135,4 +179,11 @@ class ServiceSettings:
             lease_s=_int("FOVEAL_LEASE_S", 30, 1),
             task_max_retries=_int("FOVEAL_TASK_MAX_RETRIES", 8),
             job_ttl_s=_int("FOVEAL_JOB_TTL_S", 7 * 24 * 3600, 1),
+            api_keys=os.environ.get("FOVEAL_API_KEYS", ""),
+            api_keys_file=os.environ.get("FOVEAL_API_KEYS_FILE", "").strip(),
+            allow_open=_bool("FOVEAL_ALLOW_OPEN"),
+            open_ops=_bool("FOVEAL_OPEN_OPS"),
+            cors_origins=tuple(o.strip() for o in os.environ.get("FOVEAL_CORS_ORIGINS", "").split(",") if o.strip()),
+            rate_limit_rps=_float("FOVEAL_RATE_LIMIT_RPS", 0.0),
+            max_agent_runs=_int("FOVEAL_MAX_AGENT_RUNS", 2),
         )
