@@ -387,11 +387,51 @@ def agent_run(request: Request) -> Callable[[], None]:
 
 
 # -- the app and the process -------------------------------------------------------------------------------------
+class _Gate:
+    """Refuses a request without a valid key (401) or over its key's rate (429) before its body is read: FastAPI
+    parses a JSON body before it runs a route's dependencies, so without this gate anyone who reaches the port
+    could make the server parse request bodies. Scopes and indexes are checked by :func:`require`, which reuses
+    the key found here. Paths that let a caller in without a key (``/healthz``, ``/readyz``, the OpenAPI document
+    and ``/docs``, ``/metrics`` with FOVEAL_OPEN_OPS) and CORS preflights pass through."""
+
+    def __init__(self, app, fastapi: FastAPI, settings) -> None:
+        self.app = app
+        self.public = {fastapi.openapi_url, fastapi.docs_url, fastapi.redoc_url,
+                       fastapi.swagger_ui_oauth2_redirect_url, "/healthz", "/readyz"} - {None}
+        if settings.open_ops:
+            self.public.add("/metrics")
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] != "OPTIONS" and scope["path"] not in self.public:
+            request = Request(scope)
+            try:
+                authenticate(request)
+            except FovealError as exc:
+                await _refusal(exc)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _refusal(exc: FovealError):
+    """The error envelope for a refusal raised outside the routes (the app's handlers do not see these)."""
+    from fastapi.responses import JSONResponse
+
+    headers = dict(getattr(exc, "headers", None) or {})
+    retry = exc.details.get("retry_after")
+    if isinstance(retry, (int, float)):
+        headers["Retry-After"] = str(max(1, math.ceil(retry)))
+    return JSONResponse(status_code=exc.status_code, headers=headers, content={
+        "error": {"type": type(exc).__name__, "message": exc.message, "details": exc.details or None}})
+
+
 def install(app: FastAPI, settings) -> None:
-    """Keys, limiters and CORS on ``app`` (a bad key entry raises ConfigError here, before the server starts)."""
+    """Keys, limiters, the gate and CORS on ``app`` (a bad key entry raises ConfigError here, before the server
+    starts). Call it after the middlewares that should run after authentication (the body limit) and before those
+    that should see every request (metrics): CORS is outside the gate, so a refusal still carries its headers."""
     app.state.keyring = KeyRing(settings.api_keys, settings.api_keys_file or None)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_rps)
     app.state.agent_runs = RunLimiter(settings.max_agent_runs)
+    app.add_middleware(_Gate, fastapi=app, settings=settings)
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 

@@ -40,15 +40,29 @@ class Clock:
         return self.now
 
 
-def _app(engine, **settings):
-    from foveal.api.app import create_app
-
-    return create_app(engine, settings=ServiceSettings(**settings))
+ENV = {"api_keys": "FOVEAL_API_KEYS", "api_keys_file": "FOVEAL_API_KEYS_FILE", "open_ops": "FOVEAL_OPEN_OPS",
+       "cors_origins": "FOVEAL_CORS_ORIGINS", "rate_limit_rps": "FOVEAL_RATE_LIMIT_RPS",
+       "max_agent_runs": "FOVEAL_MAX_AGENT_RUNS"}
 
 
 @pytest.fixture()
-def client(engine, tiny):
-    with TestClient(_app(engine, api_keys=KEYS)) as c:
+def make_app(engine, monkeypatch):
+    """``make_app(api_keys=..., ...)``: the app as an operator configures it, through the environment."""
+    from foveal.api.app import create_app
+
+    def make(**settings):
+        for field, variable in ENV.items():
+            monkeypatch.delenv(variable, raising=False)
+        for field, value in settings.items():
+            monkeypatch.setenv(ENV[field], "1" if value is True else str(value))
+        return create_app(engine, settings=ServiceSettings.from_env())
+
+    return make
+
+
+@pytest.fixture()
+def client(make_app, tiny):
+    with TestClient(make_app(api_keys=KEYS)) as c:
         yield c
 
 
@@ -89,9 +103,9 @@ def test_key_entries_parse_hash_and_refuse_clearly(tmp_path):
         KeyRing("", tmp_path / "missing")
 
 
-def test_bad_key_settings_refuse_to_create_the_app(engine, monkeypatch):
+def test_bad_key_settings_refuse_to_create_the_app(make_app, monkeypatch):
     with pytest.raises(ConfigError, match="scopes"):
-        _app(engine, api_keys="ci reed sk-very-secret-1")
+        make_app(api_keys="ci reed sk-very-secret-1")
     monkeypatch.setenv("FOVEAL_RATE_LIMIT_RPS", "fast")
     with pytest.raises(ConfigError, match="FOVEAL_RATE_LIMIT_RPS"):
         ServiceSettings.from_env()
@@ -151,10 +165,22 @@ def test_every_route_needs_a_key_with_its_scope(client, method, path, body, scop
                 assert error["type"] == "PermissionDeniedError" and repr(scope) in error["message"]
 
 
-def test_the_request_state_carries_the_key(engine, tiny):
+def test_a_request_without_a_key_is_refused_before_its_body_is_read(client):
+    for headers in ({}, bearer("sk-wrong-key-0123456")):
+        response = client.post("/v1/indexes/tiny/documents", content=b'{"documents": [' + b"1," * 1000,
+                               headers=headers | {"content-type": "application/json"})
+        assert response.status_code == 401, response.text  # not the parser's 422
+        assert client.get("/v1/no-such-route", headers=headers).status_code == 401
+    assert client.get("/v1/no-such-route", headers=bearer(READ)).status_code == 404
+    response = client.post("/v1/indexes/tiny/documents", content=b"{", headers=bearer(WRITE) | {
+        "content-type": "application/json"})
+    assert response.status_code == 422
+
+
+def test_the_request_state_carries_the_key(make_app, tiny):
     from foveal.api.auth import require
 
-    app = _app(engine, api_keys=KEYS)
+    app = make_app(api_keys=KEYS)
 
     @app.get("/whoami", dependencies=[Depends(require("read"))])
     def whoami(request: Request) -> dict:
@@ -164,7 +190,7 @@ def test_the_request_state_carries_the_key(engine, tiny):
         assert c.get("/whoami", headers=bearer(READ)).json() == {"name": "reader", "scopes": ["read"]}
         assert c.get("/whoami", headers={"X-API-Key": ADMIN}).json() == {"name": "ops",
                                                                            "scopes": ["admin", "read", "write"]}
-    open_app = _app(engine)
+    open_app = make_app()
     open_app.get("/whoami", dependencies=[Depends(require("admin"))])(whoami)
     with TestClient(open_app) as c:  # no keys: open, all scopes
         assert c.get("/whoami").json() == {"name": "anonymous", "scopes": ["admin", "read", "write"]}
@@ -196,9 +222,9 @@ def test_a_key_limited_to_indexes_reaches_only_those(client, engine):
     assert set(engine.list_indexes()) == {"tiny", "other"}
 
 
-def test_every_route_declares_a_scope(engine):
+def test_every_route_declares_a_scope(make_app):
     """A route added later without ``require`` fails here (the ops and docs routes are the listed exceptions)."""
-    app = _app(engine)
+    app = make_app()
     public = {"/healthz", "/readyz"}
     for route in app.routes:
         if not isinstance(route, APIRoute) or route.path in public:
@@ -207,8 +233,8 @@ def test_every_route_declares_a_scope(engine):
         assert len(scopes) == 1, f"{route.path} declares no scope"
 
 
-def test_openapi_declares_the_schemes_per_operation(engine):
-    schema = _app(engine).openapi()
+def test_openapi_declares_the_schemes_per_operation(make_app):
+    schema = make_app().openapi()
     schemes = schema["components"]["securitySchemes"]
     assert schemes["bearer"] == {"type": "http", "scheme": "bearer", "description": schemes["bearer"]["description"]}
     assert schemes["apiKey"]["in"] == "header" and schemes["apiKey"]["name"] == "X-API-Key"
@@ -221,10 +247,10 @@ def test_openapi_declares_the_schemes_per_operation(engine):
 
 
 # -- rotation ----------------------------------------------------------------------------------------------------
-def test_keys_rotate_without_a_restart(engine, tiny, tmp_path):
+def test_keys_rotate_without_a_restart(make_app, tiny, tmp_path):
     path = tmp_path / "api-keys"
     path.write_text(f"# rotated by hand\nold read {READ}\n")
-    with TestClient(_app(engine, api_keys_file=str(path))) as c:
+    with TestClient(make_app(api_keys_file=str(path))) as c:
         ring = c.app.state.keyring
         clock = ring.clock = Clock()
         new = "sk-test-new-0123456789-longer"
@@ -278,15 +304,15 @@ def test_serve_refuses_an_open_api_off_loopback(home, monkeypatch):
 
 
 # -- CORS --------------------------------------------------------------------------------------------------------
-def test_cors_is_closed_by_default_and_follows_the_allow_list(engine, tiny):
+def test_cors_is_closed_by_default_and_follows_the_allow_list(make_app, tiny):
     preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
                  "Access-Control-Request-Headers": "authorization, content-type"}
-    with TestClient(_app(engine, api_keys=KEYS)) as c:
+    with TestClient(make_app(api_keys=KEYS)) as c:
         response = c.options("/v1/indexes/tiny/search", headers=preflight)
         assert "access-control-allow-origin" not in response.headers
         response = c.get("/v1/indexes", headers=bearer(READ) | {"Origin": "https://app.example"})
         assert response.status_code == 200 and "access-control-allow-origin" not in response.headers
-    with TestClient(_app(engine, api_keys=KEYS, cors_origins=("https://app.example",))) as c:
+    with TestClient(make_app(api_keys=KEYS, cors_origins="https://app.example")) as c:
         response = c.options("/v1/indexes/tiny/search", headers=preflight)
         assert response.status_code == 200
         assert response.headers["access-control-allow-origin"] == "https://app.example"
@@ -302,8 +328,8 @@ def test_cors_is_closed_by_default_and_follows_the_allow_list(engine, tiny):
 
 
 # -- ops endpoints -----------------------------------------------------------------------------------------------
-def test_healthz_open_readyz_status_only_metrics_need_a_key(engine, tiny):
-    with TestClient(_app(engine, api_keys=KEYS)) as c:
+def test_healthz_open_readyz_status_only_metrics_need_a_key(make_app, tiny):
+    with TestClient(make_app(api_keys=KEYS)) as c:
         assert c.get("/healthz").status_code == 200
         assert c.get("/readyz").json() == {"status": "ready"}
         assert c.get("/readyz", headers=bearer(READ)).json() == {"status": "ready"}
@@ -314,18 +340,18 @@ def test_healthz_open_readyz_status_only_metrics_need_a_key(engine, tiny):
         assert c.get("/metrics", headers=bearer(WRITE)).status_code == 403
         assert c.get("/metrics", headers=bearer(TINY_READ)).status_code == 403  # its series name every index
         assert "foveal_index_documents" in c.get("/metrics", headers=bearer(READ)).text
-    with TestClient(_app(engine, api_keys=KEYS, open_ops=True)) as c:
+    with TestClient(make_app(api_keys=KEYS, open_ops=True)) as c:
         assert c.get("/readyz").json()["checks"]["index:tiny"] == "ok"
         assert c.get("/metrics").status_code == 200
         assert c.get("/v1/indexes").status_code == 401  # only the ops endpoints open
-    with TestClient(_app(engine)) as c:  # no keys (loopback): everything shown
+    with TestClient(make_app()) as c:  # no keys (loopback): everything shown
         assert c.get("/readyz").json()["checks"]["index:tiny"] == "ok"
         assert c.get("/metrics").status_code == 200
 
 
 # -- per-key limits ----------------------------------------------------------------------------------------------
-def test_requests_per_second_per_key(engine, tiny):
-    with TestClient(_app(engine, api_keys=KEYS, rate_limit_rps=1)) as c:
+def test_requests_per_second_per_key(make_app, tiny):
+    with TestClient(make_app(api_keys=KEYS, rate_limit_rps=1)) as c:
         clock = c.app.state.rate_limiter.clock = Clock()
         answers = [c.get("/v1/indexes", headers=bearer(READ)) for _ in range(6)]
         assert [r.status_code for r in answers] == [200, 200, 429, 429, 429, 429]  # a burst of 2 x rate
@@ -336,13 +362,13 @@ def test_requests_per_second_per_key(engine, tiny):
         clock.now += 1.0
         assert c.get("/v1/indexes", headers=bearer(READ)).status_code == 200
         assert c.get("/v1/indexes", headers=bearer(READ)).status_code == 429
-    with TestClient(_app(engine, api_keys=KEYS)) as c:  # off by default
+    with TestClient(make_app(api_keys=KEYS)) as c:  # off by default
         assert all(c.get("/v1/indexes", headers=bearer(READ)).status_code == 200 for _ in range(10))
 
 
-def test_concurrent_agent_runs_per_key(engine, tiny):
+def test_concurrent_agent_runs_per_key(make_app, tiny):
     body = {"question": "How does yeast make bread rise?", "index": "tiny"}
-    with TestClient(_app(engine, api_keys=KEYS, max_agent_runs=2)) as c:
+    with TestClient(make_app(api_keys=KEYS, max_agent_runs=2)) as c:
         runs = c.app.state.agent_runs
         held = [runs.acquire("reader"), runs.acquire("reader")]  # two runs of this key are going
         response = c.post("/v1/agent/ask", json=body, headers=bearer(READ))
