@@ -89,6 +89,30 @@ def test_gpu_profile_reserves_an_nvidia_device(stack):
     assert stack["api"]["command"] == ["foveal", "serve", "--host", "0.0.0.0", "--port", "8000"]
 
 
+def test_the_api_is_published_on_loopback_with_keys_from_a_mounted_file(stack):
+    """The stack publishes the API on this host only and reads its keys from a file the operator writes; the
+    example shipped is all comments (no key), and its sample lines are entries the server accepts."""
+    api = stack["api"]
+    assert api["ports"] == ["127.0.0.1:8000:8000"]
+    from foveal.api.auth import parse_keys
+
+    keys_file = api["environment"]["FOVEAL_API_KEYS_FILE"]
+    folder = keys_file.rsplit("/", 1)[0]
+    mounts = [v for v in api["volumes"] if v.split(":")[1] == folder]
+    assert len(mounts) == 1 and mounts[0].endswith(":ro"), api["volumes"]
+    host_folder = mounts[0].split(":")[0]
+    assert host_folder.startswith("./")
+    assert "/" + host_folder[2:] + "/" in (ROOT / ".gitignore").read_text().split()  # never committed
+    example = ROOT / "deploy" / "api-keys.example"
+    text = example.read_text()
+    assert parse_keys(text, str(example)) == []  # no key in the repository
+    samples = re.findall(r"^#\s+(\S+\s+\S+\s+sha256:[0-9a-f]{64}.*)$", text, re.M)
+    assert len(parse_keys("\n".join(samples), "samples")) == 3
+    assert "refuses to start" in text.lower() and "refuses to start" in COMPOSE.read_text()
+    for name in ("worker", "worker-gpu"):  # the workers serve no HTTP: no keys, no ports
+        assert "FOVEAL_API_KEYS_FILE" not in stack[name]["environment"] and "ports" not in stack[name]
+
+
 def _variables_read_by_the_code() -> set[str]:
     names = set()
     for path in (ROOT / "foveal").rglob("*.py"):
