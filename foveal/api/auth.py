@@ -369,6 +369,10 @@ def require(scope: str, *, ops: bool = False):
     return dependency
 
 
+#: OpenAPI for a route a key is optional on (``/readyz``): no key, or either scheme.
+OPTIONAL_SECURITY = {"security": [{}, {"bearer": []}, {"apiKey": []}]}
+
+
 def shows_ops_details(request: Request) -> bool:
     """Whether ``/readyz`` may list its checks for this request: an admin key for all indexes, an open server,
     or FOVEAL_OPEN_OPS."""
@@ -402,7 +406,7 @@ class _Gate:
             self.public.add("/metrics")
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] != "OPTIONS" and scope["path"] not in self.public:
+        if scope["type"] == "http" and scope["method"] != "OPTIONS" and _local_path(scope) not in self.public:
             request = Request(scope)
             try:
                 authenticate(request)
@@ -410,6 +414,12 @@ class _Gate:
                 await _refusal(exc)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _local_path(scope) -> str:
+    """The path without the prefix the app is served under (uvicorn --root-path behind a proxy)."""
+    path, root = scope["path"], scope.get("root_path") or ""
+    return (path[len(root):] or "/") if root and path.startswith(root) else path
 
 
 def _refusal(exc: FovealError):

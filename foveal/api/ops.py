@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from foveal.api.auth import require, shows_ops_details
+from foveal.api.auth import OPTIONAL_SECURITY, require, shows_ops_details
 from foveal.errors import IndexDamagedError
 
 router = APIRouter()
@@ -76,7 +76,7 @@ def install_metrics(app: FastAPI) -> None:
             latency.labels(request.method, template).observe(time.perf_counter() - started)
 
 
-@router.get("/readyz", tags=["health"])
+@router.get("/readyz", tags=["health"], openapi_extra=OPTIONAL_SECURITY)
 async def readyz(request: Request):
     """Ready: the queue backend (SQLite, or Redis with FOVEAL_QUEUE=celery) and every index's stores answer.
     503 with the failing checks otherwise. An index refused as damaged (:class:`IndexDamagedError`: its store
