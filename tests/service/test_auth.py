@@ -303,6 +303,9 @@ def test_serve_refuses_an_open_api_off_loopback(home, monkeypatch):
     monkeypatch.setenv("FOVEAL_ALLOW_OPEN", "1")
     assert runner.invoke(cli, ["serve", "--host", "0.0.0.0"]).exit_code == 0
     assert served == ["127.0.0.1", "localhost", "::1", "0.0.0.0", "0.0.0.0"]
+    monkeypatch.setenv("FOVEAL_API_KEYS", "ci read")  # a malformed entry: refused at start, the secret not echoed
+    result = runner.invoke(cli, ["serve", "--host", "127.0.0.1"])
+    assert result.exit_code == 2 and "NAME SCOPES SECRET" in result.output and len(served) == 5
 
 
 # -- CORS --------------------------------------------------------------------------------------------------------
