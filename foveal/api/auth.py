@@ -300,7 +300,7 @@ def authenticate(request: Request, *, optional: bool = False) -> ApiKey:
     An open server (no keys) answers :data:`OPEN`. A missing key is a 401, or :data:`NOBODY` (no scopes) when
     ``optional``; a wrong key is always a 401."""
     cached = getattr(request.state, "auth_key", None)
-    if cached is not None:
+    if cached is not None and (optional or cached is not NOBODY):
         return cached
     keyring: KeyRing | None = getattr(request.app.state, "keyring", None)
     if keyring is None or not keyring.enabled:
@@ -348,8 +348,7 @@ def require(scope: str, *, ops: bool = False):
     async def dependency(request: Request,
                          _bearer_credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
                          _header: str | None = Depends(_api_key)) -> None:
-        settings = getattr(request.app.state, "settings", None)
-        open_ops = ops and bool(getattr(settings, "open_ops", False))
+        open_ops = ops and getattr(request.app.state, "open_ops", False)
         key = authenticate(request, optional=open_ops)
         if key is NOBODY:
             return
@@ -376,10 +375,9 @@ OPTIONAL_SECURITY = {"security": [{}, {"bearer": []}, {"apiKey": []}]}
 def shows_ops_details(request: Request) -> bool:
     """Whether ``/readyz`` may list its checks for this request: an admin key for all indexes, an open server,
     or FOVEAL_OPEN_OPS."""
-    settings = getattr(request.app.state, "settings", None)
-    if getattr(settings, "open_ops", False):
+    key = authenticate(request, optional=True)  # first: code that hides details reads request.state.scopes
+    if getattr(request.app.state, "open_ops", False):
         return True
-    key = authenticate(request, optional=True)
     return "admin" in key.scopes and key.indexes is None
 
 
@@ -441,6 +439,7 @@ def install(app: FastAPI, settings) -> None:
     app.state.keyring = KeyRing(settings.api_keys, settings.api_keys_file or None)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_rps)
     app.state.agent_runs = RunLimiter(settings.max_agent_runs)
+    app.state.open_ops = settings.open_ops
     app.add_middleware(_Gate, fastapi=app, settings=settings)
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
