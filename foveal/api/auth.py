@@ -9,19 +9,21 @@ The operator configures keys with ``FOVEAL_API_KEYS`` (entries separated by ``;`
 ``SCOPES`` is a comma-separated subset of ``read`` (search, get a document, agent), ``write`` (upsert and delete
 documents, jobs) and ``admin`` (create and delete indexes, snapshots, config; implies read and write).
 ``INDEXES`` omitted or ``*`` means every index; otherwise a request naming another index is a 403 and the index
-listing shows only these. A plain secret is hashed (SHA-256) when it is read, so no secret is kept in memory
-longer than the parse; a ``sha256:`` entry is taken as it is, so the file need not hold the secret at all
+listing shows only these. A plain secret is hashed (SHA-256) when it is read and the key ring holds only digests;
+a ``sha256:`` entry is taken as it is, so the file need not hold the secret at all
 (``printf %s "$SECRET" | sha256sum``). Callers send ``Authorization: Bearer <secret>`` or ``X-API-Key: <secret>``;
 the digest of what they send is compared with every key's digest with :func:`hmac.compare_digest`.
 
 With no key configured the server is open (every request has all three scopes, ``key_name`` ``anonymous``);
 ``foveal serve`` allows that only on a loopback address (:func:`check_binding`). The key file is re-read when its
 size, mtime or inode changes (looked at no more than once a second), so keys rotate without a restart; a file that
-cannot be read or parsed on a reload keeps the previous keys (logged), so a half-written file never opens or
-closes the server.
+cannot be read or parsed on a reload keeps the previous keys (logged). Replace it by a rename for an atomic
+change.
 
-Every route declares its scope with ``dependencies=[Depends(require("read"|"write"|"admin"))]``; after it ran,
-``request.state.scopes`` (a frozenset) and ``request.state.key_name`` are set. Other code reads
+A gate (ASGI middleware) refuses a request without a valid key, or over its key's rate, before its body is read;
+every route declares its scope with ``dependencies=[Depends(require("read"|"write"|"admin"))]``, which also
+checks a path's ``{name}`` against the key's indexes (a body naming an index calls :func:`check_index`). After
+either ran, ``request.state.scopes`` (a frozenset) and ``request.state.key_name`` are set. Other code reads
 ``getattr(request.state, "scopes", ALL_SCOPES)``.
 """
 
