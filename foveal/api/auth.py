@@ -434,6 +434,41 @@ def _refusal(exc: FovealError):
         "error": {"type": type(exc).__name__, "message": exc.message, "details": exc.details or None}})
 
 
+_ENVELOPE = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["type", "message"], "properties": {
+        "type": {"type": "string"}, "message": {"type": "string"}, "details": {}}}}}
+_REFUSALS = {
+    "401": "No API key, or one that is not configured (`WWW-Authenticate: Bearer`).",
+    "403": "The key lacks this route's scope, or may not use that index.",
+    "429": "The key is over FOVEAL_RATE_LIMIT_RPS (or FOVEAL_MAX_AGENT_RUNS); see `Retry-After`.",
+}
+
+
+def _declare_refusals(app: FastAPI) -> None:
+    """Every operation that takes a key documents the answers it can get for it (401, 403, 429), so a client or a
+    schema-driven test meets no undeclared status."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                security = operation.get("security") if isinstance(operation, dict) else None
+                if not security:
+                    continue
+                responses = operation.setdefault("responses", {})
+                for status, text in _REFUSALS.items():
+                    if status == "403" and {} in security:  # a key is optional there: never a 403
+                        continue
+                    responses.setdefault(status, {"description": text,
+                                                  "content": {"application/json": {"schema": _ENVELOPE}}})
+        return schema
+
+    app.openapi = openapi
+
+
 def install(app: FastAPI, settings) -> None:
     """Keys, limiters, the gate and CORS on ``app`` (a bad key entry raises ConfigError here, before the server
     starts). Call it after the middlewares that should run after authentication (the body limit) and before those
@@ -442,6 +477,7 @@ def install(app: FastAPI, settings) -> None:
     app.state.rate_limiter = RateLimiter(settings.rate_limit_rps)
     app.state.agent_runs = RunLimiter(settings.max_agent_runs)
     app.state.open_ops = settings.open_ops
+    _declare_refusals(app)
     app.add_middleware(_Gate, fastapi=app, settings=settings)
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware

@@ -254,6 +254,8 @@ def test_openapi_declares_the_schemes_per_operation(make_app):
                 assert operation["security"] == [{}, {"bearer": []}, {"apiKey": []}]
             else:
                 assert operation["security"] == [{"bearer": []}, {"apiKey": []}], (method, path)
+                # the refusals a key can meet are declared (a schema-driven run meets no undeclared status)
+                assert {"401", "403", "429"} <= set(operation["responses"]), (method, path)
 
 
 # -- rotation ----------------------------------------------------------------------------------------------------
