@@ -347,20 +347,28 @@ def _known_servers() -> str:
     return ", ".join(names) if names else "none (the operator names them in FOVEAL_ES_SERVERS or FOVEAL_ES_URL)"
 
 
+def models_dir() -> Path:
+    """The operator's model folder: ``$FOVEAL_MODELS_DIR``, else ``$FOVEAL_HOME/models``. Each sub-folder is a model
+    a config may name; ``foveal train`` registers its output here (:mod:`foveal.models_dir`)."""
+    env = os.environ.get("FOVEAL_MODELS_DIR")
+    return Path(env).expanduser() if env else foveal_home() / "models"
+
+
 def allowed_models() -> set[str]:
-    """Model names a REST caller may use: the default, and each folder in ``$FOVEAL_MODELS_DIR`` (if set)."""
+    """Model names a REST caller may use: the default, and each folder in :func:`models_dir` (a folder whose name
+    starts with a dot, such as a registration in progress, is never one)."""
     names = {DEFAULT_MODEL}
-    root = os.environ.get("FOVEAL_MODELS_DIR")
-    if root and Path(root).is_dir():
-        names |= {p.name for p in Path(root).iterdir() if p.is_dir() and _NAME.match(p.name)}
+    root = models_dir()
+    if root.is_dir():
+        names |= {p.name for p in root.iterdir() if p.is_dir() and _NAME.match(p.name)}
     return names
 
 
 def resolve_model_name(name: str) -> str:
-    """What a model name from REST loads: a folder of ``$FOVEAL_MODELS_DIR`` of that name, else the name itself."""
-    root = os.environ.get("FOVEAL_MODELS_DIR")
-    if root and _NAME.match(name) and (Path(root) / name).is_dir():
-        return str(Path(root) / name)
+    """What a model name from REST loads: a folder of :func:`models_dir` of that name, else the name itself."""
+    root = models_dir()
+    if _NAME.match(name) and (root / name).is_dir():
+        return str(root / name)
     return name
 
 
