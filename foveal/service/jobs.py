@@ -101,6 +101,16 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 _ADDED_COLUMNS = {"instance": "TEXT", "holder": "TEXT", "lost": "INTEGER NOT NULL DEFAULT 0"}
 
 
+#: Retry-After (seconds) sent with a 503 while the embedded queue's file cannot be written.
+QUEUE_RETRY_AFTER_S = 30
+
+
+def _cannot_write(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_FULL, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CANTOPEN: the machine's problem, not the request's."""
+    text = str(exc).lower()
+    return any(part in text for part in ("disk is full", "readonly", "disk i/o error", "unable to open"))
+
+
 class EmbeddedQueue:
     """Tasks in SQLite, claimed with leases.
 
@@ -170,8 +180,14 @@ class EmbeddedQueue:
             conn.execute("DELETE FROM jobs WHERE updated < ?", (now - self.settings.job_ttl_s,))
             conn.execute("DELETE FROM tasks WHERE state = 'done' AND job_id NOT IN (SELECT id FROM jobs)")
             conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL can)
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and _cannot_write(exc):
+                log.warning("the embedded queue cannot be written: %s", exc)
+                raise BackendUnavailableError("the ingest queue cannot be written (disk full or read-only); nothing "
+                                              "was accepted, try again later", backend="queue",
+                                              retry_after=QUEUE_RETRY_AFTER_S) from None
             raise
         self._wake.set()
         return self.job(job_id)

@@ -110,3 +110,36 @@ def test_redis_outage_and_return(private_redis, engine, tiny, home):
             assert (job["state"], job["done"], job["failed"]) == ("done", 1, 0), job
         for doc_id in ("before", "back"):
             assert client.get(f"/v1/indexes/tiny/documents/{doc_id}").status_code == 200
+
+
+def test_embedded_queue_that_cannot_be_written_is_a_503(engine, tiny, monkeypatch):
+    """The embedded queue's SQLite file is full (a real SQLITE_FULL: max_page_count pinned to the file's size):
+    ingest answers 503 with Retry-After, accepts nothing, and search keeps serving."""
+    from foveal.api.app import create_app
+    from foveal.service.jobs import EmbeddedQueue
+    from foveal.service.settings import ServiceSettings
+
+    full = {"on": False}
+    open_conn = EmbeddedQueue._conn
+
+    def conn(self):
+        connection = open_conn(self)
+        if full["on"]:
+            pages = connection.execute("PRAGMA page_count").fetchone()[0]
+            connection.execute(f"PRAGMA max_page_count = {pages}")
+        return connection
+
+    monkeypatch.setattr(EmbeddedQueue, "_conn", conn)
+    with TestClient(create_app(engine, settings=ServiceSettings(embedded_workers=0)),
+                    raise_server_exceptions=False) as client:
+        before = client.get("/metrics").text
+        full["on"] = True
+        big = [{"_id": f"d{i}", "text": "glacier report " * 400} for i in range(20)]
+        response = client.post("/v1/indexes/tiny/documents", json={"documents": big})
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["type"] == "BackendUnavailableError"
+        assert int(response.headers["Retry-After"]) >= 1
+        assert client.post("/v1/indexes/tiny/search", json={"query": "moon tides", "k": 1}).status_code == 200
+        full["on"] = False
+        assert [line for line in client.get("/metrics").text.splitlines() if line.startswith("foveal_jobs")] == \
+            [line for line in before.splitlines() if line.startswith("foveal_jobs")]
