@@ -64,3 +64,31 @@ def test_unreachable_elasticsearch_is_a_503_with_a_reason(fake_server, engine):
         assert ready.status_code == 503
         assert ready.json()["checks"]["index:esx"].startswith("down")
         assert "unreachable" in ready.json()["checks"]["index:esx"]
+
+
+def test_elasticsearch_unreachable_at_start_then_back(fake_server, engine, home):
+    """A server started while Elasticsearch is away serves 503s for that index (not a crash at start), and the
+    index opens once Elasticsearch answers again, without a restart."""
+    from foveal.api.app import create_app
+    from foveal.documents import parse_document
+    from foveal.engine import Engine
+
+    collection = engine.create_index("esx", {"lexical": ES, "docstore": ES,
+                                             "elasticsearch": {"index_prefix": f"t{uuid.uuid4().hex[:8]}-"}})
+    collection.upsert([parse_document(d) for d in TINY_CORPUS])
+    collection.flush()
+    answer = fake_server.transport.perform_request
+    fake_server.transport.perform_request = _unreachable
+    fresh = Engine(home)
+    try:
+        with TestClient(create_app(fresh), raise_server_exceptions=False) as client:
+            body = {"query": "moon tides", "k": 1, "pipeline": "bm25"}
+            response = client.post("/v1/indexes/esx/search", json=body)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["message"] == "Elasticsearch at server 'default' is unreachable"
+            assert client.get("/readyz").status_code == 503
+            fake_server.transport.perform_request = answer
+            assert client.post("/v1/indexes/esx/search", json=body).json()["hits"][0]["id"] == "tides"
+            assert client.get("/readyz").status_code == 200
+    finally:
+        fresh.close()
