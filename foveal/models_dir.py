@@ -29,8 +29,8 @@ def default_model_name(command: str, now: float | None = None) -> str:
 
 def check_model_name(name: str) -> None:
     if not _NAME.match(name):
-        raise ConfigError(f"--name: {name!r} is not a model name (letters, digits, '_', '-', '.'; starting with a letter "
-                          "or digit; at most 128 characters)", field="name")
+        raise ConfigError(f"--name: {name!r} is not a model name (letters, digits, '_', '-', '.'; starting with a "
+                          "letter or digit; at most 128 characters)", field="name")
 
 
 def register_model(write: Callable[[Path], object], name: str, *, force: bool = False,

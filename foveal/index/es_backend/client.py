@@ -36,8 +36,9 @@ def es_server(config: ElasticsearchConfig) -> tuple[str, str]:
             raise ConfigError("an elasticsearch backend needs a server: set FOVEAL_ES_URL (the server named "
                               "'default') or name servers in FOVEAL_ES_SERVERS and pick one with elasticsearch.server"
                               f"; known: {', '.join(sorted(servers)) or 'none'}", field="elasticsearch.server")
-        raise ConfigError(f"elasticsearch.server: unknown server {name!r}; known: {', '.join(sorted(servers)) or 'none'}"
-                          " (the operator names servers in FOVEAL_ES_SERVERS)", field="elasticsearch.server")
+        known = ", ".join(sorted(servers)) or "none"
+        raise ConfigError(f"elasticsearch.server: unknown server {name!r}; known: {known} (the operator names "
+                          "servers in FOVEAL_ES_SERVERS)", field="elasticsearch.server")
     return f"server {name!r}", servers[name]
 
 
