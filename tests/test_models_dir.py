@@ -71,7 +71,7 @@ def test_train_rerank_registers_and_prints_the_name(tmp_path, monkeypatch, fake_
     assert (tmp_path / "models" / "scifact-rr" / "pyramid.json").exists()
     out, kwargs = fake_training[0]
     assert out.parent == tmp_path / "models" and out.name.startswith(".")  # written aside, then renamed
-    assert not (tmp_path / "models" / "candidates-scifact-train.json").exists()
+    assert kwargs["cache_dir"] == tmp_path / "home" / "cache" / "train-rerank"  # mined candidates stay out of models
 
     again = CliRunner().invoke(app, [*run, "--name", "scifact-rr"])
     assert again.exit_code == 2 and "already exists" in again.output and "--force" in again.output
