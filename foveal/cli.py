@@ -404,7 +404,10 @@ app.add_typer(train_app, name="train")
 @train_app.command("rerank")
 def train_rerank_command(
     data: Path = typer.Option(Path("../shared/data/scifact"), help="BEIR folder with corpus, queries, qrels/train.tsv."),
-    out_path: Path = typer.Option(Path("bench/out/rerank/model"), "--out", help="Folder for the trained model."),
+    name: Optional[str] = typer.Option(None, "--name", help="Register the model under this name in FOVEAL_MODELS_DIR "
+                                       "(default: rerank-<UTC date>-<time>)."),
+    force: bool = typer.Option(False, "--force", help="Replace a model already registered under --name."),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="Also copy the trained model to this folder."),
     index: str = typer.Option("scifact", "--index", "-i", help="Index holding the corpus (hard negatives)."),
     home: Optional[Path] = typer.Option(None, help="FOVEAL_HOME holding the index (default: $FOVEAL_HOME)."),
     lower_layers: int = typer.Option(4, min=0, max=6, help="Layers that encode (query, title) and summary apart."),
@@ -414,17 +417,38 @@ def train_rerank_command(
     max_minutes: float = typer.Option(25.0, min=0.1, help="Stop training after this long (the whole run stays under 30 min)."),
     seed: int = typer.Option(13),
 ) -> None:
-    """Fine-tune the Pyramid-ERNIE reranker (human-anchored loss) and fit the score combination."""
+    """Fine-tune the Pyramid-ERNIE reranker (human-anchored loss) and fit the score combination. The model is
+    registered in FOVEAL_MODELS_DIR (default $FOVEAL_HOME/models) under --name; an index config then names it:
+    {"rerank": {"model": "<name>"}}."""
+    import os
+    import shutil
+
+    from foveal.config import foveal_home, models_dir
+    from foveal.models_dir import default_model_name, register_model
     from foveal.rerank.train import TrainOptions, train_rerank
 
+    name = name or default_model_name("rerank")
     options = TrainOptions(lower_layers=lower_layers, epochs=epochs, negatives=negatives,
                            batch_queries=batch_queries, max_minutes=max_minutes, seed=seed)
+    cache_dir = Path(home or foveal_home()) / "cache" / "train-rerank"
+    records: list[dict] = []
+
+    def write(folder: Path) -> None:
+        records.append(train_rerank(data, folder, home=home, index=index, options=options, cache_dir=cache_dir,
+                                    log=lambda m: console.print(m, highlight=False)))
+
+    # the models folder of the home trained on (FOVEAL_MODELS_DIR wins), where a server on that home looks
+    root = models_dir() if home is None or os.environ.get("FOVEAL_MODELS_DIR") else Path(home) / "models"
     try:
-        record = train_rerank(data, out_path, home=home, index=index, options=options,
-                              log=lambda m: console.print(m, highlight=False))
+        folder = register_model(write, name, force=force, root=root)
     except FovealError as exc:
         _fail(exc.message)
-    out.print(json.dumps({k: v for k, v in record.items() if k != "dev_ndcg10_curve"}))
+    if out_path is not None:
+        shutil.copytree(folder, out_path, dirs_exist_ok=True)
+    record = {k: v for k, v in records[0].items() if k != "dev_ndcg10_curve"}
+    console.print(f"registered model {name!r} in {root}; use it in an index config: "
+                  f'{{"rerank": {{"model": "{name}"}}}}', highlight=False, soft_wrap=True)
+    out.print(json.dumps({"model": name, "path": str(folder), **record}), highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -142,7 +142,10 @@ class DocStoreConfig(_Strict):
 class ElasticsearchConfig(_Strict):
     """Settings of the ``elasticsearch`` backends (any of vector, lexical, docstore); unused otherwise."""
 
-    #: The server; ``None`` reads ``$FOVEAL_ES_URL`` when the index opens (so a stored config does not pin a host).
+    #: A server the operator named in ``$FOVEAL_ES_SERVERS`` (``None``: the one named ``default``, which
+    #: ``$FOVEAL_ES_URL`` also sets). Resolved when the index opens, so a stored config does not pin a host.
+    server: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+    #: A server address, for CLI config files only (refused over REST); it wins over ``server``.
     url: str | None = None
     #: Every Elasticsearch index foveal makes is ``<prefix><foveal index name>-<kind>``.
     index_prefix: str = Field(default="foveal-", pattern="^[a-z0-9][a-z0-9_.\\-]{0,40}$")
@@ -226,7 +229,7 @@ class IndexConfig(_Strict):
         "encoder": ("batch_size", "device", "fp16", "attention", "onnx_threads", "onnx_cache"),
         "vector": ("gpu", "nprobe", "ef_search"),
         "lexical": ("title_boost", "text_boost"),
-        "elasticsearch": ("url", "replicas", "num_candidates", "request_timeout"),
+        "elasticsearch": ("server", "url", "replicas", "num_candidates", "request_timeout"),
     }
 
     @classmethod
@@ -287,6 +290,8 @@ BUILTIN_BACKENDS: dict[str, frozenset[str]] = {
 }
 #: The encoder model every index gets unless told otherwise.
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+#: An Elasticsearch server name (``$FOVEAL_ES_SERVERS``).
+_SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 #: A model or plugin *name*: no separator, no leading dot, so it can never be read as a path.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 #: FAISS factory parts a tenant may use, with the bounds on their numbers (HNSW M, IVF nlist, PQ sub-quantizers).
@@ -316,20 +321,54 @@ def allowed_backends(kind: str) -> set[str]:
     return allowed
 
 
+def es_servers() -> dict[str, str]:
+    """The Elasticsearch servers the operator named (name -> url): ``$FOVEAL_ES_SERVERS``, entries ``name=url``
+    separated by ``;`` or newlines, plus ``$FOVEAL_ES_URL`` as the server named ``default`` (unless
+    ``$FOVEAL_ES_SERVERS`` names one). Read from the environment each time, so only the operator chooses where
+    foveal connects: an index config picks a name (``elasticsearch.server``)."""
+    servers: dict[str, str] = {}
+    for entry in re.split(r"[;\n]", os.environ.get("FOVEAL_ES_SERVERS", "")):
+        entry = entry.strip()
+        if not entry:
+            continue
+        name, sep, url = (part.strip() for part in entry.partition("="))
+        if not sep or not url or not _SERVER_NAME.match(name):
+            raise ConfigError(f"FOVEAL_ES_SERVERS: entry {entry!r} is not name=url (a name is lower-case letters, "
+                              "digits, '_' or '-')", field="FOVEAL_ES_SERVERS")
+        servers[name] = url
+    default = os.environ.get("FOVEAL_ES_URL")
+    if default:
+        servers.setdefault("default", default)
+    return servers
+
+
+def _known_servers() -> str:
+    names = sorted(es_servers())
+    return ", ".join(names) if names else "none (the operator names them in FOVEAL_ES_SERVERS or FOVEAL_ES_URL)"
+
+
+def models_dir() -> Path:
+    """The operator's model folder: ``$FOVEAL_MODELS_DIR``, else ``$FOVEAL_HOME/models``. Each sub-folder is a model
+    a config may name; ``foveal train`` registers its output here (:mod:`foveal.models_dir`)."""
+    env = os.environ.get("FOVEAL_MODELS_DIR")
+    return Path(env).expanduser() if env else foveal_home() / "models"
+
+
 def allowed_models() -> set[str]:
-    """Model names a REST caller may use: the default, and each folder in ``$FOVEAL_MODELS_DIR`` (if set)."""
+    """Model names a REST caller may use: the default, and each folder in :func:`models_dir` (a folder whose name
+    starts with a dot, such as a registration in progress, is never one)."""
     names = {DEFAULT_MODEL}
-    root = os.environ.get("FOVEAL_MODELS_DIR")
-    if root and Path(root).is_dir():
-        names |= {p.name for p in Path(root).iterdir() if p.is_dir() and _NAME.match(p.name)}
+    root = models_dir()
+    if root.is_dir():
+        names |= {p.name for p in root.iterdir() if p.is_dir() and _NAME.match(p.name)}
     return names
 
 
 def resolve_model_name(name: str) -> str:
-    """What a model name from REST loads: a folder of ``$FOVEAL_MODELS_DIR`` of that name, else the name itself."""
-    root = os.environ.get("FOVEAL_MODELS_DIR")
-    if root and _NAME.match(name) and (Path(root) / name).is_dir():
-        return str(Path(root) / name)
+    """What a model name from REST loads: a folder of :func:`models_dir` of that name, else the name itself."""
+    root = models_dir()
+    if _NAME.match(name) and (root / name).is_dir():
+        return str(root / name)
     return name
 
 
@@ -363,7 +402,8 @@ def check_tenant_config(config: "IndexConfig") -> None:
 
     A REST caller picks tenant data only: no dotted-path backend (that would make the server import and call
     whatever it names), no filesystem path (a model is a name the operator resolves, and caches stay where the
-    operator put them), no server URL (the operator sets ``$FOVEAL_ES_URL``), and FAISS factories within bounds.
+    operator put them), no server URL (a config picks a server the operator named, :func:`es_servers`), and FAISS
+    factories within bounds.
     CLI config files are the operator's and skip this check."""
     for kind in BUILTIN_BACKENDS:
         field = f"{kind}.backend"
@@ -386,8 +426,12 @@ def check_tenant_config(config: "IndexConfig") -> None:
         raise ConfigError("encoder.onnx_cache: a folder cannot be set over REST (the operator sets FOVEAL_HOME)",
                           field="encoder.onnx_cache")
     if config.elasticsearch.url is not None:
-        raise ConfigError("elasticsearch.url: a server cannot be set over REST (the operator sets FOVEAL_ES_URL)",
-                          field="elasticsearch.url")
+        raise ConfigError("elasticsearch.url: a server address cannot be set over REST; pick one the operator "
+                          f"named with elasticsearch.server: {_known_servers()}", field="elasticsearch.url")
+    server = config.elasticsearch.server
+    if server is not None and server not in es_servers():
+        raise ConfigError(f"elasticsearch.server: unknown server {server!r}; known: {_known_servers()}",
+                          field="elasticsearch.server", known=sorted(es_servers()))
     check_factory(config.vector.factory)
 
 

@@ -107,8 +107,11 @@ def train_rerank(
     index: str = "scifact",
     options: TrainOptions | None = None,
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True),
+    cache_dir: Path | None = None,
 ) -> dict:
-    """Train, fit the combination, save to ``out``; returns a summary of the run."""
+    """Train, fit the combination, save to ``out``; returns a summary of the run. The mined candidates are cached
+    in ``cache_dir`` (default: beside ``out``); ``foveal train rerank`` passes a folder outside the model folder,
+    since ``out`` is then a temporary folder in the models directory (:func:`foveal.models_dir.register_model`)."""
     from foveal.engine import Engine
     from foveal.evaluation import evaluate, read_qrels, read_queries
     from foveal.rerank.combine import fit_two_weights, minmax
@@ -130,7 +133,7 @@ def train_rerank(
     engine = Engine(home)
     if not engine.exists(index):
         raise ConfigError(f"index {index!r} does not exist under {engine.home}; ingest {data}/corpus.jsonl first")
-    cache = Path(out).parent / f"candidates-{index}-train.json"
+    cache = Path(cache_dir if cache_dir is not None else Path(out).parent) / f"candidates-{index}-train.json"
     candidates = mine_candidates(engine, index, queries, cache)
     log(f"candidates for {len(candidates)} train queries ({time.perf_counter() - started:.0f} s)")
 

@@ -31,7 +31,7 @@ from celery import Celery, Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
-from foveal.service.redis_jobs import RedisJobs
+from foveal.service.redis_jobs import REDIS_CONNECT_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S, RedisJobs
 from foveal.service.settings import MAX_RETRY_COUNTDOWN_S, ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ def _make(settings: ServiceSettings) -> Celery:
         # ten times that)
         "unacked_restore_interval": settings.restore_interval_s,
         "unacked_restore_throttle": 1,
+        # bounded broker round trips: a publish during a Redis outage fails in seconds (the API answers 503)
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+        "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
     }
     app.conf.update(
         task_serializer="json",
@@ -82,6 +85,13 @@ def _make(settings: ServiceSettings) -> Celery:
         result_expires=3600,
         task_default_queue=settings.celery_queue,
         broker_connection_retry_on_startup=True,
+        broker_connection_timeout=REDIS_CONNECT_TIMEOUT_S,
+        # the worker reconnects for as long as Redis is away (ingest resumes when it returns, without a restart)
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        # a publish (the API's POST) retries briefly, then fails: the caller gets a 503 with Retry-After, not a hang
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
         worker_hijack_root_logger=False,
         worker_proc_alive_timeout=300,  # the child loads the model in worker_process_init (below)
     )

@@ -30,7 +30,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
-from foveal.errors import NotFoundError
+from contextlib import contextmanager
+
+from foveal.errors import BackendUnavailableError, NotFoundError
 from foveal.service.redis_jobs import RedisJobs
 from foveal.service.settings import MAX_JOB_ERRORS, ServiceSettings
 
@@ -97,6 +99,16 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 #: Columns added after the first release (a queue file written by it gains them in place): the index's instance id
 #: the task was submitted for, the lease holder (one random id per queue object), and how many holders died.
 _ADDED_COLUMNS = {"instance": "TEXT", "holder": "TEXT", "lost": "INTEGER NOT NULL DEFAULT 0"}
+
+
+#: Retry-After (seconds) sent with a 503 while the embedded queue's file cannot be written.
+QUEUE_RETRY_AFTER_S = 30
+
+
+def _cannot_write(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_FULL, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CANTOPEN: the machine's problem, not the request's."""
+    text = str(exc).lower()
+    return any(part in text for part in ("disk is full", "readonly", "disk i/o error", "unable to open"))
 
 
 class EmbeddedQueue:
@@ -168,8 +180,14 @@ class EmbeddedQueue:
             conn.execute("DELETE FROM jobs WHERE updated < ?", (now - self.settings.job_ttl_s,))
             conn.execute("DELETE FROM tasks WHERE state = 'done' AND job_id NOT IN (SELECT id FROM jobs)")
             conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL can)
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and _cannot_write(exc):
+                log.warning("the embedded queue cannot be written: %s", exc)
+                raise BackendUnavailableError("the ingest queue cannot be written (disk full or read-only); nothing "
+                                              "was accepted, try again later", backend="queue",
+                                              retry_after=QUEUE_RETRY_AFTER_S) from None
             raise
         self._wake.set()
         return self.job(job_id)
@@ -405,6 +423,26 @@ class EmbeddedQueue:
 
 
 # -- celery on redis -----------------------------------------------------------------------------------------------
+#: Retry-After (seconds) sent with a 503 while Redis is away.
+REDIS_RETRY_AFTER_S = 5
+
+
+@contextmanager
+def redis_outage(settings: ServiceSettings):
+    """Turn a Redis (or broker) connection failure into :class:`BackendUnavailableError`: the caller gets a 503
+    with ``Retry-After`` in the error envelope, not a 500, and the message names neither the address nor the
+    exception text (the server log has them). Search never passes through here, so it keeps serving."""
+    import redis
+    from kombu.exceptions import OperationalError
+
+    try:
+        yield
+    except (redis.RedisError, OperationalError, ConnectionError, TimeoutError) as exc:
+        log.warning("Redis is unreachable: %s: %s", type(exc).__name__, exc)
+        raise BackendUnavailableError("the ingest queue (Redis) is unreachable; try again later",
+                                      backend="redis", retry_after=REDIS_RETRY_AFTER_S) from None
+
+
 class CeleryQueue:
     """Tasks on Celery; job records in Redis (:mod:`foveal.service.redis_jobs` says how submission stays
     all-or-nothing)."""
@@ -418,6 +456,13 @@ class CeleryQueue:
 
     def submit(self, index: str, documents: list[Any], rejected: list[dict[str, Any]], total: int,
                instance: str | None = None) -> dict:
+        """Queue a batch; all or nothing (a failure on the way discards the record). With Redis away this is a
+        :class:`BackendUnavailableError`, and nothing was accepted."""
+        with redis_outage(self.settings):
+            return self._submit(index, documents, rejected, total, instance)
+
+    def _submit(self, index: str, documents: list[Any], rejected: list[dict[str, Any]], total: int,
+                instance: str | None) -> dict:
         from foveal.service.celery_app import get_celery
 
         job_id = uuid.uuid4().hex
@@ -480,7 +525,8 @@ class CeleryQueue:
                 log.warning("job reconciler: %s: %s", type(exc).__name__, exc)
 
     def job(self, job_id: str) -> dict[str, Any]:
-        found = self.records.read(job_id)
+        with redis_outage(self.settings):
+            found = self.records.read(job_id)
         if found is None:
             raise JobNotFoundError(f"job {job_id!r} does not exist (or has expired)", job=job_id)
         data, errors = found

@@ -38,6 +38,22 @@ from foveal.service.settings import MAX_JOB_ERRORS, ServiceSettings
 #: How long a job record lives before it is accepted (only a submitting process that died leaves one that long).
 PENDING_TTL_S = 3600
 
+#: Bounds on one Redis round trip, so a request meets an outage in seconds rather than hanging: connecting (a
+#: refused port fails at once, a silent host after this long), answering, and a single retry after a short pause
+#: (redis-py's default is three retries with backoff, which multiplies the wait).
+REDIS_CONNECT_TIMEOUT_S = 2.0
+REDIS_SOCKET_TIMEOUT_S = 5.0
+
+
+def redis_client(url: str):
+    """A Redis client whose every call is bounded (see the constants above)."""
+    import redis
+    from redis.backoff import ConstantBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+                                socket_timeout=REDIS_SOCKET_TIMEOUT_S, retry=Retry(ConstantBackoff(0.2), 1))
+
 _COMPLETE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 redis.call('HDEL', KEYS[5], ARGV[1])
@@ -58,10 +74,8 @@ return 1
 
 class RedisJobs:
     def __init__(self, settings: ServiceSettings, client=None) -> None:
-        import redis
-
         self.settings = settings
-        self.redis = client or redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        self.redis = client or redis_client(settings.redis_url)
         self.prefix = settings.redis_prefix
         self._complete = self.redis.register_script(_COMPLETE)
 

@@ -46,6 +46,16 @@ variable                        default                      meaning
 ``FOVEAL_MAX_AGENT_RUNS``       ``2``                        concurrent agent runs per key (429 above; 0: no limit)
 ==============================  ===========================  ======================================================
 
+Read where they are used (:mod:`foveal.config`), each time, so an index opened later sees a change:
+``FOVEAL_ES_SERVERS`` (Elasticsearch servers by name, ``main=http://es:9200;archive=http://es2:9200``; an index
+config picks one with ``elasticsearch.server``), ``FOVEAL_ES_URL`` (the server named ``default``) and
+``FOVEAL_MODELS_DIR`` (default ``$FOVEAL_HOME/models``: the models a REST config may name; ``foveal train`` registers
+its output there).
+
+With Redis unreachable (``celery``), ingest and job reads answer 503 ``BackendUnavailableError`` with
+``Retry-After`` (search keeps serving; ``/readyz`` fails its ``redis`` check); every Redis and broker round trip is
+bounded (:mod:`foveal.service.redis_jobs`), and the API and workers reconnect on their own when Redis returns.
+
 ``FOVEAL_DEBUG_INGEST_SLEEP_S`` is a test hook only: a worker sleeps that long per document before it commits a
 batch, so a test can kill it in the middle of one. Never set it in production.
 

@@ -110,7 +110,7 @@ def test_a_submission_that_fails_half_way_leaves_no_job(redis_env, home, monkeyp
 
     monkeypatch.setattr(app, "send_task", flaky_send)
     queue = CeleryQueue(settings)
-    with pytest.raises(redis.ConnectionError):
+    with pytest.raises(BackendUnavailableError):  # a 503 with Retry-After over REST
         queue.submit("any", DOCS, [], len(DOCS))
     assert len(sent) == 1
     assert queue.stats()["jobs"] == {"queued": 0, "running": 0, "done": 0}  # no job that can never end

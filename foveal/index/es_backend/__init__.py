@@ -51,7 +51,7 @@ Example (needs a server at ``$FOVEAL_ES_URL``)::
 from __future__ import annotations
 
 from foveal.index.es_backend.client import _clients as _clients  # tests install a fake server's client here
-from foveal.index.es_backend.client import client_for, drop_indexes, es_doc_id, es_url, index_names
+from foveal.index.es_backend.client import client_for, drop_indexes, es_doc_id, es_server, es_url, index_names
 from foveal.index.es_backend.docstore import ElasticsearchDocStore, decode_vectors
 from foveal.index.es_backend.docstore import _stored as _stored  # unit-tested on its own
 from foveal.index.es_backend.lexical import ElasticsearchLexicalIndex, lexical_actions, lexical_query
@@ -81,6 +81,7 @@ __all__ = [
     "drop_indexes",
     "encode_vectors",
     "es_doc_id",
+    "es_server",
     "es_url",
     "index_names",
     "lexical_actions",

@@ -6,24 +6,44 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from pathlib import Path
 from typing import Any, Iterable
 
-from foveal.config import ElasticsearchConfig
+from foveal.config import ElasticsearchConfig, es_servers
 from foveal.errors import BackendUnavailableError, ConfigError
 
 #: The most hits one kNN or term search asks for (ES's index.max_result_window default).
 MAX_RESULTS = 10_000
 _MAX_ES_ID_BYTES = 512
+#: Retry-After (seconds) sent with a 503 while Elasticsearch is unreachable.
+RETRY_AFTER_S = 5
+
+log = logging.getLogger(__name__)
+
+
+def es_server(config: ElasticsearchConfig) -> tuple[str, str]:
+    """(label, url) of the index's server: ``elasticsearch.url`` (CLI config files), else the server the operator
+    named ``elasticsearch.server`` (``default`` when unset: ``$FOVEAL_ES_URL``). The label is what errors say."""
+    if config.url:
+        return "elasticsearch.url", config.url
+    name = config.server or "default"
+    servers = es_servers()
+    if name not in servers:
+        if config.server is None:
+            raise ConfigError("an elasticsearch backend needs a server: set FOVEAL_ES_URL (the server named "
+                              "'default') or name servers in FOVEAL_ES_SERVERS and pick one with elasticsearch.server"
+                              f"; known: {', '.join(sorted(servers)) or 'none'}", field="elasticsearch.server")
+        known = ", ".join(sorted(servers)) or "none"
+        raise ConfigError(f"elasticsearch.server: unknown server {name!r}; known: {known} (the operator names "
+                          "servers in FOVEAL_ES_SERVERS)", field="elasticsearch.server")
+    return f"server {name!r}", servers[name]
 
 
 def es_url(config: ElasticsearchConfig) -> str:
-    url = config.url or os.environ.get("FOVEAL_ES_URL")
-    if not url:
-        raise ConfigError("an elasticsearch backend needs elasticsearch.url or the FOVEAL_ES_URL environment variable")
-    return url
+    return es_server(config)[1]
 
 
 def index_names(prefix: str, name: str) -> dict[str, str]:
@@ -61,17 +81,37 @@ def allowed_filter(field: str, values: Iterable[int]) -> dict[str, Any]:
 
 _clients: dict[tuple[str, float], Any] = {}
 _clients_lock = threading.Lock()
+#: id(client) -> what errors call its server ("server 'main'"), never its address
+_labels: dict[int, str] = {}
 
 
 def client_for(config: ElasticsearchConfig):
     """One client per (url, timeout) per process (the client pools its connections and is thread-safe)."""
     from elasticsearch import Elasticsearch
 
-    key = (es_url(config), config.request_timeout)
+    label, url = es_server(config)
+    key = (url, config.request_timeout)
     with _clients_lock:
         if key not in _clients:
             _clients[key] = Elasticsearch(key[0], request_timeout=key[1], retry_on_timeout=True, max_retries=3)
+        _labels[id(_clients[key])] = label
         return _clients[key]
+
+
+def unavailable(client, what: str, exc: BaseException) -> BackendUnavailableError:
+    """The error a caller sees when Elasticsearch fails: which server (by name) and whether it is unreachable or
+    refused, with a ``Retry-After``; never the exception text, which can carry addresses and request bodies (it is
+    logged instead)."""
+    from elasticsearch import ApiError
+
+    label = _labels.get(id(getattr(client, "_client", client)), "its server")
+    log.warning("elasticsearch (%s): %s failed: %s: %s", label, what, type(exc).__name__, exc)
+    if isinstance(exc, ApiError):
+        kind = exc.error if isinstance(exc.error, str) and exc.error.isidentifier() else "error"
+        return BackendUnavailableError(f"Elasticsearch at {label} refused {what} ({exc.status_code} {kind})",
+                                       backend="elasticsearch", retry_after=RETRY_AFTER_S)
+    return BackendUnavailableError(f"Elasticsearch at {label} is unreachable", backend="elasticsearch",
+                                   retry_after=RETRY_AFTER_S)
 
 
 def _call(what: str, fn, *args, **kwargs):
@@ -81,7 +121,7 @@ def _call(what: str, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except (ApiError, TransportError) as exc:
-        raise BackendUnavailableError(f"elasticsearch: {what} failed: {exc}") from exc
+        raise unavailable(getattr(fn, "__self__", None), what, exc) from exc
 
 
 def _ensure_index(client, name: str, body: dict[str, Any]) -> None:
@@ -93,9 +133,9 @@ def _ensure_index(client, name: str, body: dict[str, Any]) -> None:
         client.indices.create(index=name, settings=body["settings"], mappings=body["mappings"])
     except BadRequestError as exc:  # created by another process in the meantime, or refused
         if "resource_already_exists_exception" not in str(exc):
-            raise BackendUnavailableError(f"elasticsearch: creating index {name!r} failed: {exc}") from exc
+            raise unavailable(client, f"creating index {name!r}", exc) from exc
     except (ApiError, TransportError) as exc:
-        raise BackendUnavailableError(f"elasticsearch: creating index {name!r} failed: {exc}") from exc
+        raise unavailable(client, f"creating index {name!r}", exc) from exc
 
 
 def _bulk(client, actions: Iterable[dict[str, Any]], what: str, refresh: str | bool = "wait_for") -> int:
@@ -105,12 +145,15 @@ def _bulk(client, actions: Iterable[dict[str, Any]], what: str, refresh: str | b
         done, _ = helpers.bulk(client, actions, refresh=refresh, chunk_size=500, max_retries=3)
     except helpers.BulkIndexError as exc:
         first = exc.errors[0] if exc.errors else {}
-        raise BackendUnavailableError(f"elasticsearch: {what}: {len(exc.errors)} action(s) failed, first: {first}")
+        log.warning("elasticsearch: %s: %d action(s) failed, first: %s", what, len(exc.errors), first)
+        raise BackendUnavailableError(f"Elasticsearch at {_labels.get(id(client), 'its server')} refused {what}: "
+                                      f"{len(exc.errors)} action(s) failed", backend="elasticsearch",
+                                      retry_after=RETRY_AFTER_S) from None
     except Exception as exc:  # transport errors
         from elasticsearch import ApiError, TransportError
 
         if isinstance(exc, (ApiError, TransportError)):
-            raise BackendUnavailableError(f"elasticsearch: {what} failed: {exc}") from exc
+            raise unavailable(client, what, exc) from exc
         raise
     return done
 

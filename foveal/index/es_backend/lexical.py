@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from foveal.config import ElasticsearchConfig, LexicalConfig
-from foveal.errors import BackendUnavailableError
 from foveal.index.base import LexicalDocument
 from foveal.index.es_backend.client import (
     MAX_RESULTS,
@@ -20,6 +19,7 @@ from foveal.index.es_backend.client import (
     client_for,
     es_doc_id,
     index_names,
+    unavailable,
 )
 from foveal.index.es_backend.mappings import lexical_body
 
@@ -75,7 +75,7 @@ class ElasticsearchLexicalIndex:
             try:
                 helpers.bulk(self.client, actions, refresh=False, raise_on_error=False)
             except Exception as exc:  # transport
-                raise BackendUnavailableError(f"elasticsearch: lexical remove failed: {exc}") from exc
+                raise unavailable(self.client, "lexical remove", exc) from exc
             self._pending = True
 
     def commit(self) -> None:

@@ -12,9 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from foveal.errors import BackendUnavailableError, IndexLockedError
+from foveal.errors import IndexLockedError
 from foveal.index.base import MAX_PASSAGES
-from foveal.index.es_backend.client import _bulk, _call, es_doc_id
+from foveal.index.es_backend.client import _bulk, _call, es_doc_id, unavailable
 
 _COUNTERS = "counters"
 
@@ -62,7 +62,7 @@ class SeqLog:
         except NotFoundError:
             return {"seq": 0, "reserved_seq": 0, "next_doc_key": 1}, {}
         except Exception as exc:
-            raise BackendUnavailableError(f"elasticsearch: reading counters failed: {exc}") from exc
+            raise unavailable(self.client, "reading counters", exc) from exc
         token = {"if_seq_no": response["_seq_no"], "if_primary_term": response["_primary_term"]}
         return dict(response["_source"]), token
 
@@ -75,7 +75,7 @@ class SeqLog:
         except EsConflict as exc:
             raise IndexLockedError("another process wrote this Elasticsearch document store at the same time") from exc
         except Exception as exc:
-            raise BackendUnavailableError(f"elasticsearch: writing counters failed: {exc}") from exc
+            raise unavailable(self.client, "writing counters", exc) from exc
         return {"if_seq_no": response["_seq_no"], "if_primary_term": response["_primary_term"]}
 
     # -- the log --------------------------------------------------------------------------------------------------
