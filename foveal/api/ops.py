@@ -113,6 +113,9 @@ async def readyz(request: Request):
 
     checks = await run_in_threadpool(check)
     ready = all(v == "ok" or v.startswith("refused: ") for v in checks.values())
+    if "admin" not in getattr(request.state, "scopes", frozenset({"read", "write", "admin"})):
+        # exception text (paths, hosts, library messages) is for the operator only: others see the verdict
+        checks = {name: value.split(":", 1)[0] for name, value in checks.items()}
     return JSONResponse(status_code=200 if ready else 503,
                         content={"status": "ready" if ready else "unavailable", "checks": checks})
 
