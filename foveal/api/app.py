@@ -100,10 +100,13 @@ def create_app(
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {_request.method} {_request.url.path}"
         elif exc.status_code == 405:
-            message = f"method {_request.method} is not allowed on {_request.url.path}"
+            allowed = _allowed_methods(_request)
+            message = f"method {_request.method} is not allowed on {_request.url.path}; allowed: {allowed}"
         response = _error(exc.status_code, kinds.get(exc.status_code, "HTTPError"), message)
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
+        if exc.status_code == 405:
+            response.headers["Allow"] = allowed
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -114,7 +117,8 @@ def create_app(
                 # FastAPI puts the character offset in ``loc``: say where in the body, as line and column
                 problems.append({"field": "body", "message": await _json_problem(request, e)})
                 continue
-            problems.append({"field": _field_path(e["loc"]), "message": e["msg"]})
+            problems.append({"field": _field_path(e["loc"]), "message": e["msg"].removeprefix("Value error, ")})
+        problems = _merge_union_problems(problems)
         summary = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems)
         return _error(422, "InvalidInputError", f"invalid request: {summary}", problems)
 
@@ -178,3 +182,39 @@ async def _json_problem(request: Request, error: dict) -> str:
         pass
     where = f" at character {offset}" if offset is not None else ""
     return f"invalid JSON{where}: {reason}"
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route answers on this path (Starlette names only the first route's)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for method in ("DELETE", "GET", "PATCH", "POST", "PUT"):
+        for route in request.app.router.routes:
+            try:
+                match, _ = route.matches({**request.scope, "method": method})
+            except Exception:  # noqa: BLE001 - a route kind that cannot say: skipped
+                continue
+            if match == Match.FULL:
+                methods.add(method)
+                break
+    return ", ".join(sorted(methods)) or "none"
+
+
+def _merge_union_problems(problems: list[dict]) -> list[dict]:
+    """A value that fits no branch of a union (``str | int | float``) gets one problem per branch, all on the same
+    field: they become one, "Input should be a valid string, integer or number"."""
+    merged: list[dict] = []
+    prefix = "Input should be a valid "
+    for problem in problems:
+        last = merged[-1] if merged else None
+        if (last is not None and last["field"] == problem["field"] and last["message"].startswith(prefix)
+                and problem["message"].startswith(prefix)):
+            kinds = last.pop("_kinds", [last["message"][len(prefix):]]) + [problem["message"][len(prefix):]]
+            last["_kinds"] = kinds
+            last["message"] = prefix + ", ".join(kinds[:-1]) + " or " + kinds[-1]
+            continue
+        merged.append(dict(problem))
+    for problem in merged:
+        problem.pop("_kinds", None)
+    return merged
