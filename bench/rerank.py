@@ -57,7 +57,7 @@ def run(searcher: SearchPipeline, queries: dict[str, str], rerank: bool, k: int 
         if not text.strip():  # SearchRequest refuses a blank query: it retrieves nothing
             results[qid] = {}
             continue
-        response = searcher.search(SearchRequest(query=text or " ", k=k, pipeline=Pipeline.hybrid, rerank=rerank))
+        response = searcher.search(SearchRequest(query=text, k=k, pipeline=Pipeline.hybrid, rerank=rerank))
         results[qid] = {hit.id: hit.score for hit in response.hits}
     return results
 

@@ -76,14 +76,14 @@ MAX_RETRY_COUNTDOWN_S = 5
 
 def _float(name: str, default: float, low: float = 0.0) -> float:
     raw = os.environ.get(name)
-    if raw is None or raw == "":
+    if raw is None or raw.strip() == "":
         return default
     try:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if not value > low or value != value or value == float("inf"):
-        raise ConfigError(f"{name}={value} must be a finite number above {low}")
+    if not value >= low or value == float("inf"):
+        raise ConfigError(f"{name}={raw} must be a finite number of at least {low:g}")
     return value
 
 
@@ -154,7 +154,7 @@ class ServiceSettings:
             max_doc_bytes=_int("FOVEAL_MAX_DOC_BYTES", 2_500_000, 1),
             max_request_bytes=_int("FOVEAL_MAX_REQUEST_BYTES", 100 * 1024 * 1024, 1),
             max_search_request_bytes=_int("FOVEAL_MAX_SEARCH_REQUEST_BYTES", 2 * 1024 * 1024, 1),
-            search_timeout_s=_float("FOVEAL_SEARCH_TIMEOUT_S", 10.0),
+            search_timeout_s=_float("FOVEAL_SEARCH_TIMEOUT_S", 10.0, 0.001),
             max_queue_depth=_int("FOVEAL_MAX_QUEUE_DEPTH", 10_000, 1),
             min_free_disk_mb=_int("FOVEAL_MIN_FREE_DISK_MB", 512),
             task_time_limit_s=time_limit,
