@@ -183,3 +183,26 @@ def test_any_id_is_fetchable_and_deletable_over_rest(engine):
         assert c.get("/v1/indexes/odd").json()["documents"] == len(ODD_IDS) - 3
         too_many = c.post("/v1/indexes/odd/documents/_get", json={"ids": ["x"] * 1001})
         assert too_many.status_code == 422 and too_many.json()["error"]["details"][0]["field"] == "ids"
+
+
+def test_a_large_batch_is_parsed_off_the_event_loop(engine, tiny, monkeypatch):
+    import asyncio
+
+    from foveal.api import v1
+
+    threads = []
+    original = v1._parse_json
+
+    def recording(body):
+        try:
+            asyncio.get_running_loop()
+            threads.append("event loop")
+        except RuntimeError:
+            threads.append("worker")
+        return original(body)
+
+    monkeypatch.setattr(v1, "_parse_json", recording)
+    docs = [{"_id": f"big{n}", "text": "word " * 2000} for n in range(8)]  # about 80 KB
+    with _client(engine, embedded_workers=0) as c:
+        assert c.post("/v1/indexes/tiny/documents", json={"documents": docs}).status_code == 202
+    assert threads == ["worker"]
