@@ -95,7 +95,8 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):
         """Routing refusals (unknown route 404, wrong method 405 with its ``Allow`` header) in the envelope."""
-        kinds = {404: "NotFoundError", 405: "MethodNotAllowedError", 413: "PayloadTooLargeError"}
+        kinds = {400: "BadRequestError", 404: "NotFoundError", 405: "MethodNotAllowedError",
+                 413: "PayloadTooLargeError"}
         message = exc.detail if isinstance(exc.detail, str) else "request refused"
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {_request.method} {_request.url.path}"

@@ -6,8 +6,9 @@ It is a pure ASGI middleware (no ``BaseHTTPMiddleware``) so that it sees the raw
   replaced by a fresh uuid4 hex. It is put in ``request.state.request_id``, in the ``X-Request-ID`` header of every
   response (errors included) and in every log line this layer writes.
 * **Body limit while streaming.** ``Content-Length`` is checked up front, and the bytes actually received are
-  counted, so a chunked body without a length is cut at the limit too. Past it the app's own answer is dropped and
-  a 413 envelope is sent instead. Search-like routes (``/search``, ``/v1/agent/ask``, ``documents/_get`` and
+  counted, so a chunked body without a length is cut at the limit too. Past it ``receive`` raises a 413
+  ``HTTPException`` into the app (answered in the envelope); whatever else the app makes of the cut body is dropped
+  and the 413 envelope sent instead. Search-like routes (``/search``, ``/v1/agent/ask``, ``documents/_get`` and
   ``documents/_delete``) get the smaller ``FOVEAL_MAX_SEARCH_REQUEST_BYTES``: FastAPI parses JSON on the event
   loop, and this keeps what a read request can make it parse small.
 * **Last-resort 500.** Anything raised below (a route, an exception handler, another middleware) is logged with
@@ -25,6 +26,8 @@ import re
 import time
 import uuid
 
+from starlette.exceptions import HTTPException
+
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 #: Paths whose bodies are small by nature (a query, a list of ids) and are held to the search body limit.
@@ -32,10 +35,6 @@ _SEARCH_LIKE = re.compile(r"^/v1/(indexes/[^/]+/search|agent/ask|indexes/[^/]+/d
 
 access_log = logging.getLogger("foveal.access")
 log = logging.getLogger("foveal.api")
-
-
-class _BodyTooLarge(Exception):
-    """Raised into the app from ``receive`` once the body passes its limit (the app's answer is then dropped)."""
 
 
 def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
@@ -68,6 +67,10 @@ class RequestContextMiddleware:
             return min(self.max_request_bytes, self.max_search_request_bytes)
         return self.max_request_bytes
 
+    def too_large_message(self, size: str, limit: int) -> str:
+        variable = "FOVEAL_MAX_SEARCH_REQUEST_BYTES" if limit < self.max_request_bytes else "FOVEAL_MAX_REQUEST_BYTES"
+        return f"request body of {size}; at most {limit} ({variable})"
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
@@ -80,7 +83,12 @@ class RequestContextMiddleware:
 
         async def send_with_id(message):
             if outcome["too_large"]:
-                return  # the app's answer to a cut body is replaced by the 413 below
+                # the app's own answer to a cut body is the 413 raised below, in the envelope; anything else it
+                # makes of the cut (a 400 "error parsing the body") is replaced by the 413 sent after it returns
+                if message["type"] == "http.response.start" and message["status"] != 413:
+                    outcome["dropped"] = True
+                if outcome.get("dropped"):
+                    return
             if message["type"] == "http.response.start":
                 outcome["started"] = True
                 outcome["status"] = message["status"]
@@ -94,7 +102,9 @@ class RequestContextMiddleware:
                 outcome["received"] += len(message.get("body", b""))
                 if outcome["received"] > limit:
                     outcome["too_large"] = True
-                    raise _BodyTooLarge()
+                    # an HTTPException: FastAPI re-raises it and the app's handler answers it in the envelope, so
+                    # the metrics middleware counts a 413 too
+                    raise HTTPException(413, self.too_large_message(f"more than {limit} bytes", limit))
             return message
 
         declared = _content_length(scope)
@@ -117,11 +127,8 @@ class RequestContextMiddleware:
                     await send({"type": "http.response.body", "body": body})
         if outcome["too_large"] and not outcome["started"]:
             size = f"{declared} bytes" if declared is not None else f"more than {limit} bytes"
-            variable = ("FOVEAL_MAX_SEARCH_REQUEST_BYTES" if limit < self.max_request_bytes
-                        else "FOVEAL_MAX_REQUEST_BYTES")
-            start, body = envelope(413, "PayloadTooLargeError",
-                                   f"request body of {size}; at most {limit} ({variable})",
-                                   {"limit": limit, "request_id": request_id}, request_id)
+            start, body = envelope(413, "PayloadTooLargeError", self.too_large_message(size, limit),
+                                   {"limit": limit}, request_id)
             outcome["status"] = 413
             await send(start)
             await send({"type": "http.response.body", "body": body})
