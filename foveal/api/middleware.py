@@ -14,6 +14,9 @@ It is a pure ASGI middleware (no ``BaseHTTPMiddleware``) so that it sees the raw
 * **Last-resort 500.** Anything raised below (a route, an exception handler, another middleware) is logged with
   its traceback and the request id, and answered as a JSON 500 that names only the request id: no exception
   text reaches the caller. It is not re-raised, so Starlette's plain-text error page never shows.
+* **Request id in every log record.** While a request is served (in threadpool workers too: they copy the
+  context) every log record gets a ``request_id`` attribute (``None`` outside requests), so a formatter such as
+  ``%(request_id)s`` or a JSON handler ties a worker's error log to the request that caused it.
 * **Access log.** One JSON line per request on logger ``foveal.access``: method, route template, status,
   duration in ms, request id, and the key name when authentication set one.
 """
@@ -25,6 +28,7 @@ import logging
 import re
 import time
 import uuid
+from contextvars import ContextVar
 
 from starlette.exceptions import HTTPException
 
@@ -35,6 +39,24 @@ _SEARCH_LIKE = re.compile(r"^/v1/(indexes/[^/]+/search|agent/ask|indexes/[^/]+/d
 
 access_log = logging.getLogger("foveal.access")
 log = logging.getLogger("foveal.api")
+#: The id of the request being served in this context (None outside one).
+current_request_id: ContextVar[str | None] = ContextVar("foveal_request_id", default=None)
+
+
+def _install_record_factory() -> None:
+    """Give every log record a ``request_id`` attribute, once per process (wrapping whatever factory is set)."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_foveal_request_id", False):
+        return
+
+    def factory(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        if not hasattr(record, "request_id"):
+            record.request_id = current_request_id.get()
+        return record
+
+    factory._foveal_request_id = True
+    logging.setLogRecordFactory(factory)
 
 
 def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
@@ -61,6 +83,7 @@ class RequestContextMiddleware:
         self.app = app
         self.max_request_bytes = max_request_bytes
         self.max_search_request_bytes = max_search_request_bytes
+        _install_record_factory()
 
     def limit_for(self, path: str) -> int:
         if _SEARCH_LIKE.match(path):
@@ -74,10 +97,17 @@ class RequestContextMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        started = time.perf_counter()
         request_id = request_id_of(scope.get("headers") or [])
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        token = current_request_id.set(request_id)
+        try:
+            await self._serve(scope, receive, send, request_id, state)
+        finally:
+            current_request_id.reset(token)
+
+    async def _serve(self, scope, receive, send, request_id: str, state: dict) -> None:
+        started = time.perf_counter()
         limit = self.limit_for(scope.get("path", ""))
         outcome = {"status": 500, "started": False, "received": 0, "too_large": False}
 

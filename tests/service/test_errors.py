@@ -172,3 +172,20 @@ def test_cli_refuses_a_blank_query(home, command):
                             env={**os.environ, "FOVEAL_HOME": str(home)}, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "blank" in result.stderr
+
+
+def test_logs_written_while_serving_carry_the_request_id(engine, tiny, monkeypatch, caplog):
+    from foveal.api.app import create_app
+
+    original = engine.search
+
+    def logging_search(*args, **kwargs):  # runs in a threadpool worker, like every search
+        logging.getLogger("foveal.index").warning("slow segment")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "search", logging_search)
+    with TestClient(create_app(engine, settings=ServiceSettings())) as c, caplog.at_level(logging.INFO):
+        response = c.post("/v1/indexes/tiny/search", json={"query": "tides"}, headers={"X-Request-ID": "log-7"})
+    assert response.status_code == 200
+    record = next(r for r in caplog.records if r.getMessage() == "slow segment")
+    assert record.request_id == "log-7"
