@@ -33,7 +33,8 @@ DISCONNECT_POLL_S = 0.5
 
 
 class AskRequest(BaseModel):
-    question: str = Field(min_length=1, max_length=2000, description="The question to research.")
+    question: str = Field(min_length=1, max_length=2000, description="The question to research (not only whitespace).",
+                          json_schema_extra={"pattern": r"\S"})
     index: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="The index to search.")
     planner: Literal["rule", "llm"] = Field(default="rule", description="rule (no model) or llm (FOVEAL_LLM_*).")
     searcher: Literal["rule", "llm"] | None = Field(default=None, description="Default: the planner's mode.")

@@ -30,7 +30,7 @@ from foveal.api.agent import create_agent_router
 from foveal.engine import Engine
 from foveal.registry import preload_models
 from foveal.errors import FovealError, OverloadedError
-from foveal.pipeline.request import SearchRequest, SearchResponse, shape_response
+from foveal.pipeline.request import SearchRequest, SelectedSearchResponse, shape_response
 from foveal.api import ops, v1
 from foveal.api.middleware import RequestContextMiddleware
 from foveal.service.jobs import make_queue
@@ -135,7 +135,7 @@ def create_app(
         """Liveness: the process answers."""
         return {"status": "ok", "version": __version__}
 
-    @app.post("/v1/indexes/{name}/search", response_model=SearchResponse, tags=["search"])
+    @app.post("/v1/indexes/{name}/search", response_model=SelectedSearchResponse, tags=["search"])
     async def search(body: SearchRequest, name: str = INDEX_NAME):
         """Search one index with BM25, dense retrieval or both (fused). Every hit carries its evidence.
         ``fields`` and ``text`` choose what each hit carries (whole texts, the matched passage, a snippet, none).

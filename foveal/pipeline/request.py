@@ -116,8 +116,10 @@ class SearchFilter(BaseModel):
 
 
 class SearchRequest(BaseModel):
+    # length checked in _check_query (a clearer message than pydantic's); the schema still states it
     query: StrictStr = Field(description=f"What to search for, as plain text (1 to {MAX_QUERY_CHARS} characters, "
-                                         "not only whitespace).")
+                                         "not only whitespace).",
+                             json_schema_extra={"minLength": 1, "maxLength": MAX_QUERY_CHARS, "pattern": r"\S"})
     k: StrictInt = Field(default=10, ge=1, le=MAX_K, description="How many hits to return.")
     offset: StrictInt = Field(default=0, ge=0, le=MAX_OFFSET, description="Hits to skip (paging).")
     pipeline: Pipeline = Field(default=Pipeline.hybrid, description="bm25, dense or hybrid.")
@@ -180,6 +182,27 @@ class SearchResponse(BaseModel):
     hits: list[Hit]
     #: Query-side facts: tokens cut from an over-long query (never silent), and with explain the analyzed terms.
     query_info: dict[str, Any] = Field(default_factory=dict)
+
+
+class SelectedHit(BaseModel):
+    """A hit as the REST API returns it: ``id``, ``rank`` and ``score`` always; the others as the request's
+    ``fields`` and ``text`` choose (all of them by default)."""
+
+    id: str
+    rank: int
+    score: float
+    title: str | None = None
+    text: str | None = Field(default=None, description="The whole text, the passage, a snippet, or absent (`text`).")
+    metadata: dict[str, Any] | None = None
+    timestamp: str | None = None
+    passage: PassageInfo | None = None
+    evidence: dict[str, Any] | None = None
+
+
+class SelectedSearchResponse(SearchResponse):
+    """:class:`SearchResponse` with each hit cut to what was asked for (the REST answer's schema)."""
+
+    hits: list[SelectedHit]
 
 
 def snippet(hit: "Hit", limit: int = SNIPPET_CHARS) -> str:
