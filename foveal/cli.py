@@ -242,8 +242,8 @@ def run(
             for start in range(0, len(ids), batch):
                 chunk = ids[start : start + batch]
                 # a blank query is refused by SearchRequest: it retrieves nothing (an empty run line set)
-                asked = [q for q in chunk if texts[q].strip()]
-                results.update({q: {} for q in chunk if not texts[q].strip()})
+                asked = [q for q in chunk if (texts[q] or "").strip()]
+                results.update({q: {} for q in chunk if not (texts[q] or "").strip()})
                 requests = [SearchRequest(query=texts[q], k=k, pipeline=pipeline) for q in asked]
                 for qid, response in zip(asked, searcher.search_many(requests) if requests else []):
                     results[qid] = {hit.id: hit.score for hit in response.hits}
