@@ -280,7 +280,10 @@ def _check_backpressure(state) -> None:
     ``FOVEAL_HOME``'s disk has less than ``FOVEAL_MIN_FREE_DISK_MB`` free: better a clear "come back later" than a
     queue that grows without end or a write that fails half way on a full disk."""
     settings = state.settings
-    depth = state.queue.stats()["queue_depth"]
+    try:
+        depth = state.queue.stats()["queue_depth"]
+    except Exception:  # noqa: BLE001 - a queue backend that cannot answer is refused by submit, in its own words
+        depth = 0
     if depth >= settings.max_queue_depth:
         raise OverloadedError(
             f"the ingest queue holds {depth} tasks not done; at most {settings.max_queue_depth} "

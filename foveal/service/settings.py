@@ -14,9 +14,6 @@ variable                        default                      meaning
 ``FOVEAL_MAX_DOC_BYTES``        ``2500000``                  largest document as JSON, in bytes (413 above)
 ``FOVEAL_MAX_REQUEST_BYTES``    ``104857600``                largest request body, counted while it streams in
                                                              (chunked bodies too; 413 above)
-``FOVEAL_MAX_SEARCH_REQUEST_``  ``2097152``                  largest body of a search, agent or body-based
-``BYTES``                                                    get/delete request (413 above): FastAPI parses JSON
-                                                             on the event loop, so read requests stay small
 ``FOVEAL_SEARCH_TIMEOUT_S``     ``10``                       time budget of one REST search; past it 503
                                                              ``OverloadedError`` (the search thread still finishes)
 ``FOVEAL_MAX_QUEUE_DEPTH``      ``10000``                    ingest backpressure: with this many tasks not done,
@@ -41,6 +38,10 @@ variable                        default                      meaning
 ``FOVEAL_TASK_MAX_RETRIES``     ``8``                        retries (exponential backoff) before a batch fails
 ``FOVEAL_JOB_TTL_S``            ``604800``                   how long job records are kept (7 days)
 ==============================  ===========================  ======================================================
+
+``FOVEAL_MAX_SEARCH_REQUEST_BYTES`` (default ``2097152``, too long a name for the table): the largest body of a
+search, ``/v1/agent/ask`` or body-based ``documents/_get`` / ``documents/_delete`` request (413 above). FastAPI
+parses JSON on the event loop, so read requests are kept small; 1,000 ASCII ids of 512 characters (0.5 MB) fit.
 
 ``FOVEAL_DEBUG_INGEST_SLEEP_S`` is a test hook only: a worker sleeps that long per document before it commits a
 batch, so a test can kill it in the middle of one. Never set it in production.
