@@ -159,12 +159,13 @@ def create_app(
 def _field_path(loc) -> str:
     """``("body", "documents", 3, "_id")`` -> ``documents.3._id``; pydantic's union branch tags (``str``,
     ``list[...]``, ``function-after[...]``) are dropped, so the path names the caller's field only."""
-    parts = []
+    parts: list[str] = []
     for part in loc:
         if part == "body" and not parts:
             continue
-        if isinstance(part, str) and (part in ("str", "int", "float", "bool", "int-strict", "float-strict")
-                                      or "[" in part):
+        after_mapping = bool(parts) and parts[-1] == "metadata"  # there it is the caller's key, even "str"
+        if not after_mapping and isinstance(part, str) and (
+                part in ("str", "int", "float", "bool", "int-strict", "float-strict") or "[" in part):
             continue
         parts.append(str(part))
     return ".".join(parts)

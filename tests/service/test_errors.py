@@ -61,6 +61,9 @@ def test_field_paths_name_the_callers_field(client, tiny):
     error = _envelope(client.post("/v1/indexes/tiny/search", json=bad_filter))
     # one problem for the field (not one per branch of the union, nor a branch tag in the path)
     assert [p["field"] for p in error["details"]] == ["filter.metadata.topic"]
+    named_like_a_type = {"query": "x", "filter": {"metadata": {"str": {"nested": 1}}}}
+    error = _envelope(client.post("/v1/indexes/tiny/search", json=named_like_a_type))
+    assert [p["field"] for p in error["details"]] == ["filter.metadata.str"]
 
 
 def test_an_error_inside_middleware_is_a_json_500_without_exception_text(app, monkeypatch):
