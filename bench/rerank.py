@@ -54,7 +54,10 @@ class Timed:
 def run(searcher: SearchPipeline, queries: dict[str, str], rerank: bool, k: int = 100) -> dict:
     results = {}
     for qid, text in queries.items():
-        response = searcher.search(SearchRequest(query=text or " ", k=k, pipeline=Pipeline.hybrid, rerank=rerank))
+        if not (text or "").strip():  # SearchRequest refuses a blank query: it retrieves nothing
+            results[qid] = {}
+            continue
+        response = searcher.search(SearchRequest(query=text, k=k, pipeline=Pipeline.hybrid, rerank=rerank))
         results[qid] = {hit.id: hit.score for hit in response.hits}
     return results
 

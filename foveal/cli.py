@@ -142,6 +142,8 @@ def search(
     """Search an index."""
     from foveal.pipeline.request import SearchRequest
 
+    if not query.strip():
+        _fail("the query is blank (only whitespace): give some text to search for")
     try:
         request = SearchRequest(query=query, k=k, pipeline=pipeline, explain=explain, rerank=rerank)
     except ValueError as exc:
@@ -239,8 +241,11 @@ def run(
             task = progress.add_task("run", total=len(ids))
             for start in range(0, len(ids), batch):
                 chunk = ids[start : start + batch]
-                requests = [SearchRequest(query=texts[q] or " ", k=k, pipeline=pipeline) for q in chunk]
-                for qid, response in zip(chunk, searcher.search_many(requests)):
+                # a blank query is refused by SearchRequest: it retrieves nothing (an empty run line set)
+                asked = [q for q in chunk if (texts[q] or "").strip()]
+                results.update({q: {} for q in chunk if not (texts[q] or "").strip()})
+                requests = [SearchRequest(query=texts[q], k=k, pipeline=pipeline) for q in asked]
+                for qid, response in zip(asked, searcher.search_many(requests) if requests else []):
                     results[qid] = {hit.id: hit.score for hit in response.hits}
                 progress.update(task, advance=len(chunk))
         write_run(out_path, results, tag)
@@ -347,7 +352,7 @@ def ask(
     if planner not in ("rule", "llm"):
         _fail(f"unknown planner {planner!r} (allowed: rule, llm)")
     if not question.strip():
-        _fail("the question is empty")
+        _fail("the question is blank (only whitespace): give a question to research")
     try:
         agent = build_agent(_engine().pipeline(index), planner=planner, select=select,  # type: ignore[arg-type]
                             settings=AgentSettings(concurrency=concurrency, node_timeout=node_timeout))

@@ -183,7 +183,7 @@ class PipelineSearcher:
 
     def run(self, question: str, topic: str, history: Sequence[HistoryItem],
             exclude: frozenset[str] = frozenset(), focus: str | None = None) -> SearcherResult:
-        queries = [q[:2000] for q in self.rewriter.rewrite(question, topic, history) if q.strip()] or [question]
+        queries = [q[:2000] for q in self.rewriter.rewrite(question, topic, history) if q.strip()] or [question][:1 if question.strip() else 0]
         if focus and focus.strip() and focus not in queries:
             queries.append(focus.strip())
         requests = [SearchRequest(query=q, k=self.candidates + len(exclude), pipeline=self.search_pipeline)

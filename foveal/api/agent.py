@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Callable, Literal
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 
 from foveal.agents import AgentSettings, build_agent
 from foveal.agents.executor import Event
@@ -34,20 +34,29 @@ DISCONNECT_POLL_S = 0.5
 
 
 class AskRequest(BaseModel):
-    question: str = Field(min_length=1, max_length=2000, description="The question to research.")
+    question: str = Field(min_length=1, max_length=2000, description="The question to research (not only whitespace).",
+                          json_schema_extra={"pattern": r"\S"})
     index: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="The index to search.")
     planner: Literal["rule", "llm"] = Field(default="rule", description="rule (no model) or llm (FOVEAL_LLM_*).")
     searcher: Literal["rule", "llm"] | None = Field(default=None, description="Default: the planner's mode.")
-    concurrency: int = Field(default=4, ge=1, le=16, description="Searcher nodes running at once.")
-    node_timeout: float = Field(default=60.0, gt=0, le=600, description="Seconds per searcher node.")
-    max_rounds: int = Field(default=2, ge=0, le=5, description="Follow-up planning turns.")
-    select: int = Field(default=4, ge=1, le=10, description="Passages each searcher node may cite.")
+    # strict: ``true`` is no number (it used to be taken as 1)
+    concurrency: StrictInt = Field(default=4, ge=1, le=16, description="Searcher nodes running at once.")
+    node_timeout: StrictInt | StrictFloat = Field(default=60.0, gt=0, le=600, description="Seconds per searcher node.")
+    max_rounds: StrictInt = Field(default=2, ge=0, le=5, description="Follow-up planning turns.")
+    select: StrictInt = Field(default=4, ge=1, le=10, description="Passages each searcher node may cite.")
 
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"question": "Were Scott Derrickson and Ed Wood of the same nationality?",
                                          "index": "default"}]},
     )
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        from foveal.pipeline.request import not_blank
+
+        return not_blank(value, "question")
 
 
 def format_event(event: Event) -> bytes:

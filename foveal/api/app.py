@@ -16,18 +16,23 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncio
+import json
+
 from fastapi import Depends, FastAPI, Path as PathParam, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from foveal import __version__
 from foveal.api.agent import create_agent_router
 from foveal.engine import Engine
 from foveal.registry import preload_models
-from foveal.errors import FovealError
-from foveal.pipeline.request import SearchRequest, SearchResponse
+from foveal.errors import FovealError, OverloadedError
+from foveal.pipeline.request import SearchRequest, SelectedSearchResponse, shape_response
 from foveal.api import auth, ops, v1
+from foveal.api.middleware import RequestContextMiddleware
 from foveal.service.jobs import make_queue
 from foveal.service.settings import ServiceSettings
 
@@ -81,22 +86,50 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception):
-        """A bug, not a refusal: logged with its traceback, and answered in the same error shape as the rest (a
-        client parsing ``error`` never meets a plain-text body)."""
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return _error(500, "InternalError", f"internal error ({type(exc).__name__}); see the server log")
+        """A bug, not a refusal: logged with its traceback and the request id, and answered in the same error
+        shape as the rest with no exception text (the request id lets the operator find the log line)."""
+        request_id = getattr(request.state, "request_id", None)
+        log.error(json.dumps({"event": "unhandled_error", "request_id": request_id, "method": request.method,
+                              "path": request.url.path, "error": type(exc).__name__}), exc_info=exc)
+        return _error(500, "InternalError", f"internal error; quote request id {request_id} to the operator",
+                      {"request_id": request_id})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
+        """Routing refusals (unknown route 404, wrong method 405 with its ``Allow`` header) in the envelope."""
+        kinds = {400: "BadRequestError", 404: "NotFoundError", 405: "MethodNotAllowedError",
+                 413: "PayloadTooLargeError"}
+        message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route {_request.method} {_request.url.path}"
+        elif exc.status_code == 405:
+            allowed = _allowed_methods(_request)
+            message = f"method {_request.method} is not allowed on {_request.url.path}; allowed: {allowed}"
+        response = _error(exc.status_code, kinds.get(exc.status_code, "HTTPError"), message)
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        if exc.status_code == 405:
+            response.headers["Allow"] = allowed
+        return response
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError):
-        problems = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]} for e in exc.errors()
-        ]
+    async def validation_error(request: Request, exc: RequestValidationError):
+        problems = []
+        for e in exc.errors():
+            if e.get("type") == "json_invalid":
+                # FastAPI puts the character offset in ``loc``: say where in the body, as line and column
+                problems.append({"field": "body", "message": await _json_problem(request, e)})
+                continue
+            problems.append({"field": _field_path(e["loc"]), "message": e["msg"].removeprefix("Value error, ")})
+        problems = _merge_union_problems(problems)
         summary = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems)
         return _error(422, "InvalidInputError", f"invalid request: {summary}", problems)
 
-    v1.install_request_limit(app, settings)
-    auth.install(app, settings)
+    auth.install(app, settings)  # the key gate (401/429 before a body is read) and CORS
     ops.install_metrics(app)
+    # added last, so it is the outermost of the app's middleware: it sees (and answers) whatever fails below it
+    app.add_middleware(RequestContextMiddleware, max_request_bytes=settings.max_request_bytes,
+                       max_search_request_bytes=settings.max_search_request_bytes)
     app.include_router(ops.router)
     app.include_router(v1.router)
 
@@ -105,11 +138,89 @@ def create_app(
         """Liveness: the process answers."""
         return {"status": "ok", "version": __version__}
 
-    @app.post("/v1/indexes/{name}/search", response_model=SearchResponse, tags=["search"],
+    @app.post("/v1/indexes/{name}/search", response_model=SelectedSearchResponse, tags=["search"],
               dependencies=[Depends(auth.require("read"))])
-    async def search(body: SearchRequest, name: str = INDEX_NAME) -> SearchResponse:
-        """Search one index with BM25, dense retrieval or both (fused). Every hit carries its evidence."""
-        return await run_in_threadpool(state["engine"].search, name, body)
+    async def search(body: SearchRequest, name: str = INDEX_NAME):
+        """Search one index with BM25, dense retrieval or both (fused). Every hit carries its evidence.
+        ``fields`` and ``text`` choose what each hit carries (whole texts, the matched passage, a snippet, none).
+
+        Bounded by ``FOVEAL_SEARCH_TIMEOUT_S``: past it the answer is a 503 ``OverloadedError``. The search thread
+        cannot be interrupted and runs to its end, but nobody waits for it."""
+        try:
+            response = await asyncio.wait_for(run_in_threadpool(state["engine"].search, name, body),
+                                              timeout=settings.search_timeout_s)
+        except asyncio.TimeoutError:
+            raise OverloadedError(
+                f"search took longer than {settings.search_timeout_s:g} s (FOVEAL_SEARCH_TIMEOUT_S); narrow it "
+                "(smaller k, a filter, pipeline bm25) or retry later", timeout_s=settings.search_timeout_s,
+                retry_after=1) from None
+        return JSONResponse(shape_response(response, body))
 
     app.include_router(create_agent_router(lambda: state["engine"]))
     return app
+
+
+def _field_path(loc) -> str:
+    """``("body", "documents", 3, "_id")`` -> ``documents.3._id``; pydantic's union branch tags (``str``,
+    ``list[...]``, ``function-after[...]``) are dropped, so the path names the caller's field only."""
+    parts: list[str] = []
+    for part in loc:
+        if part == "body" and not parts:
+            continue
+        after_mapping = bool(parts) and parts[-1] == "metadata"  # there it is the caller's key, even "str"
+        if not after_mapping and isinstance(part, str) and (
+                part in ("str", "int", "float", "bool", "int-strict", "float-strict") or "[" in part):
+            continue
+        parts.append(str(part))
+    return ".".join(parts)
+
+
+async def _json_problem(request: Request, error: dict) -> str:
+    """"invalid JSON at line L column C: <reason>" for a body that does not parse."""
+    reason = (error.get("ctx") or {}).get("error") or error.get("msg", "JSON decode error")
+    offset = next((p for p in error.get("loc", ()) if isinstance(p, int)), None)
+    try:
+        text = (await request.body()).decode("utf-8", "replace")
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+    except Exception:  # noqa: BLE001 - fall back to what FastAPI said
+        pass
+    where = f" at character {offset}" if offset is not None else ""
+    return f"invalid JSON{where}: {reason}"
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route answers on this path (Starlette names only the first route's)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for method in ("DELETE", "GET", "PATCH", "POST", "PUT"):
+        for route in request.app.router.routes:
+            try:
+                match, _ = route.matches({**request.scope, "method": method})
+            except Exception:  # noqa: BLE001 - a route kind that cannot say: skipped
+                continue
+            if match == Match.FULL:
+                methods.add(method)
+                break
+    return ", ".join(sorted(methods)) or "none"
+
+
+def _merge_union_problems(problems: list[dict]) -> list[dict]:
+    """A value that fits no branch of a union (``str | int | float``) gets one problem per branch, all on the same
+    field: they become one, "Input should be a valid string, integer or number"."""
+    merged: list[dict] = []
+    prefix = "Input should be a valid "
+    for problem in problems:
+        last = merged[-1] if merged else None
+        if (last is not None and last["field"] == problem["field"] and last["message"].startswith(prefix)
+                and problem["message"].startswith(prefix)):
+            kinds = last.pop("_kinds", [last["message"][len(prefix):]]) + [problem["message"][len(prefix):]]
+            last["_kinds"] = kinds
+            last["message"] = prefix + ", ".join(kinds[:-1]) + " or " + kinds[-1]
+            continue
+        merged.append(dict(problem))
+    for problem in merged:
+        problem.pop("_kinds", None)
+    return merged

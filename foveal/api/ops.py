@@ -120,6 +120,9 @@ async def readyz(request: Request):
     ready = all(v == "ok" or v.startswith("refused: ") for v in checks.values())
     content: dict = {"status": "ready" if ready else "unavailable"}
     if details:
+        if "admin" not in getattr(request.state, "scopes", frozenset({"read", "write", "admin"})):
+            # exception text (paths, hosts, library messages) is for the operator only: others see the verdict
+            checks = {name: value.split(":", 1)[0] for name, value in checks.items()}
         content["checks"] = checks
     return JSONResponse(status_code=200 if ready else 503, content=content)
 

@@ -7,22 +7,63 @@ batch is durably queued, and ``GET /v1/jobs/{id}`` reports ``{state, total, done
 from __future__ import annotations
 
 import json
+import shutil
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path as PathParam, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
 
 from foveal.api.auth import allowed_indexes, check_index, require
 from foveal.config import IndexConfig
 from foveal.documents import MAX_ID_CHARS, parse_document
-from foveal.errors import DocumentError, DocumentNotFoundError, FovealError
+from foveal.errors import DocumentError, DocumentNotFoundError, FovealError, OverloadedError
 
 INDEX_NAME = PathParam(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="Index name.")
-DOC_ID = PathParam(min_length=1, max_length=MAX_ID_CHARS, description="Document id (`_id`).")
+DOC_ID = PathParam(min_length=1, max_length=MAX_ID_CHARS,
+                   description="Document id (`_id`), percent-encoded: any id fits, `/` and `%` included (or use "
+                               "`documents/_get` and `documents/_delete`, which take ids in the body).")
+#: Most ids one body-based get or delete may name.
+MAX_IDS_PER_REQUEST = 1000
+#: Seconds a refused ingest (queue too deep, disk nearly full) is told to wait (``Retry-After``).
+BACKPRESSURE_RETRY_S = 5
 JOB_ID = PathParam(pattern=r"^[0-9a-f]{32}$", description="Job id, as returned by a document upsert.")
 
-router = APIRouter(prefix="/v1")
+#: Bodies at least this large are parsed as JSON in a worker thread, not on the event loop.
+OFFLOOP_JSON_BYTES = 64 * 1024
+
+
+def _parse_json(body: bytes) -> Any:
+    return json.loads(body)
+
+
+class OffLoopJSONRoute(APIRoute):
+    """A route that parses a large JSON body in a worker thread before FastAPI looks at it.
+
+    FastAPI reads ``await request.json()`` on the event loop: a batch near ``FOVEAL_MAX_REQUEST_BYTES`` (100 MB)
+    would stall every other request while it parses. Starlette caches the parsed body on the request, so parsing it
+    here first, off the loop, leaves FastAPI nothing to do. (Pydantic's validation of the parsed body still runs on
+    the loop.) A body that is no JSON is answered as FastAPI would, with its line and column."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def parse_off_loop(request: Request):
+            content_type = request.headers.get("content-type", "")
+            if request.method in ("POST", "PUT", "PATCH") and "json" in content_type:
+                body = await request.body()
+                if len(body) >= OFFLOOP_JSON_BYTES:
+                    try:
+                        request._json = await run_in_threadpool(_parse_json, body)
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        pass  # FastAPI parses it again and reports where it fails (fast: it stops at the error)
+            return await handler(request)
+
+        return parse_off_loop
+
+
+router = APIRouter(prefix="/v1", route_class=OffLoopJSONRoute)
 READ = [Depends(require("read"))]
 WRITE = [Depends(require("write"))]
 ADMIN = [Depends(require("admin"))]
@@ -30,21 +71,6 @@ ADMIN = [Depends(require("admin"))]
 
 class PayloadTooLargeError(FovealError):
     status_code = 413
-
-
-def install_request_limit(app, settings) -> None:
-    """Refuse a request body over ``FOVEAL_MAX_REQUEST_BYTES`` (by its Content-Length) before reading it."""
-    from fastapi.responses import JSONResponse
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_request_bytes:
-            message = (f"request body of {length} bytes; at most {settings.max_request_bytes} "
-                       "(FOVEAL_MAX_REQUEST_BYTES)")
-            return JSONResponse(status_code=413, content={"error": {
-                "type": "PayloadTooLargeError", "message": message, "details": {"limit": settings.max_request_bytes}}})
-        return await call_next(request)
 
 
 # -- models ------------------------------------------------------------------------------------------------------
@@ -59,13 +85,15 @@ class CreateIndex(BaseModel):
 
 
 class DocumentIn(BaseModel):
-    id: str = Field(alias="_id", min_length=1, max_length=MAX_ID_CHARS, description="Unique id; upserts replace.")
-    title: str = ""
-    text: str = ""
+    id: StrictStr = Field(alias="_id", min_length=1, max_length=MAX_ID_CHARS,
+                          description="Unique id; upserts replace.")
+    title: StrictStr = ""
+    text: StrictStr = ""
     metadata: dict[str, Any] = Field(default_factory=dict, description="Any JSON object; filterable by equality.")
-    timestamp: str | float | None = Field(
+    # strict: a boolean is no time (``true`` used to be stored as 1970-01-01T00:00:01Z), nor a vector component
+    timestamp: StrictStr | StrictInt | StrictFloat | None = Field(
         default=None, description="ISO 8601 or epoch seconds, 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z in UTC.")
-    vector: list[float] | None = Field(default=None, description="A precomputed embedding (skips encoding).")
+    vector: list[StrictFloat] | None = Field(default=None, description="A precomputed embedding (skips encoding).")
 
     # NaN and Infinity are no JSON; Python's parser reads them, so they are refused here, for the whole request
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
@@ -89,6 +117,31 @@ class UpsertDocuments(BaseModel):
             {"_id": "tides", "title": "Ocean tides", "text": "The moon pulls the sea.",
              "metadata": {"topic": "science"}, "timestamp": "2024-01-05T00:00:00Z"}]}]},
     )
+
+
+class DocumentIds(BaseModel):
+    ids: list[StrictStr] = Field(min_length=1, max_length=MAX_IDS_PER_REQUEST,
+                                 description=f"1 to {MAX_IDS_PER_REQUEST} document ids, any characters.")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"ids": ["tides", "a/b"]}]})
+
+    @field_validator("ids")
+    @classmethod
+    def _check_ids(cls, value: list[str]) -> list[str]:
+        for one in value:
+            if not 1 <= len(one) <= MAX_ID_CHARS:
+                raise ValueError(f"each id has 1 to {MAX_ID_CHARS} characters")
+        return value
+
+
+class DocumentsFound(BaseModel):
+    documents: list["DocumentOut"] = Field(description="The documents found, in the order asked.")
+    missing: list[str] = Field(description="Ids asked for that are not in the index.")
+
+
+class DocumentsDeleted(BaseModel):
+    deleted: list[str]
+    missing: list[str] = Field(description="Ids asked for that were not in the index.")
 
 
 class JobAccepted(BaseModel):
@@ -129,6 +182,9 @@ class DocumentOut(BaseModel):
     metadata: dict[str, Any]
     timestamp: str | None
     passages: int
+
+
+DocumentsFound.model_rebuild()
 
 
 # -- indexes -----------------------------------------------------------------------------------------------------
@@ -205,6 +261,7 @@ async def upsert_documents(body: UpsertDocuments, request: Request, response: Re
         raise PayloadTooLargeError(
             f"batch of {len(body.documents)} documents; at most {settings.max_batch_docs} per request "
             "(FOVEAL_MAX_BATCH_DOCS)", limit=settings.max_batch_docs)
+    await run_in_threadpool(_check_backpressure, state)
     # as it is on disk now (another process may have deleted and re-created it): the batch is fenced to this creation
     collection = await run_in_threadpool(state.engine.get_current, name)
     accepted: list[dict[str, Any]] = []
@@ -228,21 +285,75 @@ async def upsert_documents(body: UpsertDocuments, request: Request, response: Re
     return JobAccepted(job_id=job["id"], index=name, total=job["total"], rejected=len(rejected), status_url=url)
 
 
-@router.get("/indexes/{name}/documents/{doc_id}", tags=["documents"], response_model=DocumentOut,
-            response_model_by_alias=True, dependencies=READ)
-def get_document(request: Request, name: str = INDEX_NAME, doc_id: str = DOC_ID) -> DocumentOut:
-    """One document as stored (committed writes only)."""
+def _check_backpressure(state) -> None:
+    """Refuse a batch (503 + Retry-After) while the queue holds ``FOVEAL_MAX_QUEUE_DEPTH`` tasks not done, or
+    ``FOVEAL_HOME``'s disk has less than ``FOVEAL_MIN_FREE_DISK_MB`` free: better a clear "come back later" than a
+    queue that grows without end or a write that fails half way on a full disk."""
+    settings = state.settings
+    try:
+        depth = state.queue.stats()["queue_depth"]
+    except Exception:  # noqa: BLE001 - a queue backend that cannot answer is refused by submit, in its own words
+        depth = 0
+    if depth >= settings.max_queue_depth:
+        raise OverloadedError(
+            f"the ingest queue holds {depth} tasks not done; at most {settings.max_queue_depth} "
+            "(FOVEAL_MAX_QUEUE_DEPTH): retry later", queue_depth=depth, limit=settings.max_queue_depth,
+            retry_after=BACKPRESSURE_RETRY_S)
+    free_mb = shutil.disk_usage(state.engine.home).free // (1024 * 1024)
+    if free_mb < settings.min_free_disk_mb:
+        raise OverloadedError(
+            f"{free_mb} MB free on the index disk; ingest needs at least {settings.min_free_disk_mb} MB "
+            "(FOVEAL_MIN_FREE_DISK_MB): retry later", free_mb=free_mb, limit=settings.min_free_disk_mb,
+            retry_after=BACKPRESSURE_RETRY_S)
+
+
+def _document_out(doc) -> "DocumentOut":
     from foveal.documents import format_timestamp
 
-    collection = request.app.state.engine.get(name)
-    doc = collection.get(doc_id)
-    if doc is None:
-        raise DocumentNotFoundError(f"document {doc_id!r} is not in index {name!r}", index=name, id=doc_id)
     return DocumentOut(id=doc.id, title=doc.title, text=doc.text, metadata=doc.metadata,
                        timestamp=format_timestamp(doc.timestamp), passages=len(doc.passages))
 
 
-@router.delete("/indexes/{name}/documents/{doc_id}", tags=["documents"], dependencies=WRITE)
+# The body-based routes come first: ``POST .../documents/_get`` can never be taken for a document id (the
+# ``{doc_id:path}`` routes answer GET and DELETE only, so a document named ``_get`` stays reachable too).
+@router.post("/indexes/{name}/documents/_get", tags=["documents"], response_model=DocumentsFound,
+             response_model_by_alias=True, dependencies=READ)
+def get_documents(body: DocumentIds, request: Request, name: str = INDEX_NAME) -> DocumentsFound:
+    """Several documents by id, the ids in the body (any characters, no encoding needed)."""
+    collection = request.app.state.engine.get(name)
+    found, missing = [], []
+    for doc_id in dict.fromkeys(body.ids):
+        doc = collection.get(doc_id)
+        if doc is None:
+            missing.append(doc_id)
+        else:
+            found.append(_document_out(doc))
+    return DocumentsFound(documents=found, missing=missing)
+
+
+@router.post("/indexes/{name}/documents/_delete", tags=["documents"], response_model=DocumentsDeleted,
+             dependencies=WRITE)
+async def delete_documents(body: DocumentIds, request: Request, name: str = INDEX_NAME) -> DocumentsDeleted:
+    """Delete several documents by id, the ids in the body (committed when this returns)."""
+    collection = request.app.state.engine.get(name)
+    ids = list(dict.fromkeys(body.ids))
+    result = await run_in_threadpool(collection.delete, ids)
+    deleted = set(result.deleted)
+    return DocumentsDeleted(deleted=[i for i in ids if i in deleted], missing=[i for i in ids if i not in deleted])
+
+
+@router.get("/indexes/{name}/documents/{doc_id:path}", tags=["documents"], response_model=DocumentOut,
+            response_model_by_alias=True, dependencies=READ)
+def get_document(request: Request, name: str = INDEX_NAME, doc_id: str = DOC_ID) -> DocumentOut:
+    """One document as stored (committed writes only). The id is percent-encoded in the path (``a%2Fb``)."""
+    collection = request.app.state.engine.get(name)
+    doc = collection.get(doc_id)
+    if doc is None:
+        raise DocumentNotFoundError(f"document {doc_id!r} is not in index {name!r}", index=name, id=doc_id)
+    return _document_out(doc)
+
+
+@router.delete("/indexes/{name}/documents/{doc_id:path}", tags=["documents"], dependencies=WRITE)
 async def delete_document(request: Request, name: str = INDEX_NAME, doc_id: str = DOC_ID) -> dict[str, str]:
     """Delete one document from every store (committed when this returns)."""
     collection = request.app.state.engine.get(name)

@@ -177,25 +177,28 @@ class SqliteDocStore:
         values), and ``{gte, gt, lte, lt}`` epoch-second bounds on ``timestamp``."""
         where: list[str] = []
         params: list = []
+        # Value lists travel as one JSON array each (``IN (SELECT value FROM json_each(?))``), not as one SQL term
+        # per value: a filter with 1,000 values (the documented maximum) made an expression tree SQLite refused.
         if ids is not None:
             if not ids:
                 return set()
-            where.append(f"id IN ({','.join('?' * len(ids))})")
-            params.extend(ids)
+            where.append("id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(ids)))
+        kinds = (("('true', 'false')", lambda v: isinstance(v, bool), int),
+                 ("('integer', 'real')", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), None),
+                 ("('text')", lambda v: isinstance(v, str), None))
         for key, wanted in (metadata or {}).items():
             values = wanted if isinstance(wanted, list) else [wanted]
             path = '$."' + key + '"'
             clauses = []
-            for value in values:
-                if isinstance(value, bool):
-                    clauses.append("(json_type(metadata, ?) IN ('true', 'false') AND json_extract(metadata, ?) = ?)")
-                    params.extend([path, path, int(value)])
-                elif isinstance(value, (int, float)):
-                    clauses.append("(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?)")
-                    params.extend([path, path, value])
-                else:
-                    clauses.append("(json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?)")
-                    params.extend([path, path, value])
+            for types, belongs, convert in kinds:
+                group = [convert(v) if convert else v for v in values if belongs(v)]
+                if group:
+                    clauses.append(f"(json_type(metadata, ?) IN {types} AND json_extract(metadata, ?) IN "
+                                   "(SELECT value FROM json_each(?)))")
+                    params.extend([path, path, json.dumps(group)])
+            if not clauses:
+                return set()
             where.append("(" + " OR ".join(clauses) + ")")
         ops = {"gte": ">=", "gt": ">", "lte": "<=", "lt": "<"}
         for name, bound in (time_bounds or {}).items():

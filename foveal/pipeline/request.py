@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, \
+    model_validator
 
 from foveal.config import FusionConfig, Pipeline
 
@@ -23,17 +24,32 @@ MAX_QUERY_CHARS = 8192
 #: Metadata keys a filter may name (they become a JSON path in SQLite, so only plain names are allowed).
 FILTER_KEY = r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,63}$"
 MAX_FILTER_VALUES = 1000
-Scalar = str | int | float | bool
+#: Strict types: JSON ``true`` is a boolean, never the number 1, and ``"1"`` is text, never a number.
+Scalar = StrictStr | StrictInt | StrictFloat | StrictBool
+#: A timestamp bound: ISO 8601 text or epoch seconds (a boolean is refused, not read as 1970-01-01T00:00:01Z).
+TimeValue = StrictStr | StrictInt | StrictFloat
+#: What a hit may carry (``id``, ``rank`` and ``score`` always come).
+HIT_FIELDS = ("id", "title", "text", "metadata", "timestamp", "passage", "evidence")
+#: Longest ``snippet`` (``text: "snippet"``), in characters: a window around the matched passage.
+SNIPPET_CHARS = 300
+
+
+def not_blank(value: str, name: str = "query") -> str:
+    """Refuse text that is empty once whitespace is taken away: a query of spaces matches nothing meaningful (it
+    used to return arbitrary hits)."""
+    if not value.strip():
+        raise ValueError(f"{name} is blank (only whitespace); give some text to search for")
+    return value
 
 
 class TimeRange(BaseModel):
     """A range on the document ``timestamp``: ISO 8601 text or epoch seconds on each bound, each within the range
     documents may hold (years 0001 to 9999 UTC, see :func:`foveal.documents.parse_timestamp`)."""
 
-    gte: str | float | None = None
-    gt: str | float | None = None
-    lte: str | float | None = None
-    lt: str | float | None = None
+    gte: TimeValue | None = None
+    gt: TimeValue | None = None
+    lte: TimeValue | None = None
+    lt: TimeValue | None = None
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
                               json_schema_extra={"examples": [{"gte": "2024-01-01T00:00:00Z"}]})
@@ -66,7 +82,8 @@ class SearchFilter(BaseModel):
     """Restricts a search to matching documents; applied inside retrieval, so ``k`` hits come back when ``k``
     documents match. All given conditions must hold."""
 
-    ids: list[str] | None = Field(default=None, max_length=MAX_FILTER_VALUES, description="Only these document ids.")
+    ids: list[StrictStr] | None = Field(default=None, max_length=MAX_FILTER_VALUES,
+                                        description="Only these document ids.")
     metadata: dict[str, Scalar | list[Scalar]] | None = Field(
         default=None, description="Equality on metadata fields; a list means any of its values."
     )
@@ -99,25 +116,41 @@ class SearchFilter(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What to search for, as plain text.")
-    k: int = Field(default=10, ge=1, le=MAX_K, description="How many hits to return.")
-    offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="Hits to skip (paging).")
+    # length checked in _check_query (a clearer message than pydantic's); the schema still states it
+    query: StrictStr = Field(description=f"What to search for, as plain text (1 to {MAX_QUERY_CHARS} characters, "
+                                         "not only whitespace).",
+                             json_schema_extra={"minLength": 1, "maxLength": MAX_QUERY_CHARS, "pattern": r"\S"})
+    k: StrictInt = Field(default=10, ge=1, le=MAX_K, description="How many hits to return.")
+    offset: StrictInt = Field(default=0, ge=0, le=MAX_OFFSET, description="Hits to skip (paging).")
     pipeline: Pipeline = Field(default=Pipeline.hybrid, description="bm25, dense or hybrid.")
-    explain: bool = Field(default=False, description="Add how the query was analyzed and which terms matched.")
+    explain: StrictBool = Field(default=False, description="Add how the query was analyzed and which terms matched.")
     fusion: FusionConfig | None = Field(default=None, description="Override the index's fusion settings.")
     filter: SearchFilter | None = Field(default=None, description="Only documents matching this filter.")
-    rerank: bool | None = Field(
+    rerank: StrictBool | None = Field(
         default=None, description="Run the Pyramid-ERNIE rerank stage (default: the index config; off without weights)."
     )
     now: datetime | None = Field(
         default=None, description="The moment the query is asked (for time-aware stages); default: the present."
     )
+    fields: list[Literal["id", "title", "text", "metadata", "timestamp", "passage", "evidence"]] | None = Field(
+        default=None, max_length=len(HIT_FIELDS),
+        description="What each hit carries besides id, rank and score; default: all of them.")
+    text: Literal["full", "passage", "snippet", "none"] = Field(
+        default="full", description=f"The hit's text: the whole document (full, the default, as before), the matched "
+                                    f"passage, a snippet of at most {SNIPPET_CHARS} characters around it, or none.")
 
     model_config = ConfigDict(
         extra="forbid",
         allow_inf_nan=False,
         json_schema_extra={"examples": [{"query": "why does the moon cause tides", "k": 5, "pipeline": "hybrid"}]},
     )
+
+    @field_validator("query")
+    @classmethod
+    def _check_query(cls, value: str) -> str:
+        if len(value) > MAX_QUERY_CHARS:
+            raise ValueError(f"query is {len(value)} characters; at most {MAX_QUERY_CHARS}")
+        return not_blank(value)
 
 
 class PassageInfo(BaseModel):
@@ -149,3 +182,57 @@ class SearchResponse(BaseModel):
     hits: list[Hit]
     #: Query-side facts: tokens cut from an over-long query (never silent), and with explain the analyzed terms.
     query_info: dict[str, Any] = Field(default_factory=dict)
+
+
+class SelectedHit(BaseModel):
+    """A hit as the REST API returns it: ``id``, ``rank`` and ``score`` always; the others as the request's
+    ``fields`` and ``text`` choose (all of them by default)."""
+
+    id: str
+    rank: int
+    score: float
+    title: str | None = None
+    text: str | None = Field(default=None, description="The whole text, the passage, a snippet, or absent (`text`).")
+    metadata: dict[str, Any] | None = None
+    timestamp: str | None = None
+    passage: PassageInfo | None = None
+    evidence: dict[str, Any] | None = None
+
+
+class SelectedSearchResponse(SearchResponse):
+    """:class:`SearchResponse` with each hit cut to what was asked for (the REST answer's schema)."""
+
+    hits: list[SelectedHit]
+
+
+def snippet(hit: "Hit", limit: int = SNIPPET_CHARS) -> str:
+    """At most ``limit`` characters of the document around its matched passage (the passage's offsets are in
+    title + newline + text): the passage's start, widened on both sides when the passage is shorter."""
+    full = f"{hit.title}\n{hit.text}" if hit.title and hit.text else hit.title or hit.text
+    if hit.passage is None:
+        return full[:limit].strip()
+    start, end = max(0, hit.passage.start), min(len(full), hit.passage.end)
+    if end - start >= limit:
+        return full[start:start + limit].strip()
+    spare = limit - (end - start)
+    left = max(0, start - spare // 2)
+    right = min(len(full), left + limit)
+    left = max(0, right - limit)
+    return full[left:right].strip()
+
+
+def shape_response(response: SearchResponse, request: SearchRequest) -> dict[str, Any]:
+    """The response as JSON, each hit cut to the fields and the text form the request asked for."""
+    out = response.model_dump(mode="json")
+    wanted = set(request.fields) if request.fields is not None else set(HIT_FIELDS)
+    if request.text == "none":
+        wanted.discard("text")
+    for hit, model in zip(out["hits"], response.hits):
+        if "text" in wanted and request.text == "passage":
+            hit["text"] = model.passage.text if model.passage is not None else snippet(model)
+        elif "text" in wanted and request.text == "snippet":
+            hit["text"] = snippet(model)
+        for name in HIT_FIELDS:
+            if name != "id" and name not in wanted:
+                hit.pop(name, None)
+    return out

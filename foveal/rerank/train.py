@@ -80,8 +80,10 @@ def mine_candidates(engine, index: str, queries: dict[str, str], cache: Path | N
     out = {}
     for start in range(0, len(ids), 64):
         chunk = ids[start : start + 64]
-        requests = [SearchRequest(query=queries[q] or " ", k=k, pipeline=Pipeline.hybrid) for q in chunk]
-        for qid, response in zip(chunk, searcher.search_many(requests)):
+        asked = [q for q in chunk if (queries[q] or "").strip()]  # a blank query retrieves nothing (SearchRequest refuses it)
+        out.update({q: [] for q in chunk if not (queries[q] or "").strip()})
+        requests = [SearchRequest(query=queries[q], k=k, pipeline=Pipeline.hybrid) for q in asked]
+        for qid, response in zip(asked, searcher.search_many(requests) if requests else []):
             out[qid] = [(hit.id, hit.score) for hit in response.hits]
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)

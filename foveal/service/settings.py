@@ -12,7 +12,14 @@ variable                        default                      meaning
 ``FOVEAL_TASK_DOCS``            ``32``                       documents per queued task (a batch is split into tasks)
 ``FOVEAL_MAX_BATCH_DOCS``       ``1000``                     most documents one POST may carry (413 above)
 ``FOVEAL_MAX_DOC_BYTES``        ``2500000``                  largest document as JSON, in bytes (413 above)
-``FOVEAL_MAX_REQUEST_BYTES``    ``104857600``                largest request body by Content-Length (413 above)
+``FOVEAL_MAX_REQUEST_BYTES``    ``104857600``                largest request body, counted while it streams in
+                                                             (chunked bodies too; 413 above)
+``FOVEAL_SEARCH_TIMEOUT_S``     ``10``                       time budget of one REST search; past it 503
+                                                             ``OverloadedError`` (the search thread still finishes)
+``FOVEAL_MAX_QUEUE_DEPTH``      ``10000``                    ingest backpressure: with this many tasks not done,
+                                                             POST documents is 503 ``OverloadedError`` + Retry-After
+``FOVEAL_MIN_FREE_DISK_MB``     ``512``                      ingest backpressure: below this much free space on
+                                                             FOVEAL_HOME's disk, POST documents is 503 as above
 ``FOVEAL_TASK_TIME_LIMIT_S``    ``60``                       time limit of one task (soft: its documents are then
                                                              reported failed; hard, 15 s later (a quarter of the
                                                              limit when shorter), the child is killed and the
@@ -56,6 +63,10 @@ With Redis unreachable (``celery``), ingest and job reads answer 503 ``BackendUn
 ``Retry-After`` (search keeps serving; ``/readyz`` fails its ``redis`` check); every Redis and broker round trip is
 bounded (:mod:`foveal.service.redis_jobs`), and the API and workers reconnect on their own when Redis returns.
 
+``FOVEAL_MAX_SEARCH_REQUEST_BYTES`` (default ``2097152``, too long a name for the table): the largest body of a
+search, ``/v1/agent/ask`` or body-based ``documents/_get`` / ``documents/_delete`` request (413 above). FastAPI
+parses JSON on the event loop, so read requests are kept small; 1,000 ASCII ids of 512 characters (0.5 MB) fit.
+
 ``FOVEAL_DEBUG_INGEST_SLEEP_S`` is a test hook only: a worker sleeps that long per document before it commits a
 batch, so a test can kill it in the middle of one. Never set it in production.
 
@@ -88,19 +99,6 @@ HARD_LIMIT_GRACE_S = 15
 MAX_RETRY_COUNTDOWN_S = 5
 
 
-def _int(name: str, default: int, low: int = 0) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < low:
-        raise ConfigError(f"{name}={value} must be at least {low}")
-    return value
-
-
 def _float(name: str, default: float, low: float = 0.0) -> float:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -111,6 +109,19 @@ def _float(name: str, default: float, low: float = 0.0) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
     if not value >= low or value == float("inf"):
         raise ConfigError(f"{name}={raw} must be a finite number of at least {low:g}")
+    return value
+
+
+def _int(name: str, default: int, low: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < low:
+        raise ConfigError(f"{name}={value} must be at least {low}")
     return value
 
 
@@ -134,6 +145,10 @@ class ServiceSettings:
     max_batch_docs: int = 1000
     max_doc_bytes: int = 2_500_000
     max_request_bytes: int = 100 * 1024 * 1024
+    max_search_request_bytes: int = 2 * 1024 * 1024
+    search_timeout_s: float = 10.0
+    max_queue_depth: int = 10_000
+    min_free_disk_mb: int = 512
     task_time_limit_s: int = 60
     visibility_timeout_s: int = 90
     restore_interval_s: int = 10
@@ -180,6 +195,10 @@ class ServiceSettings:
             max_batch_docs=_int("FOVEAL_MAX_BATCH_DOCS", 1000, 1),
             max_doc_bytes=_int("FOVEAL_MAX_DOC_BYTES", 2_500_000, 1),
             max_request_bytes=_int("FOVEAL_MAX_REQUEST_BYTES", 100 * 1024 * 1024, 1),
+            max_search_request_bytes=_int("FOVEAL_MAX_SEARCH_REQUEST_BYTES", 2 * 1024 * 1024, 1),
+            search_timeout_s=_float("FOVEAL_SEARCH_TIMEOUT_S", 10.0, 0.001),
+            max_queue_depth=_int("FOVEAL_MAX_QUEUE_DEPTH", 10_000, 1),
+            min_free_disk_mb=_int("FOVEAL_MIN_FREE_DISK_MB", 512),
             task_time_limit_s=time_limit,
             # the visibility timeout must outlast the longest task, or a running task would be delivered twice
             visibility_timeout_s=max(_int("FOVEAL_VISIBILITY_TIMEOUT_S", 90, 1),
