@@ -62,7 +62,9 @@ def test_snapshot_while_writing_holds_one_position_and_restores_consistently(eng
             time.sleep(0.01)
         snaps = Snapshots(engine)
         made = snaps.create("live", "during")
-        assert len(written) > 0
+        while collection.store.count() <= made["documents"] + 3:  # writes go on past the snapshot
+            assert thread.is_alive()
+            time.sleep(0.01)
     finally:
         stop.set()
         thread.join()
@@ -80,7 +82,7 @@ def test_snapshot_while_writing_holds_one_position_and_restores_consistently(eng
     assert _consistent(restored) == manifest["position"]
     # exactly the documents written up to the position: all older ones present, none newer
     assert _ids(restored) == {f"d{i:05d}" for i in range(manifest["position"])}
-    hits = engine.search("live", _request("walrus", 10_000 if False else 1000))
+    hits = engine.search("live", _request("walrus", 1000))
     assert len(hits.hits) == min(manifest["position"], 1000)
 
 
