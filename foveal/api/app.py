@@ -27,7 +27,7 @@ from foveal.engine import Engine
 from foveal.registry import preload_models
 from foveal.errors import FovealError
 from foveal.pipeline.request import SearchRequest, SearchResponse
-from foveal.api import ops, v1
+from foveal.api import ops, snapshots, v1
 from foveal.service.jobs import make_queue
 from foveal.service.settings import ServiceSettings
 
@@ -96,6 +96,7 @@ def create_app(
     ops.install_metrics(app)
     app.include_router(ops.router)
     app.include_router(v1.router)
+    app.include_router(snapshots.router)  # admin scope
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:

@@ -30,6 +30,10 @@ variable                        default                      meaning
                                                              claimed again once the lease runs out
 ``FOVEAL_TASK_MAX_RETRIES``     ``8``                        retries (exponential backoff) before a batch fails
 ``FOVEAL_JOB_TTL_S``            ``604800``                   how long job records are kept (7 days)
+``FOVEAL_SNAPSHOT_DIR``         ``$FOVEAL_HOME/snapshots``   where snapshots are written (REST names snapshots,
+                                                             never paths)
+``FOVEAL_ES_SNAPSHOT_REPO``     (none)                       Elasticsearch snapshot repository; without it,
+                                                             snapshots of Elasticsearch-backed indexes are refused
 ==============================  ===========================  ======================================================
 
 ``FOVEAL_DEBUG_INGEST_SLEEP_S`` is a test hook only: a worker sleeps that long per document before it commits a
@@ -95,6 +99,8 @@ class ServiceSettings:
     lease_s: int = 30
     task_max_retries: int = 8
     job_ttl_s: int = 7 * 24 * 3600
+    snapshot_dir: str | None = None
+    es_snapshot_repo: str | None = None
 
     @property
     def hard_time_limit_s(self) -> int:
@@ -135,4 +141,6 @@ class ServiceSettings:
             lease_s=_int("FOVEAL_LEASE_S", 30, 1),
             task_max_retries=_int("FOVEAL_TASK_MAX_RETRIES", 8),
             job_ttl_s=_int("FOVEAL_JOB_TTL_S", 7 * 24 * 3600, 1),
+            snapshot_dir=os.environ.get("FOVEAL_SNAPSHOT_DIR") or None,
+            es_snapshot_repo=os.environ.get("FOVEAL_ES_SNAPSHOT_REPO") or None,
         )
