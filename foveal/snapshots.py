@@ -151,8 +151,9 @@ class Snapshots:
         return self.root / check_snapshot_name(name)
 
     def manifest(self, name: str) -> dict[str, Any]:
+        folder = self._folder(name)  # validates the name (InvalidInputError is a ValueError: outside the try)
         try:
-            return json.loads((self._folder(name) / MANIFEST).read_text())
+            return json.loads((folder / MANIFEST).read_text())
         except (FileNotFoundError, NotADirectoryError):
             raise SnapshotNotFoundError(f"snapshot {name!r} does not exist", snapshot=name) from None
         except ValueError:

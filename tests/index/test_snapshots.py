@@ -186,3 +186,42 @@ def test_restore_killed_in_the_swap_window_leaves_one_whole_index(engine, home, 
         assert bool(hits) == (stage == "staged")
     finally:
         fresh.close()
+
+
+def test_restore_of_a_store_whose_log_was_pruned_rebuilds_every_index(engine, monkeypatch):
+    import foveal.index.collection as collection_module
+
+    monkeypatch.setattr(collection_module, "LOG_RETAIN", 0)
+    collection = engine.create_index("pruned")
+    for i in range(6):
+        collection.upsert([parse_document(_doc(f"p{i}"))])
+    collection.flush()
+    collection.upsert([parse_document(_doc("p6"))])
+    assert collection.store.log_start() > 1  # the log no longer covers the first documents
+    snaps = Snapshots(engine)
+    snaps.create("pruned", "p")
+    snaps.restore("p")
+    restored = engine.get("pruned")
+    assert _ids(restored) == {f"p{i}" for i in range(7)} and _consistent(restored) == 7
+
+
+def test_cli_create_list_restore_delete_with_dir(engine, home, tmp_path):
+    from typer.testing import CliRunner
+
+    from foveal.cli import app
+
+    engine.create_index("cli").upsert([parse_document(_doc("c0"))])
+    engine.close()
+    runner = CliRunner()
+    where = str(tmp_path / "elsewhere")
+    made = runner.invoke(app, ["snapshot", "create", "cli", "--name", "one", "--dir", where])
+    assert made.exit_code == 0, made.output
+    assert (tmp_path / "elsewhere" / "one" / "manifest.json").exists()
+    listed = runner.invoke(app, ["snapshot", "list", "cli", "--dir", where])
+    assert json.loads(listed.stdout.strip())["name"] == "one"
+    restored = runner.invoke(app, ["snapshot", "restore", "one", "--as", "cli2", "--dir", where])
+    assert restored.exit_code == 0 and json.loads(restored.stdout)["documents"] == 1, restored.output
+    bad = runner.invoke(app, ["snapshot", "restore", "../one", "--dir", where])
+    assert bad.exit_code == 2 and "invalid snapshot name" in bad.output
+    assert runner.invoke(app, ["snapshot", "delete", "one", "--dir", where]).exit_code == 0
+    assert runner.invoke(app, ["snapshot", "list", "--dir", where]).stdout.strip() == ""
