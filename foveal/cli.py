@@ -456,6 +456,70 @@ def train_rerank_command(
     out.print(json.dumps({"model": name, "path": str(folder), **record}), highlight=False, soft_wrap=True)
 
 
+snapshot_app = typer.Typer(no_args_is_help=True, help="Snapshots of indexes (see README, Snapshots).")
+app.add_typer(snapshot_app, name="snapshot")
+SNAPSHOT_DIR = typer.Option(None, "--dir", help="Snapshot folder (default: $FOVEAL_SNAPSHOT_DIR, else "
+                                                "$FOVEAL_HOME/snapshots).")
+
+
+def _snapshots(directory: Optional[Path]):
+    from foveal.snapshots import Snapshots
+
+    return Snapshots(_engine(), directory)
+
+
+@snapshot_app.command("create")
+def snapshot_create(
+    index: str = typer.Argument(..., help="The index to snapshot."),
+    name: Optional[str] = typer.Option(None, "--name", help="Snapshot name (default: <index>-<UTC time>)."),
+    directory: Optional[Path] = SNAPSHOT_DIR,
+) -> None:
+    """Snapshot an index at one change-log position (writes may continue meanwhile)."""
+    try:
+        out.print(json.dumps(_snapshots(directory).create(index, name)), highlight=False)
+    except FovealError as exc:
+        _fail(exc.message)
+
+
+@snapshot_app.command("list")
+def snapshot_list(
+    index: Optional[str] = typer.Argument(None, help="Only snapshots of this index."),
+    directory: Optional[Path] = SNAPSHOT_DIR,
+) -> None:
+    """Complete snapshots, oldest first, one JSON object a line."""
+    try:
+        for summary in _snapshots(directory).list(index):
+            out.print(json.dumps(summary), highlight=False)
+    except FovealError as exc:
+        _fail(exc.message)
+
+
+@snapshot_app.command("restore")
+def snapshot_restore(
+    name: str = typer.Argument(..., help="The snapshot to restore."),
+    as_index: Optional[str] = typer.Option(None, "--as", help="Restore into this index (default: the original)."),
+    directory: Optional[Path] = SNAPSHOT_DIR,
+) -> None:
+    """Verify a snapshot's checksums and swap it in atomically (queued writes to the old index are fenced)."""
+    try:
+        out.print(json.dumps(_snapshots(directory).restore(name, as_index)), highlight=False)
+    except FovealError as exc:
+        _fail(exc.message)
+
+
+@snapshot_app.command("delete")
+def snapshot_delete(
+    name: str = typer.Argument(..., help="The snapshot to delete."),
+    directory: Optional[Path] = SNAPSHOT_DIR,
+) -> None:
+    """Delete a snapshot."""
+    try:
+        _snapshots(directory).delete(name)
+    except FovealError as exc:
+        _fail(exc.message)
+    console.print(f"deleted snapshot {name!r}", highlight=False)
+
+
 def main() -> None:
     try:
         app()

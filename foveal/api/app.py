@@ -31,7 +31,7 @@ from foveal.engine import Engine
 from foveal.registry import preload_models
 from foveal.errors import FovealError, OverloadedError
 from foveal.pipeline.request import SearchRequest, SelectedSearchResponse, shape_response
-from foveal.api import auth, ops, v1
+from foveal.api import auth, ops, snapshots, v1
 from foveal.api.middleware import RequestContextMiddleware
 from foveal.service.jobs import make_queue
 from foveal.service.settings import ServiceSettings
@@ -132,6 +132,7 @@ def create_app(
                        max_search_request_bytes=settings.max_search_request_bytes)
     app.include_router(ops.router)
     app.include_router(v1.router)
+    app.include_router(snapshots.router, dependencies=[Depends(auth.require("admin"))])
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:

@@ -51,6 +51,10 @@ variable                        default                      meaning
 ``FOVEAL_RATE_LIMIT_RPS``       ``0`` (off)                  requests a second per key (bursts of twice that);
                                                              429 with ``Retry-After`` above
 ``FOVEAL_MAX_AGENT_RUNS``       ``2``                        concurrent agent runs per key (429 above; 0: no limit)
+``FOVEAL_SNAPSHOT_DIR``         ``$FOVEAL_HOME/snapshots``   where snapshots are written (REST names snapshots,
+                                                             never paths)
+``FOVEAL_ES_SNAPSHOT_REPO``     (none)                       Elasticsearch snapshot repository; without it,
+                                                             snapshots of Elasticsearch-backed indexes are refused
 ==============================  ===========================  ======================================================
 
 Read where they are used (:mod:`foveal.config`), each time, so an index opened later sees a change:
@@ -164,6 +168,8 @@ class ServiceSettings:
     cors_origins: tuple[str, ...] = ()
     rate_limit_rps: float = 0.0
     max_agent_runs: int = 2
+    snapshot_dir: str | None = None
+    es_snapshot_repo: str | None = None
 
     @property
     def hard_time_limit_s(self) -> int:
@@ -215,4 +221,6 @@ class ServiceSettings:
             cors_origins=tuple(o.strip() for o in os.environ.get("FOVEAL_CORS_ORIGINS", "").split(",") if o.strip()),
             rate_limit_rps=_float("FOVEAL_RATE_LIMIT_RPS", 0.0),
             max_agent_runs=_int("FOVEAL_MAX_AGENT_RUNS", 2),
+            snapshot_dir=os.environ.get("FOVEAL_SNAPSHOT_DIR") or None,
+            es_snapshot_repo=os.environ.get("FOVEAL_ES_SNAPSHOT_REPO") or None,
         )
