@@ -316,10 +316,10 @@ class ParaformerReranker:
             out.append(c)
         # unscored (deleted meanwhile) and out-of-window candidates keep first-stage order below, scores monotone
         floor = min((s for s, _ in scored), default=0.0)
-        missing = [c for c in window if c.doc_key not in sentences]
-        for step, c in enumerate(missing + rest, start=1):
-            c.evidence[NAME] = {"skipped": "outside the rerank window" if c in rest else "no sentences",
-                                "first_stage_score": c.score}
+        left = [(c, "document not found") for c in window if c.doc_key not in sentences]
+        left += [(c, "outside the rerank window") for c in rest]
+        for step, (c, why) in enumerate(left, start=1):
+            c.evidence[NAME] = {"skipped": why, "first_stage_score": c.score}
             c.score = floor - 1e-6 * step
             out.append(c)
         return out

@@ -56,3 +56,23 @@ def test_padded_batch(encoder):
         assert not states[row, len(row_ids):].any()
     one = encoded.tokens(2)
     assert one.ids.tolist() == encoded.token_ids[2].tolist() and one.attention_mask.tolist() == [1] * len(one.ids)
+
+
+def test_onnx_backend_runs_torch_when_tokens_are_asked_for(encoder):
+    """The ONNX export returns only the pooled vector; a call that wants tokens must not mix its vector with
+    another pass's states, so it runs the torch model for both."""
+    from foveal.encoders.sentence_transformer import SentenceTransformerEncoder
+
+    calls = []
+
+    def onnx_forward(ids, mask):
+        calls.append(ids.shape)
+        return np.ones((ids.shape[0], encoder.dimension), dtype=np.float32)
+
+    onnx_like = SentenceTransformerEncoder(encoder.config, encoder.loaded)
+    onnx_like._onnx = onnx_forward
+    with_tokens = onnx_like.encode_queries(QUERIES, with_tokens=True)
+    assert calls == []
+    np.testing.assert_allclose(with_tokens.vectors, encoder.encode_queries(QUERIES).vectors, atol=1e-6)
+    onnx_like.encode_queries(QUERIES)
+    assert len(calls) == 1
