@@ -184,6 +184,52 @@ class SentenceTransformerEncoder:
             cursor += len(passages)
         return out
 
+    def encode_sentence_spans(
+        self, texts: Sequence[str], max_sentences: int = 64
+    ) -> list[tuple[np.ndarray, list[tuple[int, int]]]]:
+        """Sentence vectors from the *passage* forward pass: each sentence's vector is the mean of its tokens' last
+        hidden states in the passage that covers most of it, L2-normalised (one pass over the document, nearly free
+        next to :meth:`encode_documents`; the alternative to encoding each sentence on its own, which is what the
+        Paraformer paper does). Per text: ``(vectors (n, H) float32, [(char_start, char_end)] of the first
+        ``max_sentences`` sentences)``; the sentences are :func:`~foveal.encoders.segment.sentence_spans`."""
+        import bisect
+
+        from foveal.encoders.segment import sentence_spans
+
+        encodings = self.tokenize_documents(texts)
+        all_ids: list[list[int]] = []
+        plans = []
+        for text, enc in zip(texts, encodings):
+            passages = segment(text, enc.offsets, self.content_tokens, self.config.passage_overlap)
+            first_row = len(all_ids)
+            all_ids += [enc.ids[p.token_start : p.token_end] for p in passages]
+            starts = [a for a, _ in enc.offsets]
+            sentences = []
+            for a, b in sentence_spans(text)[:max_sentences]:
+                # a sentence owns the tokens that start inside it (as segment() counts them)
+                sentences.append(((a, b), bisect.bisect_left(starts, a), bisect.bisect_left(starts, b)))
+            plans.append((passages, first_row, sentences))
+        states: list = [None] * len(all_ids)
+        self._encode_ids(all_ids, states)
+        out = []
+        for passages, first_row, sentences in plans:
+            vectors = np.zeros((len(sentences), self.dimension), dtype=np.float32)
+            for n, (_, t0, t1) in enumerate(sentences):
+                best, best_cover = None, 0
+                for k, passage in enumerate(passages):
+                    cover = min(t1, passage.token_end) - max(t0, passage.token_start)
+                    if cover > best_cover:
+                        best, best_cover = k, cover
+                if best is None:  # a sentence without tokens (only symbols the tokenizer drops)
+                    continue
+                passage = passages[best]
+                lo, hi = max(t0, passage.token_start), min(t1, passage.token_end)
+                rows = states[first_row + best][1 + lo - passage.token_start : 1 + hi - passage.token_start]  # +1: [CLS]
+                pooled = rows.mean(axis=0)
+                vectors[n] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+            out.append((vectors, [span for span, _, _ in sentences]))
+        return out
+
     # -- the forward pass ----------------------------------------------------------------------------------------
     def _encode_ids(self, token_ids: list[list[int]], states_out: list | None = None) -> np.ndarray:
         """Encode token-id sequences (no specials) in length-sorted batches; returns unit-norm float32 rows.

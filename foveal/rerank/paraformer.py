@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from foveal.pipeline.request import SearchRequest
 
 __all__ = [
-    "EncodeSentences", "ParaformerHead", "ParaformerReranker", "ParaformerSettings", "SentenceVectors",
+    "EncodeSentences", "PoolSentenceSpans", "ParaformerHead", "ParaformerReranker", "ParaformerSettings", "SentenceVectors",
     "sparsemax", "CONFIG_FILE", "WEIGHTS_FILE",
 ]
 
@@ -226,6 +226,27 @@ class EncodeSentences:
             if doc is not None:
                 texts[key] = split_sentences(doc.full_text, self.max_sentences)
         return encode_sentence_groups(encoder, texts)
+
+
+class PoolSentenceSpans:
+    """The one-pass provider: each sentence's vector is the mean of its token states in the passage encoding of its
+    document (:meth:`~foveal.encoders.sentence_transformer.SentenceTransformerEncoder.encode_sentence_spans`), so
+    sentences see their context and cost nearly nothing beyond the passage pass. Not the paper's mode: which of the
+    two serves better per ingest second is for the bench to say."""
+
+    def __init__(self, encoder=None, max_sentences: int = 64) -> None:
+        self.encoder = encoder
+        self.max_sentences = max_sentences
+
+    def __call__(self, collection: "Collection", doc_keys: Sequence[int]) -> dict[int, SentenceVectors]:
+        encoder = self.encoder or collection.encoder
+        documents = collection.store.get_documents(doc_keys)
+        keys = [k for k in doc_keys if documents.get(k) is not None]
+        texts = [documents[k].full_text for k in keys]
+        out = {}
+        for key, text, (vectors, spans) in zip(keys, texts, encoder.encode_sentence_spans(texts, self.max_sentences)):
+            out[key] = SentenceVectors(vectors, [text[a:b] for a, b in spans])
+        return out
 
 
 def encode_sentence_groups(encoder, texts: Mapping[Any, list[str]]) -> dict[Any, SentenceVectors]:

@@ -76,3 +76,29 @@ def test_onnx_backend_runs_torch_when_tokens_are_asked_for(encoder):
     np.testing.assert_allclose(with_tokens.vectors, encoder.encode_queries(QUERIES).vectors, atol=1e-6)
     onnx_like.encode_queries(QUERIES)
     assert len(calls) == 1
+
+
+def test_sentence_spans_pooled_from_the_passage_pass(encoder):
+    """One pass over the document: each sentence gets the normalised mean of its own tokens' states, close to (not
+    equal to) encoding it on its own; sentences of a document longer than the window all get a vector."""
+    from foveal.config import EncoderConfig
+    from foveal.encoders.sentence_transformer import SentenceTransformerEncoder
+
+    text = "The moon raises the sea. Yeast makes bread rise! Lava erupts from volcanoes?"
+    [(vectors, spans)] = encoder.encode_sentence_spans([text])
+    sentences = [text[a:b] for a, b in spans]
+    assert sentences == ["The moon raises the sea.", "Yeast makes bread rise!", "Lava erupts from volcanoes?"]
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-6)
+    alone = encoder.encode_queries(sentences).vectors
+    similarity = vectors @ alone.T
+    assert (np.diag(similarity) > 0.6).all() and (similarity.argmax(axis=1) == np.arange(3)).all()
+    # each sentence's vector is its own tokens' mean in the document pass
+    [(one, _)] = encoder.encode_sentence_spans([sentences[0]])
+    encoded = encoder.encode_queries([sentences[0]], with_tokens=True)
+    pooled = encoded.token_states[0][1:-1].mean(0)
+    np.testing.assert_allclose(one[0], pooled / np.linalg.norm(pooled), atol=1e-5)
+
+    small = SentenceTransformerEncoder(EncoderConfig(max_seq_length=16, passage_overlap=4), encoder.loaded)
+    long_text = " ".join(f"Sentence number {i} talks about topic {i}." for i in range(8))
+    [(vectors, spans)] = small.encode_sentence_spans([long_text], max_sentences=5)
+    assert len(spans) == 5 and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-6)

@@ -169,3 +169,16 @@ def test_one_sentence_provider_document_attends_fully(encoder):
     vectors = encoder.encode_queries(["Only one sentence here.", "query"]).vectors
     [(score, attention)] = stage.score_documents(vectors[1], [SentenceVectors(vectors[:1], ["Only one sentence here."])])
     assert attention.tolist() == [1.0] and np.isfinite(score)
+
+
+def test_reranker_over_pooled_sentence_spans(tiny, encoder):
+    from foveal.rerank.paraformer import PoolSentenceSpans
+
+    torch.manual_seed(2)
+    head = ParaformerHead(ParaformerSettings(hidden_size=encoder.dimension, window=3))
+    stage = ParaformerReranker(head, provider=PoolSentenceSpans(encoder))
+    hits = SearchPipeline(tiny, rerankers=[stage]).search(SearchRequest(query="magma and lava", k=3)).hits
+    for hit in hits:
+        sentences = split_sentences(hit.title + "\n" + hit.text, 64)
+        attended = hit.evidence["paraformer"]["sentences"]
+        assert attended and all(sentences[s["index"]] == s["text"] for s in attended)
