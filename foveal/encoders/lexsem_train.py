@@ -89,6 +89,9 @@ def train_lexsem(
                 triples.append((query, split.text(positive), split.text(rng.choice(pool))))
     log(f"{len(triples)} (query, positive, hard negative) triples from {len(split.train_ids)} queries")
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     model = SentenceTransformer(str(resolve_model_path(options.encoder)), device="cpu", local_files_only=True)
     bridge = LexSemBridge.for_encoder(model, options.paradigm)
     model.train()
