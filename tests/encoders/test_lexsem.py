@@ -165,3 +165,24 @@ def test_stage_evidence_names_the_query_tokens(encoder):
     assert len(evidence["dimensions"]) == 4
     same, skipped = stage.apply(None, encoded.vectors[0], None)
     assert np.array_equal(same, encoded.vectors[0]) and skipped == {"skipped": "the encoder gave no query tokens"}
+
+
+def test_stage_in_the_pipeline(tiny, encoder):
+    """Zero weights leave dense search unchanged; trained-looking weights change the query and say how."""
+    from foveal.pipeline.request import SearchRequest
+    from foveal.pipeline.search import SearchPipeline
+
+    request = SearchRequest(query="moon and the sea", pipeline="dense", k=6)
+    plain = SearchPipeline(tiny, rerankers=[]).search(request)
+    bridge = LexSemBridge.for_encoder(encoder.model, "slr")
+    with torch.no_grad():
+        bridge.modulation.weight.zero_()
+        bridge.modulation.bias.zero_()
+    stage = LexSemBridgeStage(bridge, tokenizer=encoder.model.tokenizer)
+    same = SearchPipeline(tiny, query_stages=[stage], rerankers=[]).search(request)
+    assert [(h.id, h.score) for h in same.hits] == [(h.id, h.score) for h in plain.hits]
+    assert same.query_info["stages"]["lexsem"]["paradigm"] == "slr"
+    with torch.no_grad():
+        bridge.modulation.weight.normal_(0, 5.0, generator=torch.Generator().manual_seed(0))
+    moved = SearchPipeline(tiny, query_stages=[stage], rerankers=[]).search(request)
+    assert [h.score for h in moved.hits] != [h.score for h in plain.hits]
