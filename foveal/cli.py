@@ -520,6 +520,60 @@ def snapshot_delete(
     console.print(f"deleted snapshot {name!r}", highlight=False)
 
 
+@train_app.command("paraformer")
+def train_paraformer_command(
+    data: Path = typer.Option(Path("../shared/data/scifact"), help="BEIR folder with corpus, queries, qrels/train.tsv."),
+    out_path: Path = typer.Option(Path("bench/out/paraformer/model"), "--out", help="Folder for the checkpoint."),
+    encoder: str = typer.Option("all-MiniLM-L6-v2", help="The frozen sentence encoder (a model name)."),
+    epochs: int = typer.Option(2, min=1, max=200),
+    negatives_from_top: int = typer.Option(10, min=1, max=100, help="BM25 top-n whose unjudged documents are negatives."),
+    max_sentences: int = typer.Option(64, min=1, max=512, help="Sentences attended to per document (the first ones)."),
+    max_queries: Optional[int] = typer.Option(None, min=2, help="Use a seeded sample of the train queries."),
+    seed: int = typer.Option(13),
+) -> None:
+    """Train the Paraformer head (encoder frozen) and fit its score combination on held-out train queries."""
+    from foveal.rerank.paraformer import ParaformerTrainOptions, train_paraformer
+
+    options = ParaformerTrainOptions(encoder=encoder, epochs=epochs, negatives_from_top=negatives_from_top,
+                                     max_sentences=max_sentences, max_queries=max_queries, seed=seed)
+    try:
+        record = train_paraformer(data, out_path, options, log=lambda m: console.print(m, highlight=False))
+    except FovealError as exc:
+        _fail(exc.message)
+    out.print(json.dumps({k: v for k, v in record.items() if k != "dev_ndcg10_curve"}), soft_wrap=True, highlight=False)
+
+
+@train_app.command("lexsem")
+def train_lexsem_command(
+    data: Path = typer.Option(Path("../shared/data/scifact"), help="BEIR folder with corpus, queries, qrels/train.tsv."),
+    out_path: Path = typer.Option(Path("bench/out/lexsem"), "--out",
+                                  help="Folder for encoder/ (sentence-transformers) and lexsem/ (modulation)."),
+    encoder: str = typer.Option("all-MiniLM-L6-v2", help="The backbone to fine-tune (a model name)."),
+    paradigm: str = typer.Option("slr", help="Vocabulary vector: slr, llr or clr."),
+    epochs: int = typer.Option(1, min=1, max=100),
+    batch_size: int = typer.Option(16, min=1, max=1024),
+    learning_rate: float = typer.Option(1e-5, min=0.0),
+    passage_max_length: int = typer.Option(256, min=8, max=512),
+    max_queries: Optional[int] = typer.Option(None, min=2, help="Use a seeded sample of the train queries."),
+    max_minutes: float = typer.Option(45.0, min=0.01, help="Stop training after this long."),
+    seed: int = typer.Option(13),
+) -> None:
+    """Contrastive fine-tuning with query-side LexSemBridge modulation (InfoNCE, T = 0.02, BM25 hard negatives)."""
+    from foveal.encoders.lexsem import Paradigm
+    from foveal.encoders.lexsem_train import LexSemTrainOptions, train_lexsem
+
+    try:
+        options = LexSemTrainOptions(
+            encoder=encoder, paradigm=Paradigm.parse(paradigm).value, epochs=epochs, batch_size=batch_size,
+            learning_rate=learning_rate, passage_max_length=passage_max_length, max_queries=max_queries,
+            max_minutes=max_minutes, seed=seed,
+        )
+        record = train_lexsem(data, out_path, options, log=lambda m: console.print(m, highlight=False))
+    except FovealError as exc:
+        _fail(exc.message)
+    out.print(json.dumps({k: v for k, v in record.items() if k != "options"}), soft_wrap=True, highlight=False)
+
+
 def main() -> None:
     try:
         app()

@@ -142,14 +142,23 @@ class SentenceTransformerEncoder:
         self._lock = self.loaded.lock
 
     # -- queries -------------------------------------------------------------------------------------------------
-    def encode_queries(self, texts: Sequence[str]) -> EncodedQueries:
+    def encode_queries(self, texts: Sequence[str], with_tokens: bool = False) -> EncodedQueries:
+        """Unit vectors of ``texts``; with ``with_tokens``, also each query's ids (``[CLS] … [SEP]``) and last
+        hidden states from the same forward pass (see :mod:`foveal.encoders.base`). With ``backend: onnx`` the
+        exported graph returns only the pooled vector, so queries that want tokens run the torch model (exact
+        fp32) for that call: vector, ids and states then still come from one pass."""
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
         token_ids, truncated = [], []
         for enc in encodings:
             ids = enc.ids
             truncated.append(max(0, len(ids) - self.content_tokens))
             token_ids.append(ids[: self.content_tokens])
-        return EncodedQueries(self._encode_ids(token_ids), truncated)
+        if not with_tokens:
+            return EncodedQueries(self._encode_ids(token_ids), truncated)
+        states: list = [None] * len(token_ids)
+        vectors = self._encode_ids(token_ids, states)
+        ids_out = [np.asarray([self._cls, *ids, self._sep], dtype=np.int64) for ids in token_ids]
+        return EncodedQueries(vectors, truncated, ids_out, states)
 
     # -- documents -----------------------------------------------------------------------------------------------
     def tokenize_documents(self, texts: Sequence[str]):
@@ -175,11 +184,59 @@ class SentenceTransformerEncoder:
             cursor += len(passages)
         return out
 
+    def encode_sentence_spans(
+        self, texts: Sequence[str], max_sentences: int = 64
+    ) -> list[tuple[np.ndarray, list[tuple[int, int]]]]:
+        """Sentence vectors from the *passage* forward pass: each sentence's vector is the mean of its tokens' last
+        hidden states in the passage that covers most of it, L2-normalised (one pass over the document, nearly free
+        next to :meth:`encode_documents`; the alternative to encoding each sentence on its own, which is what the
+        Paraformer paper does). Per text: ``(vectors (n, H) float32, [(char_start, char_end)] of the first
+        ``max_sentences`` sentences)``; the sentences are :func:`~foveal.encoders.segment.sentence_spans`."""
+        import bisect
+
+        from foveal.encoders.segment import sentence_spans
+
+        encodings = self.tokenize_documents(texts)
+        all_ids: list[list[int]] = []
+        plans = []
+        for text, enc in zip(texts, encodings):
+            passages = segment(text, enc.offsets, self.content_tokens, self.config.passage_overlap)
+            first_row = len(all_ids)
+            all_ids += [enc.ids[p.token_start : p.token_end] for p in passages]
+            starts = [a for a, _ in enc.offsets]
+            sentences = []
+            for a, b in sentence_spans(text)[:max_sentences]:
+                # a sentence owns the tokens that start inside it (as segment() counts them)
+                sentences.append(((a, b), bisect.bisect_left(starts, a), bisect.bisect_left(starts, b)))
+            plans.append((passages, first_row, sentences))
+        states: list = [None] * len(all_ids)
+        self._encode_ids(all_ids, states)
+        out = []
+        for passages, first_row, sentences in plans:
+            vectors = np.zeros((len(sentences), self.dimension), dtype=np.float32)
+            for n, (_, t0, t1) in enumerate(sentences):
+                best, best_cover = None, 0
+                for k, passage in enumerate(passages):
+                    cover = min(t1, passage.token_end) - max(t0, passage.token_start)
+                    if cover > best_cover:
+                        best, best_cover = k, cover
+                if best is None:  # a sentence without tokens (only symbols the tokenizer drops)
+                    continue
+                passage = passages[best]
+                lo, hi = max(t0, passage.token_start), min(t1, passage.token_end)
+                rows = states[first_row + best][1 + lo - passage.token_start : 1 + hi - passage.token_start]  # +1: [CLS]
+                pooled = rows.mean(axis=0)
+                vectors[n] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+            out.append((vectors, [span for span, _, _ in sentences]))
+        return out
+
     # -- the forward pass ----------------------------------------------------------------------------------------
-    def _encode_ids(self, token_ids: list[list[int]]) -> np.ndarray:
+    def _encode_ids(self, token_ids: list[list[int]], states_out: list | None = None) -> np.ndarray:
         """Encode token-id sequences (no specials) in length-sorted batches; returns unit-norm float32 rows.
 
-        The forward pass is the torch model or, with ``backend: onnx``, its onnxruntime export."""
+        The forward pass is the torch model or, with ``backend: onnx``, its onnxruntime export. When
+        ``states_out`` is given (a list of ``len(token_ids)``), the torch model runs and ``states_out[i]`` receives
+        row ``i``'s unpadded last hidden states ``(len + 2, H)`` float32 (``[CLS]`` and ``[SEP]`` included)."""
         n = len(token_ids)
         out = np.zeros((n, self.dimension), dtype=np.float32)
         if n == 0:
@@ -196,7 +253,7 @@ class SentenceTransformerEncoder:
                     seq = [self._cls, *token_ids[i], self._sep]
                     ids_array[row, : len(seq)] = seq
                     mask_array[row, : len(seq)] = 1
-                if self._onnx is not None:
+                if self._onnx is not None and states_out is None:
                     vectors = self._onnx(ids_array, mask_array)
                     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
                     out[chunk] = vectors / np.maximum(norms, 1e-12)
@@ -208,9 +265,14 @@ class SentenceTransformerEncoder:
                     "attention_mask": attention.to(self.device),
                     "token_type_ids": torch.zeros_like(input_ids).to(self.device),
                 }
-                embeddings = self.model(features)["sentence_embedding"].float()
+                outputs = self.model(features)
+                embeddings = outputs["sentence_embedding"].float()
                 embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
                 out[chunk] = embeddings.cpu().numpy()
+                if states_out is not None:
+                    hidden = outputs["token_embeddings"].float().cpu().numpy()
+                    for row, i in enumerate(chunk):
+                        states_out[i] = np.ascontiguousarray(hidden[row, : len(token_ids[i]) + 2])
         return out
 
 

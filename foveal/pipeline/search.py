@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from foveal.config import FusionConfig, Pipeline
-from foveal.encoders.base import QueryStage
+from foveal.encoders.base import QueryStage, QueryTokens
 from foveal.index.base import doc_key_of, passage_ordinal
 from foveal.index.collection import Collection
 from foveal.pipeline.fusion import collect_sources, fuse
@@ -68,23 +68,34 @@ class SearchPipeline:
         dense_rows = [i for i, r in enumerate(requests) if r.pipeline != Pipeline.bm25]
         encoded = None
         if dense_rows:
-            encoded = self.collection.encoder.encode_queries([requests[i].query for i in dense_rows])
+            texts = [requests[i].query for i in dense_rows]
+            if self._stages_want_tokens():  # only then: encoders that know nothing of tokens keep working
+                encoded = self.collection.encoder.encode_queries(texts, with_tokens=True)
+            else:
+                encoded = self.collection.encoder.encode_queries(texts)
         encode_ms = (time.perf_counter() - started) * 1000 / max(1, len(requests))
         responses = []
         row_of = {i: n for n, i in enumerate(dense_rows)}
         for i, request in enumerate(requests):
             t0 = time.perf_counter()
-            vector = truncated = None
+            vector = truncated = tokens = None
             if i in row_of:
                 vector = encoded.vectors[row_of[i]]
                 truncated = encoded.truncated_tokens[row_of[i]]
-            response = self._search_one(request, vector, truncated)
+                tokens = encoded.tokens(row_of[i])
+            response = self._search_one(request, vector, truncated, tokens)
             response.took_ms = round(encode_ms + (time.perf_counter() - t0) * 1000, 3)
             responses.append(response)
         return responses
 
     # -- stages --------------------------------------------------------------------------------------------------
-    def _search_one(self, request: SearchRequest, vector: np.ndarray | None, truncated: int | None) -> SearchResponse:
+    def _stages_want_tokens(self) -> bool:
+        return any(getattr(stage, "needs_tokens", False) for stage in self.query_stages)
+
+    def _search_one(
+        self, request: SearchRequest, vector: np.ndarray | None, truncated: int | None,
+        tokens: QueryTokens | None = None,
+    ) -> SearchResponse:
         fusion: FusionConfig = request.fusion or self.collection.config.fusion
         window = max(fusion.window, request.k + request.offset)  # how deep each list is fetched
         query_info: dict = {}
@@ -102,7 +113,10 @@ class SearchPipeline:
             lists["bm25"] = self._lexical(request.query, window, allowed)
         if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
             for stage in self.query_stages:
-                vector, stage_evidence = stage.apply(request, vector)
+                if getattr(stage, "needs_tokens", False):
+                    vector, stage_evidence = stage.apply(request, vector, tokens)
+                else:
+                    vector, stage_evidence = stage.apply(request, vector)
                 query_info.setdefault("stages", {})[stage.name] = stage_evidence
             lists["dense"], best_passage = self._dense(vector, window, allowed)
 
