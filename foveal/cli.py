@@ -523,7 +523,10 @@ def snapshot_delete(
 @train_app.command("paraformer")
 def train_paraformer_command(
     data: Path = typer.Option(Path("../shared/data/scifact"), help="BEIR folder with corpus, queries, qrels/train.tsv."),
-    out_path: Path = typer.Option(Path("bench/out/paraformer/model"), "--out", help="Folder for the checkpoint."),
+    name: Optional[str] = typer.Option(None, "--name", help="Register the checkpoint under this name in "
+                                       "FOVEAL_MODELS_DIR (default: paraformer-<UTC date>-<time>)."),
+    force: bool = typer.Option(False, "--force", help="Replace a model already registered under --name."),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="Also copy the checkpoint to this folder."),
     encoder: str = typer.Option("all-MiniLM-L6-v2", help="The frozen sentence encoder (a model name)."),
     epochs: int = typer.Option(2, min=1, max=200),
     negatives_from_top: int = typer.Option(10, min=1, max=100, help="BM25 top-n whose unjudged documents are negatives."),
@@ -531,23 +534,37 @@ def train_paraformer_command(
     max_queries: Optional[int] = typer.Option(None, min=2, help="Use a seeded sample of the train queries."),
     seed: int = typer.Option(13),
 ) -> None:
-    """Train the Paraformer head (encoder frozen) and fit its score combination on held-out train queries."""
+    """Train the Paraformer head (encoder frozen) and fit its score combination on held-out train queries. The
+    checkpoint is registered in FOVEAL_MODELS_DIR under --name (printed)."""
+    import shutil
+
+    from foveal.models_dir import default_model_name, register_model
     from foveal.rerank.paraformer import ParaformerTrainOptions, train_paraformer
 
+    name = name or default_model_name("paraformer")
     options = ParaformerTrainOptions(encoder=encoder, epochs=epochs, negatives_from_top=negatives_from_top,
                                      max_sentences=max_sentences, max_queries=max_queries, seed=seed)
+    records: list[dict] = []
     try:
-        record = train_paraformer(data, out_path, options, log=lambda m: console.print(m, highlight=False))
+        folder = register_model(lambda f: records.append(
+            train_paraformer(data, f, options, log=lambda m: console.print(m, highlight=False))), name, force=force)
     except FovealError as exc:
         _fail(exc.message)
-    out.print(json.dumps({k: v for k, v in record.items() if k != "dev_ndcg10_curve"}), soft_wrap=True, highlight=False)
+    if out_path is not None:
+        shutil.copytree(folder, out_path, dirs_exist_ok=True)
+    console.print(f"registered model {name!r} in {folder.parent}", highlight=False, soft_wrap=True)
+    record = {k: v for k, v in records[0].items() if k != "dev_ndcg10_curve"}
+    out.print(json.dumps({"model": name, "path": str(folder), **record}), soft_wrap=True, highlight=False)
 
 
 @train_app.command("lexsem")
 def train_lexsem_command(
     data: Path = typer.Option(Path("../shared/data/scifact"), help="BEIR folder with corpus, queries, qrels/train.tsv."),
-    out_path: Path = typer.Option(Path("bench/out/lexsem"), "--out",
-                                  help="Folder for encoder/ (sentence-transformers) and lexsem/ (modulation)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Register the encoder under this name in FOVEAL_MODELS_DIR "
+                                       "(the modulation weights as NAME-modulation; default: lexsem-<UTC date>-<time>)."),
+    force: bool = typer.Option(False, "--force", help="Replace models already registered under those names."),
+    out_path: Optional[Path] = typer.Option(None, "--out",
+                                            help="Also copy encoder/ (sentence-transformers) and lexsem/ (modulation) here."),
     encoder: str = typer.Option("all-MiniLM-L6-v2", help="The backbone to fine-tune (a model name)."),
     paradigm: str = typer.Option("slr", help="Vocabulary vector: slr, llr or clr."),
     epochs: int = typer.Option(1, min=1, max=100),
@@ -558,20 +575,41 @@ def train_lexsem_command(
     max_minutes: float = typer.Option(45.0, min=0.01, help="Stop training after this long."),
     seed: int = typer.Option(13),
 ) -> None:
-    """Contrastive fine-tuning with query-side LexSemBridge modulation (InfoNCE, T = 0.02, BM25 hard negatives)."""
+    """Contrastive fine-tuning with query-side LexSemBridge modulation (InfoNCE, T = 0.02, BM25 hard negatives).
+    The fine-tuned encoder is registered in FOVEAL_MODELS_DIR as NAME ({"encoder": {"model": "NAME"}}), the
+    modulation weights as NAME-modulation."""
+    import shutil
+    import tempfile
+
     from foveal.encoders.lexsem import Paradigm
     from foveal.encoders.lexsem_train import LexSemTrainOptions, train_lexsem
+    from foveal.models_dir import check_available, default_model_name, move_into, register_model
 
+    name = name or default_model_name("lexsem")
     try:
         options = LexSemTrainOptions(
             encoder=encoder, paradigm=Paradigm.parse(paradigm).value, epochs=epochs, batch_size=batch_size,
             learning_rate=learning_rate, passage_max_length=passage_max_length, max_queries=max_queries,
             max_minutes=max_minutes, seed=seed,
         )
-        record = train_lexsem(data, out_path, options, log=lambda m: console.print(m, highlight=False))
+        root = check_available(name, force=force)
+        check_available(f"{name}-modulation", force=force, root=root)
+        root.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{name}.train-", dir=root))  # same file system: renames
+        try:
+            record = train_lexsem(data, scratch, options, log=lambda m: console.print(m, highlight=False))
+            if out_path is not None:
+                shutil.copytree(scratch, out_path, dirs_exist_ok=True)
+            folder = register_model(lambda f: move_into(scratch / "encoder", f), name, force=force, root=root)
+            register_model(lambda f: move_into(scratch / "lexsem", f), f"{name}-modulation", force=force, root=root)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     except FovealError as exc:
         _fail(exc.message)
-    out.print(json.dumps({k: v for k, v in record.items() if k != "options"}), soft_wrap=True, highlight=False)
+    console.print(f"registered models {name!r} (encoder) and {name + '-modulation'!r} in {root}; use "
+                  f'{{"encoder": {{"model": "{name}"}}}}', highlight=False, soft_wrap=True)
+    out.print(json.dumps({"model": name, "modulation": f"{name}-modulation", "path": str(folder),
+                          **{k: v for k, v in record.items() if k != "options"}}), soft_wrap=True, highlight=False)
 
 
 def main() -> None:

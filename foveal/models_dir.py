@@ -33,18 +33,30 @@ def check_model_name(name: str) -> None:
                           "letter or digit; at most 128 characters)", field="name")
 
 
+def check_available(name: str, *, force: bool = False, root: Path | None = None) -> Path:
+    """Refuse a bad or taken name (unless ``force``) before anything is trained; returns the models folder."""
+    check_model_name(name)
+    root = Path(root) if root is not None else models_dir()
+    if (root / name).exists() and not force:
+        raise ConflictError(f"model {name!r} already exists in {root}; choose another --name or pass --force",
+                            name=name)
+    return root
+
+
+def move_into(source: Path, folder: Path) -> None:
+    """Move everything in ``source`` into ``folder`` (both on the models folder's file system: renames)."""
+    for item in Path(source).iterdir():
+        os.rename(item, folder / item.name)
+
+
 def register_model(write: Callable[[Path], object], name: str, *, force: bool = False,
                    root: Path | None = None) -> Path:
     """Run ``write(folder)`` into a temporary folder and register the result as model ``name``; returns its folder.
 
     Checked before ``write`` runs (a long training run is not wasted on a name that is taken) and again at the
     rename (another registration may have taken it meanwhile)."""
-    check_model_name(name)
-    root = Path(root) if root is not None else models_dir()
+    root = check_available(name, force=force, root=root)
     target = root / name
-    if target.exists() and not force:
-        raise ConflictError(f"model {name!r} already exists in {root}; choose another --name or pass --force",
-                            name=name)
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()

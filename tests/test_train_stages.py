@@ -48,12 +48,18 @@ def test_train_split_and_bm25(scifact_like):
     assert bm25.top("zzz unknown", 3) == []
 
 
-def test_train_paraformer_writes_a_checkpoint_that_serves(scifact_like, tmp_path, encoder):
+def test_train_paraformer_writes_a_checkpoint_that_serves(scifact_like, tmp_path, encoder, monkeypatch):
+    monkeypatch.setenv("FOVEAL_MODELS_DIR", str(tmp_path / "models"))
     out = tmp_path / "paraformer"
     result = runner.invoke(app, ["train", "paraformer", "--data", str(scifact_like), "--out", str(out),
-                                 "--epochs", "1", "--negatives-from-top", "3"])
+                                 "--epochs", "1", "--negatives-from-top", "3", "--name", "para-1"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout.strip().splitlines()[-1])
+    # registered by name in the operator's models folder (and copied to --out)
+    assert record["model"] == "para-1" and (tmp_path / "models" / "para-1").is_dir()
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["para-1"]  # no temporary folder left
+    taken = runner.invoke(app, ["train", "paraformer", "--data", str(scifact_like), "--name", "para-1"])
+    assert taken.exit_code == 2 and "already exists" in taken.output
     assert record["pairs"] > record["train_queries"] and record["dev_queries"] >= 1
     assert set(record["weights"]) == {"first_stage", "paraformer"}
     from foveal.rerank.paraformer import ParaformerHead
@@ -62,24 +68,33 @@ def test_train_paraformer_writes_a_checkpoint_that_serves(scifact_like, tmp_path
     assert head.settings.weights == record["weights"] and head.settings.hidden_size == encoder.dimension
 
 
-def test_train_lexsem_writes_an_encoder_and_modulation(scifact_like, tmp_path, encoder):
+def test_train_lexsem_writes_an_encoder_and_modulation(scifact_like, tmp_path, encoder, monkeypatch):
+    monkeypatch.setenv("FOVEAL_MODELS_DIR", str(tmp_path / "models"))
     out = tmp_path / "lexsem"
     result = runner.invoke(app, ["train", "lexsem", "--data", str(scifact_like), "--out", str(out),
                                  "--paradigm", "llr", "--batch-size", "2", "--passage-max-length", "32",
-                                 "--learning-rate", "1e-4"])
+                                 "--learning-rate", "1e-4", "--name", "tuned"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout.strip().splitlines()[-1])
+    # the encoder is a model name a config can use; the modulation weights are registered beside it
+    assert (record["model"], record["modulation"]) == ("tuned", "tuned-modulation")
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["tuned", "tuned-modulation"]
+    from foveal.config import IndexConfig, resolve_model_name
+
+    assert resolve_model_name("tuned") == str(tmp_path / "models" / "tuned")
+    IndexConfig.parse({"encoder": {"model": "tuned"}}, source="rest")  # a tenant may name it
     assert record["steps"] >= 2 and all(np.isfinite(record["losses"]))
     from foveal.config import EncoderConfig
     from foveal.encoders.lexsem import LexSemBridge, LexSemBridgeStage
     from foveal.encoders.sentence_transformer import SentenceTransformerEncoder
 
-    tuned = SentenceTransformerEncoder(EncoderConfig(model=str(out / "encoder")))
+    tuned = SentenceTransformerEncoder(EncoderConfig(model=resolve_model_name("tuned")))
     texts = ["how does bread dough rise"]
     plain = encoder.encode_queries(texts).vectors
     encoded = tuned.encode_queries(texts, with_tokens=True)
     assert not np.array_equal(encoded.vectors, plain)  # it trained
-    bridge = LexSemBridge.load(out / "lexsem")
+    bridge = LexSemBridge.load(tmp_path / "models" / "tuned-modulation")
+    assert (out / "encoder").is_dir() and (out / "lexsem").is_dir()  # --out still gets a copy
     assert bridge.paradigm.value == "llr" and bridge.config.encoder == "all-MiniLM-L6-v2"
     vector, evidence = LexSemBridgeStage(bridge).apply(None, encoded.vectors[0], encoded.tokens(0))
     assert abs(float(np.linalg.norm(vector)) - 1) < 1e-5 and evidence["paradigm"] == "llr"
