@@ -33,11 +33,14 @@ EXAMPLES = int(os.environ.get("FOVEAL_FUZZ_EXAMPLES", "300"))
 STATEFUL = int(os.environ.get("FOVEAL_FUZZ_STATEFUL", "40"))
 
 SECRETS = {"read": "sk-fuzz-read-0123456789", "write": "sk-fuzz-write-0123456789",
-           "admin": "sk-fuzz-admin-0123456789"}
-KEYS = "; ".join(f"fuzz-{scope} {scope} {secret}" for scope, secret in SECRETS.items())
+           "admin": "sk-fuzz-admin-0123456789", "scoped": "sk-fuzz-scoped-0123456789"}
+#: ``scoped`` reads and writes one index, ``papers``, which never exists here: any 2xx that names an index is a leak.
+KEYS = ("fuzz-read read sk-fuzz-read-0123456789; fuzz-write write sk-fuzz-write-0123456789; "
+        "fuzz-admin admin sk-fuzz-admin-0123456789; fuzz-scoped read,write sk-fuzz-scoped-0123456789 papers")
+SCOPED_TO = "papers"
 #: What each client holds (admin implies read and write; write does not imply read).
 SCOPES = {None: frozenset(), "read": frozenset({"read"}), "write": frozenset({"write"}),
-          "admin": frozenset({"read", "write", "admin"})}
+          "admin": frozenset({"read", "write", "admin"}), "scoped": frozenset({"read", "write"})}
 
 #: The scope a 2xx needs, per operation; None: open. An operation missing here is taken to need admin (strictest).
 REQUIRED = {
@@ -62,7 +65,12 @@ HYPOTHESIS = dict(deadline=None, derandomize=True, database=None, print_blob=Fal
 
 
 def headers_for(key: str | None) -> dict[str, str]:
-    return {} if key is None else {"Authorization": f"Bearer {SECRETS[key]}"}
+    """The write key is sent as ``X-API-Key``, the others as ``Authorization: Bearer`` (both are accepted)."""
+    if key is None:
+        return {}
+    if key == "write":
+        return {"X-API-Key": SECRETS[key]}
+    return {"Authorization": f"Bearer {SECRETS[key]}"}
 
 
 def state_of(engine) -> tuple:
@@ -91,11 +99,10 @@ class Harness:
         label = label or f"{case.method.upper()} {case.path}"
         kwargs = case.as_transport_kwargs(base_url="http://testserver", headers=headers_for(key))
         kwargs.pop("cookies", None)
-        headers = {k: v for k, v in (kwargs.pop("headers", None) or {}).items() if k.lower() != "user-agent"}
-        # a generated header may carry another Authorization: the key under test is what this client holds
+        # a generated header may carry another key: the key under test is the only one this client sends
+        headers = {k: v for k, v in (kwargs.pop("headers", None) or {}).items()
+                   if k.lower() not in ("user-agent", "authorization", "x-api-key")}
         headers.update(headers_for(key))
-        if key is None:
-            headers = {k: v for k, v in headers.items() if k.lower() not in ("authorization", "x-api-key")}
         before = state_of(self.engine)
         response = self.client.request(kwargs.pop("method"), kwargs.pop("url"), headers=headers,
                                        params=kwargs.pop("params", None), json=kwargs.pop("json", None),
@@ -110,9 +117,30 @@ class Harness:
             assert needed is None or needed in SCOPES[key], f"scope leak ({needed} needed): {shown}"
             if label == "GET /readyz":
                 assert ("checks" in response.json()) == (key == "admin"), f"readyz details: {shown}"
+            if key == "scoped":
+                assert self.indexes_named(case, response) <= {SCOPED_TO}, f"index leak: {shown}"
+                assert label != "GET /metrics", f"ops data for a key limited to some indexes: {shown}"
         elif 400 <= response.status_code < 500:
             assert state_of(self.engine) == before, f"a refused request changed state: {shown}"
         return response
+
+    @staticmethod
+    def indexes_named(case, response) -> set[str]:
+        """The indexes a 2xx answer reaches: named in the path or body, or (job, listing) in the answer."""
+        named = set()
+        if case.path_parameters and "name" in case.path_parameters:
+            named.add(str(case.path_parameters["name"]))
+        if isinstance(case.body, dict) and isinstance(case.body.get("index"), str):
+            named.add(case.body["index"])
+        try:
+            data = response.json()
+        except ValueError:
+            return named
+        if isinstance(data, dict) and isinstance(data.get("index"), str):
+            named.add(data["index"])
+        if isinstance(data, list):
+            named |= {row.get("name") for row in data if isinstance(row, dict)}
+        return named
 
     def report(self, title: str) -> str:
         total = sum(self.sent.values())
@@ -195,10 +223,12 @@ def test_every_operation_per_key(served, key):
 
 def test_stateful_links_with_every_key(served):
     """Sequences that follow the links create index -> post documents -> get job -> search (and get / delete a
-    document, delete an index), each step sent with a key drawn from the four; the harness checks every step."""
+    document, delete an index), each step sent with a key drawn from the four and a read-write key limited to an
+    index that does not exist (``scoped``: it must never reach another index, its jobs or the ops data); the
+    harness checks every step."""
     harness, schema, app, seed_job = served
     ops = {f"{o.method.upper()} {o.path}": o for o in _operations(schema)}
-    keys = st.sampled_from([None, "read", "write", "admin"])
+    keys = st.sampled_from([None, "read", "write", "admin", "scoped"])
     names = st.from_regex(r"\A[a-z][a-z0-9]{0,6}\Z")
 
     class Links(RuleBasedStateMachine):
