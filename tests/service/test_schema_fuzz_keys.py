@@ -12,7 +12,7 @@ What every request must satisfy:
 
 ``FOVEAL_FUZZ_EXAMPLES`` (default 300) generated requests go to every operation for every key; the path's index
 name is sometimes replaced by the live index ``tiny`` and the job id by a real job, so that a scope leak would
-actually reach data. A stateful run (``FOVEAL_FUZZ_STATEFUL`` sequences, default 40, of up to 25 steps) follows
+actually reach data. A stateful run (``FOVEAL_FUZZ_STATEFUL`` sequences, default 100, of up to 25 steps) follows
 the links create index -> post documents -> get job -> search with a key drawn for every step. Ingest runs only
 when the machine says so (``FOVEAL_EMBEDDED_WORKERS=0``, then ``run_one``), so nothing changes behind a check.
 Runs are derandomized (the same requests in CI every time) and print how many requests they sent."""
@@ -25,12 +25,13 @@ from collections import Counter
 
 import pytest
 import schemathesis
+from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 EXAMPLES = int(os.environ.get("FOVEAL_FUZZ_EXAMPLES", "300"))
-STATEFUL = int(os.environ.get("FOVEAL_FUZZ_STATEFUL", "40"))
+STATEFUL = int(os.environ.get("FOVEAL_FUZZ_STATEFUL", "100"))
 
 SECRETS = {"read": "sk-fuzz-read-0123456789", "write": "sk-fuzz-write-0123456789",
            "admin": "sk-fuzz-admin-0123456789", "scoped": "sk-fuzz-scoped-0123456789"}
@@ -184,6 +185,16 @@ def served(engine, tiny, monkeypatch):
         yield Harness(client, engine), schema, app, job.json()["job_id"]
 
 
+def cases_for(operation):
+    """Valid requests and, half of the time, requests that break the schema (schemathesis's negative mode: wrong
+    types, out-of-range numbers, missing fields), which is where the 5xx were."""
+    positive = operation.as_strategy()
+    try:
+        return st.one_of(positive, operation.as_strategy(GenerationMode.NEGATIVE))
+    except Exception:  # noqa: BLE001 - an operation with nothing to break (no parameters, no body)
+        return positive
+
+
 def _operations(schema):
     for result in schema.get_all_operations():
         yield result.ok()
@@ -200,7 +211,7 @@ def test_every_operation_per_key(served, key):
         # the admin key may delete what it names: let it delete generated names, not the index the rest probe
         live = [None] if label == "DELETE /v1/indexes/{name}" and key == "admin" else [None, "tiny"]
 
-        @given(case=operation.as_strategy(), name=st.sampled_from(live), doc=st.sampled_from([None, "tides"]),
+        @given(case=cases_for(operation), name=st.sampled_from(live), doc=st.sampled_from([None, "tides"]),
                job=st.sampled_from([None, job_id]))
         @settings(max_examples=EXAMPLES, **HYPOTHESIS)
         def check(case, name, doc, job):
