@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from foveal.config import _NAME, models_dir
+from foveal.fsutil import fsync_dir, fsync_tree
 from foveal.errors import ConfigError, ConflictError
 
 
@@ -62,7 +63,7 @@ def register_model(write: Callable[[Path], object], name: str, *, force: bool = 
     tmp.mkdir()
     try:
         write(tmp)
-        _sync_tree(tmp)
+        fsync_tree(tmp)
         if target.exists():
             if not force:
                 raise ConflictError(f"model {name!r} was registered meanwhile in {root}; choose another --name or "
@@ -73,25 +74,8 @@ def register_model(write: Callable[[Path], object], name: str, *, force: bool = 
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, target)
-        _sync(root)
+        fsync_dir(root)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _sync_tree(folder: Path) -> None:
-    """Flush the files before the rename publishes them (a crash must not leave a named model with empty files)."""
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    _sync(folder)
-
-
-def _sync(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

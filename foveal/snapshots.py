@@ -62,6 +62,7 @@ from foveal import __version__
 from foveal.config import IndexConfig
 from foveal.errors import ConflictError, FovealError, IndexNotFoundError, InvalidInputError, NotFoundError
 from foveal.index.collection import STAGING_PREFIX, Collection, _NAME, hold_folder
+from foveal.fsutil import fsync_dir
 from foveal.registry import SERVER_BACKENDS
 
 MANIFEST = "manifest.json"
@@ -113,14 +114,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    handle = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 def _check_local(config: IndexConfig, name: str) -> None:
@@ -231,12 +224,12 @@ class Snapshots:
                 json.dump(manifest, handle, indent=2)
                 handle.flush()
                 os.fsync(handle.fileno())
-            _fsync_dir(staging)
+            fsync_dir(staging)
             try:
                 os.rename(staging, final)
             except OSError:
                 raise SnapshotExistsError(f"snapshot {name!r} already exists", snapshot=name) from None
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -290,14 +283,14 @@ class Snapshots:
             except FovealError as exc:
                 raise SnapshotCorruptError(f"snapshot {name!r} cannot be restored: {exc.message}",
                                            snapshot=name) from None
-            _fsync_dir(staging)
+            fsync_dir(staging)
             _debug_stop("staged")
             with self.engine._lock:
                 self._drop_cached(index)
                 if (target / "config.json").exists():
                     with _write_locked(target, index):
                         _exchange(staging, target)  # staging now holds the previous index
-                        _fsync_dir(self.engine.indexes_dir)
+                        fsync_dir(self.engine.indexes_dir)
                         _debug_stop("swapped")
                     doomed = self.engine.indexes_dir / f"{DELETING_PREFIX}{uuid.uuid4().hex}"
                     os.rename(staging, doomed)
@@ -308,7 +301,7 @@ class Snapshots:
                     except OSError:
                         raise ConflictError(f"index {index!r} cannot be restored: {target} is in the way and holds "
                                             "no index; remove it by hand", index=index) from None
-                    _fsync_dir(self.engine.indexes_dir)
+                    fsync_dir(self.engine.indexes_dir)
                 self._drop_cached(index)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

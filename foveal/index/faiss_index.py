@@ -31,6 +31,7 @@ import faiss
 import numpy as np
 
 from foveal.errors import ConfigError
+from foveal.fsutil import fsync_dir
 from foveal.index.base import PASSAGE_BITS
 
 #: Vectors per IVF list to collect before training (FAISS warns below 39).
@@ -349,7 +350,7 @@ class FaissVectorIndex:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     def drop(self) -> None:
         """Nothing outside the saved file."""
@@ -384,14 +385,6 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
         digest.update(name.encode() + str(array.dtype).encode() + str(array.size).encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _is_hnsw(index) -> bool:
