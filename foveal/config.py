@@ -211,6 +211,23 @@ class RerankConfig(_Strict):
     device: str = Field(default="cpu", pattern="^(auto|cpu|cuda(:[0-9]+)?)$")
 
 
+class LexSemSection(_Strict):
+    """LexSemBridge query-time modulation (:mod:`foveal.encoders.lexsem`), a query stage. Off by default: it needs
+    weights from ``foveal train lexsem`` (registered as ``NAME-modulation``), and an index using them should use the
+    fine-tuned encoder (``encoder.model: NAME``) they were trained with. Without ``modulation`` the stage is absent
+    and search works as before; a request's ``stages: {"lexsem": ...}`` overrides ``enabled``."""
+
+    #: Modulate query vectors by default when weights are named; a request's ``stages.lexsem`` overrides it.
+    enabled: bool = False
+    #: The modulation weights: a model name of ``$FOVEAL_MODELS_DIR`` (``foveal train lexsem`` registers
+    #: ``NAME-modulation``); a path in CLI config files only.
+    modulation: str | None = None
+    #: The paradigm the weights must have been trained with (``slr``, ``llr``, ``clr``); None: whatever they hold.
+    paradigm: str | None = Field(default=None, pattern="^(slr|llr|clr)$")
+    #: How many boosted dimensions and query tokens ``query_info.stages.lexsem`` lists.
+    top: int = Field(default=8, ge=0, le=64)
+
+
 class IndexConfig(_Strict):
     """Everything an index is built and searched with."""
 
@@ -221,6 +238,7 @@ class IndexConfig(_Strict):
     elasticsearch: ElasticsearchConfig = Field(default_factory=ElasticsearchConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     rerank: RerankConfig = Field(default_factory=RerankConfig)
+    lexsem: LexSemSection = Field(default_factory=LexSemSection)
 
     #: Sections whose change makes an existing index unreadable or wrong.
     BUILD_SECTIONS: ClassVar[tuple[str, ...]] = ("encoder", "vector", "lexical", "docstore", "elasticsearch")
@@ -416,7 +434,8 @@ def check_tenant_config(config: "IndexConfig") -> None:
             )
     models = allowed_models()
     for field, name, allowed in (("encoder.model", config.encoder.model, models),
-                                 ("rerank.model", config.rerank.model, models - {DEFAULT_MODEL})):
+                                 ("rerank.model", config.rerank.model, models - {DEFAULT_MODEL}),
+                                 ("lexsem.modulation", config.lexsem.modulation, models - {DEFAULT_MODEL})):
         if name is not None and name not in allowed:
             raise ConfigError(
                 f"{field}: {name!r} is not a model name; over REST a model is a name: "

@@ -43,6 +43,7 @@ Example::
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -58,7 +59,7 @@ from foveal.errors import ConfigError
 if TYPE_CHECKING:
     from foveal.pipeline.request import SearchRequest
 
-__all__ = ["LexSemBridge", "LexSemBridgeStage", "LexSemConfig", "Paradigm", "CONFIG_FILE", "WEIGHTS_FILE"]
+__all__ = ["LexSemBridge", "LexSemBridgeStage", "default_query_stages", "load_bridge", "LexSemConfig", "Paradigm", "CONFIG_FILE", "WEIGHTS_FILE"]
 
 NAME = "lexsem"
 CONFIG_FILE = "lexsem.json"
@@ -263,6 +264,8 @@ class LexSemBridgeStage:
     tokenizer: Any = None
     top: int = 8
     enabled: bool = True
+    #: The name the weights were loaded by (shown in ``query_info.stages.lexsem``).
+    source: str | None = None
     name: str = NAME
     needs_tokens: bool = field(default=True, init=False)
 
@@ -282,8 +285,11 @@ class LexSemBridgeStage:
             states = torch.as_tensor(np.asarray(tokens.states, dtype=np.float32), device=device)[None]
             embedding = torch.as_tensor(np.asarray(vector, dtype=np.float32), device=device)[None]
             out = bridge(embedding, ids, mask, states)
-        modulated = out["embedding"][0].float().cpu().numpy()
         z = out["weights"][0].float().cpu().numpy()
+        if np.all(z == z.max()):  # uniform weights: q~ = normalize(e_q) = e_q, the encoder's unit vector as it is
+            modulated = np.array(vector, dtype=np.float32, copy=True)  # (re-normalising may move its last bits)
+        else:
+            modulated = out["embedding"][0].float().cpu().numpy()
         w = out["vocabulary"][0].float().cpu().numpy()
         return modulated, self._evidence(z, w)
 
@@ -304,8 +310,51 @@ class LexSemBridgeStage:
     def apply(
         self, request: "SearchRequest", vector: np.ndarray, tokens: QueryTokens | None = None
     ) -> tuple[np.ndarray, dict]:
-        if not self.enabled:
+        """``enabled`` is the default; a request's ``stages: {"lexsem": ...}`` overrides it."""
+        wanted = self.enabled if request is None else request.stage_wanted(self.name, self.enabled)
+        if not wanted:
             return vector, {"skipped": "disabled"}
         if tokens is None:
             return vector, {"skipped": "the encoder gave no query tokens"}
-        return self.modulate(vector, tokens)
+        modulated, evidence = self.modulate(vector, tokens)
+        return modulated, {"applied": True, "modulation": self.source, **evidence}
+
+
+def default_query_stages(collection) -> list:
+    """The query stages an index's config asks for: :class:`LexSemBridgeStage` when ``lexsem.modulation`` names
+    weights (loaded once per process and path; the stage is the index's default when ``lexsem.enabled``)."""
+    section = getattr(collection.config, "lexsem", None)
+    if section is None or not section.modulation:
+        return []
+    bridge = load_bridge(section.modulation)
+    if section.paradigm is not None and bridge.paradigm.value != section.paradigm:
+        raise ConfigError(f"lexsem.paradigm is {section.paradigm!r} but the weights {section.modulation!r} were "
+                          f"trained as {bridge.paradigm.value!r}", field="lexsem.paradigm")
+    tokenizer = None
+    try:
+        tokenizer = collection.encoder.model.tokenizer
+    except AttributeError:  # an encoder without a tokenizer (ONNX keeps its own): evidence names token ids only
+        tokenizer = getattr(collection.encoder, "tokenizer", None)
+    return [LexSemBridgeStage(bridge, tokenizer=tokenizer, top=section.top, enabled=section.enabled,
+                              source=section.modulation)]
+
+
+_BRIDGES: dict[str, LexSemBridge] = {}
+_BRIDGES_LOCK = threading.Lock()
+
+
+def load_bridge(name: str) -> LexSemBridge:
+    """Modulation weights by registered name (``$FOVEAL_MODELS_DIR``; a path from CLI config files), one per
+    process and folder. A name that holds no weights is a :class:`ConfigError` naming ``lexsem.modulation``."""
+    from foveal.config import resolve_model_name
+
+    path = Path(resolve_model_name(name)).expanduser()
+    key = str(path.resolve()) if path.exists() else str(path)
+    with _BRIDGES_LOCK:
+        bridge = _BRIDGES.get(key)
+        if bridge is None:
+            if not (path / CONFIG_FILE).exists():
+                raise ConfigError(f"lexsem.modulation: {name!r} holds no LexSemBridge weights (train them with "
+                                  "'foveal train lexsem', which registers NAME-modulation)", field="lexsem.modulation")
+            bridge = _BRIDGES[key] = LexSemBridge.load(path)
+        return bridge

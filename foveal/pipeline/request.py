@@ -19,6 +19,8 @@ from foveal.config import FusionConfig, Pipeline
 MAX_K = 1000
 MAX_OFFSET = 10_000
 MAX_QUERY_CHARS = 8192
+#: Stage names a request's ``stages`` may switch (``rerank`` is Pyramid-ERNIE, the same as the ``rerank`` option).
+STAGE_NAMES = ("rerank", "lexsem", "paraformer", "events", "freshness", "xpool")
 
 
 #: Metadata keys a filter may name (they become a JSON path in SQLite, so only plain names are allowed).
@@ -129,6 +131,11 @@ class SearchRequest(BaseModel):
     rerank: StrictBool | None = Field(
         default=None, description="Run the Pyramid-ERNIE rerank stage (default: the index config; off without weights)."
     )
+    stages: dict[StrictStr, StrictBool] | None = Field(
+        default=None, description="Switch stages on or off for this request by name: "
+                                  f"{', '.join(STAGE_NAMES)} (rerank is the same as the `rerank` option); a stage "
+                                  "left out follows the index config. An unknown name is refused.",
+        json_schema_extra={"examples": [{"lexsem": True, "rerank": False}]})
     now: datetime | None = Field(
         default=None, description="The moment the query is asked (for time-aware stages); default: the present."
     )
@@ -144,6 +151,24 @@ class SearchRequest(BaseModel):
         allow_inf_nan=False,
         json_schema_extra={"examples": [{"query": "why does the moon cause tides", "k": 5, "pipeline": "hybrid"}]},
     )
+
+    @field_validator("stages")
+    @classmethod
+    def _check_stages(cls, value: dict[str, bool] | None) -> dict[str, bool] | None:
+        if value is not None:
+            unknown = sorted(set(value) - set(STAGE_NAMES))
+            if unknown:
+                raise ValueError(f"unknown stage(s) {unknown}; known: {', '.join(STAGE_NAMES)}")
+        return value
+
+    def stage_wanted(self, name: str, default: bool) -> bool:
+        """Whether stage ``name`` runs for this request: ``stages[name]`` when given, else ``default`` (the index
+        config's ``enabled``). ``rerank`` also reads the older ``rerank`` option (``stages`` wins)."""
+        if self.stages is not None and name in self.stages:
+            return bool(self.stages[name])
+        if name == "rerank" and self.rerank is not None:
+            return bool(self.rerank)
+        return default
 
     @field_validator("query")
     @classmethod

@@ -46,10 +46,14 @@ class SearchPipeline:
     def __init__(
         self,
         collection: Collection,
-        query_stages: Sequence[QueryStage] = (),
+        query_stages: Sequence[QueryStage] | None = None,
         rerankers: Sequence[Reranker] | None = None,
     ) -> None:
         self.collection = collection
+        if query_stages is None:  # the index's own: LexSemBridge when its config names modulation weights
+            from foveal.encoders.lexsem import default_query_stages
+
+            query_stages = default_query_stages(collection)
         self.query_stages = list(query_stages)
         if rerankers is None:  # the index's own: the Pyramid-ERNIE stage when trained weights are found
             from foveal.rerank.stage import default_rerankers
@@ -69,7 +73,8 @@ class SearchPipeline:
         encoded = None
         if dense_rows:
             texts = [requests[i].query for i in dense_rows]
-            if self._stages_want_tokens():  # only then: encoders that know nothing of tokens keep working
+            if self._stages_want_tokens([requests[i] for i in dense_rows]):
+                # only then: encoders that know nothing of tokens keep working
                 encoded = self.collection.encoder.encode_queries(texts, with_tokens=True)
             else:
                 encoded = self.collection.encoder.encode_queries(texts)
@@ -89,8 +94,10 @@ class SearchPipeline:
         return responses
 
     # -- stages --------------------------------------------------------------------------------------------------
-    def _stages_want_tokens(self) -> bool:
-        return any(getattr(stage, "needs_tokens", False) for stage in self.query_stages)
+    def _stages_want_tokens(self, requests: Sequence[SearchRequest] = ()) -> bool:
+        """Whether a stage that needs the query tokens runs for any of ``requests``."""
+        return any(getattr(stage, "needs_tokens", False) and _stage_runs(stage, request)
+                   for stage in self.query_stages for request in requests)
 
     def _search_one(
         self, request: SearchRequest, vector: np.ndarray | None, truncated: int | None,
@@ -113,11 +120,20 @@ class SearchPipeline:
             lists["bm25"] = self._lexical(request.query, window, allowed)
         if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
             for stage in self.query_stages:
+                if not _stage_runs(stage, request):
+                    query_info.setdefault("stages", {})[stage.name] = {
+                        "applied": False,
+                        "why": "off for this request" if request.stages and stage.name in request.stages
+                        else "off in the index config (switch it on per request with stages)"}
+                    continue
                 if getattr(stage, "needs_tokens", False):
                     vector, stage_evidence = stage.apply(request, vector, tokens)
                 else:
                     vector, stage_evidence = stage.apply(request, vector)
                 query_info.setdefault("stages", {})[stage.name] = stage_evidence
+            if request.stages and request.stages.get("lexsem") and "lexsem" not in query_info.get("stages", {}):
+                query_info.setdefault("stages", {})["lexsem"] = {
+                    "applied": False, "why": "this index names no lexsem.modulation weights"}
             lists["dense"], best_passage = self._dense(vector, window, allowed)
 
         if request.pipeline == Pipeline.hybrid:
@@ -257,6 +273,11 @@ class SearchPipeline:
                 )
             )
         return hits
+
+
+def _stage_runs(stage: QueryStage, request: SearchRequest) -> bool:
+    """A query stage runs when the request's ``stages`` says so, else when the stage is enabled (its default)."""
+    return request.stage_wanted(stage.name, bool(getattr(stage, "enabled", True)))
 
 
 def _best_lexical_passage(full: str, passages, query_terms: set[str], analyze) -> int:
