@@ -13,6 +13,8 @@
     foveal indexes                                       # the index names, one a line
     foveal delete ID [ID ...] --index papers             # delete documents
     foveal drop papers                                   # delete an index and its files
+    foveal reindex papers --into papers-v2 --config cfg.json   # re-encode from the store (resumable)
+    foveal alias set papers-live papers-v2               # create or atomically move an alias
 
 Only the commands that encode text (dense or hybrid search, ingest of documents without a ``vector``, run, ask,
 and creating an index, which records the model's dimension) import torch and load the model; BM25 search, stats,
@@ -610,6 +612,65 @@ def train_lexsem_command(
                   f'{{"encoder": {{"model": "{name}"}}}}', highlight=False, soft_wrap=True)
     out.print(json.dumps({"model": name, "modulation": f"{name}-modulation", "path": str(folder),
                           **{k: v for k, v in record.items() if k != "options"}}), soft_wrap=True, highlight=False)
+
+
+@app.command()
+def reindex(
+    source: str = typer.Argument(..., help="The index (or alias) to copy, read from its document store."),
+    into: str = typer.Option(..., "--into", help="The new index (created; a re-run resumes it)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="IndexConfig JSON for the new index "
+                                          "(default: the source's)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, max=10_000, help="Documents per committed batch."),
+    pause: float = typer.Option(0.0, "--pause", min=0.0, max=60.0, help="Seconds to wait between batches (spares a "
+                                "serving machine)."),
+) -> None:
+    """Re-encode SOURCE's documents into a new index (another encoder, segmentation, backends): from the document
+    store, no files re-read; resumable (run the same command again after an interruption). Then move an alias to
+    it: foveal alias set NAME TARGET."""
+    from foveal.reindex import reindex as run_reindex
+
+    cfg = _config_from(config)
+    try:
+        engine = _engine()
+        summary = run_reindex(engine, source, into, cfg, batch_size=batch_size, pause_s=pause,
+                              log=lambda m: console.print(m, highlight=False))
+        engine.close()
+    except FovealError as exc:
+        _fail(exc.message)
+    out.print(json.dumps(summary), highlight=False, soft_wrap=True)
+
+
+alias_app = typer.Typer(no_args_is_help=True, help="Index aliases: a name that points to an index, moved atomically.")
+app.add_typer(alias_app, name="alias")
+
+
+@alias_app.command("set")
+def alias_set(
+    name: str = typer.Argument(..., help="The alias."),
+    index: str = typer.Argument(..., help="The index it points to (a swap when the alias exists)."),
+) -> None:
+    """Create an alias or move it to another index in one atomic step."""
+    try:
+        previous = _engine().set_alias(name, index)
+    except FovealError as exc:
+        _fail(exc.message)
+    out.print(json.dumps({"alias": name, "index": index, "previous": previous}), highlight=False)
+
+
+@alias_app.command("remove")
+def alias_remove(name: str = typer.Argument(..., help="The alias.")) -> None:
+    """Remove an alias (the index stays)."""
+    try:
+        index = _engine().remove_alias(name)
+    except FovealError as exc:
+        _fail(exc.message)
+    out.print(json.dumps({"alias": name, "index": index}), highlight=False)
+
+
+@alias_app.command("list")
+def alias_list() -> None:
+    """Every alias and its index, as JSON."""
+    out.print(json.dumps(_engine().list_aliases()), highlight=False)
 
 
 def main() -> None:

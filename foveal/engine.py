@@ -21,8 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
+from foveal.aliases import AliasTable
 from foveal.config import IndexConfig, foveal_home
-from foveal.errors import FovealError, IndexDamagedError, IndexLockedError, IndexNotFoundError
+from foveal.errors import ConflictError, FovealError, IndexDamagedError, IndexExistsError, IndexLockedError, \
+    IndexNotFoundError
 from foveal.index.collection import STAGING_PREFIX, Collection, check_index_name, hold_folder
 from foveal.pipeline.request import SearchRequest, SearchResponse
 from foveal.pipeline.search import SearchPipeline
@@ -45,6 +47,46 @@ class Engine:
         self._open: dict[str, Collection] = {}
         self._pipelines: dict[str, SearchPipeline] = {}
         self._lock = threading.RLock()
+        self.aliases = AliasTable(self.home)
+
+    # -- aliases (foveal.aliases) ----------------------------------------------------------------------------------
+    def resolve(self, name: str) -> str:
+        """The index ``name`` stands for: the target of alias ``name``, else ``name`` itself. Every lookup by name
+        (get, search, ingest) goes through this, so an alias works wherever an index name does."""
+        target = self.aliases.get(name)
+        return target if target is not None else name
+
+    def list_aliases(self) -> dict[str, str]:
+        return self.aliases.read()
+
+    def set_alias(self, alias: str, index: str) -> str | None:
+        """Point ``alias`` at ``index`` (create or move it, one atomic step); returns the index it pointed to."""
+        check_index_name(alias)
+        check_index_name(index)
+        with self.aliases.locked():
+            table = self.aliases.read()
+            if index in table:
+                raise ConflictError(f"{index!r} is an alias; an alias points to an index, not to another alias",
+                                    index=index)
+            if self.exists(alias):
+                raise IndexExistsError(f"{alias!r} is an index; an alias cannot take an index's name", index=alias)
+            if not self.exists(index):
+                raise IndexNotFoundError(f"index {index!r} does not exist", index=index)
+            self.get(index)  # opens (and checks) the index before any search is sent to it
+            previous = table.get(alias)
+            table[alias] = index
+            self.aliases.write(table)
+            return previous
+
+    def remove_alias(self, alias: str) -> str:
+        """Remove ``alias``; returns the index it pointed to."""
+        with self.aliases.locked():
+            table = self.aliases.read()
+            if alias not in table:
+                raise IndexNotFoundError(f"alias {alias!r} does not exist", alias=alias)
+            index = table.pop(alias)
+            self.aliases.write(table)
+            return index
 
     def path_of(self, name: str) -> Path:
         return self.indexes_dir / check_index_name(name)
@@ -61,6 +103,9 @@ class Engine:
     def create_index(self, name: str, config: IndexConfig | dict[str, Any] | None = None) -> Collection:
         if isinstance(config, dict):
             config = IndexConfig.parse(config)
+        if self.aliases.get(name) is not None:
+            raise IndexExistsError(f"{name!r} is an alias (of {self.aliases.get(name)!r}); an index cannot take an "
+                                   "alias's name", index=name)
         with self._lock:
             collection = Collection.create(self.path_of(name), name, config)
             collection.opened_identity = _identity(self.path_of(name))
@@ -68,6 +113,7 @@ class Engine:
             return collection
 
     def get(self, name: str) -> Collection:
+        name = self.resolve(name)
         with self._lock:
             collection = self._open.get(name)
             if collection is None:
@@ -117,6 +163,7 @@ class Engine:
     def get_current(self, name: str) -> Collection:
         """Like :meth:`get`, but reopens the index when its folder was deleted (and maybe recreated) by another
         process since this one opened it, so a long-lived worker never writes into deleted files."""
+        name = self.resolve(name)
         with self._lock:
             collection = self._open.get(name)
             if collection is not None:
@@ -129,6 +176,7 @@ class Engine:
             return self.get(name)
 
     def open_or_create(self, name: str, config: IndexConfig | None = None) -> Collection:
+        name = self.resolve(name)
         with self._lock:
             if self.exists(name):
                 collection = self.get(name)
@@ -138,6 +186,7 @@ class Engine:
             return self.create_index(name, config)
 
     def pipeline(self, name: str) -> SearchPipeline:
+        name = self.resolve(name)
         with self._lock:
             pipeline = self._pipelines.get(name)
             if pipeline is None:
@@ -148,10 +197,18 @@ class Engine:
         return self.pipeline(name).search(request)
 
     def delete_index(self, name: str) -> None:
-        with self._lock:
+        with self._lock, self.aliases.locked():  # no alias can be pointed at it while it goes
+            target = self.aliases.get(name)
+            if target is not None:
+                raise ConflictError(f"{name!r} is an alias (of {target!r}), not an index; remove the alias with "
+                                    f"'foveal alias remove {name}' or DELETE /v1/aliases/{name}", alias=name)
             path = self.path_of(name)
             if not (path / "config.json").exists():
                 raise IndexNotFoundError(f"index {name!r} does not exist", index=name)
+            pointing = self.aliases.pointing_to(name)
+            if pointing:
+                raise ConflictError(f"index {name!r} is the target of alias(es) {', '.join(pointing)}; move or remove "
+                                    "them first", index=name, aliases=pointing)
             collection = self._open.pop(name, None)
             self._pipelines.pop(name, None)
             if collection is not None:

@@ -363,7 +363,9 @@ def require(scope: str, *, ops: bool = False):
                                         "all of them", required=scope)
         name = request.path_params.get("name")
         if isinstance(name, str):
-            check_index(request, name)
+            # an alias is checked as the index it points to now: a key limited to A never reaches B through one
+            engine = getattr(request.app.state, "engine", None)
+            check_index(request, engine.resolve(name) if engine is not None and key.indexes is not None else name)
 
     dependency.scope = scope  # read by the test that every route declares one
     dependency.__name__ = f"require_{scope}"

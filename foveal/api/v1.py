@@ -278,11 +278,12 @@ async def upsert_documents(body: UpsertDocuments, request: Request, response: Re
             accepted.append(raw)
         except DocumentError as exc:
             rejected.append({"id": doc.id, "reason": exc.reason})
-    job = await run_in_threadpool(state.queue.submit, name, accepted, rejected, len(body.documents),
+    # the index itself, never an alias: the batch goes where the alias pointed when it was accepted
+    job = await run_in_threadpool(state.queue.submit, collection.name, accepted, rejected, len(body.documents),
                                   collection.instance or None)
     url = f"/v1/jobs/{job['id']}"
     response.headers["Location"] = url
-    return JobAccepted(job_id=job["id"], index=name, total=job["total"], rejected=len(rejected), status_url=url)
+    return JobAccepted(job_id=job["id"], index=collection.name, total=job["total"], rejected=len(rejected), status_url=url)
 
 
 def _check_backpressure(state) -> None:
@@ -370,3 +371,52 @@ async def get_job(request: Request, job_id: str = JOB_ID) -> dict[str, Any]:
     job = await run_in_threadpool(request.app.state.queue.job, job_id)
     check_index(request, job["index"])  # a key limited to some indexes follows only their jobs
     return job
+
+
+# -- aliases -----------------------------------------------------------------------------------------------------
+ALIAS_NAME = PathParam(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="Alias name (an index name's rules).")
+
+
+class AliasIn(BaseModel):
+    index: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="The index the alias points to.")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"index": "papers-v2"}]})
+
+
+class AliasOut(BaseModel):
+    alias: str
+    index: str
+    previous: str | None = Field(default=None, description="The index it pointed to before (a swap), if any.")
+
+
+@router.get("/aliases", tags=["aliases"], response_model=dict[str, str], dependencies=READ)
+def list_aliases(request: Request) -> dict[str, str]:
+    """Every alias and the index it points to (a key limited to some indexes sees the aliases of those only)."""
+    allowed = allowed_indexes(request)
+    table = request.app.state.engine.list_aliases()
+    return {a: i for a, i in table.items() if allowed is None or i in allowed}
+
+
+@router.put("/aliases/{alias}", tags=["aliases"], response_model=AliasOut, dependencies=ADMIN)
+async def set_alias(body: AliasIn, request: Request, alias: str = ALIAS_NAME) -> AliasOut:
+    """Point an alias at an index: creates it, or moves it in one atomic step (a search through the alias meanwhile
+    gets the old index or the new one, never an error). 409 when the alias name is an index's; 404 when the index
+    does not exist. Searches, gets and ingest through the alias reach the index it points to."""
+    engine = request.app.state.engine
+    check_index(request, body.index)
+    current = engine.aliases.get(alias)
+    if current is not None:  # a key limited to some indexes may not take over an alias of another index
+        check_index(request, current)
+    previous = await run_in_threadpool(engine.set_alias, alias, body.index)
+    return AliasOut(alias=alias, index=body.index, previous=previous)
+
+
+@router.delete("/aliases/{alias}", tags=["aliases"], response_model=AliasOut, dependencies=ADMIN)
+async def remove_alias(request: Request, alias: str = ALIAS_NAME) -> AliasOut:
+    """Remove an alias (the index stays)."""
+    engine = request.app.state.engine
+    current = engine.aliases.get(alias)
+    if current is not None:
+        check_index(request, current)
+    index = await run_in_threadpool(engine.remove_alias, alias)
+    return AliasOut(alias=alias, index=index)
