@@ -43,6 +43,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 __all__ = ["LexSemBridge", "LexSemBridgeStage", "default_query_stages", "load_bridge", "LexSemConfig", "Paradigm", "CONFIG_FILE", "WEIGHTS_FILE"]
 
 NAME = "lexsem"
+_log = logging.getLogger("foveal.lexsem")
 CONFIG_FILE = "lexsem.json"
 WEIGHTS_FILE = "lexsem.safetensors"
 TORCH_WEIGHTS_FILE = "lexsem.pt"
@@ -326,10 +328,14 @@ def default_query_stages(collection) -> list:
     section = getattr(collection.config, "lexsem", None)
     if section is None or not section.modulation:
         return []
-    bridge = load_bridge(section.modulation)
-    if section.paradigm is not None and bridge.paradigm.value != section.paradigm:
-        raise ConfigError(f"lexsem.paradigm is {section.paradigm!r} but the weights {section.modulation!r} were "
-                          f"trained as {bridge.paradigm.value!r}", field="lexsem.paradigm")
+    try:
+        bridge = load_bridge(section.modulation)
+        if section.paradigm is not None and bridge.paradigm.value != section.paradigm:
+            raise ConfigError(f"lexsem.paradigm is {section.paradigm!r} but the weights {section.modulation!r} were "
+                              f"trained as {bridge.paradigm.value!r}", field="lexsem.paradigm")
+    except ConfigError as exc:  # the index still serves (BM25, dense without the stage); each query says why
+        _log.error("index %r: LexSemBridge stage unavailable: %s", getattr(collection, "name", "?"), exc.message)
+        return [UnavailableStage(NAME, exc.message)]
     tokenizer = None
     try:
         tokenizer = collection.encoder.model.tokenizer
@@ -337,6 +343,19 @@ def default_query_stages(collection) -> list:
         tokenizer = getattr(collection.encoder, "tokenizer", None)
     return [LexSemBridgeStage(bridge, tokenizer=tokenizer, top=section.top, enabled=section.enabled,
                               source=section.modulation)]
+
+
+@dataclass
+class UnavailableStage:
+    """Stands in for a query stage whose weights cannot be loaded: the vector passes unchanged and the response
+    says why (``query_info.stages.<name>``), so one bad checkpoint never takes the index's search down."""
+
+    name: str
+    why: str
+    enabled: bool = False
+
+    def apply(self, request, vector, tokens=None):
+        return vector, {"applied": False, "why": self.why}
 
 
 _BRIDGES: dict[str, LexSemBridge] = {}

@@ -96,13 +96,17 @@ def test_config_default_and_request_override(engine, modulation):
     assert switched_off.query_info["stages"]["lexsem"] == {"applied": False, "why": "off for this request"}
 
 
-def test_wrong_paradigm_or_missing_weights_is_a_config_error(engine, modulation):
-    _index(engine, "wrong", {"modulation": modulation, "paradigm": "llr"})
-    with pytest.raises(ConfigError, match="trained as 'slr'"):
-        engine.pipeline("wrong")
-    _index(engine, "missing", {"modulation": "nothing-here"})
-    with pytest.raises(ConfigError, match="holds no LexSemBridge weights"):
-        engine.pipeline("missing")
+def test_wrong_paradigm_or_missing_weights_keep_the_index_serving(engine, modulation):
+    """A bad checkpoint never takes search down: the stage passes the vector unchanged and says why."""
+    _index(engine, "plain")
+    plain = _scores(engine.search("plain", SearchRequest(query=QUERY, pipeline="dense")))
+    for name, lexsem, why in (("wrong", {"modulation": modulation, "paradigm": "llr", "enabled": True},
+                               "trained as 'slr'"),
+                              ("missing", {"modulation": "nothing-here"}, "holds no LexSemBridge weights")):
+        _index(engine, name, lexsem)
+        response = engine.search(name, SearchRequest(query=QUERY, pipeline="dense", stages={"lexsem": True}))
+        info = response.query_info["stages"]["lexsem"]
+        assert info["applied"] is False and why in info["why"] and _scores(response) == plain
 
 
 def test_rest_stages(engine, modulation):
