@@ -205,7 +205,20 @@ class LexSemBridge(nn.Module):
         return torch.log1p(torch.relu(logits))
 
     def dimension_weights(self, w: torch.Tensor) -> torch.Tensor:
-        """``z = softmax(W w + b)`` over the hidden dimensions: positive, each row sums to 1."""
+        """``z = softmax(W w + b)`` over the hidden dimensions: positive, each row sums to 1.
+
+        Without gradients, a vocabulary vector that is mostly zeros (SLR and LLR: non-zero only at the query's own
+        ids) multiplies only ``W``'s columns at its non-zero entries, the same sum without the ``V - L`` zero terms
+        (a query costs ``L x H`` instead of ``V x H``); CLR's dense vector takes the full product."""
+        if not torch.is_grad_enabled() and w.dim() == 2:
+            rows, cols = torch.nonzero(w, as_tuple=True)
+            if len(cols) * 8 < w.numel():
+                logits = self.modulation.bias.expand(w.shape[0], -1).clone()
+                for row in range(w.shape[0]):
+                    ids = cols[rows == row]
+                    if len(ids):
+                        logits[row] += self.modulation.weight[:, ids] @ w[row, ids]
+                return torch.softmax(logits, dim=-1)
         return torch.softmax(self.modulation(w), dim=-1)
 
     def forward(

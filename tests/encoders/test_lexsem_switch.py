@@ -124,3 +124,23 @@ def test_rest_stages(engine, modulation):
         assert created.status_code == 201, created.text
         refused = client.post("/v1/indexes", json={"name": "y", "config": {"lexsem": {"modulation": "/tmp/mod"}}})
         assert refused.status_code == 422 and "lexsem.modulation" in refused.text
+
+
+@pytest.mark.parametrize("paradigm", ["slr", "llr", "clr"])
+def test_sparse_inference_path_equals_the_full_product(paradigm):
+    """Without gradients SLR/LLR multiply only W's columns at the query's ids: the same z as the full product."""
+    from foveal.encoders.lexsem import LexSemBridge, LexSemConfig
+
+    bridge = LexSemBridge(LexSemConfig(paradigm=paradigm, vocab_size=500, hidden_size=16))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        bridge.modulation.weight.normal_(0, 1.0, generator=generator)
+    ids = torch.tensor([[101, 7, 42, 42, 9, 102, 0, 0], [101, 300, 102, 0, 0, 0, 0, 0]])
+    mask = (ids != 0).long()
+    states = torch.randn(2, 8, 16, generator=generator)
+    with torch.no_grad():
+        w = bridge.vocabulary_vector(ids, mask, states)
+        fast = bridge.dimension_weights(w)
+        full = torch.softmax(bridge.modulation(w), dim=-1)
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(fast.sum(-1), torch.ones(2)) and bool((fast > 0).all())
