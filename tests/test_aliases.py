@@ -220,3 +220,21 @@ def test_reindex_resumes_after_sigkill(engine, home, tiny):
         np.testing.assert_allclose(_vectors(resumed)[doc_id], vectors, atol=1e-5)
     hits = engine.search("tiny2", SearchRequest(query="moon tides", k=1)).hits
     assert hits[0].id == "tides"
+
+
+def test_alias_cli(engine, home, tiny):
+    from typer.testing import CliRunner
+
+    from foveal.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1", "FOVEAL_HOME": str(home)})
+    made = runner.invoke(app, ["alias", "set", "live", "tiny"])
+    assert made.exit_code == 0 and json.loads(made.stdout) == {"alias": "live", "index": "tiny", "previous": None}
+    assert json.loads(runner.invoke(app, ["alias", "list"]).stdout) == {"live": "tiny"}
+    found = runner.invoke(app, ["search", "moon tides", "--index", "live", "--pipeline", "bm25", "--json"])
+    assert found.exit_code == 0 and "tides" in found.stdout
+    refused = runner.invoke(app, ["drop", "tiny"])
+    assert refused.exit_code == 2 and "target of alias" in refused.output
+    bad = runner.invoke(app, ["alias", "set", "other", "missing"])
+    assert bad.exit_code == 2 and "does not exist" in bad.output
+    assert json.loads(runner.invoke(app, ["alias", "remove", "live"]).stdout) == {"alias": "live", "index": "tiny"}
