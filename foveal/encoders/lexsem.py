@@ -338,7 +338,7 @@ class LexSemBridgeStage:
 def default_query_stages(collection) -> list:
     """The query stages an index's config asks for: :class:`LexSemBridgeStage` when ``lexsem.modulation`` names
     weights (loaded once per process and path; the stage is the index's default when ``lexsem.enabled``)."""
-    section = getattr(collection.config, "lexsem", None)
+    section = getattr(getattr(collection, "config", None), "lexsem", None)
     if section is None or not section.modulation:
         return []
     try:
@@ -348,7 +348,7 @@ def default_query_stages(collection) -> list:
                               f"trained as {bridge.paradigm.value!r}", field="lexsem.paradigm")
     except ConfigError as exc:  # the index still serves (BM25, dense without the stage); each query says why
         _log.error("index %r: LexSemBridge stage unavailable: %s", getattr(collection, "name", "?"), exc.message)
-        return [UnavailableStage(NAME, exc.message)]
+        return [UnavailableStage(NAME, exc.message, enabled=section.enabled)]
     tokenizer = None
     try:
         tokenizer = collection.encoder.model.tokenizer
