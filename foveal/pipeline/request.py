@@ -115,6 +115,10 @@ class SearchFilter(BaseModel):
         return value
 
 
+#: Stage names a request may switch with ``stages`` (the research stages; ``rerank`` is the Pyramid stage).
+STAGE_NAMES = ("rerank", "lexsem", "paraformer", "events", "freshness", "xpool")
+
+
 class SearchRequest(BaseModel):
     # length checked in _check_query (a clearer message than pydantic's); the schema still states it
     query: StrictStr = Field(description=f"What to search for, as plain text (1 to {MAX_QUERY_CHARS} characters, "
@@ -132,6 +136,9 @@ class SearchRequest(BaseModel):
     now: datetime | None = Field(
         default=None, description="The moment the query is asked (for time-aware stages); default: the present."
     )
+    stages: dict[str, StrictBool] | None = Field(
+        default=None, description=f"Switch stages on or off by name ({', '.join(STAGE_NAMES)}); unnamed ones "
+                                  "follow the index config. `rerank` is the same switch as the `rerank` field.")
     fields: list[Literal["id", "title", "text", "metadata", "timestamp", "passage", "evidence"]] | None = Field(
         default=None, max_length=len(HIT_FIELDS),
         description="What each hit carries besides id, rank and score; default: all of them.")
@@ -144,6 +151,33 @@ class SearchRequest(BaseModel):
         allow_inf_nan=False,
         json_schema_extra={"examples": [{"query": "why does the moon cause tides", "k": 5, "pipeline": "hybrid"}]},
     )
+
+    @field_validator("stages")
+    @classmethod
+    def _check_stages(cls, value):
+        if value is None:
+            return value
+        unknown = sorted(set(value) - set(STAGE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; known: {', '.join(STAGE_NAMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _rerank_switch(self) -> "SearchRequest":
+        if self.stages and "rerank" in self.stages:
+            if self.rerank is not None and self.rerank != self.stages["rerank"]:
+                raise ValueError("rerank and stages.rerank disagree; give one")
+            object.__setattr__(self, "rerank", self.stages["rerank"])
+        return self
+
+    def stage_on(self, name: str, default: bool) -> bool:
+        """Whether stage ``name`` runs for this request: ``stages[name]`` when given, else ``default`` (the
+        index's setting). ``rerank`` also reads the older ``rerank`` option."""
+        if self.stages is not None and name in self.stages:
+            return self.stages[name]
+        if name == "rerank" and self.rerank is not None:
+            return self.rerank
+        return default
 
     @field_validator("query")
     @classmethod
