@@ -329,9 +329,47 @@ def _latency(args, encoder) -> dict:
             "p50_extra_ms": round(float(extra), 2)}
 
 
+def phase_report(args) -> dict:
+    """The markdown tables of docs/paraformer.md from ingest.json and quality.json (printed; nothing is run)."""
+    lines = []
+    ingest = json.loads((args.out / "ingest.json").read_text()) if (args.out / "ingest.json").exists() else None
+    if ingest:
+        lines += [f"Ingest, SciFact first {ingest['docs']} documents, batches of {ingest['batch']} rotating over the "
+                  f"modes; {ingest['encoder']} ({ingest['backend']}), {ingest['threads']} threads, commit "
+                  f"{ingest['commit']}", "",
+                  "| sentence vectors | seconds | docs/s | × off | sentences/doc | sentence bytes/doc | docs.sqlite bytes/doc |",
+                  "|---|---|---|---|---|---|---|"]
+        for mode, m in ingest["modes"].items():
+            lines.append(f"| {mode} | {m['seconds']} | {m['docs_per_s']} | {m['ratio_to_off']} | {m['sentences_per_doc']} "
+                         f"| {m['sentence_bytes_per_doc']} | {m['docs_sqlite_bytes_per_doc']} |")
+        lines.append("")
+    quality = json.loads((args.out / "quality.json").read_text()) if (args.out / "quality.json").exists() else None
+    if quality:
+        st = quality["settings"]
+        lines += [f"Quality, {quality['encoder']}, commit {quality['commit']}; heads trained on "
+                  f"{st['train_queries'] or 'all'} SciFact train queries, BM25 top-{st['negatives_from_top']} "
+                  f"negatives, {st['epochs']} epochs; test queries per collection: {st['test_queries_per_collection'] or 'all'};"
+                  f" window {st['window']}", "",
+                  "| collection | first stage | queries | run | nDCG@10 | Recall@100 | Δ nDCG@10 |", "|---|---|---|---|---|---|---|"]
+        for name, table in quality["quality"].items():
+            base = table["off"]["ndcg@10"]
+            for run, m in table.items():
+                if isinstance(m, dict):
+                    delta = "" if run == "off" else f"{m['ndcg@10'] - base:+.4f}"
+                    lines.append(f"| {name} | {table['first_stage']} | {table['queries']} | {run} | {m['ndcg@10']} | "
+                                 f"{m['recall@100']} | {delta} |")
+        lines += ["", "| head | pairs | train seconds (sentence vectors included) | fitted weight |", "|---|---|---|---|"]
+        for mode, r in quality["train"].items():
+            lines.append(f"| {mode} | {r['pairs']} | {r['train_seconds']} | {r['weights']} |")
+        if "latency" in quality:
+            lines += ["", f"Latency: {json.dumps(quality['latency'])}"]
+    print("\n".join(lines))
+    return {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["ingest", "quality"])
+    parser.add_argument("phase", choices=["ingest", "quality", "report"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "paraformer")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--base-home", type=Path, default=Path("/work/benchhome"))
@@ -354,6 +392,9 @@ def main() -> None:
     started = time.perf_counter()
     args.classic = [c for c in args.classic.split(",") if c]
     args.modes = [m for m in args.modes.split(",") if m]
+    if args.phase == "report":
+        phase_report(args)
+        return
     result = {"ingest": phase_ingest, "quality": phase_quality}[args.phase](args)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     (args.out / f"{args.phase}.json").write_text(json.dumps(result, indent=2))
