@@ -256,7 +256,7 @@ def phase_quality(args) -> dict:
     plan = [("train", args.default_mode)] + [("eval", (args.default_mode, c)) for c in ["scifact"] + args.classic] \
         + [("train", m) for m in args.modes if m != args.default_mode] \
         + [("eval", (m, "scifact")) for m in args.modes if m != args.default_mode]
-    corpora, stages = {}, {}
+    corpora, stages, weights = {}, {}, {}
     for step, what in plan:
         if step == "train":
             mode = what
@@ -269,6 +269,9 @@ def phase_quality(args) -> dict:
                                       sentence_vectors=lambda ids: cache.get("scifact", corpus, ids))
             heads[mode] = ParaformerHead.load(folder)
             result["train"][mode] = {k: v for k, v in record.items() if k not in ("dev_ids", "dev_ndcg10_curve")}
+            weights[mode] = {"bm25": heads[mode].settings.weights,
+                             "hybrid": _fit_hybrid(args, encoder, heads[mode], record["dev_ids"], cache, corpus)}
+            result["train"][mode]["weights_hybrid"] = weights[mode]["hybrid"]
         else:
             mode, name = what
             if mode not in heads:
@@ -282,7 +285,10 @@ def phase_quality(args) -> dict:
             kind, found = stages[name]
             cache = VectorCache(args.out / f"vectors-{mode}.pkl", mode, encoder)
             vectors = cache.get(name, corpus, [d for f in found.values() for d, _ in f["top"][:10]])
-            reranker = ParaformerReranker(heads[mode], window=10)
+            fitted = weights[mode][kind] or weights[mode]["bm25"]
+            reranker = ParaformerReranker(heads[mode], weights=fitted, window=10)
+            table_weights = result.setdefault("weights_used", {}).setdefault(name, {})
+            table_weights[mode] = fitted
             runs = {"off": {q: dict(f["top"]) for q, f in found.items()},
                     mode: {q: _rerank_run(reranker, f["qv"], f["top"], vectors) for q, f in found.items()}}
             table = result["quality"].setdefault(name, {"first_stage": kind, "queries": len(queries)})
@@ -293,6 +299,34 @@ def phase_quality(args) -> dict:
     if args.latency_queries:
         result["latency"] = _latency(args, encoder)
     return result
+
+
+def _fit_hybrid(args, encoder, head, dev_ids, cache, corpus):
+    """The combination weight over the served (hybrid) first stage, grid-searched on the held-out *train* queries
+    (the ones ``train_paraformer`` held out); None when no base SciFact index gives the dense list."""
+    from foveal.config import Normalization
+    from foveal.evaluation import read_qrels, read_queries
+    from foveal.pipeline.fusion import normalize_scores
+    from foveal.rerank.combine import fit_two_weights
+    from foveal.rerank.paraformer import NAME, ParaformerReranker
+
+    base = _base_passages(args.base_home, "scifact")
+    if base is None or set(base[0]) != set(corpus):
+        return None
+    queries = read_queries(args.data / "scifact" / "queries.jsonl")
+    qrels = read_qrels(args.data / "scifact" / "qrels" / "train.tsv")
+    _, found = _first_stage("scifact", corpus, {q: queries[q] for q in dev_ids}, encoder, base)
+    vectors = cache.get("scifact", corpus, [d for f in found.values() for d, _ in f["top"][:10]])
+    reranker = ParaformerReranker(head, window=10)
+    features = {}
+    for qid, f in found.items():
+        top = f["top"][:10]
+        scored = reranker.score_documents(f["qv"], [vectors[d] for d, _ in top])
+        first = normalize_scores([s for _, s in top], Normalization.zscore)
+        deep = normalize_scores([s for s, _ in scored], Normalization.zscore)
+        features[qid] = {d: {"first_stage": a, NAME: b} for (d, _), a, b in zip(top, first, deep)}
+    fitted, _ = fit_two_weights(features, {q: qrels[q] for q in features}, names=("first_stage", NAME))
+    return fitted
 
 
 def _latency(args, encoder) -> dict:
@@ -387,7 +421,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("FOVEAL_MODELS_DIR", str(args.out / "models"))
+    os.environ["FOVEAL_MODELS_DIR"] = str(args.out / "models")
     os.environ["FOVEAL_HOME"] = str(args.out / "home")
     started = time.perf_counter()
     args.classic = [c for c in args.classic.split(",") if c]
