@@ -146,3 +146,18 @@ def app_cli():
     from foveal.cli import app
 
     return app
+
+
+def test_rest_refuses_what_the_index_cannot_do(engine, tiny, models):
+    from fastapi.testclient import TestClient
+
+    from foveal.api.app import create_app
+
+    with TestClient(create_app(engine)) as client:
+        refused = client.post("/v1/indexes", json={"name": "es-sv", "config": {
+            "sentence_vectors": {"enabled": True}, "docstore": {"backend": "elasticsearch"}}})
+        assert refused.status_code == 422 and "needs docstore.backend 'sqlite'" in refused.text
+        unknown = client.post("/v1/indexes/tiny/search", json={"query": "tides", "stages": {"bogus": True}})
+        assert unknown.status_code == 422 and "unknown stage" in unknown.text
+        missing = client.post("/v1/indexes/tiny/search", json={"query": "tides", "stages": {"paraformer": True}})
+        assert missing.status_code == 422 and "paraformer.model" in missing.text
