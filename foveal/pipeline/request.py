@@ -154,21 +154,32 @@ class SearchRequest(BaseModel):
 
     @field_validator("stages")
     @classmethod
-    def _check_stages(cls, value: dict[str, bool] | None) -> dict[str, bool] | None:
-        if value is not None:
-            unknown = sorted(set(value) - set(STAGE_NAMES))
-            if unknown:
-                raise ValueError(f"unknown stage(s) {unknown}; known: {', '.join(STAGE_NAMES)}")
+    def _check_stages(cls, value):
+        if value is None:
+            return value
+        unknown = sorted(set(value) - set(STAGE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; known: {', '.join(STAGE_NAMES)}")
         return value
 
-    def stage_wanted(self, name: str, default: bool) -> bool:
-        """Whether stage ``name`` runs for this request: ``stages[name]`` when given, else ``default`` (the index
-        config's ``enabled``). ``rerank`` also reads the older ``rerank`` option (``stages`` wins)."""
+    @model_validator(mode="after")
+    def _rerank_switch(self) -> "SearchRequest":
+        if self.stages and "rerank" in self.stages:
+            if self.rerank is not None and self.rerank != self.stages["rerank"]:
+                raise ValueError("rerank and stages.rerank disagree; give one")
+            object.__setattr__(self, "rerank", self.stages["rerank"])
+        return self
+
+    def stage_on(self, name: str, default: bool) -> bool:
+        """Whether stage ``name`` runs for this request: ``stages[name]`` when given, else ``default`` (the
+        index's setting). ``rerank`` also reads the older ``rerank`` option."""
         if self.stages is not None and name in self.stages:
-            return bool(self.stages[name])
+            return self.stages[name]
         if name == "rerank" and self.rerank is not None:
-            return bool(self.rerank)
+            return self.rerank
         return default
+
+    stage_wanted = stage_on
 
     @field_validator("query")
     @classmethod

@@ -55,7 +55,9 @@ def test_request_stages_shape():
     assert SearchRequest(query="x", stages={"lexsem": True}).stage_wanted("lexsem", False) is True
     assert SearchRequest(query="x").stage_wanted("lexsem", True) is True
     assert SearchRequest(query="x", rerank=False).stage_wanted("rerank", True) is False
-    assert SearchRequest(query="x", rerank=False, stages={"rerank": True}).stage_wanted("rerank", False) is True
+    assert SearchRequest(query="x", stages={"rerank": True}).stage_wanted("rerank", False) is True
+    with pytest.raises(ValidationError, match="disagree"):  # the two switches for one stage must agree
+        SearchRequest(query="x", rerank=False, stages={"rerank": True})
     with pytest.raises(ValidationError, match="unknown stage"):
         SearchRequest(query="x", stages={"bogus": True})
     with pytest.raises(ValidationError):
