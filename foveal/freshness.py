@@ -58,8 +58,7 @@ def effective_config(request: "SearchRequest", base: FreshnessConfig) -> tuple[b
     asked = getattr(request, "freshness", None)
     config = base
     if asked is not None:
-        config = base.model_copy(update=asked.model_dump(exclude_none=True))
-        config = FreshnessConfig.model_validate(config.model_dump())
+        config = FreshnessConfig.model_validate({**base.model_dump(mode="json"), **asked.model_dump(exclude_none=True)})
     default = base.enabled or asked is not None
     return stage_wanted(request, NAME, default), config
 
