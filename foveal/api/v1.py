@@ -29,6 +29,7 @@ DOC_ID = PathParam(min_length=1, max_length=MAX_ID_CHARS,
 MAX_IDS_PER_REQUEST = 1000
 #: Seconds a refused ingest (queue too deep, disk nearly full) is told to wait (``Retry-After``).
 BACKPRESSURE_RETRY_S = 5
+EVENT_ID = PathParam(min_length=1, max_length=MAX_ID_CHARS, description="Event id (`_id`), percent-encoded.")
 JOB_ID = PathParam(pattern=r"^[0-9a-f]{32}$", description="Job id, as returned by a document upsert.")
 
 #: Bodies at least this large are parsed as JSON in a worker thread, not on the event loop.
@@ -438,7 +439,7 @@ def list_events(request: Request, name: str = INDEX_NAME,
 
 @router.get("/indexes/{name}/events/{event_id:path}", tags=["events"], response_model=EventOut,
             response_model_by_alias=True, dependencies=READ)
-def get_event(request: Request, name: str = INDEX_NAME, event_id: str = DOC_ID) -> EventOut:
+def get_event(request: Request, name: str = INDEX_NAME, event_id: str = EVENT_ID) -> EventOut:
     """One event by id (percent-encoded in the path)."""
     collection = request.app.state.engine.get(name)
     event = collection._event_store().get_event(event_id)
@@ -448,7 +449,7 @@ def get_event(request: Request, name: str = INDEX_NAME, event_id: str = DOC_ID) 
 
 
 @router.delete("/indexes/{name}/events/{event_id:path}", tags=["events"], dependencies=WRITE)
-async def delete_event(request: Request, name: str = INDEX_NAME, event_id: str = DOC_ID) -> dict[str, str]:
+async def delete_event(request: Request, name: str = INDEX_NAME, event_id: str = EVENT_ID) -> dict[str, str]:
     """Delete one event (committed when this returns)."""
     collection = request.app.state.engine.get(name)
     result = await run_in_threadpool(collection.delete_events, [event_id])
