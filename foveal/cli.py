@@ -611,6 +611,39 @@ def train_lexsem_command(
     out.print(json.dumps({"model": name, "modulation": f"{name}-modulation", "path": str(folder),
                           **{k: v for k, v in record.items() if k != "options"}}), soft_wrap=True, highlight=False)
 
+@train_app.command("events")
+def train_events_command(
+    data: Path = typer.Option(Path("../shared/data/realtimeqa-2020-2022"),
+                              help="RealTimeQA-style folder: dated queries, qrels/test.tsv, news as the event feed."),
+    name: Optional[str] = typer.Option(None, "--name", help="Register the layer under this name in FOVEAL_MODELS_DIR "
+                                       "(default: events-<UTC date>-<time>); use it as {\"events\": {\"model\": NAME}}."),
+    force: bool = typer.Option(False, "--force", help="Replace a model already registered under --name."),
+    until: str = typer.Option("2021-12-31", help="Train on questions dated up to this day (later ones stay for reporting)."),
+    encoder: str = typer.Option("all-MiniLM-L6-v2", help="The frozen encoder (the index's)."),
+    epochs: int = typer.Option(30, min=1, max=1000),
+    gate: float = typer.Option(0.4, min=-1.0, max=1.0, help="Train on questions whose best event cosine reaches this."),
+    half_life_days: float = typer.Option(14.0, min=0.001),
+    event_weight: float = typer.Option(0.5, min=0.0, help="Weight of the event (query-event matching) task."),
+    seed: int = typer.Option(13),
+) -> None:
+    """Train the event stage's cross-attention layer (multi-task: InfoNCE of the time-context query against its
+    evidence + query-event matching). Registered in FOVEAL_MODELS_DIR under --name (printed)."""
+    from foveal.events_train import EventsTrainOptions, train_events
+    from foveal.models_dir import default_model_name, register_model
+
+    name = name or default_model_name("events")
+    options = EventsTrainOptions(encoder=encoder, until=until, epochs=epochs, gate=gate,
+                                 half_life_days=half_life_days, event_weight=event_weight, seed=seed)
+    records: list[dict] = []
+    try:
+        folder = register_model(lambda f: records.append(
+            train_events(data, f, options, log=lambda m: console.print(m, highlight=False))), name, force=force)
+    except FovealError as exc:
+        _fail(exc.message)
+    console.print(f"registered model {name!r} in {folder.parent}", highlight=False, soft_wrap=True)
+    out.print(json.dumps({"model": name, "path": str(folder), **records[0]}), soft_wrap=True, highlight=False)
+
+
 events_app = typer.Typer(no_args_is_help=True, help="An index's event store (event-aware queries, docs/events.md).")
 app.add_typer(events_app, name="events")
 
