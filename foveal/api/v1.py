@@ -426,7 +426,7 @@ async def add_events(body: AddEvents, request: Request, name: str = INDEX_NAME) 
 @router.get("/indexes/{name}/events", tags=["events"], response_model=EventPage, response_model_by_alias=True,
             dependencies=READ)
 def list_events(request: Request, name: str = INDEX_NAME,
-                after: int = Query(default=0, ge=0, description="The `next_after` of the previous page."),
+                after: int = Query(default=0, ge=0, le=2**62, description="The `next_after` of the previous page."),
                 limit: int = Query(default=100, ge=1, le=1000)) -> EventPage:
     """The index's events in the order they were first added, `limit` at a time."""
     collection = request.app.state.engine.get(name)
