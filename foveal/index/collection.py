@@ -427,13 +427,13 @@ class Collection:
     def _save_due(self, force: bool = False) -> None:
         """Save the private snapshots (FAISS, events) when dirty and due (or ``force``): the log covers the rest."""
         due = force or time.monotonic() - self._last_save > SAVE_INTERVAL_S
-        for part in (self._vector_part, self.event_part):
-            if part is None or part.shared or not part.dirty:
-                continue
-            if due or part is self.event_part:  # events are few: their snapshot is cheap, saved at every write
-                part.persist(part.held)
-        if due:
-            self._last_save = time.monotonic()
+        vectors, events = self._vector_part, self.event_part
+        if not vectors.shared and vectors.dirty and due:
+            self._persist_private(vectors)
+        # events are few: their snapshot is cheap, saved at every event write; when due also after document writes
+        # (they move the position it holds), so the change log can be pruned past them
+        if events is not None and (events.dirty or (due and events.position() < events.held)):
+            events.persist(events.held)
 
     def _prune_log(self) -> None:
         """Drop log rows below the lowest position every derived index has persisted (re-read from their files)."""
