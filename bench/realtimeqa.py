@@ -162,6 +162,9 @@ def main() -> None:
     parser.add_argument("--build-only", action="store_true")
     parser.add_argument("--tune-sample", type=int, default=300, help="tune queries used for the events grid")
     parser.add_argument("--layer", default=None, help="also evaluate a trained events layer (registered name)")
+    parser.add_argument("--layer-only", action="store_true",
+                        help="only the trained-layer row, with the settings a previous run tuned (OUT.json); the "
+                             "row is appended to --out")
     parser.add_argument("--latency-queries", type=int, default=200)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -184,6 +187,19 @@ def main() -> None:
         return m["ndcg@10"], m["recall@100"]
 
     plain = SearchPipeline(collection, rerankers=[])
+    if args.layer_only:
+        saved = json.loads(Path(args.out + ".json").read_text())
+        config = EventsConfig(**{**saved["events_dated"], "model": args.layer})
+        layered = SearchPipeline(collection, rerankers=[], query_stages=[EventStage(collection, config)])
+        ndcg, recall = score(run_search(layered, questions, report, True, {"freshness": False}), report)
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        line = (f"\nTrained layer `{args.layer}` (`foveal train events`, questions up to 2021-12-31), with the tuned "
+                f"gate/window/decay, with dates, 2022: nDCG@10 {ndcg:.4f}, Recall@100 {recall:.4f} (commit {commit}).")
+        print(line)
+        with open(args.out, "a") as handle:
+            handle.write(line + "\n")
+        return
     # -- tune freshness (offline on the cached plain run of the tune questions) ---------------------------------
     base_tune = cached_hits(plain, questions, tune, dated=True)
     best_fresh, best_fresh_score = None, -1.0
@@ -296,6 +312,10 @@ def main() -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
+        Path(args.out + ".json").write_text(json.dumps({
+            "freshness": fresh_request, "events_dated": events_dated.model_dump(mode="json"),
+            "events_undated": events_undated.model_dump(mode="json"),
+            "rows": [list(r) for r in rows]}, indent=2))
 
 
 if __name__ == "__main__":
