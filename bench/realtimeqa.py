@@ -55,7 +55,7 @@ DATA = ROOT.parent.parent / "shared" / "data" / "realtimeqa-2020-2022"
 INDEX = "realtimeqa"
 #: News articles average 11,000 characters; the bench indexes each article's first NEWS_CHARS characters (its lead)
 #: so the corpus encodes in minutes on two CPU cores. Quiz evidence passages (the judged documents) are kept whole.
-NEWS_CHARS = 2000
+NEWS_CHARS = 1000
 K = 100
 DAY = 86_400.0
 
@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--home", default=str(ROOT / "bench" / "out" / "home"))
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--build-only", action="store_true")
-    parser.add_argument("--tune-sample", type=int, default=300, help="tune queries used for the events grid")
+    parser.add_argument("--tune-sample", type=int, default=200, help="tune queries used for the events grid")
     parser.add_argument("--layer", default=None, help="also evaluate a trained events layer (registered name)")
     parser.add_argument("--layer-only", action="store_true",
                         help="only the trained-layer row, with the settings a previous run tuned (OUT.json); the "

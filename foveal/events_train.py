@@ -36,7 +36,7 @@ from foveal.errors import ConfigError
 from foveal.events import DAY, LAYER_CONFIG, LAYER_FILE
 
 #: Characters of a news article used as its event text (as bench/realtimeqa.py).
-NEWS_CHARS = 2000
+NEWS_CHARS = 1000
 
 
 @dataclass
