@@ -617,6 +617,123 @@ def train_lexsem_command(
     out.print(json.dumps({"model": name, "modulation": f"{name}-modulation", "path": str(folder),
                           **{k: v for k, v in record.items() if k != "options"}}), soft_wrap=True, highlight=False)
 
+@train_app.command("events")
+def train_events_command(
+    data: Path = typer.Option(Path("../shared/data/realtimeqa-2020-2022"),
+                              help="RealTimeQA-style folder: dated queries, qrels/test.tsv, news as the event feed."),
+    name: Optional[str] = typer.Option(None, "--name", help="Register the layer under this name in FOVEAL_MODELS_DIR "
+                                       "(default: events-<UTC date>-<time>); use it as {\"events\": {\"model\": NAME}}."),
+    force: bool = typer.Option(False, "--force", help="Replace a model already registered under --name."),
+    until: str = typer.Option("2021-12-31", help="Train on questions dated up to this day (later ones stay for reporting)."),
+    encoder: str = typer.Option("all-MiniLM-L6-v2", help="The frozen encoder (the index's)."),
+    epochs: int = typer.Option(30, min=1, max=1000),
+    gate: float = typer.Option(0.4, min=-1.0, max=1.0, help="Train on questions whose best event cosine reaches this."),
+    half_life_days: float = typer.Option(14.0, min=0.001),
+    event_weight: float = typer.Option(0.5, min=0.0, help="Weight of the event (query-event matching) task."),
+    seed: int = typer.Option(13),
+) -> None:
+    """Train the event stage's cross-attention layer (multi-task: InfoNCE of the time-context query against its
+    evidence + query-event matching). Registered in FOVEAL_MODELS_DIR under --name (printed)."""
+    from foveal.events_train import EventsTrainOptions, train_events
+    from foveal.models_dir import default_model_name, register_model
+
+    name = name or default_model_name("events")
+    options = EventsTrainOptions(encoder=encoder, until=until, epochs=epochs, gate=gate,
+                                 half_life_days=half_life_days, event_weight=event_weight, seed=seed)
+    records: list[dict] = []
+    try:
+        folder = register_model(lambda f: records.append(
+            train_events(data, f, options, log=lambda m: console.print(m, highlight=False))), name, force=force)
+    except FovealError as exc:
+        _fail(exc.message)
+    console.print(f"registered model {name!r} in {folder.parent}", highlight=False, soft_wrap=True)
+    out.print(json.dumps({"model": name, "path": str(folder), **records[0]}), soft_wrap=True, highlight=False)
+
+
+events_app = typer.Typer(no_args_is_help=True, help="An index's event store (event-aware queries, docs/events.md).")
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("add")
+def events_add(
+    path: Path = typer.Argument(..., help="JSONL: one event a line, {\"_id\", \"title\", \"text\", \"source\", \"timestamp\"}."),
+    index: str = typer.Option("default", "--index", "-i", help="An existing index."),
+    batch_size: int = typer.Option(256, min=1, max=10_000, help="Events per committed batch."),
+) -> None:
+    """Add or replace events from a file. A malformed line (no timestamp, a date that does not parse) is reported
+    with its line number and skipped; every good batch is committed (exit status 1 when any line was refused)."""
+    from foveal.events import parse_event
+    from foveal.pipeline.ingest import read_jsonl
+
+    totals = {"added": 0, "updated": 0, "unchanged": 0, "expired": 0, "rejected": 0}
+    try:
+        engine = _engine()
+        collection = engine.get(index)
+        collection._event_store()
+        batch = []
+
+        def flush() -> None:
+            if batch:
+                for key, ids in collection.add_events(batch).items():
+                    totals[key] += len(ids)
+                batch.clear()
+
+        for line, raw in read_jsonl(path):
+            try:
+                if isinstance(raw, Exception):
+                    raise raw
+                batch.append(parse_event(raw, line=line))
+            except FovealError as exc:
+                totals["rejected"] += 1
+                reason = getattr(exc, "reason", exc.message)
+                console.print(f"[yellow]rejected[/] {path} line {line}: {reason}", highlight=False, soft_wrap=True)
+                continue
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+        engine.close()
+    except FovealError as exc:
+        _fail(exc.message)
+    out.print(json.dumps(totals), highlight=False)
+    if totals["rejected"]:
+        raise typer.Exit(1)
+
+
+@events_app.command("list")
+def events_list(
+    index: str = typer.Option("default", "--index", "-i"),
+    after: int = typer.Option(0, min=0, help="Continue after this position (the next_after of a previous page)."),
+    limit: int = typer.Option(100, min=1, max=100_000),
+) -> None:
+    """Print the index's events as JSONL, oldest added first; the last line names the next page when there is one."""
+    from foveal.events import event_out
+
+    try:
+        engine = _engine()
+        events = engine.get(index)._event_store().list_events(after, limit + 1)
+        engine.close()
+    except FovealError as exc:
+        _fail(exc.message)
+    for event in events[:limit]:
+        out.print(json.dumps(event_out(event), ensure_ascii=False), highlight=False, soft_wrap=True)
+    if len(events) > limit:
+        console.print(f"more: --after {events[limit - 1].event_key}", highlight=False)
+
+
+@events_app.command("delete")
+def events_delete(
+    ids: list[str] = typer.Argument(..., help="Event ids."),
+    index: str = typer.Option("default", "--index", "-i"),
+) -> None:
+    """Delete events by id (ids that are not there are reported as missing)."""
+    try:
+        engine = _engine()
+        result = engine.get(index).delete_events(ids)
+        engine.close()
+    except FovealError as exc:
+        _fail(exc.message)
+    out.print(json.dumps(result), highlight=False)
+
 
 @app.command()
 def reindex(

@@ -266,6 +266,64 @@ class ParaformerConfig(_Strict):
     weight: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
+#: Longest age any time knob may name, in days (about 1,000 years).
+MAX_DAYS = 365_000.0
+
+
+class EventsConfig(_Strict):
+    """The event-aware query stage ("Event-driven Real-time Retrieval in Web Search", arXiv 2312.00372; see
+    :mod:`foveal.events`) and the index's event store. Off by default: it changes the query vector only when the
+    index holds relevant recent events and ``enabled`` is set (or a request asks with ``stages: {"events": true}``).
+    """
+
+    enabled: bool = False
+    #: A trained cross-attention layer (``foveal train events``), by name in ``$FOVEAL_MODELS_DIR``; ``None``: the
+    #: training-free single-step cross-attention (identity projections).
+    model: str | None = None
+    #: Events attended per query (the best by relevance = cosine x recency decay).
+    top_k: int = Field(default=5, ge=1, le=64)
+    #: Recency decay of an event's relevance: ``exp(-ln 2 * age / half_life)``.
+    half_life_days: float = Field(default=7.0, gt=0, le=MAX_DAYS)
+    #: Only events at most this old (before ``now``) are considered; ``None``: any age.
+    window_days: float | None = Field(default=30.0, gt=0, le=MAX_DAYS)
+    #: The gate: the query is expanded only when its best event's cosine is at least this (evergreen queries match
+    #: no recent event that well and keep their vector exactly).
+    gate: float = Field(default=0.5, ge=-1.0, le=1.0)
+    #: Softmax temperature of the attention over the attended events' relevance.
+    temperature: float = Field(default=0.05, gt=0, le=10.0)
+    #: Weight of the event context added to the query vector (training-free form); 0 leaves the vector unchanged.
+    alpha: float = Field(default=0.5, ge=0.0, le=1.0)
+    #: Retention: events older than this (against the clock) are removed at each event write and never used.
+    retention_days: float | None = Field(default=None, gt=0, le=MAX_DAYS)
+    #: Apply the ``now`` cutoff to documents on every request (documents dated after ``now``, default the present,
+    #: are not retrieved). Without it, only a request that sets ``now`` hides later documents.
+    cutoff_documents: bool = False
+
+
+class DecayFunction(str, enum.Enum):
+    exp = "exp"
+    gauss = "gauss"
+    linear = "linear"
+
+
+class FreshnessConfig(_Strict):
+    """The freshness stage (:mod:`foveal.freshness`): after fusion and the rerank stages, before the page is cut,
+    each candidate's score is scaled by a decay on its document's age (``now - timestamp``)."""
+
+    enabled: bool = False
+    function: DecayFunction = DecayFunction.exp
+    #: Age past ``offset_days`` at which the factor has fallen to ``decay``.
+    scale_days: float = Field(default=30.0, gt=0, le=MAX_DAYS)
+    #: Ages up to this keep factor 1.
+    offset_days: float = Field(default=0.0, ge=0, le=MAX_DAYS)
+    #: The factor at ``offset + scale``.
+    decay: float = Field(default=0.5, gt=0.0, lt=1.0)
+    #: The factor never goes below this.
+    floor: float = Field(default=0.0, ge=0.0, le=1.0)
+    #: The factor of a document without a timestamp.
+    undated: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
 class IndexConfig(_Strict):
     """Everything an index is built and searched with."""
 
@@ -279,6 +337,8 @@ class IndexConfig(_Strict):
     lexsem: LexSemSection = Field(default_factory=LexSemSection)
     sentence_vectors: SentenceVectorsConfig = Field(default_factory=SentenceVectorsConfig)
     paraformer: ParaformerConfig = Field(default_factory=ParaformerConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
 
     #: Sections whose change makes an existing index unreadable or wrong.
     BUILD_SECTIONS: ClassVar[tuple[str, ...]] = ("encoder", "vector", "lexical", "docstore", "elasticsearch",
@@ -489,7 +549,8 @@ def check_tenant_config(config: "IndexConfig") -> None:
     for field, name, allowed in (("encoder.model", config.encoder.model, models),
                                  ("rerank.model", config.rerank.model, models - {DEFAULT_MODEL}),
                                  ("lexsem.modulation", config.lexsem.modulation, models - {DEFAULT_MODEL}),
-                                 ("paraformer.model", config.paraformer.model, models - {DEFAULT_MODEL})):
+                                 ("paraformer.model", config.paraformer.model, models - {DEFAULT_MODEL}),
+                                 ("events.model", config.events.model, models - {DEFAULT_MODEL})):
         if name is not None and name not in allowed:
             raise ConfigError(
                 f"{field}: {name!r} is not a model name; over REST a model is a name: "

@@ -4,7 +4,7 @@ Where: ``FOVEAL_SNAPSHOT_DIR`` (default ``$FOVEAL_HOME/snapshots``), set by the 
 snapshot (validated like an index name); no path ever comes from a request. One folder per snapshot::
 
     <snapshots>/<snapshot>/
-        docs.sqlite     the document store (documents, passage vectors, change log) at ONE change-log position
+        docs.sqlite     the document store (documents, passage vectors, events, change log) at ONE change-log position
         config.json     the index's resolved config
         manifest.json   index, config, instance, position, documents, created, foveal version, sha256 per file
 
@@ -15,7 +15,8 @@ are functions of it. A snapshot therefore copies **only the store**, with SQLite
 (``pages=-1``): the copy is taken inside one read transaction, so it holds exactly the transactions committed up
 to one change-log position, whatever writers do meanwhile (WAL mode: the backup never blocks them, nor they it).
 The position written in the manifest is read from the copy itself, so it cannot disagree with what was copied.
-Derived index files are not copied: copying them while a writer advances them could pair a tantivy folder with a
+Events (:mod:`foveal.events`) live in the same store and travel with it; their vector file (``events.npz``)
+is derived and rebuilt like the others. Derived index files are not copied: copying them while a writer advances them could pair a tantivy folder with a
 ``lexical.json`` of another moment. On restore they are rebuilt from the restored store by the ordinary open path
 (no ``lexical.json`` / ``vectors.npz`` = position 0 = rebuild), so every store of the restored index agrees with
 the store by construction. The price is the rebuild time on restore (no encoding: vectors are in the store).
@@ -199,6 +200,8 @@ class Snapshots:
                 target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
                 position = int(target.execute("SELECT COALESCE(MAX(seq), 0) FROM oplog").fetchone()[0])
                 documents = int(target.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
+                events = int(target.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'events'").fetchone()[0]
+                             and target.execute("SELECT COUNT(*) FROM events").fetchone()[0])
             finally:
                 target.close()
             config = collection.config.model_dump(mode="json")
@@ -215,6 +218,7 @@ class Snapshots:
                 "instance": collection.instance,
                 "position": position,
                 "documents": documents,
+                "events": events,
                 "created": datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
                 "foveal_version": __version__,
                 "config": config,
@@ -335,7 +339,7 @@ class Snapshots:
 
 
 def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    return {key: manifest.get(key) for key in ("name", "index", "position", "documents", "created",
+    return {key: manifest.get(key) for key in ("name", "index", "position", "documents", "events", "created",
                                                  "foveal_version", "instance")}
 
 

@@ -6,8 +6,8 @@ The operator configures keys with ``FOVEAL_API_KEYS`` (entries separated by ``;`
     ci     read,write  sk-live-abc123                 papers,notes
     ops    admin       sha256:<hex of sha256(secret)>
 
-``SCOPES`` is a comma-separated subset of ``read`` (search, get a document, agent), ``write`` (upsert and delete
-documents, jobs) and ``admin`` (create and delete indexes, snapshots, config; implies read and write).
+``SCOPES`` is a comma-separated subset of ``read`` (search, get a document, list and get events, agent), ``write``
+(upsert and delete documents, add and delete events, jobs) and ``admin`` (create and delete indexes, snapshots, config; implies read and write).
 ``INDEXES`` omitted or ``*`` means every index; otherwise a request naming another index is a 403 and the index
 listing shows only these. A plain secret is hashed (SHA-256) when it is read and the key ring holds only digests;
 a ``sha256:`` entry is taken as it is, so the file need not hold the secret at all

@@ -10,7 +10,7 @@ import json
 import shutil
 from typing import Any
 
-from fastapi import APIRouter, Depends, Path as PathParam, Request, Response
+from fastapi import APIRouter, Depends, Path as PathParam, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from foveal.api.auth import allowed_indexes, check_index, require
 from foveal.config import IndexConfig
 from foveal.documents import MAX_ID_CHARS, parse_document
-from foveal.errors import DocumentError, DocumentNotFoundError, FovealError, OverloadedError
+from foveal.errors import DocumentError, DocumentNotFoundError, FovealError, NotFoundError, OverloadedError
+from foveal.events import MAX_EVENTS_PER_REQUEST, event_out, parse_event
 
 INDEX_NAME = PathParam(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="Index name.")
 DOC_ID = PathParam(min_length=1, max_length=MAX_ID_CHARS,
@@ -28,6 +29,7 @@ DOC_ID = PathParam(min_length=1, max_length=MAX_ID_CHARS,
 MAX_IDS_PER_REQUEST = 1000
 #: Seconds a refused ingest (queue too deep, disk nearly full) is told to wait (``Retry-After``).
 BACKPRESSURE_RETRY_S = 5
+EVENT_ID = PathParam(min_length=1, max_length=MAX_ID_CHARS, description="Event id (`_id`), percent-encoded.")
 JOB_ID = PathParam(pattern=r"^[0-9a-f]{32}$", description="Job id, as returned by a document upsert.")
 
 #: Bodies at least this large are parsed as JSON in a worker thread, not on the event loop.
@@ -420,3 +422,87 @@ async def remove_alias(request: Request, alias: str = ALIAS_NAME) -> AliasOut:
         check_index(request, current)
     index = await run_in_threadpool(engine.remove_alias, alias)
     return AliasOut(alias=alias, index=index)
+
+
+# -- events (foveal.events) --------------------------------------------------------------------------------------
+class AddEvents(BaseModel):
+    events: list[dict[str, Any]] = Field(
+        min_length=1, max_length=MAX_EVENTS_PER_REQUEST,
+        description=f"1 to {MAX_EVENTS_PER_REQUEST} events: `_id`, `title` and/or `text`, optional `source`, "
+                    "`timestamp` (ISO 8601 or epoch seconds, required).")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"events": [
+        {"_id": "storm-0501", "title": "Storm hits the coast", "text": "Thousands without power.",
+         "source": "wire", "timestamp": "2024-05-01T08:00:00Z"}]}]})
+
+
+class EventsAdded(BaseModel):
+    added: list[str]
+    updated: list[str]
+    unchanged: list[str] = Field(description="Sent again with the same content: nothing to do.")
+    expired: list[str] = Field(description="Older than `events.retention_days`: not kept (stored ones removed).")
+
+
+class EventOut(BaseModel):
+    id: str = Field(serialization_alias="_id")
+    title: str
+    text: str
+    source: str | None
+    timestamp: str | None
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    next_after: int | None = Field(description="Pass as `after` for the next page; null on the last page.")
+
+
+def _event_model(event) -> EventOut:
+    out = event_out(event)
+    return EventOut(id=out["_id"], title=out["title"], text=out["text"], source=out["source"],
+                    timestamp=out["timestamp"])
+
+
+@router.post("/indexes/{name}/events", tags=["events"], response_model=EventsAdded, dependencies=WRITE)
+async def add_events(body: AddEvents, request: Request, name: str = INDEX_NAME) -> EventsAdded:
+    """Add or replace events (by `_id`), encoded with the index's encoder, committed when this returns. The batch
+    is checked whole first: one bad event (no timestamp, a date that does not parse) refuses the batch with a 422
+    naming it, and nothing of it is written."""
+    collection = await run_in_threadpool(request.app.state.engine.get_current, name)
+    events = [parse_event(raw, position=i) for i, raw in enumerate(body.events)]
+    result = await run_in_threadpool(collection.add_events, events)
+    return EventsAdded(**result)
+
+
+@router.get("/indexes/{name}/events", tags=["events"], response_model=EventPage, response_model_by_alias=True,
+            dependencies=READ)
+def list_events(request: Request, name: str = INDEX_NAME,
+                after: int = Query(default=0, ge=0, le=2**62, description="The `next_after` of the previous page."),
+                limit: int = Query(default=100, ge=1, le=1000)) -> EventPage:
+    """The index's events in the order they were first added, `limit` at a time."""
+    collection = request.app.state.engine.get(name)
+    events = collection._event_store().list_events(after, limit + 1)
+    more = len(events) > limit
+    events = events[:limit]
+    return EventPage(events=[_event_model(e) for e in events],
+                     next_after=events[-1].event_key if more and events else None)
+
+
+@router.get("/indexes/{name}/events/{event_id:path}", tags=["events"], response_model=EventOut,
+            response_model_by_alias=True, dependencies=READ)
+def get_event(request: Request, name: str = INDEX_NAME, event_id: str = EVENT_ID) -> EventOut:
+    """One event by id (percent-encoded in the path)."""
+    collection = request.app.state.engine.get(name)
+    event = collection._event_store().get_event(event_id)
+    if event is None:
+        raise NotFoundError(f"event {event_id!r} is not in index {name!r}", index=name, id=event_id)
+    return _event_model(event)
+
+
+@router.delete("/indexes/{name}/events/{event_id:path}", tags=["events"], dependencies=WRITE)
+async def delete_event(request: Request, name: str = INDEX_NAME, event_id: str = EVENT_ID) -> dict[str, str]:
+    """Delete one event (committed when this returns)."""
+    collection = request.app.state.engine.get(name)
+    result = await run_in_threadpool(collection.delete_events, [event_id])
+    if not result["deleted"]:
+        raise NotFoundError(f"event {event_id!r} is not in index {name!r}", index=name, id=event_id)
+    return {"deleted": event_id}

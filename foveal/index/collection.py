@@ -8,6 +8,8 @@ Folder layout::
         docs.sqlite      documents, passage vectors and the change log: the commit point
         lexical/         tantivy BM25 index;  lexical.json records the change-log position it holds
         vectors.npz      FAISS snapshot with the position it holds (for Elasticsearch: only the position)
+        events.npz       event vectors (foveal.events) with the position they hold; events themselves are in
+                         docs.sqlite and share its change log (rows with doc_key = -event_key)
         write.lock       held (flock) by whichever process is writing, for the length of one batch
 
 Recovery design
@@ -74,7 +76,7 @@ from foveal.errors import (
     InvalidInputError,
 )
 from foveal.index.base import DerivedIndex, DerivedIndexDamaged, DocStore, LogPrunedError, StoredDocument
-from foveal.index.derived import LexicalPart, VectorPart
+from foveal.index.derived import EventPart, LexicalPart, VectorPart
 from foveal.index.sqlite_store import PreparedDocument, VectorSet
 from foveal.registry import (
     SERVER_BACKENDS,
@@ -162,6 +164,11 @@ class Collection:
         )
         #: every derived index, driven the same way (vector sets and event vectors of later stages join here)
         self.derived: list[DerivedIndex] = [self._vector_part, self._lexical_part]
+        #: the event vectors (foveal.events), for stores that hold events (SQLite); None otherwise
+        self.event_part: EventPart | None = None
+        if hasattr(self.store, "write_events"):
+            self.event_part = EventPart(self.path / "events.npz", self.dimension)
+            self.derived.append(self.event_part)
         try:
             self._open_checked()
         except BaseException:
@@ -418,12 +425,15 @@ class Collection:
         self._last_save = time.monotonic()
 
     def _save_due(self, force: bool = False) -> None:
-        """Save the private FAISS snapshot when it is dirty and due (or ``force``): the log covers the rest."""
-        part = self._vector_part
-        if part.shared or not part.dirty:
-            return
-        if force or time.monotonic() - self._last_save > SAVE_INTERVAL_S:
-            self._persist_private(part)
+        """Save the private snapshots (FAISS, events) when dirty and due (or ``force``): the log covers the rest."""
+        due = force or time.monotonic() - self._last_save > SAVE_INTERVAL_S
+        vectors, events = self._vector_part, self.event_part
+        if not vectors.shared and vectors.dirty and due:
+            self._persist_private(vectors)
+        # events are few: their snapshot is cheap, saved at every event write; when due also after document writes
+        # (they move the position it holds), so the change log can be pruned past them
+        if events is not None and (events.dirty or (due and events.position() < events.held)):
+            events.persist(events.held)
 
     def _prune_log(self) -> None:
         """Drop log rows below the lowest position every derived index has persisted (re-read from their files)."""
@@ -561,6 +571,71 @@ class Collection:
             if hooks:
                 _hook(hooks, "derived_committed", self.store.max_seq())
 
+    # -- events (foveal.events) ---------------------------------------------------------------------------------
+    def _event_store(self):
+        if self.event_part is None:
+            raise InvalidInputError(f"index {self.name!r}: its document store backend "
+                                    f"({self.config.docstore.backend}) holds no events; events need 'sqlite'")
+        return self.store
+
+    def add_events(self, events: Sequence, *, now: float | None = None) -> dict[str, list[str]]:
+        """Add or replace :class:`~foveal.events.Event` s by id (one transaction; unchanged ones are skipped). With
+        ``events.retention_days``, events older than that are not stored, and older stored ones are removed in the
+        same transaction. Returns ids by outcome: added, updated, unchanged, expired."""
+        store = self._event_store()
+        from foveal.index.sqlite_store import PreparedEvent
+
+        latest = {}
+        for event in events:
+            latest.pop(event.id, None)
+            latest[event.id] = event
+        retention = self.config.events.retention_days
+        expire_before = None if retention is None else (now or time.time()) - retention * 86_400.0
+        result: dict[str, list[str]] = {"added": [], "updated": [], "unchanged": [], "expired": []}
+        known = store.event_hashes(list(latest))
+        fresh = []
+        for event in latest.values():
+            if expire_before is not None and event.timestamp < expire_before:
+                result["expired"].append(event.id)
+            elif known.get(event.id) == event.content_hash:
+                result["unchanged"].append(event.id)
+            else:
+                fresh.append(event)
+                (result["updated"] if event.id in known else result["added"]).append(event.id)
+        prepared = []
+        if fresh:
+            encoded = self.encoder.encode_queries([e.full_text for e in fresh]).vectors  # one window each
+            prepared = [PreparedEvent(e.id, e.title, e.text, e.source, e.timestamp, e.content_hash, encoded[i])
+                        for i, e in enumerate(fresh)]
+        expired_ids = [i for i in result["expired"] if i in known]  # a stored one re-sent past its age goes too
+        if prepared or expired_ids or expire_before is not None:
+            done = self._commit_events(prepared, expired_ids, expire_before)
+            result["expired"] = list(dict.fromkeys(result["expired"] + done["expired"]))
+        return result
+
+    def delete_events(self, ids: Iterable[str]) -> dict[str, list[str]]:
+        store = self._event_store()
+        ids = list(dict.fromkeys(ids))
+        present = store.event_hashes(ids)
+        deleted = [i for i in ids if i in present]
+        if deleted:
+            self._commit_events([], deleted, None)
+        return {"deleted": deleted, "missing": [i for i in ids if i not in present]}
+
+    def _commit_events(self, prepared: list, deletes: list[str], expire_before: float | None) -> dict:
+        """Events take the documents' path: lock, catch up, one store transaction (the commit point), replay."""
+        with self._file_lock(), self._state_lock:
+            self._catch_up_writer(save=False)
+            done = self.store.write_events(prepared, deletes, expire_before)
+            hooks = os.environ.get(TEST_HOOKS_ENV)
+            if hooks:
+                _hook(hooks, "store_committed", self.store.max_seq())
+                time.sleep(float(os.environ.get("FOVEAL_TEST_HOOK_PAUSE_S", "0")))
+            self._catch_up_writer(save=True)
+            if hooks:
+                _hook(hooks, "derived_committed", self.store.max_seq())
+        return done
+
     def flush(self) -> None:
         """Make the vector snapshot current (the end of an ingest job)."""
         with self._file_lock(), self._state_lock:
@@ -587,6 +662,7 @@ class Collection:
             "lexical_documents": len(self.lexical),
             "seq": self.store.max_seq(),
             "positions": {part.name: part.held for part in self.derived},
+            "events": self.store.event_count() if self.event_part is not None else 0,
             "dimension": self.dimension,
             "config": self.config.model_dump(mode="json"),
         }

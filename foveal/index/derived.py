@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
+
 from foveal.index.base import Change, DerivedIndexDamaged, DocStore, LexicalDocument, LexicalIndex, VectorIndex
 
 #: Documents handled per step of a replay or rebuild (bounds the memory of a catch-up over a long log).
@@ -93,7 +95,9 @@ class VectorPart:
 
     def apply(self, store: DocStore, changes: Iterable[Change]) -> None:
         for chunk in _chunks(changes):
-            keys = sorted({c.doc_key for c in chunk})
+            keys = sorted({c.doc_key for c in chunk if c.doc_key > 0})  # events (doc_key < 0) are EventPart's
+            if not keys:
+                continue
             self.index.remove_documents(keys)
             ids, vectors = store.vectors_of(keys)
             self.index.add(ids, vectors)
@@ -161,7 +165,9 @@ class LexicalPart:
     def apply(self, store: DocStore, changes: Iterable[Change]) -> None:
         index = self.index
         for chunk in _chunks(changes):
-            touched = {c.id: c.doc_key for c in chunk}
+            touched = {c.id: c.doc_key for c in chunk if c.doc_key > 0}  # events (doc_key < 0) are EventPart's
+            if not touched:
+                continue
             current = store.get_documents(touched.values())
             index.remove([i for i, k in touched.items() if k not in current])
             index.upsert([_lexical(d) for d in current.values()])
@@ -195,6 +201,117 @@ class LexicalPart:
     def drop(self) -> None:
         if self.index is not None:
             self.index.drop()
+
+
+class EventPart:
+    """The event vectors (:mod:`foveal.events`) as a derived index: a private copy in memory (event keys, timestamps,
+    unit vectors: events are few, so search is one matrix product), snapshotted to ``events.npz`` with the position
+    it holds and a checksum. It replays the change-log rows with ``doc_key < 0`` (``-event_key``) and ignores the
+    documents' rows, as the other parts ignore the events'."""
+
+    name = "events"
+    shared = False
+
+    def __init__(self, file: Path, dimension: int) -> None:
+        self.file = Path(file)
+        self.dimension = dimension
+        self.held = 0
+        self.dirty = False
+        self._clear()
+
+    def _clear(self) -> None:
+        self.keys = np.zeros(0, np.int64)
+        self.timestamps = np.zeros(0, np.float64)
+        self.vectors = np.zeros((0, self.dimension), np.float32)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def open(self) -> None:
+        self.held = 0
+        self.dirty = False
+        self._clear()
+        if not self.file.exists():
+            return
+        try:
+            with np.load(self.file) as data:
+                header = json.loads(bytes(data["header"]).decode())
+                keys, stamps, vectors = data["keys"], data["timestamps"], data["vectors"]
+            if header.get("sha256") != _digest(keys, stamps, vectors) or vectors.shape[1:] != (self.dimension,):
+                raise ValueError("checksum or dimension mismatch")
+        except Exception as exc:  # truncated zip, bad checksum: rebuilt from the store
+            raise DerivedIndexDamaged(f"{self.file.name} cannot be used ({type(exc).__name__}: {exc})") from exc
+        self.keys, self.timestamps, self.vectors = keys.astype(np.int64), stamps.astype(np.float64), vectors
+        self.held = int(header.get("seq", 0))
+
+    def position(self) -> int:
+        try:
+            with np.load(self.file) as data:
+                return int(json.loads(bytes(data["header"]).decode()).get("seq", 0))
+        except Exception:
+            return 0
+
+    def _remove(self, keys) -> None:
+        keep = ~np.isin(self.keys, np.asarray(list(keys), np.int64))
+        self.keys, self.timestamps, self.vectors = self.keys[keep], self.timestamps[keep], self.vectors[keep]
+
+    def _add(self, store, keys) -> None:
+        for got_keys, stamps, vectors in store.event_vectors(keys):
+            self.keys = np.concatenate([self.keys, got_keys])
+            self.timestamps = np.concatenate([self.timestamps, stamps])
+            self.vectors = np.concatenate([self.vectors, vectors.reshape(-1, self.dimension)])
+
+    def apply(self, store, changes: Iterable[Change]) -> None:
+        if not hasattr(store, "event_vectors"):
+            return
+        for chunk in _chunks(changes):
+            keys = sorted({-c.doc_key for c in chunk if c.doc_key < 0})
+            if keys:
+                self._remove(keys)
+                self._add(store, keys)
+                self.dirty = True
+
+    def rebuild(self, store) -> None:
+        self._clear()
+        if hasattr(store, "event_vectors"):
+            self._add(store, None)
+        self.dirty = True
+
+    def persist(self, position: int) -> None:
+        """Write the snapshot atomically (temporary file, fsync, rename, fsync the folder)."""
+        header = {"seq": int(position), "sha256": _digest(self.keys, self.timestamps, self.vectors)}
+        tmp = self.file.with_name(self.file.name + ".tmp")
+        with open(tmp, "wb") as handle:
+            np.savez(handle, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), keys=self.keys,
+                     timestamps=self.timestamps, vectors=self.vectors)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.file)
+        fd = os.open(self.file.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.dirty = False
+
+    def follow(self) -> None:
+        """Private: the collection replays the log into this copy."""
+
+    def check(self, store) -> str | None:
+        want = store.event_count() if hasattr(store, "event_count") else 0
+        return None if len(self) == want else f"holds {len(self)} event vectors, the document store {want}"
+
+    def drop(self) -> None:
+        pass
+
+
+def _digest(*arrays) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def _lexical(doc) -> LexicalDocument:

@@ -16,6 +16,10 @@ same transaction as their document, replaced with it (an upsert drops every set 
 ones it carries now), deleted with it, and copied by snapshots with the rest of the file. No derived index reads
 them, so recovery has nothing to replay: store and sets agree after any crash because one transaction holds both.
 
+Events (:mod:`foveal.events`) live in the same file, table ``events`` (one vector each), and share the change log:
+an event's row in ``oplog`` carries ``doc_key = -event_key`` (events never collide with documents, whose keys are
+positive), so one position orders every write and the event vector index replays like any derived index.
+
 Durability: ``synchronous=FULL`` (the queue's setting too), so a commit that returned survives a power loss, not
 only a process crash: with ``NORMAL`` a WAL-mode commit is not fsynced and the last transactions can vanish while
 the queue, already fsynced, records the batch as done.
@@ -83,6 +87,18 @@ CREATE TABLE IF NOT EXISTS vector_sets (
     spans   TEXT,
     PRIMARY KEY (doc_key, kind)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    event_key    INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    title        TEXT NOT NULL,
+    text         TEXT NOT NULL,
+    source       TEXT,
+    timestamp    REAL NOT NULL,
+    content_hash TEXT NOT NULL,
+    vector       BLOB NOT NULL,
+    seq          INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_timestamp ON events(timestamp);
 """
 
 #: Rows one vector set may hold (a sentence cap per document is far below it: ``sentence_vectors.max_sentences``).
@@ -416,6 +432,96 @@ class SqliteDocStore:
             raise
         return written
 
+    # -- events (foveal.events) ---------------------------------------------------------------------------------
+    def write_events(self, upserts: Sequence["PreparedEvent"], deletes: Sequence[str] = (),
+                     expire_before: float | None = None) -> dict[str, list[str]]:
+        """Add or replace events and delete events by id, in one transaction with their change-log rows (``doc_key
+        = -event_key``); with ``expire_before``, events dated before it are deleted in the same transaction.
+        Returns ``{"deleted": [...], "expired": [...]}`` (ids)."""
+        conn = self._connect()
+        deleted: list[str] = []
+        expired: list[str] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for event in upserts:
+                row = conn.execute("SELECT event_key FROM events WHERE id = ?", (event.id,)).fetchone()
+                seq = conn.execute("INSERT INTO oplog (doc_key, id, op) VALUES (?, ?, 'upsert')",
+                                   (-row[0] if row else 0, event.id)).lastrowid
+                blob = np.ascontiguousarray(event.vector, dtype=np.float32).tobytes()
+                values = (event.title, event.text, event.source, event.timestamp, event.content_hash, blob, seq)
+                if row:
+                    conn.execute("UPDATE events SET title=?, text=?, source=?, timestamp=?, content_hash=?, vector=?, "
+                                 "seq=? WHERE event_key=?", (*values, row[0]))
+                else:
+                    key = conn.execute("INSERT INTO events (id, title, text, source, timestamp, content_hash, vector, "
+                                       "seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (event.id, *values)).lastrowid
+                    conn.execute("UPDATE oplog SET doc_key = ? WHERE seq = ?", (-key, seq))
+            doomed = [(i, False) for i in deletes]
+            if expire_before is not None:
+                doomed += [(r[0], True) for r in conn.execute(
+                    "SELECT id FROM events WHERE timestamp < ? ORDER BY event_key", (expire_before,))]
+            for event_id, by_age in doomed:
+                row = conn.execute("SELECT event_key FROM events WHERE id = ?", (event_id,)).fetchone()
+                if not row:
+                    continue
+                conn.execute("DELETE FROM events WHERE event_key = ?", (row[0],))
+                conn.execute("INSERT INTO oplog (doc_key, id, op) VALUES (?, ?, 'delete')", (-row[0], event_id))
+                (expired if by_age else deleted).append(event_id)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return {"deleted": deleted, "expired": expired}
+
+    def event_hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        conn = self._connect()
+        for chunk in _chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            out.update(conn.execute(f"SELECT id, content_hash FROM events WHERE id IN ({marks})", chunk).fetchall())
+        return out
+
+    def get_event(self, event_id: str) -> "StoredEvent | None":
+        row = self._connect().execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+        return _event(row) if row else None
+
+    def get_events(self, event_keys: Iterable[int]) -> dict[int, "StoredEvent"]:
+        keys = list(dict.fromkeys(int(k) for k in event_keys))
+        out: dict[int, StoredEvent] = {}
+        conn = self._connect()
+        for chunk in _chunks(keys, 500):
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_key IN ({marks})", chunk):
+                out[row[0]] = _event(row)
+        return out
+
+    def list_events(self, after: int = 0, limit: int = 100) -> list["StoredEvent"]:
+        """Events in ``event_key`` order after ``after`` (keyset paging: pass the last key seen)."""
+        rows = self._connect().execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_key > ? "
+                                       "ORDER BY event_key LIMIT ?", (int(after), int(limit))).fetchall()
+        return [_event(r) for r in rows]
+
+    def event_vectors(self, event_keys: Iterable[int] | None = None, batch: int = 10_000
+                      ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(event keys, timestamps, vectors) of these events (all of them when ``None``), ``batch`` at a time."""
+        conn = self._connect()
+        if event_keys is None:
+            pages = _keyset_pages(conn, "SELECT event_key, timestamp, vector FROM events WHERE event_key > ? "
+                                        "ORDER BY event_key LIMIT ?", -1, batch)
+        else:
+            keys = list(dict.fromkeys(int(k) for k in event_keys))
+            pages = (conn.execute("SELECT event_key, timestamp, vector FROM events WHERE event_key IN "
+                                  f"({','.join('?' * len(chunk))}) ORDER BY event_key", chunk).fetchall()
+                     for chunk in _chunks(keys, 500))
+        for rows in pages:
+            if rows:
+                keys_, stamps, vectors = zip(*rows)
+                yield (np.asarray(keys_, np.int64), np.asarray(stamps, np.float64),
+                       np.frombuffer(b"".join(vectors), dtype=np.float32).reshape(len(rows), -1))
+
+    def event_count(self) -> int:
+        return int(self._connect().execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
     def get_meta(self, key: str) -> str | None:
         row = self._connect().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
@@ -433,6 +539,35 @@ def _insert_set(conn: sqlite3.Connection, key: int, kind: str, vset: VectorSet) 
         "INSERT INTO vector_sets (doc_key, kind, rows, dim, data, spans) VALUES (?, ?, ?, ?, ?, ?)",
         (key, kind, int(matrix.shape[0]), int(matrix.shape[1]), matrix.tobytes(), spans),
     )
+@dataclass(slots=True)
+class PreparedEvent:
+    """An event ready to store: parsed, timestamped (epoch seconds), with its one unit vector."""
+
+    id: str
+    title: str
+    text: str
+    source: str | None
+    timestamp: float
+    content_hash: str
+    vector: np.ndarray
+
+
+@dataclass(slots=True)
+class StoredEvent:
+    event_key: int
+    id: str
+    title: str
+    text: str
+    source: str | None
+    timestamp: float
+    content_hash: str
+
+
+_EVENT_COLUMNS = "event_key, id, title, text, source, timestamp, content_hash"
+
+
+def _event(row) -> StoredEvent:
+    return StoredEvent(*row)
 
 
 def _stored(row) -> StoredDocument:

@@ -117,6 +117,24 @@ class SearchFilter(BaseModel):
         return value
 
 
+#: Stage names a request may switch with ``stages`` (the research stages; ``rerank`` is the Pyramid stage).
+STAGE_NAMES = ("rerank", "lexsem", "paraformer", "events", "freshness", "xpool")
+
+
+class FreshnessRequest(BaseModel):
+    """Per-request freshness settings; each given one overrides the index's ``freshness`` section."""
+
+    function: Literal["exp", "gauss", "linear"] | None = None
+    scale_days: StrictFloat | StrictInt | None = Field(default=None, gt=0, le=365_000)
+    offset_days: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=365_000)
+    decay: StrictFloat | None = Field(default=None, gt=0, lt=1)
+    floor: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=1)
+    undated: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=1)
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [{"function": "exp", "scale_days": 30, "floor": 0.2}]})
+
+
 class SearchRequest(BaseModel):
     # length checked in _check_query (a clearer message than pydantic's); the schema still states it
     query: StrictStr = Field(description=f"What to search for, as plain text (1 to {MAX_QUERY_CHARS} characters, "
@@ -139,6 +157,12 @@ class SearchRequest(BaseModel):
     now: datetime | None = Field(
         default=None, description="The moment the query is asked (for time-aware stages); default: the present."
     )
+    stages: dict[str, StrictBool] | None = Field(
+        default=None, description=f"Switch stages on or off by name ({', '.join(STAGE_NAMES)}); unnamed ones "
+                                  "follow the index config. `rerank` is the same switch as the `rerank` field.")
+    freshness: FreshnessRequest | None = Field(
+        default=None, description="Freshness decay settings over the index's (giving them runs the stage unless "
+                                  "`stages.freshness` is false).")
     fields: list[Literal["id", "title", "text", "metadata", "timestamp", "passage", "evidence"]] | None = Field(
         default=None, max_length=len(HIT_FIELDS),
         description="What each hit carries besides id, rank and score; default: all of them.")
@@ -160,6 +184,15 @@ class SearchRequest(BaseModel):
         unknown = sorted(set(value) - set(STAGE_NAMES))
         if unknown:
             raise ValueError(f"unknown stage(s) {unknown}; known: {', '.join(STAGE_NAMES)}")
+        return value
+
+    @field_validator("now")
+    @classmethod
+    def _check_now(cls, value):
+        if value is not None and value.tzinfo is None:
+            from datetime import timezone
+
+            value = value.replace(tzinfo=timezone.utc)  # a time without zone is UTC, as document timestamps
         return value
 
     @model_validator(mode="after")

@@ -35,6 +35,8 @@ from foveal.index.collection import Collection
 from foveal.pipeline.fusion import collect_sources, fuse
 from foveal.pipeline.request import Hit, PassageInfo, SearchRequest, SearchResponse
 from foveal.documents import format_timestamp
+from foveal.events import document_cutoff
+from foveal.freshness import apply_freshness
 from foveal.rerank.base import Candidate, Reranker
 
 #: Passages fetched per wanted document in MaxP's first round (documents have ~2 passages on average); later
@@ -55,6 +57,10 @@ class SearchPipeline:
 
             query_stages = default_query_stages(collection)
         self.query_stages = list(query_stages)
+        if not any(getattr(stage, "name", None) == "events" for stage in self.query_stages):
+            from foveal.events import EventStage  # off unless events.enabled or stages.events (a no-op then)
+
+            self.query_stages.append(EventStage(collection))
         if rerankers is None:  # the index's own: the Pyramid-ERNIE stage when trained weights are found
             from foveal.rerank.stage import default_rerankers
 
@@ -132,12 +138,22 @@ class SearchPipeline:
             allowed = self.collection.store.filter_keys(
                 f.ids, f.metadata, f.timestamp.bounds() if f.timestamp is not None else None
             )
+        cutoff = document_cutoff(request, self.collection.config.events)
+        if cutoff is not None:  # nothing dated after ``now`` is retrieved (undated documents are kept)
+            later = self.collection.store.filter_keys(time_bounds={"gt": cutoff})
+            if later:
+                if allowed is None:
+                    allowed = self.collection.store.filter_keys()
+                allowed = allowed - later
+            query_info["cutoff"] = {"now": format_timestamp(cutoff), "documents_hidden": len(later)}
         if request.pipeline in (Pipeline.bm25, Pipeline.hybrid):
             lists["bm25"] = self._lexical(request.query, window, allowed)
         plain_vector = vector  # the encoder's own, for rerankers that attend with it
         if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
             for stage in self.query_stages:
                 if not _stage_runs(stage, request):
+                    if not getattr(stage, "configured", True) and not (request.stages and stage.name in request.stages):
+                        continue  # a stage this index does not use, and the request did not name: nothing to say
                     query_info.setdefault("stages", {})[stage.name] = {
                         "applied": False,
                         "why": "off for this request" if request.stages and stage.name in request.stages
@@ -147,7 +163,8 @@ class SearchPipeline:
                     vector, stage_evidence = stage.apply(request, vector, tokens)
                 else:
                     vector, stage_evidence = stage.apply(request, vector)
-                query_info.setdefault("stages", {})[stage.name] = stage_evidence
+                if stage_evidence is not None:  # None: the stage did not run for this request
+                    query_info.setdefault("stages", {})[stage.name] = stage_evidence
             if request.stages and request.stages.get("lexsem") and "lexsem" not in query_info.get("stages", {}):
                 query_info.setdefault("stages", {})["lexsem"] = {
                     "applied": False, "why": "this index names no lexsem.modulation weights"}
@@ -167,6 +184,7 @@ class SearchPipeline:
                 evidence["fused"] = {"method": fusion.method.value, "score": float(score)}
             candidates.append(Candidate(key, float(score), evidence, best_passage.get(key)))
         candidates = self._rerank(request, candidates, fusion.window, plain_vector)
+        candidates = apply_freshness(request, candidates, self.collection, fusion.window)
 
         page = candidates[request.offset : request.offset + request.k]
         hits = self._hits(request, page)

@@ -67,7 +67,7 @@ def test_collection_drives_its_stores_through_the_protocols(engine):
 
     collection = engine.create_index("seams")
     assert isinstance(collection.store, DocStore)
-    assert [p.name for p in collection.derived] == ["vectors", "lexical"]
+    assert [p.name for p in collection.derived] == ["vectors", "lexical", "events"]
     assert all(isinstance(part, DerivedIndex) for part in collection.derived)
 
 

@@ -135,6 +135,10 @@ ROUTES = [  # method, path, body, the scope it needs
     ("post", "/v1/indexes", {"name": "fresh"}, "admin"),
     ("delete", "/v1/indexes/nope", None, "admin"),
     ("get", "/metrics", None, "read"),
+    ("get", "/v1/indexes/tiny/events", None, "read"),
+    ("get", "/v1/indexes/tiny/events/nope", None, "read"),
+    ("post", "/v1/indexes/tiny/events", {"events": [{"_id": "e", "title": "x", "timestamp": "2024-01-01"}]}, "write"),
+    ("delete", "/v1/indexes/tiny/events/nope", None, "write"),
 ]
 SECRETS = {"read": READ, "write": WRITE, "admin": ADMIN}
 
