@@ -173,9 +173,7 @@ class SearchPipeline:
             one.query_info["truncated_tokens"] = one.truncated
         if request.filter is not None:
             with one.times.stage("filter"):
-                f = request.filter
-                one.allowed = _as_keys(self.collection.store.filter_keys(
-                    f.ids, f.metadata, f.timestamp.bounds() if f.timestamp is not None else None))
+                one.allowed = self._allowed(request.filter)
         if request.pipeline not in (Pipeline.dense, Pipeline.hybrid):
             one.vector = None
             return
@@ -190,6 +188,20 @@ class SearchPipeline:
         one.vector = vector
         with one.times.stage("filter"):
             one.dense_filter, one.available = self._dense_filter(one.allowed)
+
+    def _allowed(self, f) -> np.ndarray:
+        """The filter's allow-list, built once: sorted unique doc_keys (``not`` removes what its filter matches)."""
+        store = self.collection.store
+        query = getattr(store, "filter_key_array", None) or store.filter_keys
+
+        def keys(one) -> np.ndarray:
+            return _as_keys(query(one.ids, one.metadata_conditions(),
+                                  one.timestamp.bounds() if one.timestamp is not None else None))
+
+        allowed = keys(f)
+        if f.not_ is not None:
+            allowed = np.setdiff1d(allowed, keys(f.not_), assume_unique=True)
+        return allowed
 
     def _dense_filter(self, allowed: np.ndarray | None):
         """(what the vector index takes as ``allowed``, how many vectors that allows)."""
