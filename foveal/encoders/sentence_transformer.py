@@ -32,7 +32,7 @@ from foveal.encoders.base import EncodedDocument, EncodedQueries
 from foveal.encoders.segment import segment
 from foveal.errors import ConfigError
 
-#: Most passages in one document forward pass (the most a query can wait behind; see :class:`PriorityLock`);
+#: Most passages in one document forward pass (short passes share the CPU with queries; see :class:`PriorityLock`);
 #: ``encoder.batch_size`` still sets query passes and is the upper bound.
 DOCUMENT_PASS_ROWS = int(os.environ.get("FOVEAL_DOCUMENT_PASS_ROWS", "8"))
 
@@ -116,20 +116,20 @@ class LoadedModel:
         self.tokenizer = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        #: one forward pass at a time (torch modules are not re-entrant across threads for our batching), queries
-        #: first: a document pass waits while a query waits, and holds the lock for one pass, not a whole batch
+        #: held per forward pass: one query pass and one document pass may run at once, never two of a kind
         self.lock = PriorityLock()
 
 
 class PriorityLock:
-    """A lock taken for one forward pass, with queries ahead of documents: a document pass never starts while a
-    query pass waits, so a query waits behind at most the one document pass already running (at most
-    :data:`DOCUMENT_PASS_ROWS` passages), never behind a whole ingest batch."""
+    """The model's locks, one per kind of pass: query passes run one at a time, document passes one at a time, and
+    a query pass never waits for a document pass (the two run side by side on the same weights; inference does not
+    mutate the module). So a query never waits behind an ingest batch, whatever its size; document passes are still
+    cut to at most :data:`DOCUMENT_PASS_ROWS` passages so each holds the CPU briefly."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._busy = False
-        self._queries_waiting = 0
+        self._query = threading.Lock()
+        self._document = threading.Lock()
+        self._count = threading.Lock()
         #: passes run so far, by kind (for tests)
         self.passes = {"query": 0, "document": 0}
 
@@ -137,30 +137,22 @@ class PriorityLock:
         return _Held(self, query)
 
     def _acquire(self, query: bool) -> None:
-        with self._cond:
-            if query:
-                self._queries_waiting += 1
-            try:
-                while self._busy or (not query and self._queries_waiting):
-                    self._cond.wait()
-            finally:
-                if query:
-                    self._queries_waiting -= 1
-            self._busy = True
+        (self._query if query else self._document).acquire()
+        with self._count:
             self.passes["query" if query else "document"] += 1
 
-    def _release(self) -> None:
-        with self._cond:
-            self._busy = False
-            self._cond.notify_all()
+    def _release(self, query: bool) -> None:
+        (self._query if query else self._document).release()
 
-    # a plain ``with lock:`` (other code that borrows the model) counts as a query-priority pass
+    # a plain ``with lock:`` (code that borrows the whole model) excludes both kinds
     def __enter__(self):
-        self._acquire(True)
+        self._document.acquire()
+        self._query.acquire()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._release()
+        self._query.release()
+        self._document.release()
 
 
 class _Held:
@@ -174,7 +166,7 @@ class _Held:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.lock._release()
+        self.lock._release(self.query)
 
 
 class SentenceTransformerEncoder:
