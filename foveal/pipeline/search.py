@@ -44,11 +44,29 @@ from foveal.rerank.base import Candidate, Reranker
 #: Passages fetched per wanted document in MaxP's first round (documents have ~2 passages on average); later
 #: rounds fetch 4x more until enough distinct documents are found.
 PASSAGES_PER_DOCUMENT = 4
+
+
+def _env_number(name: str, default: float, low: float, high: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:
+        from foveal.errors import ConfigError
+
+        raise ConfigError(f"{name}={raw!r}: give a number from {low:g} to {high:g}")
+    return value
+
+
 #: Query micro-batching (see :class:`~foveal.pipeline.batcher.MicroBatcher`): at most this many concurrent
-#: searches share one encoder pass and one FAISS call per filter group ...
-MAX_QUERY_BATCH = int(os.environ.get("FOVEAL_QUERY_BATCH", "32"))
-#: ... and a batch waits at most this long for more to arrive (only while other searches are in flight).
-QUERY_BATCH_WAIT_MS = float(os.environ.get("FOVEAL_QUERY_BATCH_WAIT_MS", "3"))
+#: searches share one encoder pass and one FAISS call per filter group (``FOVEAL_QUERY_BATCH``, 1 = off) ...
+MAX_QUERY_BATCH = int(_env_number("FOVEAL_QUERY_BATCH", 32, 1, 1024))
+#: ... and a batch waits at most this long for more to arrive, only while other searches are in flight
+#: (``FOVEAL_QUERY_BATCH_WAIT_MS``; a lone search never waits).
+QUERY_BATCH_WAIT_MS = _env_number("FOVEAL_QUERY_BATCH_WAIT_MS", 3.0, 0.0, 100.0)
 
 
 @dataclass(slots=True)
