@@ -251,7 +251,14 @@ class SearchPipeline:
             response.query_info["timings_ms"] = dict(response.timings)
         return response
 
-    def _search_one(self, request: SearchRequest, prepared: _Prepared) -> SearchResponse:
+    def _search_one(self, request: SearchRequest, prepared: "_Prepared | np.ndarray | None",
+                    truncated: int | None = None, tokens: QueryTokens | None = None) -> SearchResponse:
+        """The rest of a search after :meth:`_prepare`. Older callers pass ``(request, vector, truncated,
+        tokens)``: the per-request preparation then runs here."""
+        if not isinstance(prepared, _Prepared):
+            one = _Prepared(vector=prepared, truncated=truncated, tokens=tokens)
+            self._prepare_one(request, one)
+            prepared = one
         times = prepared.times
         allowed = prepared.allowed
         vector = prepared.vector
