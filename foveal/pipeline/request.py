@@ -149,7 +149,6 @@ class SearchFilter(BaseModel):
         allow_inf_nan=False,
         json_schema_extra={"examples": [{"metadata": {"topic": "science", "year": {"gte": 2020}},
                                          "timestamp": {"gte": "2024-01-01"}, "not": {"metadata": {"draft": True}}}]},
-        populate_by_name=True,
     )
 
     @field_validator("not_")
