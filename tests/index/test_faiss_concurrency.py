@@ -18,27 +18,35 @@ def _index(n=200, dim=8, factory="Flat"):
     return index, vectors
 
 
-def test_a_search_runs_while_another_search_holds_the_index():
+def test_a_search_runs_while_another_search_is_inside_faiss():
+    """One search is held inside its FAISS call; a second search on the same index still completes (it used to
+    wait on the index's lock for the first to finish)."""
     index, vectors = _index()
     holding, release = threading.Event(), threading.Event()
+    inner = index._search_main
+    slow_thread = []
 
-    def long_search():
-        with index._rw.read():  # a search in progress
+    def search_main(*args, **kwargs):
+        if threading.current_thread() in slow_thread:  # the first search stays inside FAISS until released
             holding.set()
             release.wait(30)
+        return inner(*args, **kwargs)
 
-    other = threading.Thread(target=long_search)
-    other.start()
-    holding.wait(30)
+    index._search_main = search_main
+    slow = threading.Thread(target=index.search, args=(vectors[:1], 3))
+    slow_thread.append(slow)
+    slow.start()
+    assert holding.wait(30)
     done = []
-    searcher = threading.Thread(target=lambda: done.append(index.search(vectors[:1], 3)))
+    searcher = threading.Thread(target=lambda: done.append(index.search(vectors[1:2], 3)))
     searcher.start()
-    searcher.join(30)
+    searcher.join(10)
     finished_while_held = bool(done)
     release.set()
-    other.join(30)
+    slow.join(30)
+    searcher.join(30)
     assert finished_while_held
-    assert done[0][1][0][0] == passage_id(1, 0)
+    assert done[0][1][0][0] == passage_id(2, 0)
 
 
 def test_a_write_waits_for_running_searches_and_then_applies():
