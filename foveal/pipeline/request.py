@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, \
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, StrictBool, Tag, StrictFloat, StrictInt, StrictStr, field_validator, \
     model_validator
 
 from foveal.config import FusionConfig, Pipeline
@@ -129,13 +129,32 @@ class MetadataExists(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _condition_kind(value: Any) -> str:
+    """Which form a metadata condition takes (a tagged union: a wrong value gets the errors of its own form only).
+    The tags end in ``[]`` so error paths leave them out (see ``foveal.api.app._field_path``)."""
+    if isinstance(value, MetadataExists) or (isinstance(value, dict) and "exists" in value):
+        return "exists[]"
+    if isinstance(value, (MetadataRange, dict)):
+        return "range[]"
+    if isinstance(value, list):
+        return "list[]"
+    return "value[]"
+
+
+MetadataCondition = Annotated[
+    Annotated[Scalar, Tag("value[]")] | Annotated[list[Scalar], Tag("list[]")]
+    | Annotated[MetadataRange, Tag("range[]")] | Annotated[MetadataExists, Tag("exists[]")],
+    Discriminator(_condition_kind),
+]
+
+
 class SearchFilter(BaseModel):
     """Restricts a search to matching documents; applied inside retrieval, so ``k`` hits come back when ``k``
     documents match. All given conditions must hold; ``not`` excludes the documents its filter matches."""
 
     ids: list[StrictStr] | None = Field(default=None, max_length=MAX_FILTER_VALUES,
                                         description="Only these document ids.")
-    metadata: dict[str, Scalar | list[Scalar] | MetadataRange | MetadataExists] | None = Field(
+    metadata: dict[str, MetadataCondition] | None = Field(
         default=None, description="Conditions on metadata fields: a value (equality), a list (any of its values), "
                                   "a range ({gte, gt, lte, lt}: numbers, or ISO 8601 dates against date text) or "
                                   "{exists: true|false}."
