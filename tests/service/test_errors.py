@@ -59,11 +59,15 @@ def test_field_paths_name_the_callers_field(client, tiny):
     assert [p["field"] for p in error["details"]] == ["documents.3._id"]
     bad_filter = {"query": "x", "filter": {"metadata": {"topic": {"nested": 1}}}}
     error = _envelope(client.post("/v1/indexes/tiny/search", json=bad_filter))
-    # one problem for the field (not one per branch of the union, nor a branch tag in the path)
-    assert [p["field"] for p in error["details"]] == ["filter.metadata.topic"]
+    # one problem (not one per branch of the union, nor a branch tag in the path); an object is a range or an
+    # exists condition, so what is wrong is its unknown key
+    assert [p["field"] for p in error["details"]] == ["filter.metadata.topic.nested"]
     named_like_a_type = {"query": "x", "filter": {"metadata": {"str": {"nested": 1}}}}
     error = _envelope(client.post("/v1/indexes/tiny/search", json=named_like_a_type))
-    assert [p["field"] for p in error["details"]] == ["filter.metadata.str"]
+    assert [p["field"] for p in error["details"]] == ["filter.metadata.str.nested"]
+    bad_bound = {"query": "x", "filter": {"metadata": {"year": {"gte": True}}}}
+    error = _envelope(client.post("/v1/indexes/tiny/search", json=bad_bound))
+    assert [p["field"] for p in error["details"]] == ["filter.metadata.year.gte"]
 
 
 def test_an_error_inside_middleware_is_a_json_500_without_exception_text(app, monkeypatch):
