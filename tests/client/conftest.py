@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-SECRET = "sk-client-test"
+SECRET = "sk-client-test-secret"
 
 
 class LiveServer:
