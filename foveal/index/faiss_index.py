@@ -140,6 +140,8 @@ class FaissVectorIndex:
                         if doomed.size == 0:
                             continue
                         index.remove_ids(faiss.IDSelectorBatch(doomed))
+                        if index is self._main:  # positions renumbered: the cached map is stale even when a
+                            self._id_map_cache = None  # later add brings the count back to what it was
                     else:
                         positions = set(np.nonzero(hit)[0].tolist()) - self._tombstones
                         if not positions:
