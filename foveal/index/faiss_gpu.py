@@ -36,6 +36,8 @@ import threading
 import faiss
 import numpy as np
 
+from foveal.index.base import PASSAGE_BITS
+
 #: The most neighbours one faiss GPU search returns (``GPU_MAX_SELECTION_K``).
 GPU_MAX_K = 2048
 
@@ -108,19 +110,35 @@ class GpuReplica:
         return int(self.ids.size - self.dead)
 
     # -- search --------------------------------------------------------------------------------------------------
-    def search(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None):
+    def search(self, vectors: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
+               allowed_docs: np.ndarray | None = None, allowed_count: int | None = None):
         """``(scores, ids)`` of the best ``k`` live (and allowed) vectors per row, ``-1`` padded; None when the GPU
-        cannot answer this one (the caller searches the CPU index)."""
+        cannot answer this one (the caller searches the CPU index). The allow-list is passage ids
+        (``allowed_ids``) or sorted document keys (``allowed_docs``, with ``allowed_count`` vectors)."""
         total = int(self.ids.size)
         live = total - self.dead
         if live <= 0 or total == 0:
             return None
-        if allowed is not None:
-            allowed = np.asarray(allowed, np.int64)
-            wanted = min(k, int(np.isin(allowed, self.ids).sum()))
+        if allowed_ids is not None:
+            allowed_ids = np.asarray(allowed_ids, np.int64)
+            allowed_count = int(np.isin(allowed_ids, self.ids).sum())
+
+            def allowed_mask(ids):
+                return np.isin(ids, allowed_ids)
+        elif allowed_docs is not None:
+            keys = np.asarray(allowed_docs, np.int64)
+            if allowed_count is None:
+                allowed_count = int(_member(self.ids >> PASSAGE_BITS, keys).sum())
+
+            def allowed_mask(ids):
+                return _member(ids >> PASSAGE_BITS, keys)
+        else:
+            allowed_mask = None
+        if allowed_mask is not None:
+            wanted = min(k, allowed_count)
             if wanted == 0:
                 return (np.zeros((len(vectors), 0), np.float32), np.zeros((len(vectors), 0), np.int64))
-            breadth = min(total, int(np.ceil(2 * k * live / max(1, allowed.size))) + self.dead)
+            breadth = min(total, int(np.ceil(2 * k * live / max(1, allowed_count))) + self.dead)
         else:
             wanted = min(k, live)
             breadth = min(total, k + self.dead)
@@ -130,8 +148,8 @@ class GpuReplica:
             scores, positions = self.index.search(np.ascontiguousarray(vectors, np.float32), breadth)
             ids = np.where(positions >= 0, self.ids[np.maximum(positions, 0)], -1)
             keep = ids >= 0
-            if allowed is not None:
-                keep &= np.isin(ids, allowed)
+            if allowed_mask is not None:
+                keep &= allowed_mask(ids)
             if keep.sum(axis=1).min() >= wanted:
                 break
             if breadth >= total:
@@ -145,3 +163,11 @@ class GpuReplica:
         scores = np.where(kept, np.take_along_axis(scores, order, 1), 0.0).astype(np.float32)
         ids = np.where(kept, np.take_along_axis(ids, order, 1), -1)
         return scores, ids
+
+
+def _member(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """``values`` in ``sorted_keys`` (sorted unique), by binary search."""
+    if sorted_keys.size == 0:
+        return np.zeros(values.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, values), sorted_keys.size - 1)
+    return sorted_keys[at] == values

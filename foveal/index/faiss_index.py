@@ -1,8 +1,8 @@
 """FAISS vector index behind :class:`~foveal.index.base.VectorIndex`.
 
 The CPU index is the source of truth; when faiss sees GPUs (and ``vector.gpu`` is ``auto``) searches, filtered and
-unfiltered, run on a GPU replica that every write updates in place (:mod:`foveal.index.faiss_gpu`; HNSW has none). Any factory string works (``Flat``, ``HNSW32``, ``IVF256,PQ16``); the metric
-is inner product on unit vectors.
+unfiltered, run on a GPU replica that every write updates in place (:mod:`foveal.index.faiss_gpu`; HNSW has none).
+Any factory string works (``Flat``, ``HNSW32``, ``IVF256,PQ16``); the metric is inner product on unit vectors.
 
 Indexes that cannot remove vectors in place (HNSW, and IVF, whose removal would leave ``IndexIDMap2`` pointing at
 the wrong ids) keep a tombstone set that searches skip through an ``IDSelector``, and are rebuilt without them
@@ -181,6 +181,8 @@ class FaissVectorIndex:
         self._tombstones: set[int] = set()
         self._use_gpu = gpu == "auto" and gpu_count() > 0
         self._gpu_replica: GpuReplica | None = None
+        #: a GPU index takes one search at a time (faiss's GPU indexes are not thread-safe), and is built once
+        self._gpu_lock = threading.Lock()
         #: "cpu" (no GPU, or vector.gpu off), "gpu" (searches use the replica), or why the GPU is not used
         self.gpu_status = "gpu" if self._use_gpu else "cpu"
         #: how many times the main index was copied to the GPU (an incremental write copies nothing)
@@ -373,15 +375,9 @@ class FaissVectorIndex:
     def _search_main(self, vectors: np.ndarray, k: int, allowed: "np.ndarray | DocFilter | None" = None):
         main, inner = self._main, self._main.index
         if self._use_gpu:
-            # narrow allow-lists stay on the CPU, which scores them exactly at once (see exact_search_min)
-            live_total = main.ntotal - len(self._tombstones)
-            narrow = allowed is not None and allowed.size <= max(self.exact_search_min,
-                                                                 self.exact_search_fraction * live_total)
-            replica = None if narrow else self._gpu()
-            if replica is not None:
-                found = replica.search(vectors, k, allowed)
-                if found is not None:
-                    return found
+            found = self._search_gpu(vectors, k, allowed)
+            if found is not None:
+                return found
         if allowed is None and not self._tombstones:
             scores, positions = self._widening_search(inner, vectors, min(k, main.ntotal), None)
             return scores, self._ids_of(positions)
@@ -465,6 +461,26 @@ class FaissVectorIndex:
                 scores, found = np.take_along_axis(scores, top, 1), np.take_along_axis(found, top, 1)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, 1), np.take_along_axis(found, order, 1)
+
+    def _search_gpu(self, vectors: np.ndarray, k: int, allowed: "np.ndarray | DocFilter | None"):
+        """The replica's answer, or None for the CPU to answer: narrow allow-lists stay on the CPU, which scores
+        them exactly at once (see :attr:`exact_search_min`)."""
+        live_total = self._main.ntotal - len(self._tombstones)
+        if allowed is None:
+            size = None
+        elif isinstance(allowed, DocFilter):
+            size = int(allowed.mask.sum())
+        else:
+            size = int(allowed.size)
+        if size is not None and size <= max(self.exact_search_min, self.exact_search_fraction * live_total):
+            return None
+        with self._gpu_lock:
+            replica = self._gpu()
+            if replica is None:
+                return None
+            if isinstance(allowed, DocFilter):
+                return replica.search(vectors, k, allowed_docs=allowed.doc_keys, allowed_count=size)
+            return replica.search(vectors, k, allowed_ids=allowed)
 
     def _gpu(self) -> GpuReplica | None:
         """The GPU replica of the main index, copied when there is none yet (or too many dead positions); None
