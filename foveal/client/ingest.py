@@ -257,7 +257,7 @@ class RemoteIngest:
                 self._jobs.pop(job_id)
                 self.report.rejected.append({"id": None, "job": job_id, "reason": "job record gone; not followed"})
             except (RateLimitedError, UnavailableError) as exc:
-                time.sleep(exc.retry_after or self.poll)
+                time.sleep(exc.retry_after if exc.retry_after is not None else self.poll)
         self._progress()
 
     def _send_when_room(self, batch: list[Line]) -> bool:
@@ -268,15 +268,16 @@ class RemoteIngest:
             self._poll_jobs()
             if len(self._unfinished()) >= self.max_in_flight:
                 time.sleep(self.poll)
-        if self.should_stop():
+        if self.should_stop() or not self._send(batch):
             self.report.interrupted = True
             self.report.documents -= len(batch)
             return False
-        self._send(batch)
         self._progress()
         return True
 
-    def _send(self, batch: list[Line]) -> None:
+    def _send(self, batch: list[Line]) -> bool:
+        """Send one batch until the server accepts it (or refuses all of it) and journal it; False when asked to
+        stop while the server kept answering 429/503 (the batch is then neither accepted nor journaled)."""
         rejected = [{"id": None, "line": line.number, "reason": line.problem} for line in batch if line.problem]
         documents = [(line.number, line.document) for line in batch if line.document is not None]
         job_id = None
@@ -284,7 +285,9 @@ class RemoteIngest:
             try:
                 accepted = self.client.add_documents(self.index, [doc for _, doc in documents])
             except (RateLimitedError, UnavailableError) as exc:  # the client's own bounded wait ran out: keep waiting
-                time.sleep(exc.retry_after or 5)
+                if self.should_stop():
+                    return False
+                time.sleep(exc.retry_after if exc.retry_after is not None else 5)
                 continue
             except (InvalidInputError, PayloadTooLargeError) as exc:
                 doomed = self._refused_positions(exc, documents)
@@ -301,6 +304,7 @@ class RemoteIngest:
         self.journal.record({"offset": batch[0].offset, "end": batch[-1].end, "lines": len(batch),
                              "job_id": job_id, "rejected": rejected})
         self._settle(rejected)
+        return True
 
     @staticmethod
     def _refused_positions(exc: APIError, documents: list[tuple[int, dict]]) -> dict[int, str]:
