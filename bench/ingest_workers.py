@@ -141,9 +141,9 @@ def main() -> None:
     with open(args.data / "scifact" / "corpus.jsonl") as source:
         corpus.write_text("".join(itertools.islice(source, args.docs)))
     tag = uuid.uuid4().hex[:8]
-    rows = [run_one(n, corpus, args, tag) for n in args.workers]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+                            text=True).stdout.strip()  # before the run: what the servers and workers import
+    rows = [run_one(n, corpus, args, tag) for n in args.workers]
     print(json.dumps(rows))
     print(f"\nSciFact, first {args.docs} documents; commit {commit}; encoder backend {rows[0]['backend']}; "
           f"batch {args.batch_size}, {args.in_flight} jobs in flight; {os.cpu_count()} CPUs\n")
