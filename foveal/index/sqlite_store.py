@@ -68,6 +68,25 @@ CREATE TABLE IF NOT EXISTS oplog (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+#: Top-level metadata fields, one row per (document, key), written in the same transaction as the document: what
+#: filters look up through indexes instead of parsing every document's JSON. ``kind``: b(ool), n(umber), t(ext),
+#: o(ther: null, list, object; only ``exists`` sees those). ``value`` keeps the value as SQLite stores it (no
+#: column affinity: 1 stays an integer, "1" text); ``num`` is the number, or for text that parses as ISO 8601 its
+#: epoch seconds (what ranges compare).
+_FIELDS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS doc_fields (
+    doc_key INTEGER NOT NULL,
+    key     TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    value,
+    num     REAL
+);
+CREATE INDEX IF NOT EXISTS doc_fields_value ON doc_fields(key, kind, value);
+CREATE INDEX IF NOT EXISTS doc_fields_num ON doc_fields(key, kind, num);
+CREATE INDEX IF NOT EXISTS doc_fields_doc ON doc_fields(doc_key);
+"""
+_FIELDS_READY = "doc_fields_ready"
+
 
 @dataclass(slots=True)
 class PreparedDocument:
@@ -85,6 +104,30 @@ class SqliteDocStore:
         self._local = threading.local()
         with self._connect() as conn:
             conn.executescript(_SCHEMA)
+        self._ensure_fields()
+
+    def _ensure_fields(self) -> None:
+        """Create the field index; a store written before it existed gets it filled from its documents, once, in
+        one transaction (re-checked under the write lock, so two processes opening at once fill it once)."""
+        conn = self._connect()
+        if self.get_meta(_FIELDS_READY) == "1":
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self.get_meta(_FIELDS_READY) != "1":
+                for statement in _FIELDS_SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("DELETE FROM doc_fields")
+                for rows in _keyset_pages(conn, "SELECT doc_key, metadata FROM documents WHERE doc_key > ? "
+                                                "ORDER BY doc_key LIMIT ?", -1, 5000):
+                    conn.executemany("INSERT INTO doc_fields (doc_key, key, kind, value, num) VALUES (?, ?, ?, ?, ?)",
+                                     [f for key, meta in rows for f in _field_rows(key, json.loads(meta))])
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '1')", (_FIELDS_READY,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -173,39 +216,62 @@ class SqliteDocStore:
             yield _unpack([r[0] for r in rows], [r[1] for r in rows])
 
     def filter_keys(self, ids=None, metadata=None, time_bounds=None) -> set[int]:
-        """doc_keys of the documents matching every condition: id list, metadata equality (a list = any of its
-        values), and ``{gte, gt, lte, lt}`` epoch-second bounds on ``timestamp``."""
+        """doc_keys of the documents matching every condition (see :meth:`filter_key_array`), as a set."""
+        return set(self.filter_key_array(ids, metadata, time_bounds).tolist())
+
+    def filter_key_array(self, ids=None, metadata=None, time_bounds=None) -> np.ndarray:
+        """Sorted doc_keys (int64) of the documents matching every condition: id list, ``{gte, gt, lte, lt}``
+        epoch-second bounds on ``timestamp``, and per metadata key a value or list (typed equality: a bool matches
+        only bools, a number only numbers, text only text; a list is any of its values), ``{"range": {op: x},
+        "dates": bool}`` (numbers, or ISO 8601 text read as instants) or ``{"exists": bool}``.
+
+        One SQL statement; every condition is an index lookup (``doc_fields``, ``documents_timestamp``, the
+        primary key) and the keys come back as one JSON array, not row by row."""
         where: list[str] = []
         params: list = []
         # Value lists travel as one JSON array each (``IN (SELECT value FROM json_each(?))``), not as one SQL term
         # per value: a filter with 1,000 values (the documented maximum) made an expression tree SQLite refused.
         if ids is not None:
             if not ids:
-                return set()
+                return np.zeros(0, np.int64)
             where.append("id IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(list(ids)))
-        kinds = (("('true', 'false')", lambda v: isinstance(v, bool), int),
-                 ("('integer', 'real')", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), None),
-                 ("('text')", lambda v: isinstance(v, str), None))
+        kinds = (("b", lambda v: isinstance(v, bool), int),
+                 ("n", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), None),
+                 ("t", lambda v: isinstance(v, str), None))
+        ops = {"gte": ">=", "gt": ">", "lte": "<=", "lt": "<"}
         for key, wanted in (metadata or {}).items():
+            if isinstance(wanted, dict) and "exists" in wanted:
+                where.append(("" if wanted["exists"] else "NOT ")
+                             + "doc_key IN (SELECT doc_key FROM doc_fields WHERE key = ?)")
+                params.append(key)
+                continue
+            if isinstance(wanted, dict) and "range" in wanted:
+                bounds = wanted["range"]
+                terms = " AND ".join(f"num {ops[op]} ?" for op in bounds)
+                where.append(f"doc_key IN (SELECT doc_key FROM doc_fields WHERE key = ? AND kind = ? AND {terms})")
+                params.extend([key, "t" if wanted.get("dates") else "n", *bounds.values()])
+                continue
             values = wanted if isinstance(wanted, list) else [wanted]
-            path = '$."' + key + '"'
             clauses = []
-            for types, belongs, convert in kinds:
+            for kind, belongs, convert in kinds:
                 group = [convert(v) if convert else v for v in values if belongs(v)]
                 if group:
-                    clauses.append(f"(json_type(metadata, ?) IN {types} AND json_extract(metadata, ?) IN "
-                                   "(SELECT value FROM json_each(?)))")
-                    params.extend([path, path, json.dumps(group)])
+                    clauses.append("SELECT doc_key FROM doc_fields WHERE key = ? AND kind = ? AND value IN "
+                                   "(SELECT value FROM json_each(?))")
+                    params.extend([key, kind, json.dumps(group)])
             if not clauses:
-                return set()
-            where.append("(" + " OR ".join(clauses) + ")")
-        ops = {"gte": ">=", "gt": ">", "lte": "<=", "lt": "<"}
+                return np.zeros(0, np.int64)
+            where.append("doc_key IN (" + " UNION ALL ".join(clauses) + ")")
         for name, bound in (time_bounds or {}).items():
             where.append(f"timestamp IS NOT NULL AND timestamp {ops[name]} ?")
             params.append(bound)
-        sql = "SELECT doc_key FROM documents" + (" WHERE " + " AND ".join(where) if where else "")
-        return {row[0] for row in self._connect().execute(sql, params)}
+        sql = ("SELECT json_group_array(doc_key) FROM (SELECT doc_key FROM documents"
+               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY doc_key)")
+        text = self._connect().execute(sql, params).fetchone()[0]
+        if not text or text == "[]":
+            return np.zeros(0, np.int64)
+        return np.fromstring(text[1:-1], dtype=np.int64, sep=",")
 
     def passage_ids_of(self, doc_keys: Iterable[int]) -> np.ndarray:
         keys = list(dict.fromkeys(int(k) for k in doc_keys))
@@ -316,6 +382,7 @@ class SqliteDocStore:
                         (*values, key),
                     )
                     conn.execute("DELETE FROM vectors WHERE doc_key = ?", (key,))
+                    conn.execute("DELETE FROM doc_fields WHERE doc_key = ?", (key,))
                 else:
                     key = conn.execute(
                         "INSERT INTO documents (id, title, text, metadata, timestamp, content_hash, passages, "
@@ -323,6 +390,8 @@ class SqliteDocStore:
                         (doc.id, *values),
                     ).lastrowid
                     conn.execute("UPDATE oplog SET doc_key = ? WHERE seq = ?", (key, seq))
+                conn.executemany("INSERT INTO doc_fields (doc_key, key, kind, value, num) VALUES (?, ?, ?, ?, ?)",
+                                 _field_rows(key, doc.metadata))
                 vectors = np.ascontiguousarray(prepared.vectors, dtype=np.float32)
                 conn.executemany(
                     "INSERT INTO vectors (passage_id, doc_key, vector) VALUES (?, ?, ?)",
@@ -336,6 +405,7 @@ class SqliteDocStore:
                 key = row[0]
                 conn.execute("DELETE FROM documents WHERE doc_key = ?", (key,))
                 conn.execute("DELETE FROM vectors WHERE doc_key = ?", (key,))
+                conn.execute("DELETE FROM doc_fields WHERE doc_key = ?", (key,))
                 conn.execute("INSERT INTO oplog (doc_key, id, op) VALUES (?, ?, 'delete')", (key, doc_id))
                 written[doc_id] = key
             conn.execute("COMMIT")
@@ -350,6 +420,28 @@ class SqliteDocStore:
 
     def set_meta(self, key: str, value: str) -> None:
         self._connect().execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def _field_rows(doc_key: int, metadata: dict) -> list[tuple]:
+    """The ``doc_fields`` rows of one document's top-level metadata."""
+    from foveal.documents import parse_timestamp
+
+    rows = []
+    for key, value in (metadata or {}).items():
+        if isinstance(value, bool):
+            rows.append((doc_key, key, "b", int(value), float(value)))
+        elif isinstance(value, (int, float)):
+            number = value if -2**63 <= value < 2**63 or isinstance(value, float) else None
+            rows.append((doc_key, key, "n", number if number is not None else float(value), float(value)))
+        elif isinstance(value, str):
+            try:
+                instant = parse_timestamp(value) if value[:1].isdigit() else None
+            except (ValueError, OverflowError):
+                instant = None
+            rows.append((doc_key, key, "t", value, instant))
+        else:
+            rows.append((doc_key, key, "o", None, None))
+    return rows
 
 
 def _stored(row) -> StoredDocument:

@@ -1,14 +1,16 @@
 """A micro-batcher: concurrent callers of one function share one call on a batch of their items.
 
-Leader/follower, no thread of its own: the first caller to find no open batch opens one and becomes its leader; it
-waits for others to join for at most ``max_wait_s`` (one deadline, fixed when the batch opens), and closes the
-batch early when it is full (``max_batch``) or when no other caller is active on the pipeline (a lone caller never
-waits: :meth:`MicroBatcher.active` counts callers in flight). The leader then runs ``run_batch`` on the items, in
-arrival order, and hands each follower its own result. ``run_batch`` returns one result per item; an exception it
-raises goes to every caller of that batch.
+Leader/follower, no thread of its own: the first caller to find no open batch opens one and becomes its leader.
+While an earlier batch is still running (it holds the encoder: this one could not start anyway) the open batch
+collects everyone who arrives; once none runs, the leader waits for others at most ``max_wait_s`` more (one
+deadline, fixed when the way is free), and closes the batch early when it is full (``max_batch``) or when every
+caller active on the pipeline is in it (a lone caller never waits: :meth:`MicroBatcher.active` counts callers in
+flight). The leader then runs ``run_batch`` on the items, in arrival order, and hands each follower its own result.
+``run_batch`` returns one result per item; an exception it raises goes to every caller of that batch.
 
-So a caller waits at most ``max_wait_s`` plus the batch's own run before its result: the bound holds by
-construction (the leader's only wait is ``Condition.wait(deadline - now)``), not by tuning.
+So batching adds at most ``max_wait_s`` to a search beyond the time it would have queued for the encoder anyway:
+the bound holds by construction (the leader's only timed wait is ``Condition.wait(deadline - now)``), not by
+tuning.
 
 Example::
 
@@ -53,6 +55,7 @@ class MicroBatcher(Generic[T, R]):
         self._cond = threading.Condition()
         self._open: _Batch | None = None
         self._active = 0
+        self._running = 0  # batches in run_batch now
         #: how many batches ran and the sizes they had (for tests and stats)
         self.batches = 0
         self.largest = 0
@@ -83,6 +86,8 @@ class MicroBatcher(Generic[T, R]):
             elif not leader:
                 self._cond.notify_all()  # the leader re-checks whether anyone else may still join
             if leader:
+                while not batch.closed and self._running:  # an earlier batch holds the way: collect meanwhile
+                    self._cond.wait()
                 deadline = self._clock() + self.max_wait_s
                 while not batch.closed and self._others_may_join(batch):
                     remaining = deadline - self._clock()
@@ -90,6 +95,7 @@ class MicroBatcher(Generic[T, R]):
                         break
                     self._cond.wait(remaining)
                 self._close(batch)
+                self._running += 1
         if leader:
             try:
                 results = self.run_batch(list(batch.items))
@@ -99,8 +105,11 @@ class MicroBatcher(Generic[T, R]):
             except BaseException as exc:  # every caller of the batch gets it
                 batch.error = exc
             finally:
-                self.batches += 1
-                self.largest = max(self.largest, len(batch.items))
+                with self._cond:
+                    self._running -= 1
+                    self.batches += 1
+                    self.largest = max(self.largest, len(batch.items))
+                    self._cond.notify_all()
                 batch.done.set()
         else:
             batch.done.wait()

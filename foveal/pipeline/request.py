@@ -78,22 +78,100 @@ class TimeRange(BaseModel):
         return {n: parse_timestamp(getattr(self, n)) for n in ("gte", "gt", "lte", "lt") if getattr(self, n) is not None}
 
 
+#: A bound of a metadata range: a number, or ISO 8601 date/time text (compared with metadata text that parses as
+#: ISO 8601, as instants; a date alone is midnight UTC). A boolean is refused.
+RangeValue = StrictStr | StrictInt | StrictFloat
+
+
+class MetadataRange(BaseModel):
+    """A range on one metadata field: numbers against numeric values, or dates (ISO 8601 text) against date-valued
+    text. At least one bound; all bounds of one range are numbers, or all are dates."""
+
+    gte: RangeValue | None = None
+    gt: RangeValue | None = None
+    lte: RangeValue | None = None
+    lt: RangeValue | None = None
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _check(self) -> "MetadataRange":
+        given = {n: getattr(self, n) for n in ("gte", "gt", "lte", "lt") if getattr(self, n) is not None}
+        if not given:
+            raise ValueError("a metadata range needs at least one of gte, gt, lte, lt")
+        texts = [n for n, v in given.items() if isinstance(v, str)]
+        if texts and len(texts) != len(given):
+            raise ValueError("a metadata range compares numbers or dates: give all its bounds as numbers or all as "
+                             "ISO 8601 text")
+        from foveal.documents import parse_timestamp
+
+        for name in texts:
+            try:
+                parse_timestamp(given[name])
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return self
+
+    def condition(self) -> dict:
+        """``{"range": {op: number}, "dates": bool}`` as the stores take it (dates as epoch seconds)."""
+        from foveal.documents import parse_timestamp
+
+        given = {n: getattr(self, n) for n in ("gte", "gt", "lte", "lt") if getattr(self, n) is not None}
+        dates = any(isinstance(v, str) for v in given.values())
+        return {"range": {n: parse_timestamp(v) if dates else float(v) for n, v in given.items()}, "dates": dates}
+
+
+class MetadataExists(BaseModel):
+    """``{"exists": true}``: the field is present (any value, null included); ``false``: it is absent."""
+
+    exists: StrictBool
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class SearchFilter(BaseModel):
     """Restricts a search to matching documents; applied inside retrieval, so ``k`` hits come back when ``k``
-    documents match. All given conditions must hold."""
+    documents match. All given conditions must hold; ``not`` excludes the documents its filter matches."""
 
     ids: list[StrictStr] | None = Field(default=None, max_length=MAX_FILTER_VALUES,
                                         description="Only these document ids.")
-    metadata: dict[str, Scalar | list[Scalar]] | None = Field(
-        default=None, description="Equality on metadata fields; a list means any of its values."
+    metadata: dict[str, Scalar | list[Scalar] | MetadataRange | MetadataExists] | None = Field(
+        default=None, description="Conditions on metadata fields: a value (equality), a list (any of its values), "
+                                  "a range ({gte, gt, lte, lt}: numbers, or ISO 8601 dates against date text) or "
+                                  "{exists: true|false}."
     )
     timestamp: TimeRange | None = Field(default=None, description="Range on the document timestamp.")
+    not_: "SearchFilter | None" = Field(default=None, alias="not",
+                                        description="Exclude the documents this filter matches (one level deep).")
 
     model_config = ConfigDict(
         extra="forbid",
         allow_inf_nan=False,
-        json_schema_extra={"examples": [{"metadata": {"topic": "science"}, "timestamp": {"gte": "2024-01-01"}}]},
+        json_schema_extra={"examples": [{"metadata": {"topic": "science", "year": {"gte": 2020}},
+                                         "timestamp": {"gte": "2024-01-01"}, "not": {"metadata": {"draft": True}}}]},
     )
+
+    @field_validator("not_")
+    @classmethod
+    def _check_not(cls, value):
+        if value is not None and value.not_ is not None:
+            raise ValueError("'not' may not hold another 'not' (one level of negation)")
+        return value
+
+    def metadata_conditions(self) -> dict | None:
+        """The metadata conditions as the stores take them: a value or list (equality), ``{"range": {op: number},
+        "dates": bool}`` or ``{"exists": bool}``."""
+        if self.metadata is None:
+            return None
+        out: dict = {}
+        for key, wanted in self.metadata.items():
+            if isinstance(wanted, MetadataRange):
+                out[key] = wanted.condition()
+            elif isinstance(wanted, MetadataExists):
+                out[key] = {"exists": wanted.exists}
+            else:
+                out[key] = wanted
+        return out
 
     @field_validator("metadata")
     @classmethod
@@ -107,6 +185,14 @@ class SearchFilter(BaseModel):
                 raise ValueError(f"metadata key {key!r}: use 1-64 letters, digits, '_' or '-'")
             if isinstance(wanted, list) and not 1 <= len(wanted) <= MAX_FILTER_VALUES:
                 raise ValueError(f"metadata.{key}: give 1 to {MAX_FILTER_VALUES} values")
+            if isinstance(wanted, MetadataRange):
+                for name in ("gte", "gt", "lte", "lt"):
+                    bound = getattr(wanted, name)
+                    if isinstance(bound, int) and not -2**63 <= bound < 2**63:
+                        raise ValueError(f"metadata.{key}.{name}: integer {bound} is outside the 64-bit range")
+                continue
+            if isinstance(wanted, MetadataExists):
+                continue
             for one in wanted if isinstance(wanted, list) else [wanted]:
                 # the stores compare in SQLite (64-bit integers) and Elasticsearch (longs): a larger int is no value
                 # any document can hold there, and binding it would fail inside the search

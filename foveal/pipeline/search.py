@@ -44,11 +44,29 @@ from foveal.rerank.base import Candidate, Reranker
 #: Passages fetched per wanted document in MaxP's first round (documents have ~2 passages on average); later
 #: rounds fetch 4x more until enough distinct documents are found.
 PASSAGES_PER_DOCUMENT = 4
+
+
+def _env_number(name: str, default: float, low: float, high: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:
+        from foveal.errors import ConfigError
+
+        raise ConfigError(f"{name}={raw!r}: give a number from {low:g} to {high:g}")
+    return value
+
+
 #: Query micro-batching (see :class:`~foveal.pipeline.batcher.MicroBatcher`): at most this many concurrent
-#: searches share one encoder pass and one FAISS call per filter group ...
-MAX_QUERY_BATCH = int(os.environ.get("FOVEAL_QUERY_BATCH", "32"))
-#: ... and a batch waits at most this long for more to arrive (only while other searches are in flight).
-QUERY_BATCH_WAIT_MS = float(os.environ.get("FOVEAL_QUERY_BATCH_WAIT_MS", "3"))
+#: searches share one encoder pass and one FAISS call per filter group (``FOVEAL_QUERY_BATCH``, 1 = off) ...
+MAX_QUERY_BATCH = int(_env_number("FOVEAL_QUERY_BATCH", 32, 1, 1024))
+#: ... and a batch waits at most this long for more to arrive, only while other searches are in flight
+#: (``FOVEAL_QUERY_BATCH_WAIT_MS``; a lone search never waits).
+QUERY_BATCH_WAIT_MS = _env_number("FOVEAL_QUERY_BATCH_WAIT_MS", 3.0, 0.0, 100.0)
 
 
 @dataclass(slots=True)
@@ -173,9 +191,7 @@ class SearchPipeline:
             one.query_info["truncated_tokens"] = one.truncated
         if request.filter is not None:
             with one.times.stage("filter"):
-                f = request.filter
-                one.allowed = _as_keys(self.collection.store.filter_keys(
-                    f.ids, f.metadata, f.timestamp.bounds() if f.timestamp is not None else None))
+                one.allowed = self._allowed(request.filter)
         if request.pipeline not in (Pipeline.dense, Pipeline.hybrid):
             one.vector = None
             return
@@ -190,6 +206,20 @@ class SearchPipeline:
         one.vector = vector
         with one.times.stage("filter"):
             one.dense_filter, one.available = self._dense_filter(one.allowed)
+
+    def _allowed(self, f) -> np.ndarray:
+        """The filter's allow-list, built once: sorted unique doc_keys (``not`` removes what its filter matches)."""
+        store = self.collection.store
+        query = getattr(store, "filter_key_array", None) or store.filter_keys
+
+        def keys(one) -> np.ndarray:
+            return _as_keys(query(one.ids, one.metadata_conditions(),
+                                  one.timestamp.bounds() if one.timestamp is not None else None))
+
+        allowed = keys(f)
+        if f.not_ is not None:
+            allowed = np.setdiff1d(allowed, keys(f.not_), assume_unique=True)
+        return allowed
 
     def _dense_filter(self, allowed: np.ndarray | None):
         """(what the vector index takes as ``allowed``, how many vectors that allows)."""
@@ -221,7 +251,14 @@ class SearchPipeline:
             response.query_info["timings_ms"] = dict(response.timings)
         return response
 
-    def _search_one(self, request: SearchRequest, prepared: _Prepared) -> SearchResponse:
+    def _search_one(self, request: SearchRequest, prepared: "_Prepared | np.ndarray | None",
+                    truncated: int | None = None, tokens: QueryTokens | None = None) -> SearchResponse:
+        """The rest of a search after :meth:`_prepare`. Older callers pass ``(request, vector, truncated,
+        tokens)``: the per-request preparation then runs here."""
+        if not isinstance(prepared, _Prepared):
+            one = _Prepared(vector=prepared, truncated=truncated, tokens=tokens)
+            self._prepare_one(request, one)
+            prepared = one
         times = prepared.times
         allowed = prepared.allowed
         vector = prepared.vector

@@ -429,6 +429,39 @@ def test_store_filter_keys_and_passage_ids(open_store):
     assert len(store.passage_ids_of([])) == 0
 
 
+def test_store_filter_ranges_and_exists(open_store):
+    """Metadata ranges (numbers; ISO dates against date text) and exists, typed as equality is."""
+    store = open_store()
+
+    def doc(doc_id, metadata):
+        parsed = parse_document({"_id": doc_id, "text": doc_id, "metadata": metadata})
+        return PreparedDocument(parsed, [(0, len(parsed.full_text))], _unit(np.random.default_rng(0), 1), n_tokens=1)
+
+    keys = store.write([
+        doc("a", {"year": 2019, "day": "2024-03-01", "note": None}),
+        doc("b", {"year": 2021.5, "day": "2024-06-01T12:00:00Z"}),
+        doc("c", {"year": "2020", "day": "not a date", "tags": ["x"]}),
+        doc("d", {"year": True}),
+    ])
+    a, b, c, d = (keys[k] for k in "abcd")
+    rng = lambda dates=False, **bounds: {"range": bounds, "dates": dates}  # noqa: E731
+    assert store.filter_keys(metadata={"year": rng(gte=2019)}) == {a, b}  # text "2020" and True are no numbers
+    assert store.filter_keys(metadata={"year": rng(gt=2019, lt=2022)}) == {b}
+    assert store.filter_keys(metadata={"year": rng(lte=2019)}) == {a}
+    may = 1714521600.0  # 2024-05-01T00:00:00Z
+    assert store.filter_keys(metadata={"day": rng(True, gte=may)}) == {b}
+    assert store.filter_keys(metadata={"day": rng(True, lt=may)}) == {a}
+    assert store.filter_keys(metadata={"note": {"exists": True}}) == {a}  # null is present
+    assert store.filter_keys(metadata={"tags": {"exists": True}}) == {c}
+    assert store.filter_keys(metadata={"day": {"exists": False}}) == {d}
+    assert store.filter_keys(metadata={"year": rng(gte=2000), "note": {"exists": False}}) == {b}
+    store.write([doc("b", {"year": 1990})])  # an update replaces the indexed fields
+    store.write([], deletes=["a"])
+    assert store.filter_keys(metadata={"year": rng(gte=2000)}) == set()
+    assert store.filter_keys(metadata={"year": 1990}) == {b}
+    assert store.filter_keys(metadata={"day": {"exists": True}}) == {c}
+
+
 def test_store_upsert_keeps_the_key_and_delete_logs(open_store):
     store = open_store()
     first = store.write([_prepared("a", "alpha"), _prepared("b", "beta")])

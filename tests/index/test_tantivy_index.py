@@ -59,3 +59,30 @@ def test_persistent(tmp_path, index):
 def test_unknown_language_is_a_config_error():
     with pytest.raises(ConfigError, match="klingon"):
         TantivyLexicalIndex(None, LexicalConfig(language="klingon"))
+
+
+def test_long_allow_lists_filter_the_ranking_and_match_the_term_set_query(monkeypatch):
+    """Allow-lists above TERM_SET_MAX go through a bitmap over the ranking: the same hits, in the same order, as
+    the term-set query that short lists use."""
+    import random
+
+    import numpy as np
+
+    from foveal.index import tantivy_index
+    from foveal.index.base import LexicalDocument
+    from foveal.index.tantivy_index import TantivyLexicalIndex
+
+    rng = random.Random(0)
+    words = ["tide", "moon", "ocean", "lava", "bread", "yeast", "coffee", "roast", "star", "orbit"]
+    index = TantivyLexicalIndex(None)
+    index.upsert([LexicalDocument(i, f"d{i}", "", " ".join(rng.choices(words, k=12))) for i in range(1, 601)])
+    index.commit()
+    allowed = np.array(sorted(rng.sample(range(1, 601), 300)), np.int64)
+    for query in ("moon tide", "coffee", "lava star orbit"):
+        monkeypatch.setattr(tantivy_index, "TERM_SET_MAX", 10_000)
+        inside = index.search(query, 25, allowed=allowed)
+        monkeypatch.setattr(tantivy_index, "TERM_SET_MAX", 8)
+        ranked = index.search(query, 25, allowed=allowed)
+        assert [k for k, _ in ranked] == [k for k, _ in inside] and len(ranked) == 25
+        assert np.allclose([s for _, s in ranked], [s for _, s in inside])
+        assert set(k for k, _ in ranked) <= set(allowed.tolist())

@@ -71,6 +71,35 @@ def test_full_batch_closes_and_every_caller_gets_its_own_result():
     assert all(len(call) <= 4 for call in calls)
 
 
+def test_arrivals_during_a_running_batch_form_the_next_batch():
+    """While one batch runs (holding the encoder), everyone arriving joins one next batch, not one batch each."""
+    calls = []
+    first_running, release = threading.Event(), threading.Event()
+
+    def run(items):
+        calls.append(list(items))
+        if items == ["first"]:
+            first_running.set()
+            release.wait(30)
+        return items
+
+    batcher = MicroBatcher(run, max_batch=32, max_wait_s=0.0)
+    threads = [threading.Thread(target=lambda: (batcher.active().__enter__(), batcher.submit("first")))]
+    threads[0].start()
+    first_running.wait(30)
+    later = [threading.Thread(target=batcher.submit, args=(f"q{i}",)) for i in range(5)]
+    for t in later:
+        t.start()
+    for _ in range(3000):
+        if batcher._open is not None and len(batcher._open.items) == 5:
+            break
+        threading.Event().wait(0.01)
+    release.set()
+    for t in threads + later:
+        t.join(30)
+    assert calls[0] == ["first"] and sorted(calls[1]) == [f"q{i}" for i in range(5)] and len(calls) == 2
+
+
 def test_an_error_reaches_every_caller_of_its_batch():
     batcher = MicroBatcher(lambda items: 1 / 0, max_batch=2, max_wait_s=0)
     with pytest.raises(ZeroDivisionError):

@@ -71,3 +71,57 @@ def test_filters_return_k_on_trained_ivf_and_hnsw(engine, factory, vector, share
                                                   filter={"metadata": {"bucket": buckets}})).hits
         assert len(hits) == 20, pipeline
         assert all(h.metadata["bucket"] in buckets for h in hits)
+
+
+def test_ranges_exists_and_not_in_search(engine, tiny):
+    tiny.upsert([parse_document({"_id": f"y{year}", "text": f"report of the year {year}",
+                                 "metadata": {"year": year, **({"draft": True} if year % 2 else {})}})
+                 for year in range(2015, 2025)])
+    base = dict(query="report of the year", k=20, pipeline="hybrid")
+    assert sorted(_ids(engine, **base, filter={"metadata": {"year": {"gte": 2020, "lt": 2023}}})) == \
+        ["y2020", "y2021", "y2022"]
+    assert sorted(_ids(engine, **base, filter={"metadata": {"year": {"gte": 2020}, "draft": {"exists": False}}})) \
+        == ["y2020", "y2022", "y2024"]
+    assert sorted(_ids(engine, **base, filter={"metadata": {"year": {"lt": 2018}},
+                                              "not": {"metadata": {"draft": True}}})) == ["y2016"]
+    # only a negation: everything but what it matches (the tiny corpus included)
+    everything_else = _ids(engine, query="report of the year", k=50, pipeline="bm25",
+                           filter={"not": {"metadata": {"year": {"gte": 2016}}}})
+    assert "y2015" in everything_else and not any(i.startswith("y") and i != "y2015" for i in everything_else)
+
+
+@pytest.mark.parametrize("bad", [
+    {"metadata": {"year": {"gte": True}}},  # a boolean is no bound
+    {"metadata": {"year": {"gte": 1, "lt": "2020-01-01"}}},  # numbers and dates mixed
+    {"metadata": {"year": {}}},
+    {"metadata": {"year": {"gte": "last week"}}},
+    {"metadata": {"year": {"exists": 1}}},
+    {"metadata": {"year": {"gte": 2 ** 70}}},
+    {"not": {"not": {"ids": ["a"]}}},
+])
+def test_malformed_ranges_are_refused(bad):
+    with pytest.raises(ValidationError):
+        SearchRequest(query="x", filter=bad)
+
+
+def test_a_store_from_before_the_field_index_gets_it_at_open(tmp_path):
+    """docs.sqlite files written before doc_fields existed are indexed once when opened."""
+    import sqlite3
+
+    import numpy as np
+
+    from foveal.index.sqlite_store import PreparedDocument, SqliteDocStore
+
+    store = SqliteDocStore(tmp_path / "docs.sqlite")
+    doc = parse_document({"_id": "a", "text": "a", "metadata": {"year": 2020}})
+    store.write([PreparedDocument(doc, [(0, 1)], np.ones((1, 4), np.float32), 1)])
+    store.close()
+    conn = sqlite3.connect(tmp_path / "docs.sqlite")
+    conn.execute("DROP TABLE doc_fields")
+    conn.execute("DELETE FROM meta WHERE key = 'doc_fields_ready'")
+    conn.commit()
+    conn.close()
+    reopened = SqliteDocStore(tmp_path / "docs.sqlite")
+    assert reopened.filter_keys(metadata={"year": {"range": {"gte": 2000.0}, "dates": False}}) == {1}
+    assert reopened.filter_keys(metadata={"year": 2020}) == {1}
+    reopened.close()

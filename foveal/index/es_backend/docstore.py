@@ -30,9 +30,17 @@ def metadata_matches(metadata: dict[str, Any], wanted: dict[str, Any]) -> bool:
     """SQLite's typed equality: a bool matches only bools, a number only (non-bool) numbers, a string only
     strings; a list means any of its values."""
     for key, spec in wanted.items():
+        if isinstance(spec, dict) and "exists" in spec:
+            if (key in metadata) != bool(spec["exists"]):
+                return False
+            continue
         if key not in metadata:
             return False
         have = metadata[key]
+        if isinstance(spec, dict) and "range" in spec:
+            if not _in_range(have, spec):
+                return False
+            continue
         ok = False
         for value in spec if isinstance(spec, list) else [spec]:
             if isinstance(value, bool):
@@ -44,6 +52,28 @@ def metadata_matches(metadata: dict[str, Any], wanted: dict[str, Any]) -> bool:
             if ok:
                 break
         if not ok:
+            return False
+    return True
+
+
+def _in_range(have: Any, spec: dict) -> bool:
+    """A metadata range as :meth:`SqliteDocStore.filter_key_array` reads it: numbers against non-bool numbers,
+    dates against ISO 8601 text (as instants)."""
+    from foveal.documents import parse_timestamp
+
+    if spec.get("dates"):
+        if not isinstance(have, str):
+            return False
+        try:
+            value = parse_timestamp(have)
+        except ValueError:
+            return False
+    elif isinstance(have, (int, float)) and not isinstance(have, bool):
+        value = float(have)
+    else:
+        return False
+    for op, bound in spec["range"].items():
+        if not {"gte": value >= bound, "gt": value > bound, "lte": value <= bound, "lt": value < bound}[op]:
             return False
     return True
 

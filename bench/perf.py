@@ -1,0 +1,378 @@
+"""Search performance under load (issue 14): A/B load test, stage breakdown, filters, search during ingest.
+
+    .venv/bin/python bench/perf.py build                  # 100k synthetic documents (Flat; a copy rebuilt as HNSW32)
+    .venv/bin/python bench/perf.py load-ab [--base 3507883] [--clients 32] [--seconds 30] [--rounds 2]
+    .venv/bin/python bench/perf.py breakdown [--queries 200]
+    .venv/bin/python bench/perf.py filters [--queries 60]
+    .venv/bin/python bench/perf.py ingest [--docs 600]
+    .venv/bin/python bench/perf.py all                    # every one of them, in this order
+
+Documents: ``bench/speed.py``'s synthetic generator (Zipf words from SciFact, random unit vectors given with the
+document, so building needs no encoder), each with ``metadata.bucket = i % 100`` (filters select 1, 10 or 50 % of
+them) and a timestamp. Queries: SciFact's, encoded by the index's model (all-MiniLM-L6-v2; the backend is named in
+every table). No embedding or result caches exist in foveal, so none are on.
+
+* ``load-ab``: the same load script (``bench/load.py``'s clients: httpx, asyncio, one process) against ``foveal
+  serve`` from the base commit (exported with ``git archive`` under bench/out) and from this checkout, on the same
+  index, alternating A, B, A, B, so that load from other processes on a shared machine hits both alike.
+* ``breakdown``: one client in the library: hybrid search p50 against the sum of the p50s of its raw parts called
+  directly in the same run (query encode, FAISS search, tantivy search, document fetch), plus the pipeline's own
+  stage timings (``SearchResponse.timings``).
+* ``filters``: hybrid and dense p50 with filters matching 1 % (``bucket == 0``), 10 % (``bucket < 10``) and 50 %
+  (``bucket < 50``) against unfiltered, on Flat and HNSW32, the shares rotated per query.
+* ``ingest``: SciFact documents ingested in-process (encoded by the model) while one client searches the same
+  index: search p99 over 200 searches against idle, and ingest docs/s against solo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import numpy as np  # noqa: E402
+
+import load  # noqa: E402  (its clients)
+import speed  # noqa: E402  (its synthetic document generator)
+from foveal.engine import Engine  # noqa: E402
+from foveal.evaluation import read_queries  # noqa: E402
+from foveal.pipeline.ingest import ingest_records  # noqa: E402
+from foveal.pipeline.request import SearchRequest  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+#: the shared data folder: beside the checkout, or two levels up for a worktree (wt/<name>)
+DATA = next((p for p in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data") if p.is_dir()),
+            ROOT.parent / "shared" / "data")
+TAG = os.environ.get("PERF_TAG", "100k")  # another tag keeps a smoke run's indexes apart
+HOME = OUT / f"perf-{TAG}"
+HNSW_HOME = OUT / f"perf-{TAG}-hnsw"
+
+
+def commit(root: Path = ROOT) -> str:
+    if root == ROOT and os.environ.get("PERF_COMMIT"):  # a frozen export of a commit (no .git) names it here
+        return os.environ["PERF_COMMIT"]
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def backend_of(collection) -> str:
+    enc = collection.config.encoder
+    return f"{enc.model} {enc.backend}" + (f" {enc.quantize}" if enc.quantize != "none" else "")
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p * (len(values) - 1))))] if values else float("nan")
+
+
+_QUERIES: list[str] = []
+
+
+def queries() -> list[str]:
+    if not _QUERIES:
+        _QUERIES.extend(read_queries(DATA / "scifact" / "queries.jsonl").values())
+    return _QUERIES
+
+
+# -- build -------------------------------------------------------------------------------------------------------
+def records(n: int, dim: int, start: int = 0):
+    for line, raw in speed._synthetic_records(n, dim):
+        if line <= start:
+            continue
+        i = line - 1
+        raw["metadata"] = {"bucket": i % 100}
+        raw["timestamp"] = 1_600_000_000 + i * 60
+        yield line, raw
+
+
+def build(args) -> None:
+    speed.DATA = DATA
+    engine = Engine(HOME)
+    collection = engine.open_or_create("flat")
+    have = collection.store.count()
+    if have < args.docs:
+        t0 = time.perf_counter()
+        report = ingest_records(collection, records(args.docs, collection.dimension, have), batch_size=2000)
+        collection.flush()
+        print(f"built {args.docs} synthetic documents in {time.perf_counter() - t0:.0f} s: {report.summary()}",
+              file=sys.stderr)
+    engine.close()
+    target = HNSW_HOME / "indexes" / "hnsw"
+    if not (target / "config.json").exists():
+        t0 = time.perf_counter()
+        staging = HNSW_HOME / "indexes" / ".copy"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        source = HOME / "indexes" / "flat"
+        for name in ("docs.sqlite", "instance", "lexical.json"):
+            shutil.copy2(source / name, staging / name)
+        shutil.copytree(source / "lexical", staging / "lexical")
+        config = json.loads((source / "config.json").read_text())
+        config["vector"]["factory"] = "HNSW32"
+        (staging / "config.json").write_text(json.dumps(config, indent=2))
+        os.rename(staging, target)
+        Engine(HNSW_HOME).get("hnsw").close()  # the vector index is rebuilt from the store (no vectors.npz)
+        print(f"HNSW32 copy rebuilt in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+
+# -- load A/B ----------------------------------------------------------------------------------------------------
+def export_base(base: str) -> Path:
+    target = OUT / f"ab-{base}"
+    if not (target / "foveal").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", base], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def serve_and_load(code_root: Path, qs: list[str], clients: int, seconds: float, pipeline: str) -> dict:
+    port = load.free_port()
+    env = {**os.environ, "FOVEAL_HOME": str(HOME), "PYTHONPATH": str(code_root), "FOVEAL_QUEUE": "embedded"}
+    server = subprocess.Popen([sys.executable, "-m", "foveal.cli", "serve", "--host", "127.0.0.1", "--port",
+                               str(port)], env=env, cwd=str(code_root), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    import httpx
+
+    try:
+        for _ in range(1200):
+            try:
+                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None:
+                raise SystemExit(f"the server from {code_root} exited")
+            time.sleep(0.5)
+        url = f"{base}/v1/indexes/flat/search"
+        asyncio.run(load.run_clients(url, qs, 2, 3, pipeline))  # warm-up
+        return asyncio.run(load.run_clients(url, qs, clients, seconds, pipeline))
+    finally:
+        server.terminate()
+        server.wait(60)
+
+
+def load_ab(args) -> None:
+    base_root = export_base(args.base)
+    qs = queries()
+    sides = {f"base {args.base}": base_root, f"this {commit()}": ROOT}
+    rows = []
+    for round_index in range(args.rounds):
+        for name, root in sides.items():
+            result = serve_and_load(root, qs, args.clients, args.seconds, args.pipeline)
+            rows.append((round_index + 1, name, result))
+            print(json.dumps({"round": round_index + 1, "code": name, **result}), file=sys.stderr, flush=True)
+    print(f"\n100,000 synthetic documents (Flat), REST `{args.pipeline}` search k=10, {args.clients} clients x "
+          f"{args.seconds:g} s per run, server and clients on the same {os.cpu_count()} CPUs; all-MiniLM-L6-v2 "
+          f"torch (CPU); bench/perf.py load-ab at {commit()}\n")
+    print("| round | code | requests | errors | QPS | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for round_index, name, r in rows:
+        print(f"| {round_index} | {name} | {r['requests']} | {sum(r['errors'].values())} | {r['qps']} | "
+              f"{r['p50_ms']} | {r['p99_ms']} |")
+    (OUT / "perf-load-ab.json").write_text(json.dumps([{"round": a, "code": b, **c} for a, b, c in rows], indent=2))
+
+
+# -- breakdown ---------------------------------------------------------------------------------------------------
+def breakdown(args) -> None:
+    engine = Engine(HOME)
+    searcher = engine.pipeline("flat")
+    collection = searcher.collection
+    rng = random.Random(3)
+    qs = [rng.choice(queries()) for _ in range(args.queries)]
+    window = collection.config.fusion.window
+    parts: dict[str, list[float]] = {k: [] for k in ("encode", "faiss", "tantivy", "fetch", "hybrid")}
+    stages: dict[str, list[float]] = {}
+    searcher.search(SearchRequest(query=qs[0], k=10))  # warm-up
+    for q in qs:
+        t0 = time.perf_counter()
+        response = searcher.search(SearchRequest(query=q, k=10))
+        parts["hybrid"].append((time.perf_counter() - t0) * 1000)
+        for name, ms in response.timings.items():
+            stages.setdefault(name, []).append(ms)
+        t0 = time.perf_counter()
+        vector = collection.encoder.encode_queries([q]).vectors[0]
+        t1 = time.perf_counter()
+        _, ids = collection.vectors.search(vector[None, :], window * 4)
+        t2 = time.perf_counter()
+        found = collection.lexical.search(q, window + 1)
+        t3 = time.perf_counter()
+        collection.store.get_documents([k for k, _ in found[:10]])
+        t4 = time.perf_counter()
+        for name, a, b in (("encode", t0, t1), ("faiss", t1, t2), ("tantivy", t2, t3), ("fetch", t3, t4)):
+            parts[name].append((b - a) * 1000)
+    p50 = {k: statistics.median(v) for k, v in parts.items()}
+    raw = p50["encode"] + p50["faiss"] + p50["tantivy"] + p50["fetch"]
+    print(f"\n{collection.store.count():,} synthetic documents (Flat), {args.queries} SciFact queries, one client in "
+          f"the library, k=10, fusion window {window}; encoder {backend_of(collection)}; {os.cpu_count()} CPUs; "
+          f"bench/perf.py breakdown at {commit()}\n")
+    print("| measured | p50 ms | p99 ms |")
+    print("|---|---|---|")
+    for name in ("encode", "faiss", "tantivy", "fetch"):
+        print(f"| raw {name} | {p50[name]:.2f} | {pct(parts[name], 0.99):.2f} |")
+    print(f"| **sum of raw parts** | {raw:.2f} | |")
+    print(f"| **hybrid search (pipeline)** | {p50['hybrid']:.2f} | {pct(parts['hybrid'], 0.99):.2f} |")
+    print(f"| ratio hybrid / raw sum | {p50['hybrid'] / raw:.2f}x | |")
+    print("\nThe pipeline's own stage timings (`SearchResponse.timings`, same run):\n")
+    print("| stage | p50 ms | p99 ms |")
+    print("|---|---|---|")
+    for name, values in stages.items():
+        print(f"| {name} | {statistics.median(values):.2f} | {pct(values, 0.99):.2f} |")
+    engine.close()
+
+
+# -- filters -----------------------------------------------------------------------------------------------------
+FILTERS = {
+    "unfiltered": None,
+    "1% (bucket == 0)": {"metadata": {"bucket": 0}},
+    "10% (bucket < 10)": {"metadata": {"bucket": {"lt": 10}}},
+    "50% (bucket < 50)": {"metadata": {"bucket": {"lt": 50}}},
+}
+
+
+def filters(args) -> None:
+    rng = random.Random(5)
+    qs = [rng.choice(queries()) for _ in range(args.queries)]
+    print(f"\n100,000 synthetic documents, {args.queries} SciFact queries per cell, one client in the library, k=10, "
+          f"filter shares rotated per query; p50 ms of the search without its query encoding (wall time minus the "
+          f"`query_encode` stage; ratio to unfiltered); bench/perf.py filters at {commit()}\n")
+    for home, name in ((HOME, "flat"), (HNSW_HOME, "hnsw")):
+        engine = Engine(home)
+        searcher = engine.pipeline(name)
+        collection = searcher.collection
+        factory = collection.config.vector.factory
+        times: dict[tuple[str, str], list[float]] = {}
+        names = list(FILTERS)
+        for pipeline in ("hybrid", "dense"):
+            searcher.search(SearchRequest(query=qs[0], k=10, pipeline=pipeline, filter=FILTERS[names[1]]))
+            for i, q in enumerate(qs):
+                for label in names[i % len(names):] + names[: i % len(names)]:
+                    request = SearchRequest(query=q, k=10, pipeline=pipeline, filter=FILTERS[label])
+                    t0 = time.perf_counter()
+                    response = searcher.search(request)
+                    took = (time.perf_counter() - t0) * 1000
+                    # the query's encoding costs the same with or without a filter and dominates on a busy CPU:
+                    # the table compares the rest (the stage timings of the same search)
+                    times.setdefault((pipeline, label), []).append(took - response.timings.get("query_encode", 0))
+                    assert len(response.hits) == 10, (label, len(response.hits))
+        print(f"**{factory}** (encoder {backend_of(collection)}):\n")
+        print("| pipeline | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        for pipeline in ("hybrid", "dense"):
+            base = statistics.median(times[(pipeline, "unfiltered")])
+            cells = []
+            for label in names:
+                med = statistics.median(times[(pipeline, label)])
+                cells.append(f"{med:.1f}" + ("" if label == "unfiltered" else f" ({med / base:.2f}x)"))
+            print(f"| {pipeline} | " + " | ".join(cells) + " |")
+        print()
+        engine.close()
+
+
+# -- search during ingest ----------------------------------------------------------------------------------------
+def ingest(args) -> None:
+    import tempfile
+
+    corpus = [json.loads(line) for line in open(DATA / "scifact" / "corpus.jsonl", encoding="utf-8")]
+    third = args.docs // 3
+    home = Path(tempfile.mkdtemp(prefix="perf-ingest-", dir=OUT))
+    engine = Engine(home)
+    collection = engine.create_index("live")
+    searcher = engine.pipeline("live")
+    rng = random.Random(7)
+    qs = [rng.choice(queries()) for _ in range(args.searches)]
+
+    def feed(docs):
+        return ((i + 1, d) for i, d in enumerate(docs))
+
+    ingest_records(collection, feed(corpus[:third]), batch_size=args.batch)  # something to search
+    searcher.search(SearchRequest(query=qs[0], k=10))
+
+    def run_searches(stop=None) -> list[float]:
+        out = []
+        for q in qs:
+            if stop is not None and stop.is_set() and len(out) >= 20:
+                break
+            t0 = time.perf_counter()
+            searcher.search(SearchRequest(query=q, k=10))
+            out.append((time.perf_counter() - t0) * 1000)
+        return out
+
+    idle = run_searches()
+    t0 = time.perf_counter()
+    ingest_records(collection, feed(corpus[third: 2 * third]), batch_size=args.batch)
+    solo_rate = third / (time.perf_counter() - t0)
+    done = threading.Event()
+    rate: list[float] = []
+
+    def background():
+        t = time.perf_counter()
+        ingest_records(collection, feed(corpus[2 * third: 3 * third]), batch_size=args.batch)
+        rate.append(third / (time.perf_counter() - t))
+        done.set()
+
+    worker = threading.Thread(target=background)
+    worker.start()
+    busy = run_searches(done)
+    busy_while_ingesting = len(busy)
+    worker.join()
+    print(f"\nSciFact documents ingested in-process ({third} per phase, batches of {args.batch}; encoder "
+          f"{backend_of(collection)}), one client searching the same index (hybrid, k=10); {os.cpu_count()} CPUs; "
+          f"bench/perf.py ingest at {commit()}\n")
+    print("| measured | searches | p50 ms | p99 ms | ingest docs/s |")
+    print("|---|---|---|---|---|")
+    print(f"| idle search | {len(idle)} | {statistics.median(idle):.1f} | {pct(idle, 0.99):.1f} | |")
+    print(f"| ingest alone | | | | {solo_rate:.2f} |")
+    print(f"| search during ingest | {busy_while_ingesting} | {statistics.median(busy):.1f} | {pct(busy, 0.99):.1f} | "
+          f"{rate[0]:.2f} |")
+    print(f"\np99 during / idle: {pct(busy, 0.99) / pct(idle, 0.99):.2f}x; ingest during / alone: "
+          f"{rate[0] / solo_rate:.2f}")
+    engine.close()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("build", "load-ab", "breakdown", "filters", "ingest", "all"):
+        p = sub.add_parser(name)
+        p.add_argument("--docs", type=int, default=100_000 if name != "ingest" else 600)
+        p.add_argument("--base", default="3507883")
+        p.add_argument("--clients", type=int, default=32)
+        p.add_argument("--seconds", type=float, default=30.0)
+        p.add_argument("--rounds", type=int, default=2)
+        p.add_argument("--pipeline", default="hybrid")
+        p.add_argument("--queries", type=int, default=200 if name == "breakdown" else 60)
+        p.add_argument("--searches", type=int, default=200)
+        p.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+    steps = {"build": build, "load-ab": load_ab, "breakdown": breakdown, "filters": filters, "ingest": ingest}
+    if args.command == "all":
+        build(args)
+        for name in ("breakdown", "filters", "load-ab"):
+            steps[name](args)
+            sys.stdout.flush()
+        args.docs = 600
+        ingest(args)
+    else:
+        steps[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
