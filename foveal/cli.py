@@ -3,6 +3,7 @@
 ::
 
     foveal ingest corpus.jsonl --index papers          # BEIR corpus.jsonl / .jsonl.gz, progress bar in docs/s
+    foveal ingest corpus.jsonl --index papers --server http://api:8000   # as jobs on the server's workers
     foveal search "protein folding" --index papers [--k 10] [--pipeline hybrid] [--json]
     foveal run --index papers --queries queries.jsonl --out run.trec [--k 100]
     foveal eval --run run.trec --qrels qrels/test.tsv
@@ -72,8 +73,21 @@ def ingest(
     batch_size: int = typer.Option(256, min=1, max=100_000, help="Documents per committed batch."),
     if_empty: bool = typer.Option(False, "--if-empty", help="Do nothing when the index already has documents."),
     strict: bool = typer.Option(False, help="Stop at the first malformed record (what came before is kept)."),
+    server: Optional[str] = typer.Option(
+        None, help="Send the batches to this foveal server as jobs (its workers index them) instead of writing "
+                   "here; the API key comes from FOVEAL_API_KEY."),
+    in_flight: int = typer.Option(4, min=1, max=256, help="--server: most jobs not done at once."),
+    journal: Optional[Path] = typer.Option(
+        None, help="--server: the journal of accepted batches (default: one per server, index and file under "
+                   "~/.local/state/foveal/ingest); a rerun resumes from it."),
+    restart: bool = typer.Option(False, "--restart", help="--server: forget the journal and send everything."),
 ) -> None:
-    """Add or update documents from a file; unchanged documents are skipped."""
+    """Add or update documents from a file; unchanged documents are skipped. With --server, stream the file to a
+    foveal server as ingest jobs instead: bounded in flight, resumable after an interruption (a rerun sends only
+    what the server has not accepted), exit status 1 with a summary when documents were refused."""
+    if server is not None:
+        _ingest_remote(path, index, server, config, batch_size, in_flight, journal, restart, if_empty)
+        return
     from foveal.pipeline.ingest import ingest_records, read_jsonl
 
     try:
@@ -119,6 +133,70 @@ def ingest(
             raise typer.Exit(1)
     except FovealError as exc:
         _fail(exc.message)
+
+
+def _ingest_remote(path: Path, index: str, server: str, config: Optional[Path], batch_size: int, in_flight: int,
+                   journal: Optional[Path], restart: bool, if_empty: bool) -> None:
+    """``foveal ingest --server``: see :mod:`foveal.client.ingest`."""
+    import signal
+
+    from foveal.client import APIError, Client, ClientError
+    from foveal.client.ingest import RemoteIngest
+
+    if not path.is_file():
+        _fail(f"no such file: {path}")
+    config_body = None
+    if config is not None:
+        try:
+            config_body = json.loads(config.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            _fail(f"cannot read config {config}: {exc}")
+    stop = {"asked": False}
+
+    def ask_stop(_signum, _frame):  # finish the batch being sent and journal it, then stop
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+        console.print("[yellow]stopping after the batch in flight; rerun the same command to resume[/]")
+
+    previous = {sig: signal.signal(sig, ask_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Client(server) as client:
+            if if_empty:
+                try:
+                    count = client.index_stats(index).get("documents") or 0
+                except APIError as exc:
+                    count = 0 if exc.status_code == 404 else _fail(exc.message)
+                if count:
+                    console.print(f"index {index!r} already has {count} documents; nothing to do")
+                    return
+            with Progress(TextColumn("[bold]ingest[/] (server jobs)"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[rate]} docs/s"), TimeElapsedColumn(), console=console) as progress:
+                task = progress.add_task("ingest", total=None, rate="-")
+                started = time.perf_counter()
+
+                def on_progress(done: int, total: int | None) -> None:
+                    rate = done / max(1e-9, time.perf_counter() - started)
+                    progress.update(task, completed=done, total=total, rate=f"{rate:,.1f}")
+
+                job = RemoteIngest(client, path, index, batch_size=batch_size, max_in_flight=in_flight,
+                                   journal=journal, restart=restart, config=config_body, on_progress=on_progress,
+                                   should_stop=lambda: stop["asked"])
+                report = job.run()
+    except APIError as exc:
+        _fail(f"{server}: {exc.status_code} {exc.type}: {exc.message}")
+    except ClientError as exc:
+        _fail(str(exc))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    summary = report.summary()
+    console.print(json.dumps(summary), highlight=False, soft_wrap=True)
+    if report.interrupted:
+        raise typer.Exit(130)
+    if report.rejected:
+        console.print(f"[bold red]{len(report.rejected)} documents refused[/] (listed in rejected_documents)")
+        raise typer.Exit(1)
 
 
 def _count_lines(path: Path) -> int | None:

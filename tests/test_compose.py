@@ -168,3 +168,21 @@ def test_dockerfile():
     assert {".git", ".venv", "tests", ".foveal"} <= set(ignored)
     for copied in re.findall(r"^COPY (\S+)", text, re.M):
         assert (ROOT / copied).exists(), copied
+
+
+def test_gpu_image_installs_faiss_gpu_instead_of_faiss_cpu():
+    """Both builds ship the ``faiss`` module: the GPU image's list has faiss-gpu and no faiss-cpu, and foveal is
+    then installed with --no-deps so pip does not bring faiss-cpu back."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("requirements", ROOT / "deploy" / "requirements.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    gpu = module.requirements("faiss-gpu==1.15.1", ["gpu"])
+    assert "faiss-gpu==1.15.1" in gpu and not any(r.startswith("faiss-cpu") for r in gpu) and "triton==3.7.1" in gpu
+    assert any(r.startswith("faiss-cpu") for r in module.requirements())
+    text = (ROOT / "Dockerfile").read_text()
+    assert "ARG FAISS_PACKAGE=faiss-cpu" in text and "pip install --no-deps ." in text
+    assert '--faiss "${FAISS_PACKAGE}"' in text
+    compose = (ROOT / "docker-compose.yml").read_text()
+    assert "FAISS_PACKAGE: faiss-gpu==1.15.1" in compose

@@ -1,8 +1,8 @@
 """FAISS vector index behind :class:`~foveal.index.base.VectorIndex`.
 
-The CPU index is the source of truth; when faiss sees GPUs (and ``vector.gpu`` is ``auto``) searches run on a GPU
-replica that is rebuilt after writes. Any factory string works (``Flat``, ``HNSW32``, ``IVF256,PQ16``); the metric
-is inner product on unit vectors.
+The CPU index is the source of truth; when faiss sees GPUs (and ``vector.gpu`` is ``auto``) searches, filtered and
+unfiltered, run on a GPU replica that every write updates in place (:mod:`foveal.index.faiss_gpu`; HNSW has none).
+Any factory string works (``Flat``, ``HNSW32``, ``IVF256,PQ16``); the metric is inner product on unit vectors.
 
 Indexes that cannot remove vectors in place (HNSW, and IVF, whose removal would leave ``IndexIDMap2`` pointing at
 the wrong ids) keep a tombstone set that searches skip through an ``IDSelector``, and are rebuilt without them
@@ -34,6 +34,7 @@ import numpy as np
 
 from foveal.errors import ConfigError
 from foveal.fsutil import fsync_dir
+from foveal.index.faiss_gpu import GpuReplica, replicable
 from foveal.index.base import PASSAGE_BITS
 
 #: Vectors per IVF list to collect before training (FAISS warns below 39).
@@ -179,7 +180,13 @@ class FaissVectorIndex:
         #: new position, so a document's replacement never revives its removed vectors.
         self._tombstones: set[int] = set()
         self._use_gpu = gpu == "auto" and gpu_count() > 0
-        self._gpu_replica = None
+        self._gpu_replica: GpuReplica | None = None
+        #: a GPU index takes one search at a time (faiss's GPU indexes are not thread-safe), and is built once
+        self._gpu_lock = threading.Lock()
+        #: "cpu" (no GPU, or vector.gpu off), "gpu" (searches use the replica), or why the GPU is not used
+        self.gpu_status = "gpu" if self._use_gpu else "cpu"
+        #: how many times the main index was copied to the GPU (an incremental write copies nothing)
+        self.gpu_builds = 0
         self._dirty = True
         self._id_map_cache: tuple[int, int, np.ndarray, np.ndarray] | None = None
         #: how many compactions ran (for tests and stats)
@@ -197,6 +204,8 @@ class FaissVectorIndex:
             if self._main.is_trained:
                 _ensure_direct_map(self._main.index)
                 self._main.add_with_ids(vectors, ids)
+                if self._gpu_replica is not None:
+                    self._gpu_replica.add(ids, vectors)
             else:
                 self._buffer.add_with_ids(vectors, ids)
                 if self._buffer.ntotal >= self._train_size:
@@ -211,6 +220,7 @@ class FaissVectorIndex:
         _ensure_direct_map(self._main.index)
         self._main.add_with_ids(vectors, buffered_ids)
         self._buffer.reset()
+        self._gpu_replica = None  # copied from the trained index on the next search
 
     def remove_documents(self, doc_keys: Iterable[int]) -> None:
         keys = np.fromiter(set(int(k) for k in doc_keys), dtype=np.int64)
@@ -225,11 +235,15 @@ class FaissVectorIndex:
                         continue
                     id_map = faiss.vector_to_array(index.id_map)
                     hit = np.isin(id_map >> PASSAGE_BITS, keys)
+                    if index is self._main and self._gpu_replica is not None:
+                        self._gpu_replica.remove(id_map[hit])
                     if removable:
                         doomed = id_map[hit]
                         if doomed.size == 0:
                             continue
                         index.remove_ids(faiss.IDSelectorBatch(doomed))
+                        if index is self._main:  # positions renumbered: the cached map is stale even when a
+                            self._id_map_cache = None  # later add brings the count back to what it was
                     else:
                         positions = set(np.nonzero(hit)[0].tolist()) - self._tombstones
                         if not positions:
@@ -259,6 +273,7 @@ class FaissVectorIndex:
             with self._rw.write():
                 self._main = fresh
                 self._tombstones = set()
+                self._gpu_replica = None  # copied from the compacted index on the next search
                 self._id_map_cache = None
                 self._dirty = True
                 self.compactions += 1
@@ -359,11 +374,11 @@ class FaissVectorIndex:
 
     def _search_main(self, vectors: np.ndarray, k: int, allowed: "np.ndarray | DocFilter | None" = None):
         main, inner = self._main, self._main.index
+        if self._use_gpu:
+            found = self._search_gpu(vectors, k, allowed)
+            if found is not None:
+                return found
         if allowed is None and not self._tombstones:
-            if self._use_gpu and not _is_hnsw(inner) and faiss.try_extract_index_ivf(inner) is None:
-                replica = self._gpu()
-                if replica is not None:
-                    return replica.search(vectors, min(k, main.ntotal))
             scores, positions = self._widening_search(inner, vectors, min(k, main.ntotal), None)
             return scores, self._ids_of(positions)
         # the selectors see positions in the inner index: search it and map positions to ids here
@@ -447,14 +462,45 @@ class FaissVectorIndex:
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, 1), np.take_along_axis(found, order, 1)
 
-    def _gpu(self):  # pragma: no cover - needs a GPU build of faiss and a GPU
-        if self._dirty or self._gpu_replica is None:
-            try:
-                self._gpu_replica = faiss.index_cpu_to_all_gpus(self._main)
-            except (AttributeError, RuntimeError):
-                self._use_gpu = False
-                self._gpu_replica = None
-            self._dirty = False
+    def _search_gpu(self, vectors: np.ndarray, k: int, allowed: "np.ndarray | DocFilter | None"):
+        """The replica's answer, or None for the CPU to answer: narrow allow-lists stay on the CPU, which scores
+        them exactly at once (see :attr:`exact_search_min`)."""
+        live_total = self._main.ntotal - len(self._tombstones)
+        if allowed is None:
+            size = None
+        elif isinstance(allowed, DocFilter):
+            size = int(allowed.mask.sum())
+        else:
+            size = int(allowed.size)
+        if size is not None and size <= max(self.exact_search_min, self.exact_search_fraction * live_total):
+            return None
+        with self._gpu_lock:
+            replica = self._gpu()
+            if replica is None:
+                return None
+            if isinstance(allowed, DocFilter):
+                return replica.search(vectors, k, allowed_docs=allowed.doc_keys, allowed_count=size)
+            return replica.search(vectors, k, allowed_ids=allowed)
+
+    def _gpu(self) -> GpuReplica | None:
+        """The GPU replica of the main index, copied when there is none yet (or too many dead positions); None
+        when this index searches on the CPU (``gpu_status`` says why)."""
+        replica = self._gpu_replica
+        if replica is not None and not replica.stale:
+            return replica
+        if not self._main.is_trained or self._main.ntotal == 0:
+            return None
+        reason = replicable(self._main.index)
+        if reason is not None:
+            self._use_gpu, self.gpu_status = False, reason
+            return None
+        try:
+            self._gpu_replica = GpuReplica(self._main, self._tombstones, nprobe=self.nprobe)
+        except (AttributeError, RuntimeError) as exc:  # a faiss without GPU symbols, or a GPU that refuses
+            self._use_gpu, self._gpu_replica = False, None
+            self.gpu_status = f"no GPU replica: {type(exc).__name__}: {exc}"
+            return None
+        self.gpu_builds += 1
         return self._gpu_replica
 
     # -- persistence ---------------------------------------------------------------------------------------------

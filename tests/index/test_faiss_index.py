@@ -82,3 +82,16 @@ def test_wrong_shape_is_refused():
     index = FaissVectorIndex(DIM, "Flat", gpu="off")
     with pytest.raises(ValueError, match="shape"):
         index.add(np.array([1]), np.ones((1, DIM + 1), np.float32))
+
+
+def test_ids_are_right_after_removing_and_adding_as_many():
+    """Flat renumbers positions on removal; the cached position -> id map was keyed by the vector count only, so
+    removing n vectors and adding n others between two searches answered with the ids of before."""
+    index = FaissVectorIndex(DIM, "Flat", gpu="off")
+    ids, vectors = _data(20)
+    index.add(ids, vectors)
+    assert index.search(vectors[15:16], 1)[1][0, 0] == ids[15]
+    index.remove_documents(range(1, 6))  # documents 1-5: 10 vectors
+    more_ids, more = _data(5, seed=3)  # 10 vectors
+    index.add(more_ids + (1000 << PASSAGE_BITS), more)
+    assert index.search(vectors[15:16], 1)[1][0, 0] == ids[15]

