@@ -40,6 +40,8 @@ class Pipeline(str, enum.Enum):
 class FusionMethod(str, enum.Enum):
     rrf = "rrf"
     linear = "linear"
+    #: linear fusion with per-query weights from label-free signals of the two lists (foveal.pipeline.fusion)
+    adaptive = "adaptive"
 
 
 class Normalization(str, enum.Enum):
@@ -158,6 +160,10 @@ class ElasticsearchConfig(_Strict):
     request_timeout: float = Field(default=30.0, gt=0, le=3600)
 
 
+#: The per-query signals adaptive fusion weighs (foveal.pipeline.fusion.adaptive_signals says what each is).
+ADAPTIVE_SIGNALS = ("bias", "endorsement", "overlap", "bm25_drop", "dense_drop")
+
+
 class FusionConfig(_Strict):
     """How the BM25 and dense lists are fused. The default, linear fusion of min-max normalized scores, was chosen
     on SciFact's train split (bench/tune_fusion.py); RRF stays one setting away."""
@@ -170,6 +176,22 @@ class FusionConfig(_Strict):
     #: How many candidates each retriever contributes before fusion.
     window: int = Field(default=100, ge=1, le=10_000)
     normalization: Normalization = Normalization.minmax
+    #: ``adaptive`` only: the coefficients of the logistic function that splits the total weight (the sum of
+    #: ``weights``) between dense and bm25 per query, by signal name (see :data:`ADAPTIVE_SIGNALS`); ``None``: the
+    #: coefficients fitted by bench/robust.py on the development collections. All zero gives the configured split.
+    coefficients: dict[str, float] | None = None
+
+    @field_validator("coefficients")
+    @classmethod
+    def _coefficients(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return value
+        unknown = set(value) - set(ADAPTIVE_SIGNALS)
+        if unknown:
+            raise ValueError(f"unknown signal(s) {sorted(unknown)} in coefficients; allowed: {', '.join(ADAPTIVE_SIGNALS)}")
+        if any(abs(v) > 100 for v in value.values()):
+            raise ValueError("fusion coefficients must lie in -100..100")
+        return value
 
     @field_validator("method", "normalization", mode="before")
     @classmethod

@@ -32,7 +32,7 @@ from foveal.config import FusionConfig, Pipeline
 from foveal.encoders.base import QueryStage, QueryTokens
 from foveal.index.base import doc_key_of, passage_ordinal
 from foveal.index.collection import Collection
-from foveal.pipeline.fusion import collect_sources, fuse
+from foveal.pipeline.fusion import collect_sources, fuse_explained
 from foveal.pipeline.request import Hit, PassageInfo, SearchRequest, SearchResponse
 from foveal.documents import format_timestamp
 from foveal.rerank.base import Candidate, Reranker
@@ -121,7 +121,10 @@ class SearchPipeline:
             lists["dense"], best_passage = self._dense(vector, window, allowed)
 
         if request.pipeline == Pipeline.hybrid:
-            ranked = fuse(lists, fusion)[:window]
+            fused, fusion_info = fuse_explained(lists, fusion)
+            ranked = fused[:window]
+            if fusion_info:  # adaptive: this query's weights and the signals they came from
+                query_info["adaptive_fusion"] = fusion_info
         else:
             ranked = next(iter(lists.values()))[:window]
         sources = collect_sources(lists)

@@ -1,0 +1,237 @@
+"""Robust fusion on collections nobody tuned on: leave-one-collection-out, one table.
+
+    PYTHONPATH=. .venv/bin/python bench/robust_dump.py                 # once: cache the candidate lists
+    PYTHONPATH=. .venv/bin/python bench/robust.py                      # the table (docs/robust.md)
+    PYTHONPATH=. .venv/bin/python bench/robust.py --fit                # coefficients fitted on every dev collection
+
+Protocol (issue 15): development collections are adi, time, cranfield, cacm, lisa, SciFact *train* and
+cranfield-weak (Cranfield with BM25 weakened by rule, see bench/robust_dump.py). Any choice (the adaptive fusion's
+coefficients, which candidate method wins) is made without the collection it is reported on: each collection's row
+comes from a fit on the others (cranfield and cranfield-weak leave each other out too, being the same queries;
+SciFact test is reported from a fit that saw neither SciFact split). The candidate lists are the ones the pipeline
+fuses (bm25 and dense, top 100 each); every method below is applied to the same cached lists with
+foveal.pipeline.fusion, so what the table measures is what ships. nDCG@10 with linear gains (as trec_eval), Recall@100.
+Intervals: paired bootstrap over queries (2,000 resamples), 95%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from foveal.config import ADAPTIVE_SIGNALS, FusionConfig  # noqa: E402
+from foveal.evaluation import read_qrels  # noqa: E402
+from foveal.pipeline.fusion import adaptive_signals, fuse  # noqa: E402
+
+DATA = ROOT.parent.parent / "shared" / "data" if (ROOT.parent.parent / "shared").exists() else ROOT.parent / "shared" / "data"
+CACHE = ROOT / "bench" / "out" / "robust"
+DEV = ["adi", "time", "cranfield", "cacm", "lisa", "scifact-train", "cranfield-weak"]
+REPORT = ["adi", "time", "cranfield", "cacm", "lisa", "cranfield-weak", "scifact-test"]
+#: Collections that share queries and judgments: leaving one out leaves the other out too.
+SIBLINGS = {"cranfield": {"cranfield-weak"}, "cranfield-weak": {"cranfield"},
+            "scifact-test": {"scifact-train"}, "scifact-train": {"scifact-test"}}
+GRID = [-6, -4, -3, -2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 3, 4, 6]
+
+
+# -- data ------------------------------------------------------------------------------------------------------
+def load(name: str):
+    """(queries {qid: {list: [[doc_id, score], ...]}}, qrels, encoder info) of one reported unit."""
+    base, _, split = name.partition("-")
+    if name == "cranfield-weak":
+        base, split = "cranfield-weak", "test"
+    split = split or "test"
+    path = CACHE / f"{base}.json"
+    if not path.exists():
+        return None
+    cached = json.loads(path.read_text())
+    qrels = read_qrels(DATA / base.removesuffix("-weak") / "qrels" / f"{split}.tsv")
+    return cached["splits"][split]["queries"], qrels, cached["encoder"]
+
+
+def as_lists(per: dict, bm25: str = "bm25", dense: str = "dense") -> dict:
+    return {"bm25": [(d, s) for d, s in per[bm25]], "dense": [(d, s) for d, s in per[dense]]}
+
+
+# -- metrics ---------------------------------------------------------------------------------------------------
+def ndcg10(ranking: list[str], rels: dict[str, int]) -> float:
+    dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranking[:10]) if rels.get(d, 0) > 0)
+    ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:10]
+    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+    return dcg / idcg if idcg else 0.0
+
+
+def recall100(ranking: list[str], rels: dict[str, int]) -> float:
+    relevant = {d for d, r in rels.items() if r > 0}
+    return len(relevant & set(ranking[:100])) / len(relevant) if relevant else 0.0
+
+
+def per_query(runs: dict[str, list[str]], qrels) -> tuple[np.ndarray, np.ndarray]:
+    qids = sorted(q for q in runs if any(r > 0 for r in qrels.get(q, {}).values()))
+    return (np.array([ndcg10(runs[q], qrels[q]) for q in qids]), np.array([recall100(runs[q], qrels[q]) for q in qids]))
+
+
+def bootstrap(diff: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(n, len(diff)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+# -- fast fitting of the adaptive coefficients ----------------------------------------------------------------
+class Prepared:
+    """One collection's queries as arrays: min-max scores of each candidate in each list, gains, signals."""
+
+    def __init__(self, queries: dict, qrels, bm25: str = "bm25", dense: str = "dense") -> None:
+        self.items = []
+        for qid, per in queries.items():
+            rels = qrels.get(qid, {})
+            if not any(r > 0 for r in rels.values()):
+                continue
+            lists = as_lists(per, bm25, dense)
+            keys = list(dict.fromkeys([d for d, _ in lists["bm25"]] + [d for d, _ in lists["dense"]]))
+            index = {k: i for i, k in enumerate(keys)}
+            mm = []
+            for name in ("bm25", "dense"):
+                col = np.zeros(len(keys))
+                scores = np.array([s for _, s in lists[name]], dtype=float)
+                if len(scores):
+                    span = scores.max() - scores.min()
+                    norm = (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
+                    for (d, _), v in zip(lists[name], norm):
+                        col[index[d]] = v
+                mm.append(col)
+            gains = np.array([rels.get(k, 0) for k in keys], dtype=float)
+            ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:10]
+            idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+            sig = adaptive_signals(lists, 100)
+            self.items.append((mm[0], mm[1], gains, idcg, np.array([sig[n] for n in ADAPTIVE_SIGNALS])))
+        self.discount = 1.0 / np.log2(np.arange(2, 12))
+
+    def mean_ndcg(self, coef: np.ndarray) -> float:
+        total = 0.0
+        for b, d, gains, idcg, sig in self.items:
+            w = 2.0 / (1.0 + math.exp(-float(sig @ coef)))
+            fused = (2.0 - w) * b + w * d
+            top = np.argsort(-fused, kind="stable")[:10]
+            total += float(gains[top] @ self.discount[: len(top)]) / idcg
+        return total / max(1, len(self.items))
+
+
+def fit(prepared: list[Prepared], passes: int = 3) -> dict[str, float]:
+    """Coordinate search over GRID, maximising the mean over collections of mean nDCG@10 (each collection counts
+    the same, whatever its number of queries); starts from all zeros (plain min-max fusion)."""
+    coef = np.zeros(len(ADAPTIVE_SIGNALS))
+
+    def objective(c):
+        return float(np.mean([p.mean_ndcg(c) for p in prepared]))
+
+    best = objective(coef)
+    for _ in range(passes):
+        improved = False
+        for i in range(len(coef)):
+            for value in GRID:
+                trial = coef.copy()
+                trial[i] = value
+                score = objective(trial)
+                if score > best + 1e-6:
+                    best, coef, improved = score, trial, True
+        if not improved:
+            break
+    return {n: float(v) for n, v in zip(ADAPTIVE_SIGNALS, coef)}
+
+
+# -- methods ---------------------------------------------------------------------------------------------------
+def run_of(queries: dict, method: str, coefficients: dict | None = None) -> dict[str, list[str]]:
+    runs = {}
+    for qid, per in queries.items():
+        if method in per:  # a single list: bm25, dense, rm3, rocchio ...
+            runs[qid] = [d for d, _ in per[method]][:100]
+            continue
+        kind, _, inputs = method.partition("@")
+        bm25, dense = (inputs.split("+") if inputs else ("bm25", "dense"))
+        lists = as_lists(per, bm25, dense)
+        if kind == "minmax":
+            config = FusionConfig(method="linear")
+        elif kind == "zscore":
+            config = FusionConfig(method="linear", normalization="zscore")
+        elif kind == "rrf":
+            config = FusionConfig(method="rrf")
+        elif kind == "adaptive":
+            config = FusionConfig(method="adaptive", coefficients=coefficients)
+        else:
+            raise SystemExit(f"unknown method {method}")
+        runs[qid] = [d for d, _ in fuse(lists, config)][:100]
+    return runs
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fit", action="store_true", help="fit on every dev collection and print the coefficients")
+    parser.add_argument("--candidates", action="store_true", help="also print every candidate method, LOO")
+    args = parser.parse_args()
+    units = {n: load(n) for n in sorted(set(DEV) | set(REPORT))}
+    units = {n: u for n, u in units.items() if u is not None}
+    prepared = {}
+    for n in units:
+        if n in DEV:
+            prepared[n] = Prepared(units[n][0], units[n][1])
+    if args.fit:
+        coefficients = fit([prepared[n] for n in DEV if n in prepared])
+        print(json.dumps(coefficients))
+        return
+    encoder = next(iter(units.values()))[2]
+    print(f"encoder: {encoder['model']} ({encoder['backend']} backend), commit {commit()}; "
+          f"dev collections present: {', '.join(n for n in DEV if n in units)}\n")
+    rows = []
+    fits = {}
+    for name in REPORT:
+        if name not in units:
+            continue
+        queries, qrels, _ = units[name]
+        train = [prepared[n] for n in DEV if n in prepared and n != name and n not in SIBLINGS.get(name, set())]
+        fits[name] = fit(train)
+        methods = {"bm25": "bm25", "dense": "dense", "old hybrid (minmax)": "minmax", "new default (adaptive)": "adaptive"}
+        scores = {label: per_query(run_of(queries, m, fits[name] if m == "adaptive" else None), qrels)
+                  for label, m in methods.items()}
+        rows.append((name, scores))
+    labels = ["bm25", "dense", "old hybrid (minmax)", "new default (adaptive)"]
+    print("| collection | q | " + " | ".join(f"{l} nDCG@10 / R@100" for l in labels)
+          + " | new − better single (95% CI) | new − old (95% CI) |")
+    print("|---|---|" + "---|" * (len(labels) + 2))
+    means = {l: [] for l in labels}
+    for name, scores in rows:
+        best_single = max(("bm25", "dense"), key=lambda l: scores[l][0].mean())
+        new = scores["new default (adaptive)"][0]
+        d1 = new - scores[best_single][0]
+        d2 = new - scores["old hybrid (minmax)"][0]
+        lo1, hi1 = bootstrap(d1)
+        lo2, hi2 = bootstrap(d2)
+        cells = " | ".join(f"{scores[l][0].mean():.4f} / {scores[l][1].mean():.4f}" for l in labels)
+        print(f"| {name} | {len(new)} | {cells} | {d1.mean():+.4f} ({best_single}) [{lo1:+.4f}, {hi1:+.4f}] "
+              f"| {d2.mean():+.4f} [{lo2:+.4f}, {hi2:+.4f}] |")
+        for l in labels:
+            means[l].append((scores[l][0].mean(), scores[l][1].mean()))
+    cells = " | ".join(f"{np.mean([m[0] for m in means[l]]):.4f} / {np.mean([m[1] for m in means[l]]):.4f}" for l in labels)
+    print(f"| mean | | {cells} | | |")
+    print("\nleave-one-out coefficients (signal: value):")
+    for name, c in fits.items():
+        print(f"  {name}: " + ", ".join(f"{k} {v:+g}" for k, v in c.items()))
+
+
+if __name__ == "__main__":
+    main()
