@@ -172,6 +172,32 @@ def run_of(queries: dict, method: str, coefficients: dict | None = None) -> dict
     return runs
 
 
+CANDIDATES = ["bm25", "dense", "rm3", "rm3_07", "rocchio", "rocchio_025", "minmax", "zscore", "rrf",
+              "minmax@rm3+dense", "minmax@rm3_07+dense", "minmax@bm25+rocchio", "minmax@bm25+rocchio_025",
+              "minmax@rm3_07+rocchio_025", "zscore@rm3_07+rocchio_025", "rrf@rm3_07+rocchio_025"]
+
+
+def candidates_table(units) -> None:
+    """Every candidate's nDCG@10 per collection, and which one leave-one-out selection picks for each collection
+    (the best mean nDCG@10 over the *other* development collections)."""
+    names = [n for n in REPORT + ["scifact-train"] if n in units]
+    table = {c: {} for c in CANDIDATES}
+    for name in names:
+        queries, qrels, _ = units[name]
+        for c in CANDIDATES:
+            table[c][name] = per_query(run_of(queries, c), qrels)[0].mean()
+    print("| candidate | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for c in CANDIDATES:
+        print(f"| {c} | " + " | ".join(f"{table[c][n]:.4f}" for n in names) + " |")
+    print("\nleave-one-out selection among the fusion candidates (best mean nDCG@10 on the other dev collections):")
+    fusions = [c for c in CANDIDATES if "@" in c or c in ("minmax", "zscore", "rrf")]
+    for name in names:
+        others = [n for n in DEV if n in units and n != name and n not in SIBLINGS.get(name, set())]
+        pick = max(fusions, key=lambda c: np.mean([table[c][n] for n in others]))
+        print(f"  {name}: picks {pick} -> {table[pick][name]:.4f} (minmax {table['minmax'][name]:.4f})")
+
+
 def commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -193,6 +219,9 @@ def main() -> None:
     if args.fit:
         coefficients = fit([prepared[n] for n in DEV if n in prepared])
         print(json.dumps(coefficients))
+        return
+    if args.candidates:
+        candidates_table(units)
         return
     encoder = next(iter(units.values()))[2]
     print(f"encoder: {encoder['model']} ({encoder['backend']} backend), commit {commit()}; "

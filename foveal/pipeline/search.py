@@ -32,6 +32,7 @@ from foveal.config import FusionConfig, Pipeline
 from foveal.encoders.base import QueryStage, QueryTokens
 from foveal.index.base import doc_key_of, passage_ordinal
 from foveal.index.collection import Collection
+from foveal.pipeline.feedback import rm3, rocchio, weights_summary
 from foveal.pipeline.fusion import collect_sources, fuse_explained
 from foveal.pipeline.request import Hit, PassageInfo, SearchRequest, SearchResponse
 from foveal.documents import format_timestamp
@@ -109,8 +110,12 @@ class SearchPipeline:
             allowed = self.collection.store.filter_keys(
                 f.ids, f.metadata, f.timestamp.bounds() if f.timestamp is not None else None
             )
+        feedback = self.collection.config.feedback
         if request.pipeline in (Pipeline.bm25, Pipeline.hybrid):
             lists["bm25"] = self._lexical(request.query, window, allowed)
+            if feedback.rm3.enabled:
+                lists["bm25"], evidence = self._rm3(request.query, lists["bm25"], window, allowed)
+                query_info.setdefault("stages", {})["rm3"] = evidence
         if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
             for stage in self.query_stages:
                 if getattr(stage, "needs_tokens", False):
@@ -119,6 +124,11 @@ class SearchPipeline:
                     vector, stage_evidence = stage.apply(request, vector)
                 query_info.setdefault("stages", {})[stage.name] = stage_evidence
             lists["dense"], best_passage = self._dense(vector, window, allowed)
+            if feedback.rocchio.enabled:
+                moved, evidence = self._rocchio(vector, lists["dense"], best_passage)
+                if moved is not vector:
+                    lists["dense"], best_passage = self._dense(moved, window, allowed)
+                query_info.setdefault("stages", {})["rocchio"] = evidence
 
         if request.pipeline == Pipeline.hybrid:
             fused, fusion_info = fuse_explained(lists, fusion)
@@ -173,6 +183,38 @@ class SearchPipeline:
                 c.evidence.setdefault("rerank_tail", {"first_stage_score": c.score})
                 c.score -= shift
         return list(top) + tail
+
+    def _rm3(self, query: str, first: list[tuple[int, float]], depth: int, allowed: set[int] | None):
+        """RM3 (foveal.pipeline.feedback.rm3) over the first pass's top documents, then BM25 of the expanded query
+        in the same (score, doc_key) order. Backends without weighted search keep the first pass."""
+        cfg = self.collection.config.feedback.rm3
+        lexical = self.collection.lexical
+        top = first[: cfg.fb_docs]
+        documents = self.collection.store.get_documents(k for k, _ in top)
+        feedback = [(lexical.analyze(documents[k].full_text), s) for k, s in top if k in documents]
+        weights = rm3(lexical.analyze(query), feedback, cfg.fb_terms, cfg.original_weight)
+        evidence = {"feedback_docs": len(feedback), "terms": weights_summary(weights)}
+        if not feedback or not hasattr(lexical, "search_weighted"):
+            return first, {**evidence, "applied": False}
+        found = lexical.search_weighted(weights, depth + 1, allowed=allowed) if weights else []
+        found.sort(key=lambda kv: (-kv[1], kv[0]))
+        return found[:depth], {**evidence, "applied": True}
+
+    def _rocchio(self, vector: np.ndarray, dense: list[tuple[int, float]], best_passage: dict[int, int]):
+        """Rocchio (foveal.pipeline.feedback.rocchio) over the best passages of the first dense documents."""
+        from foveal.index.base import passage_id
+
+        cfg = self.collection.config.feedback.rocchio
+        keys = [k for k, _ in dense[: cfg.fb_docs]]
+        rows = None
+        if keys and cfg.beta > 0:
+            pids, vectors = self.collection.store.vectors_of(keys)
+            wanted = {passage_id(k, best_passage[k]) for k in keys if k in best_passage}
+            chosen = [i for i, p in enumerate(np.asarray(pids).tolist()) if p in wanted]
+            rows = vectors[chosen] if chosen else None
+        moved = rocchio(vector, rows, cfg.beta)
+        return moved, {"feedback_docs": 0 if rows is None else int(len(rows)), "beta": cfg.beta,
+                       "applied": moved is not vector}
 
     def _lexical(self, query: str, depth: int, allowed: set[int] | None) -> list[tuple[int, float]]:
         """The first ``depth`` BM25 hits in (score, doc_key) order: fetched one past the cut, and further while
