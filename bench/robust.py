@@ -91,6 +91,7 @@ class Prepared:
 
     def __init__(self, queries: dict, qrels, bm25: str = "bm25", dense: str = "dense") -> None:
         self.items = []
+        self.features = []
         for qid, per in queries.items():
             rels = qrels.get(qid, {})
             if not any(r > 0 for r in rels.values()):
@@ -113,6 +114,7 @@ class Prepared:
             idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
             sig = adaptive_signals(lists, 100)
             self.items.append((mm[0], mm[1], gains, idcg, np.array([sig[n] for n in ADAPTIVE_SIGNALS])))
+            self.features.append(candidate_features(lists, keys))
         self.discount = 1.0 / np.log2(np.arange(2, 12))
 
     def mean_ndcg(self, coef: np.ndarray) -> float:
@@ -125,7 +127,70 @@ class Prepared:
         return total / max(1, len(self.items))
 
 
-def fit(prepared: list[Prepared], passes: int = 3) -> dict[str, float]:
+def candidate_features(lists: dict, keys: list) -> np.ndarray:
+    """Label-free per-candidate features: min-max and z-score of each list's score, 1/log2(1 + rank) in each
+    list, in-both flag, and the query's endorsement and overlap signals times each min-max score."""
+    sig = adaptive_signals(lists, 100)
+    cols = {}
+    for name in ("bm25", "dense"):
+        ranked = lists[name]
+        scores = np.array([sc for _, sc in ranked], dtype=float)
+        mm = np.zeros(len(keys)); z = np.zeros(len(keys)); lr = np.zeros(len(keys)); present = np.zeros(len(keys))
+        if len(scores):
+            span = scores.max() - scores.min()
+            norm = (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
+            std = scores.std()
+            zs = (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
+            z[:] = zs.min()
+            pos = {d: i for i, d in enumerate(keys)}
+            for r, ((d, _), v, zz) in enumerate(zip(ranked, norm, zs), start=1):
+                i = pos[d]
+                mm[i], z[i], lr[i], present[i] = v, zz, 1.0 / math.log2(1 + r), 1.0
+        cols[name] = (mm, z, lr, present)
+    (mb, zb, lb, pb), (md, zd, ld, pd) = cols["bm25"], cols["dense"]
+    e, o = sig["endorsement"], sig["overlap"]
+    return np.stack([mb, md, zb, zd, lb, ld, pb * pd, e * md, e * mb, o * md, o * mb], axis=1)
+
+
+def fit_learned(prepared: list[Prepared]) -> np.ndarray:
+    """Pairwise logistic regression (RankNet-style, linear) on feature differences of (relevant, non-relevant)
+    candidate pairs, the non-relevant ones from each query's first 30 by min-max fusion; every collection weighs
+    the same."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, w = [], [], []
+    for p in prepared:
+        rows = []
+        for (b, d, gains, _, _), feats in zip(p.items, p.features):
+            top = np.argsort(-(b + d), kind="stable")[:30]
+            pos = np.flatnonzero(gains > 0)
+            neg = [i for i in top if gains[i] <= 0]
+            for i in pos:
+                for j in neg:
+                    rows.append(feats[i] - feats[j])
+        if not rows:
+            continue
+        rows = np.array(rows)
+        X.append(rows); X.append(-rows)
+        y += [1] * len(rows) + [0] * len(rows)
+        w += [1.0 / len(rows)] * (2 * len(rows))
+    model = LogisticRegression(fit_intercept=False, C=1.0, max_iter=2000)
+    model.fit(np.vstack(X), np.array(y), sample_weight=np.array(w) * len(w) / len(prepared) / 2)
+    return model.coef_[0]
+
+
+def learned_run(queries: dict, coef: np.ndarray) -> dict[str, list[str]]:
+    runs = {}
+    for qid, per in queries.items():
+        lists = as_lists(per)
+        keys = list(dict.fromkeys([d for d, _ in lists["bm25"]] + [d for d, _ in lists["dense"]]))
+        scores = candidate_features(lists, keys) @ coef
+        order = np.argsort(-scores, kind="stable")[:100]
+        runs[qid] = [keys[i] for i in order]
+    return runs
+
+
+def fit(prepared: list[Prepared], passes: int = 3, signals: tuple[str, ...] = ADAPTIVE_SIGNALS) -> dict[str, float]:
     """Coordinate search over GRID, maximising the mean over collections of mean nDCG@10 (each collection counts
     the same, whatever its number of queries); starts from all zeros (plain min-max fusion)."""
     coef = np.zeros(len(ADAPTIVE_SIGNALS))
@@ -137,6 +202,8 @@ def fit(prepared: list[Prepared], passes: int = 3) -> dict[str, float]:
     for _ in range(passes):
         improved = False
         for i in range(len(coef)):
+            if ADAPTIVE_SIGNALS[i] not in signals:
+                continue
             for value in GRID:
                 trial = coef.copy()
                 trial[i] = value
@@ -173,7 +240,7 @@ def run_of(queries: dict, method: str, coefficients: dict | None = None) -> dict
 
 
 CANDIDATES = ["bm25", "dense", "rm3", "rm3_07", "rocchio", "rocchio_025", "minmax", "zscore", "rrf",
-              "minmax@rm3+dense", "minmax@rm3_07+dense", "minmax@bm25+rocchio", "minmax@bm25+rocchio_025",
+              "zscore@bm25+rocchio_025", "minmax@rm3_07+rocchio", "minmax@rm3+dense", "minmax@rm3_07+dense", "minmax@bm25+rocchio", "minmax@bm25+rocchio_025",
               "minmax@rm3_07+rocchio_025", "zscore@rm3_07+rocchio_025", "rrf@rm3_07+rocchio_025"]
 
 
@@ -190,12 +257,68 @@ def candidates_table(units) -> None:
     print("|---|" + "---|" * len(names))
     for c in CANDIDATES:
         print(f"| {c} | " + " | ".join(f"{table[c][n]:.4f}" for n in names) + " |")
+    print("\nleave-one-out fitted (each column from a fit without that collection and its sibling):")
+    prepared = {n: Prepared(units[n][0], units[n][1]) for n in DEV if n in units}
+    for label in ("adaptive (fitted)", "adaptive, bias only (a global weight)", "adaptive, endorsement only",
+                  "adaptive, bias + endorsement", "learned pairwise (fitted)"):
+        cells = []
+        for name in names:
+            queries, qrels, _ = units[name]
+            train = [prepared[n] for n in DEV if n in prepared and n != name and n not in SIBLINGS.get(name, set())]
+            if label.startswith("adaptive"):
+                signals = {"adaptive (fitted)": ADAPTIVE_SIGNALS, "adaptive, bias only (a global weight)": ("bias",),
+                           "adaptive, endorsement only": ("endorsement",),
+                           "adaptive, bias + endorsement": ("bias", "endorsement")}[label]
+                run = run_of(queries, "adaptive", fit(train, signals=signals))
+            else:
+                run = learned_run(queries, fit_learned(train))
+            cells.append(per_query(run, qrels)[0].mean())
+        print(f"| {label} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
     print("\nleave-one-out selection among the fusion candidates (best mean nDCG@10 on the other dev collections):")
     fusions = [c for c in CANDIDATES if "@" in c or c in ("minmax", "zscore", "rrf")]
     for name in names:
         others = [n for n in DEV if n in units and n != name and n not in SIBLINGS.get(name, set())]
         pick = max(fusions, key=lambda c: np.mean([table[c][n] for n in others]))
         print(f"  {name}: picks {pick} -> {table[pick][name]:.4f} (minmax {table['minmax'][name]:.4f})")
+
+
+def latency(args) -> None:
+    import time
+
+    from foveal.engine import Engine
+    from foveal.evaluation import read_queries
+    from foveal.pipeline.request import SearchRequest
+
+    engine = Engine(Path(args.home))
+    searcher = engine.pipeline(args.latency)
+    collection = searcher.collection
+    base = args.latency.split("-")[0]
+    queries = list(read_queries(DATA / base / "queries.jsonl").values())[: args.latency_queries]
+    feedback = collection.config.feedback
+    settings = {"hybrid (old default: linear min-max)": (False, False, "linear"),
+                "hybrid + adaptive fusion": (False, False, "adaptive"),
+                "hybrid + RM3 on BM25": (True, False, "linear"),
+                "hybrid + Rocchio on dense": (False, True, "linear"),
+                "hybrid + RM3 + Rocchio": (True, True, "linear")}
+    searcher.search(SearchRequest(query=queries[0]))  # warm up: model load
+    rows = []
+    for label, (rm3_on, rocchio_on, method) in settings.items():
+        feedback.rm3.enabled, feedback.rocchio.enabled = rm3_on, rocchio_on
+        fusion = FusionConfig(method=method)
+        times = []
+        for q in queries:
+            t0 = time.perf_counter()
+            searcher.search(SearchRequest(query=q, k=10, fusion=fusion))
+            times.append(1000 * (time.perf_counter() - t0))
+        rows.append((label, float(np.percentile(times, 50)), float(np.percentile(times, 90))))
+    feedback.rm3.enabled = feedback.rocchio.enabled = False
+    print(f"{args.latency}: {len(queries)} queries one at a time, CPU, commit {commit()}, "
+          f"encoder {collection.config.encoder.model} ({collection.config.encoder.backend})\n")
+    print("| pipeline | p50 ms | p90 ms | p50 added |")
+    print("|---|---|---|---|")
+    for label, p50, p90 in rows:
+        print(f"| {label} | {p50:.1f} | {p90:.1f} | {p50 - rows[0][1]:+.1f} |")
+    engine.close()
 
 
 def commit() -> str:
@@ -209,7 +332,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fit", action="store_true", help="fit on every dev collection and print the coefficients")
     parser.add_argument("--candidates", action="store_true", help="also print every candidate method, LOO")
+    parser.add_argument("--latency", default=None, metavar="INDEX",
+                        help="p50 query latency (CPU, one query at a time) of hybrid with each feedback stage on, on "
+                             "INDEX of --home (read-only: the config is changed in memory only)")
+    parser.add_argument("--home", default="/work/benchhome")
+    parser.add_argument("--latency-queries", type=int, default=100)
     args = parser.parse_args()
+    if args.latency:
+        latency(args)
+        return
     units = {n: load(n) for n in sorted(set(DEV) | set(REPORT))}
     units = {n: u for n, u in units.items() if u is not None}
     prepared = {}
@@ -226,40 +357,42 @@ def main() -> None:
     encoder = next(iter(units.values()))[2]
     print(f"encoder: {encoder['model']} ({encoder['backend']} backend), commit {commit()}; "
           f"dev collections present: {', '.join(n for n in DEV if n in units)}\n")
-    rows = []
-    fits = {}
+    fusions = [c for c in CANDIDATES if "@" in c or c in ("minmax", "zscore", "rrf")]
+    ndcg = {}  # (candidate, unit) -> per-query arrays
+    for name in units:
+        queries, qrels, _ = units[name]
+        for c in ["bm25", "dense"] + fusions:
+            ndcg[c, name] = per_query(run_of(queries, c), qrels)
+    dev = [n for n in DEV if n in units]
+    shipped = max(fusions, key=lambda c: np.mean([ndcg[c, n][0].mean() for n in dev]))
+    labels = ["bm25", "dense", "old hybrid (minmax)", "new default"]
+    print("| collection | q | " + " | ".join(f"{l} nDCG@10 / R@100" for l in labels)
+          + " | new default picked without it | new − better single (95% CI) | new − old (95% CI) |")
+    print("|---|---|" + "---|" * (len(labels) + 3))
+    means = {l: [] for l in labels}
     for name in REPORT:
         if name not in units:
             continue
-        queries, qrels, _ = units[name]
-        train = [prepared[n] for n in DEV if n in prepared and n != name and n not in SIBLINGS.get(name, set())]
-        fits[name] = fit(train)
-        methods = {"bm25": "bm25", "dense": "dense", "old hybrid (minmax)": "minmax", "new default (adaptive)": "adaptive"}
-        scores = {label: per_query(run_of(queries, m, fits[name] if m == "adaptive" else None), qrels)
-                  for label, m in methods.items()}
-        rows.append((name, scores))
-    labels = ["bm25", "dense", "old hybrid (minmax)", "new default (adaptive)"]
-    print("| collection | q | " + " | ".join(f"{l} nDCG@10 / R@100" for l in labels)
-          + " | new − better single (95% CI) | new − old (95% CI) |")
-    print("|---|---|" + "---|" * (len(labels) + 2))
-    means = {l: [] for l in labels}
-    for name, scores in rows:
+        others = [n for n in dev if n != name and n not in SIBLINGS.get(name, set())]
+        pick = max(fusions, key=lambda c: np.mean([ndcg[c, n][0].mean() for n in others]))
+        scores = {"bm25": ndcg["bm25", name], "dense": ndcg["dense", name],
+                  "old hybrid (minmax)": ndcg["minmax", name], "new default": ndcg[pick, name]}
         best_single = max(("bm25", "dense"), key=lambda l: scores[l][0].mean())
-        new = scores["new default (adaptive)"][0]
+        new = scores["new default"][0]
         d1 = new - scores[best_single][0]
         d2 = new - scores["old hybrid (minmax)"][0]
         lo1, hi1 = bootstrap(d1)
         lo2, hi2 = bootstrap(d2)
         cells = " | ".join(f"{scores[l][0].mean():.4f} / {scores[l][1].mean():.4f}" for l in labels)
-        print(f"| {name} | {len(new)} | {cells} | {d1.mean():+.4f} ({best_single}) [{lo1:+.4f}, {hi1:+.4f}] "
+        print(f"| {name} | {len(new)} | {cells} | {pick} | {d1.mean():+.4f} vs {best_single} [{lo1:+.4f}, {hi1:+.4f}] "
               f"| {d2.mean():+.4f} [{lo2:+.4f}, {hi2:+.4f}] |")
         for l in labels:
             means[l].append((scores[l][0].mean(), scores[l][1].mean()))
     cells = " | ".join(f"{np.mean([m[0] for m in means[l]]):.4f} / {np.mean([m[1] for m in means[l]]):.4f}" for l in labels)
-    print(f"| mean | | {cells} | | |")
-    print("\nleave-one-out coefficients (signal: value):")
-    for name, c in fits.items():
-        print(f"  {name}: " + ", ".join(f"{k} {v:+g}" for k, v in c.items()))
+    print(f"| mean | | {cells} | | | |")
+    print(f"\nshipped default (best mean nDCG@10 over all dev collections: {', '.join(dev)}): {shipped}")
+    print("minmax = linear fusion of min-max scores (the old default); X@A+B = method X over lists A and B; rm3_07 = "
+          "RM3 (10 docs, 10 terms, original weight 0.7) on BM25; rocchio_025 = Rocchio (5 docs, beta 0.25) on dense.")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from foveal.pipeline.feedback import rm3, rocchio  # noqa: E402
 
 DATA = ROOT.parent.parent / "shared" / "data" if (ROOT.parent.parent / "shared").exists() else ROOT.parent / "shared" / "data"
 DEPTH = 100
+#: SciFact train queries dumped (first N in file order; CPU on a shared machine); the test split is dumped whole.
+TRAIN_LIMIT = 300
 RM3_SETTINGS = {"rm3": (10, 10, 0.5), "rm3_07": (10, 10, 0.7)}  # fb_docs, fb_terms, original weight
 ROCCHIO_SETTINGS = {"rocchio": (5, 0.5), "rocchio_025": (5, 0.25)}  # fb_docs, beta
 
@@ -72,6 +74,8 @@ def dump(engine: Engine, name: str, out: Path) -> None:
     for split in splits_of(name):
         qrels = read_qrels(folder / "qrels" / f"{split}.tsv")
         ids = [q for q in queries if q in qrels]
+        if split == "train" and TRAIN_LIMIT:
+            ids = ids[:TRAIN_LIMIT]  # CPU: the first TRAIN_LIMIT train queries in file order
         t0 = time.perf_counter()
         vectors = collection.encoder.encode_queries([queries[q] for q in ids]).vectors
         per_query = {}
