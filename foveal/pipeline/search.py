@@ -196,9 +196,8 @@ class SearchPipeline:
         evidence = {"feedback_docs": len(feedback), "terms": weights_summary(weights)}
         if not feedback or not hasattr(lexical, "search_weighted"):
             return first, {**evidence, "applied": False}
-        found = lexical.search_weighted(weights, depth + 1, allowed=allowed) if weights else []
-        found.sort(key=lambda kv: (-kv[1], kv[0]))
-        return found[:depth], {**evidence, "applied": True}
+        found = self._lexical(query, depth, allowed, weights) if weights else []
+        return found, {**evidence, "applied": True}
 
     def _rocchio(self, vector: np.ndarray, dense: list[tuple[int, float]], best_passage: dict[int, int]):
         """Rocchio (foveal.pipeline.feedback.rocchio) over the best passages of the first dense documents."""
@@ -216,13 +215,17 @@ class SearchPipeline:
         return moved, {"feedback_docs": 0 if rows is None else int(len(rows)), "beta": cfg.beta,
                        "applied": moved is not vector}
 
-    def _lexical(self, query: str, depth: int, allowed: set[int] | None) -> list[tuple[int, float]]:
+    def _lexical(self, query: str, depth: int, allowed: set[int] | None,
+                 term_weights: dict[str, float] | None = None) -> list[tuple[int, float]]:
         """The first ``depth`` BM25 hits in (score, doc_key) order: fetched one past the cut, and further while
         the scores there tie, so which of several equal-scored documents make the cut never depends on the
-        index's internal order or on ``depth``."""
+        index's internal order or on ``depth``. ``term_weights``: a rewritten query (RM3) instead of ``query``."""
         limit = depth + 1
         while True:
-            found = self.collection.lexical.search(query, limit, allowed=allowed)
+            if term_weights is not None:
+                found = self.collection.lexical.search_weighted(term_weights, limit, allowed=allowed)
+            else:
+                found = self.collection.lexical.search(query, limit, allowed=allowed)
             if len(found) < limit or found[depth - 1][1] > found[-1][1]:
                 break
             limit *= 4
