@@ -294,7 +294,6 @@ def latency(args) -> None:
     collection = searcher.collection
     base = args.latency.split("-")[0]
     queries = list(read_queries(DATA / base / "queries.jsonl").values())[: args.latency_queries]
-    feedback = collection.config.feedback
     settings = {"hybrid (old default: linear min-max)": (False, False, "linear"),
                 "hybrid + adaptive fusion": (False, False, "adaptive"),
                 "hybrid + RM3 on BM25": (True, False, "linear"),
@@ -303,15 +302,13 @@ def latency(args) -> None:
     searcher.search(SearchRequest(query=queries[0]))  # warm up: model load
     rows = []
     for label, (rm3_on, rocchio_on, method) in settings.items():
-        feedback.rm3.enabled, feedback.rocchio.enabled = rm3_on, rocchio_on
-        fusion = FusionConfig(method=method)
+        fusion = FusionConfig(method=method, rm3={"enabled": rm3_on}, rocchio={"enabled": rocchio_on})
         times = []
         for q in queries:
             t0 = time.perf_counter()
             searcher.search(SearchRequest(query=q, k=10, fusion=fusion))
             times.append(1000 * (time.perf_counter() - t0))
         rows.append((label, float(np.percentile(times, 50)), float(np.percentile(times, 90))))
-    feedback.rm3.enabled = feedback.rocchio.enabled = False
     print(f"{args.latency}: {len(queries)} queries one at a time, CPU, commit {commit()}, "
           f"encoder {collection.config.encoder.model} ({collection.config.encoder.backend})\n")
     print("| pipeline | p50 ms | p90 ms | p50 added |")
@@ -334,7 +331,7 @@ def main() -> None:
     parser.add_argument("--candidates", action="store_true", help="also print every candidate method, LOO")
     parser.add_argument("--latency", default=None, metavar="INDEX",
                         help="p50 query latency (CPU, one query at a time) of hybrid with each feedback stage on, on "
-                             "INDEX of --home (read-only: the config is changed in memory only)")
+                             "INDEX of --home (read-only)")
     parser.add_argument("--home", default="/work/benchhome")
     parser.add_argument("--latency-queries", type=int, default=100)
     args = parser.parse_args()

@@ -160,6 +160,24 @@ class ElasticsearchConfig(_Strict):
     request_timeout: float = Field(default=30.0, gt=0, le=3600)
 
 
+class RM3Config(_Strict):
+    """RM3 pseudo-relevance feedback on the BM25 query (foveal.pipeline.feedback): the first ``fb_docs`` BM25
+    documents expand the query by ``fb_terms`` terms, mixed with the original at ``original_weight``."""
+
+    enabled: bool = False
+    fb_docs: int = Field(default=10, ge=0, le=100)
+    fb_terms: int = Field(default=10, ge=0, le=100)
+    original_weight: float = Field(default=0.7, ge=0.0, le=1.0)
+
+
+class RocchioConfig(_Strict):
+    """Rocchio on the dense query vector: ``q + beta * mean(best passages of the first fb_docs dense hits)``."""
+
+    enabled: bool = False
+    fb_docs: int = Field(default=5, ge=0, le=100)
+    beta: float = Field(default=0.25, ge=0.0, le=10.0)
+
+
 #: The per-query signals adaptive fusion weighs (foveal.pipeline.fusion.adaptive_signals says what each is).
 ADAPTIVE_SIGNALS = ("bias", "endorsement", "overlap", "bm25_drop", "dense_drop")
 
@@ -180,6 +198,10 @@ class FusionConfig(_Strict):
     #: ``weights``) between dense and bm25 per query, by signal name (see :data:`ADAPTIVE_SIGNALS`); ``None``: the
     #: coefficients fitted by bench/robust.py on the development collections. All zero gives the configured split.
     coefficients: dict[str, float] | None = None
+    #: Pseudo-relevance feedback before fusion (a second retrieval pass of that list), its evidence in
+    #: ``query_info.stages.rm3`` / ``.rocchio``. Part of the fusion settings so a request can switch it.
+    rm3: RM3Config = Field(default_factory=RM3Config)
+    rocchio: RocchioConfig = Field(default_factory=RocchioConfig)
 
     @field_validator("coefficients")
     @classmethod
@@ -233,31 +255,6 @@ class RerankConfig(_Strict):
     device: str = Field(default="cpu", pattern="^(auto|cpu|cuda(:[0-9]+)?)$")
 
 
-class RM3Config(_Strict):
-    """RM3 pseudo-relevance feedback on the BM25 query (foveal.pipeline.feedback): the first ``fb_docs`` BM25
-    documents expand the query by ``fb_terms`` terms, mixed with the original at ``original_weight``."""
-
-    enabled: bool = False
-    fb_docs: int = Field(default=10, ge=0, le=100)
-    fb_terms: int = Field(default=10, ge=0, le=100)
-    original_weight: float = Field(default=0.7, ge=0.0, le=1.0)
-
-
-class RocchioConfig(_Strict):
-    """Rocchio on the dense query vector: ``q + beta * mean(best passages of the first fb_docs dense hits)``."""
-
-    enabled: bool = False
-    fb_docs: int = Field(default=5, ge=0, le=100)
-    beta: float = Field(default=0.25, ge=0.0, le=10.0)
-
-
-class FeedbackConfig(_Strict):
-    """Pseudo-relevance feedback: a second retrieval pass per list, its evidence in ``query_info.stages``."""
-
-    rm3: RM3Config = Field(default_factory=RM3Config)
-    rocchio: RocchioConfig = Field(default_factory=RocchioConfig)
-
-
 class IndexConfig(_Strict):
     """Everything an index is built and searched with."""
 
@@ -268,7 +265,6 @@ class IndexConfig(_Strict):
     elasticsearch: ElasticsearchConfig = Field(default_factory=ElasticsearchConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     rerank: RerankConfig = Field(default_factory=RerankConfig)
-    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
 
     #: Sections whose change makes an existing index unreadable or wrong.
     BUILD_SECTIONS: ClassVar[tuple[str, ...]] = ("encoder", "vector", "lexical", "docstore", "elasticsearch")

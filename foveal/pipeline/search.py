@@ -110,11 +110,10 @@ class SearchPipeline:
             allowed = self.collection.store.filter_keys(
                 f.ids, f.metadata, f.timestamp.bounds() if f.timestamp is not None else None
             )
-        feedback = self.collection.config.feedback
         if request.pipeline in (Pipeline.bm25, Pipeline.hybrid):
             lists["bm25"] = self._lexical(request.query, window, allowed)
-            if feedback.rm3.enabled:
-                lists["bm25"], evidence = self._rm3(request.query, lists["bm25"], window, allowed)
+            if fusion.rm3.enabled and request.pipeline == Pipeline.hybrid:
+                lists["bm25"], evidence = self._rm3(request.query, lists["bm25"], window, allowed, fusion.rm3)
                 query_info.setdefault("stages", {})["rm3"] = evidence
         if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
             for stage in self.query_stages:
@@ -124,8 +123,8 @@ class SearchPipeline:
                     vector, stage_evidence = stage.apply(request, vector)
                 query_info.setdefault("stages", {})[stage.name] = stage_evidence
             lists["dense"], best_passage = self._dense(vector, window, allowed)
-            if feedback.rocchio.enabled:
-                moved, evidence = self._rocchio(vector, lists["dense"], best_passage)
+            if fusion.rocchio.enabled and request.pipeline == Pipeline.hybrid:
+                moved, evidence = self._rocchio(vector, lists["dense"], best_passage, fusion.rocchio)
                 if moved is not vector:
                     lists["dense"], best_passage = self._dense(moved, window, allowed)
                 query_info.setdefault("stages", {})["rocchio"] = evidence
@@ -184,10 +183,9 @@ class SearchPipeline:
                 c.score -= shift
         return list(top) + tail
 
-    def _rm3(self, query: str, first: list[tuple[int, float]], depth: int, allowed: set[int] | None):
+    def _rm3(self, query: str, first: list[tuple[int, float]], depth: int, allowed: set[int] | None, cfg):
         """RM3 (foveal.pipeline.feedback.rm3) over the first pass's top documents, then BM25 of the expanded query
         in the same (score, doc_key) order. Backends without weighted search keep the first pass."""
-        cfg = self.collection.config.feedback.rm3
         lexical = self.collection.lexical
         top = first[: cfg.fb_docs]
         documents = self.collection.store.get_documents(k for k, _ in top)
@@ -199,11 +197,10 @@ class SearchPipeline:
         found = self._lexical(query, depth, allowed, weights) if weights else []
         return found, {**evidence, "applied": True}
 
-    def _rocchio(self, vector: np.ndarray, dense: list[tuple[int, float]], best_passage: dict[int, int]):
+    def _rocchio(self, vector: np.ndarray, dense: list[tuple[int, float]], best_passage: dict[int, int], cfg):
         """Rocchio (foveal.pipeline.feedback.rocchio) over the best passages of the first dense documents."""
         from foveal.index.base import passage_id
 
-        cfg = self.collection.config.feedback.rocchio
         keys = [k for k, _ in dense[: cfg.fb_docs]]
         rows = None
         if keys and cfg.beta > 0:

@@ -75,37 +75,36 @@ def test_long_document_hit_names_the_matching_passage(engine):
 
 
 # -- pseudo-relevance feedback in the pipeline (issue 15) ----------------------------------------------------
-def _ranking(searcher, **kw):
-    response = searcher.search(SearchRequest(query="moon ocean tides", k=6, explain=False, **kw))
+from foveal.config import FusionConfig  # noqa: E402
+
+PLAIN = {"rm3": {"enabled": False}, "rocchio": {"enabled": False}}
+
+
+def _ranking(searcher, fusion, pipeline="hybrid"):
+    response = searcher.search(SearchRequest(query="moon ocean tides", k=6, pipeline=pipeline,
+                                             fusion=FusionConfig(**fusion)))
     return [(h.id, round(h.score, 6)) for h in response.hits], response.query_info
 
 
-@pytest.mark.parametrize("pipeline", ["bm25", "dense", "hybrid"])
-def test_feedback_with_no_feedback_documents_changes_nothing(tiny, pipeline):
-    searcher = SearchPipeline(tiny)
-    plain, info = _ranking(searcher, pipeline=pipeline)
+def test_feedback_with_no_feedback_documents_changes_nothing(searcher):
+    plain, info = _ranking(searcher, PLAIN)
     assert "rm3" not in info.get("stages", {}) and "rocchio" not in info.get("stages", {})
-    tiny.config.feedback.rm3.enabled = True
-    tiny.config.feedback.rm3.fb_docs = 0
-    tiny.config.feedback.rocchio.enabled = True
-    tiny.config.feedback.rocchio.beta = 0.0
-    same, info = _ranking(searcher, pipeline=pipeline)
+    same, info = _ranking(searcher, {"rm3": {"enabled": True, "fb_docs": 0}, "rocchio": {"enabled": True, "beta": 0.0}})
     assert same == plain
-    if pipeline != "dense":
-        assert info["stages"]["rm3"] == {"feedback_docs": 0, "terms": [["moon", 0.3333], ["ocean", 0.3333],
-                                                                      ["tide", 0.3333]], "applied": False}
-    if pipeline != "bm25":
-        assert info["stages"]["rocchio"]["applied"] is False
+    assert info["stages"]["rm3"] == {"feedback_docs": 0, "terms": [["moon", 0.3333], ["ocean", 0.3333],
+                                                                  ["tide", 0.3333]], "applied": False}
+    assert info["stages"]["rocchio"]["applied"] is False
 
 
-def test_feedback_expands_and_reports_evidence(tiny):
-    tiny.config.feedback.rm3.enabled = True
-    tiny.config.feedback.rocchio.enabled = True
-    searcher = SearchPipeline(tiny)
-    hits, info = _ranking(searcher)
+@pytest.mark.parametrize("pipeline", ["bm25", "dense"])
+def test_feedback_belongs_to_hybrid_fusion_only(searcher, pipeline):
+    on = {"rm3": {"enabled": True}, "rocchio": {"enabled": True}}
+    assert _ranking(searcher, on, pipeline) == _ranking(searcher, PLAIN, pipeline)
+
+
+def test_feedback_expands_and_reports_evidence(searcher):
+    hits, info = _ranking(searcher, {"rm3": {"enabled": True}, "rocchio": {"enabled": True}})
     assert hits[0][0] == "tides"
     rm3_info, rocchio_info = info["stages"]["rm3"], info["stages"]["rocchio"]
     assert rm3_info["applied"] and rm3_info["feedback_docs"] >= 1 and len(rm3_info["terms"]) > 3
     assert rocchio_info["applied"] and rocchio_info["feedback_docs"] >= 1 and rocchio_info["beta"] == 0.25
-    hit = searcher.search(SearchRequest(query="moon ocean tides", k=1, pipeline="hybrid")).hits[0]
-    assert hit.evidence["fused"]["method"] == tiny.config.fusion.method.value
