@@ -171,9 +171,10 @@ class RM3Config(_Strict):
 
 
 class RocchioConfig(_Strict):
-    """Rocchio on the dense query vector: ``q + beta * mean(best passages of the first fb_docs dense hits)``."""
+    """Rocchio on the dense query vector: ``q + beta * mean(best passages of the first fb_docs dense hits)``; on by
+    default for hybrid requests (docs/robust.md)."""
 
-    enabled: bool = False
+    enabled: bool = True
     fb_docs: int = Field(default=5, ge=0, le=100)
     beta: float = Field(default=0.25, ge=0.0, le=10.0)
 
@@ -183,8 +184,10 @@ ADAPTIVE_SIGNALS = ("bias", "endorsement", "overlap", "bm25_drop", "dense_drop")
 
 
 class FusionConfig(_Strict):
-    """How the BM25 and dense lists are fused. The default, linear fusion of min-max normalized scores, was chosen
-    on SciFact's train split (bench/tune_fusion.py); RRF stays one setting away."""
+    """How the BM25 and dense lists are fused. The default (issue 15, docs/robust.md): linear fusion of z-scored
+    lists, the dense list after Rocchio feedback (5 documents, beta 0.25), chosen leave-one-collection-out on the
+    development collections (bench/robust.py). The old default, linear min-max without feedback, is
+    ``{"normalization": "minmax", "rocchio": {"enabled": false}}``; RRF and ``adaptive`` are one setting away."""
 
     method: FusionMethod = FusionMethod.linear
     #: RRF's rank constant.
@@ -193,7 +196,7 @@ class FusionConfig(_Strict):
     weights: dict[str, float] = Field(default_factory=lambda: {"bm25": 1.0, "dense": 1.0})
     #: How many candidates each retriever contributes before fusion.
     window: int = Field(default=100, ge=1, le=10_000)
-    normalization: Normalization = Normalization.minmax
+    normalization: Normalization = Normalization.zscore
     #: ``adaptive`` only: the coefficients of the logistic function that splits the total weight (the sum of
     #: ``weights``) between dense and bm25 per query, by signal name (see :data:`ADAPTIVE_SIGNALS`); ``None``: the
     #: coefficients fitted by bench/robust.py on the development collections. All zero gives the configured split.

@@ -104,9 +104,11 @@ def test_adaptive_weights_sum_to_the_configured_total(weights, coefficients):
 
 def test_adaptive_with_zero_coefficients_is_plain_linear_fusion():
     zero = {"bias": 0.0, "endorsement": 0.0, "overlap": 0.0, "bm25_drop": 0.0, "dense_drop": 0.0}
-    config = FusionConfig(method="adaptive", weights={"bm25": 1.0, "dense": 3.0}, coefficients=zero)
-    fused, info = fuse_explained(LISTS, config)
-    assert fused == linear_fusion(LISTS, weights={"bm25": 1.0, "dense": 3.0})
+    for normalization in Normalization:
+        config = FusionConfig(method="adaptive", weights={"bm25": 1.0, "dense": 3.0}, coefficients=zero,
+                              normalization=normalization)
+        fused, info = fuse_explained(LISTS, config)
+        assert fused == linear_fusion(LISTS, normalization, weights={"bm25": 1.0, "dense": 3.0})
     assert info["weights"] == {"bm25": pytest.approx(1.0), "dense": pytest.approx(3.0)}
 
 

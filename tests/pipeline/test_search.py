@@ -24,7 +24,9 @@ def test_dense_finds_a_paraphrase_bm25_cannot(searcher):
 
 
 def test_hybrid_hits_carry_evidence(searcher):
-    hit = searcher.search(SearchRequest(query="moon ocean tides", k=1)).hits[0]
+    # the old default fusion, asked for by request (issue 15 made z-score + Rocchio the default; pinned below)
+    old = {"normalization": "minmax", "rocchio": {"enabled": False}}
+    hit = searcher.search(SearchRequest(query="moon ocean tides", k=1, fusion=old)).hits[0]
     assert hit.id == "tides"
     ev = hit.evidence
     assert ev["bm25"]["rank"] == 1 and ev["bm25"]["score"] > 0
@@ -108,3 +110,12 @@ def test_feedback_expands_and_reports_evidence(searcher):
     rm3_info, rocchio_info = info["stages"]["rm3"], info["stages"]["rocchio"]
     assert rm3_info["applied"] and rm3_info["feedback_docs"] >= 1 and len(rm3_info["terms"]) > 3
     assert rocchio_info["applied"] and rocchio_info["feedback_docs"] >= 1 and rocchio_info["beta"] == 0.25
+
+
+def test_default_hybrid_is_zscore_fusion_with_rocchio(searcher):
+    response = searcher.search(SearchRequest(query="moon ocean tides", k=3))
+    assert response.hits[0].id == "tides"
+    assert response.query_info["stages"]["rocchio"]["applied"] is True
+    assert "rm3" not in response.query_info["stages"]
+    # z-scored lists: the fused score is no longer bounded by the number of lists
+    assert response.hits[0].evidence["fused"]["method"] == "linear"
