@@ -6,12 +6,12 @@ rank and score it had in each list, so hits can show where they came from.
 * :func:`reciprocal_rank_fusion`: ``sum_r w_r / (k + rank_r)`` (Cormack et al. 2009; rank from 1, ``k = 60``).
 * :func:`linear_fusion`: ``sum_r w_r * norm(score_r)`` with min-max or z-score normalization per list; a key a
   retriever did not return gets that retriever's floor (0 after min-max, the list minimum after z-score).
-* :func:`adaptive_fusion` (``method: adaptive``, the default): linear fusion whose two weights are set per query,
+* ``method: adaptive`` (:func:`adaptive_weights`): linear fusion whose two weights are set per query,
   without labels, from signals of the two lists themselves (:func:`adaptive_signals`): the total weight
   ``T = w_bm25 + w_dense`` is split as ``w_dense = T * sigmoid(logit(w_dense / T) + sum_i c_i * signal_i)``, so the
   weights always sum to the configured total and all-zero coefficients give the configured split (plain linear
-  fusion). The coefficients were fitted on development collections (bench/robust.py: leave-one-collection-out for
-  reporting, all of them for the shipped :data:`DEFAULT_COEFFICIENTS`). This is query-performance prediction used
+  fusion). Coefficients fitted on development collections (bench/robust.py, leave-one-collection-out) did not
+  beat plain linear fusion, so :data:`DEFAULT_COEFFICIENTS` are zero and ``adaptive`` is not the default. This is query-performance prediction used
   for fusion weighting, in the spirit of score-distribution QPP (Shtok et al., "Predicting query performance by
   query-drift estimation", TOIS 2012) and of per-query fusion weights learned across collections; the signals are
   our own choice, measured in docs/robust.md.
@@ -106,8 +106,8 @@ def linear_fusion(
     return _sorted(fused, lists, floor=floor)
 
 
-#: Fitted by ``bench/robust.py --fit`` on all development collections (adi, time, cranfield, cacm, lisa, scifact
-#: train, cranfield-weak); docs/robust.md has the table and the leave-one-out figures.
+#: All zero (``adaptive`` then equals plain linear fusion): no coefficients fitted by bench/robust.py beat plain
+#: linear fusion leave-one-collection-out (docs/robust.md), so none ship; a request or index passes its own.
 DEFAULT_COEFFICIENTS: dict[str, float] = {"bias": 0.0, "endorsement": 0.0, "overlap": 0.0, "bm25_drop": 0.0,
                                           "dense_drop": 0.0}
 #: How many of each list's first entries the signals look at.
