@@ -53,6 +53,8 @@ def load(name: str):
     if not path.exists():
         return None
     cached = json.loads(path.read_text())
+    if split not in cached["splits"]:
+        return None
     qrels = read_qrels(DATA / base.removesuffix("-weak") / "qrels" / f"{split}.tsv")
     return cached["splits"][split]["queries"], qrels, cached["encoder"]
 

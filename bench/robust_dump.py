@@ -46,8 +46,12 @@ def first_sentence_removed(text: str) -> str:
     return text[match.end():] if match else ""
 
 
+SPLITS: list[str] | None = None  # --splits
+
+
 def splits_of(name: str) -> list[str]:
-    return ["train", "test"] if name == "scifact" else ["test"]
+    wanted = ["train", "test"] if name == "scifact" else ["test"]
+    return [s for s in wanted if SPLITS is None or s in SPLITS]
 
 
 def dump(engine: Engine, name: str, out: Path) -> None:
@@ -121,7 +125,10 @@ def main() -> None:
     parser.add_argument("--home", default="/work/benchhome")
     parser.add_argument("--collections", default="adi,time,cranfield,cacm,lisa,scifact,cranfield-weak")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "robust"))
+    parser.add_argument("--splits", default=None, help="only these splits, e.g. 'test' (SciFact: CPU)")
     args = parser.parse_args()
+    global SPLITS
+    SPLITS = args.splits.split(",") if args.splits else None
     engine = Engine(Path(args.home))
     for name in args.collections.split(","):
         if (Path(args.out) / f"{name}.json").exists():
