@@ -48,11 +48,15 @@ def score(cited: list[str], texts: dict[str, str], meta: dict) -> tuple[bool, bo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "hotpotqa-dev150"))
+    shared = ROOT.parent / "shared" if (ROOT.parent / "shared").exists() else ROOT.parent.parent / "shared"
+    parser.add_argument("--data", default=str(shared / "data" / "hotpotqa-dev150"))
     parser.add_argument("--home", default=str(ROOT / "bench" / "out" / "home"))
     parser.add_argument("--index", default="hotpotqa-dev150")
     parser.add_argument("--k", type=int, default=10, help="hits of the single hybrid search")
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    parser.add_argument("--range", default=None,
+                        help="questions FIRST-LAST (1-based, inclusive) of the file: issue 15's protocol chooses on "
+                             "1-75 and reports on 76-150")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--select", type=int, default=4, help="passages each searcher node may cite")
     parser.add_argument("--json-out", default=None)
@@ -69,6 +73,9 @@ def main() -> None:
             doc = json.loads(line)
             texts[doc["_id"]] = f"{doc.get('title', '')}\n{doc.get('text', '')}"
     questions = [json.loads(line) for line in open(folder / "queries.jsonl") if line.strip()][: args.limit]
+    if args.range:
+        first, last = (int(x) for x in args.range.split("-"))
+        questions = questions[first - 1 : last]
     assert read_queries(folder / "queries.jsonl")  # the file is a BEIR queries file
     pipeline = engine.pipeline(args.index)
     agent = build_agent(pipeline, planner="rule", select=args.select, settings=AgentSettings(concurrency=args.concurrency,
@@ -97,8 +104,10 @@ def main() -> None:
             (f"single hybrid search, top {matched_k} (the agent's mean, rounded up)", single(matched_k)),
             (f"agent (rule planner, extractive searchers, select {args.select})", agent_cited)]
     rows = []
+    per_question = {}
     for name, cited in runs:
         results = [score(cited[q["_id"]], texts, q["metadata"]) for q in questions]
+        per_question[name] = results
         rows.append({
             "method": name,
             "both_supporting": sum(b for b, _ in results) / len(questions),
@@ -112,6 +121,17 @@ def main() -> None:
     for row in rows:
         print(f"| {row['method']} | {row['both_supporting']:.3f} | {row['answer_in_cited']:.3f} | "
               f"{row['mean_cited']:.2f} |")
+    # paired bootstrap (2,000 resamples) of agent minus the single search at the agent's citation budget
+    import numpy as np
+
+    agent_r = per_question[runs[2][0]]
+    single_r = per_question[runs[1][0]]
+    rng = np.random.default_rng(0)
+    for label, idx in (("both supporting paragraphs cited", 0), ("answer string in cited passages", 1)):
+        diff = np.array([float(a[idx]) - float(b[idx]) for a, b in zip(agent_r, single_r)])
+        means = diff[rng.integers(0, len(diff), size=(2000, len(diff)))].mean(axis=1)
+        print(f"\nagent - single (top {matched_k}), {label}: {diff.mean():+.3f} "
+              f"[{np.percentile(means, 2.5):+.3f}, {np.percentile(means, 97.5):+.3f}] (95%, paired bootstrap)")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"rows": rows, "statuses": statuses,
                                                    "searcher_nodes_per_question": nodes / len(questions)}, indent=2))

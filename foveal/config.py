@@ -40,6 +40,8 @@ class Pipeline(str, enum.Enum):
 class FusionMethod(str, enum.Enum):
     rrf = "rrf"
     linear = "linear"
+    #: linear fusion with per-query weights from label-free signals of the two lists (foveal.pipeline.fusion)
+    adaptive = "adaptive"
 
 
 class Normalization(str, enum.Enum):
@@ -158,9 +160,34 @@ class ElasticsearchConfig(_Strict):
     request_timeout: float = Field(default=30.0, gt=0, le=3600)
 
 
+class RM3Config(_Strict):
+    """RM3 pseudo-relevance feedback on the BM25 query (foveal.pipeline.feedback): the first ``fb_docs`` BM25
+    documents expand the query by ``fb_terms`` terms, mixed with the original at ``original_weight``."""
+
+    enabled: bool = False
+    fb_docs: int = Field(default=10, ge=0, le=100)
+    fb_terms: int = Field(default=10, ge=0, le=100)
+    original_weight: float = Field(default=0.7, ge=0.0, le=1.0)
+
+
+class RocchioConfig(_Strict):
+    """Rocchio on the dense query vector: ``q + beta * mean(best passages of the first fb_docs dense hits)``; on by
+    default for hybrid requests (docs/robust.md)."""
+
+    enabled: bool = True
+    fb_docs: int = Field(default=5, ge=0, le=100)
+    beta: float = Field(default=0.25, ge=0.0, le=10.0)
+
+
+#: The per-query signals adaptive fusion weighs (foveal.pipeline.fusion.adaptive_signals says what each is).
+ADAPTIVE_SIGNALS = ("bias", "endorsement", "overlap", "bm25_drop", "dense_drop")
+
+
 class FusionConfig(_Strict):
-    """How the BM25 and dense lists are fused. The default, linear fusion of min-max normalized scores, was chosen
-    on SciFact's train split (bench/tune_fusion.py); RRF stays one setting away."""
+    """How the BM25 and dense lists are fused. The default (issue 15, docs/robust.md): linear fusion of z-scored
+    lists, the dense list after Rocchio feedback (5 documents, beta 0.25), chosen leave-one-collection-out on the
+    development collections (bench/robust.py). The old default, linear min-max without feedback, is
+    ``{"normalization": "minmax", "rocchio": {"enabled": false}}``; RRF and ``adaptive`` are one setting away."""
 
     method: FusionMethod = FusionMethod.linear
     #: RRF's rank constant.
@@ -169,7 +196,27 @@ class FusionConfig(_Strict):
     weights: dict[str, float] = Field(default_factory=lambda: {"bm25": 1.0, "dense": 1.0})
     #: How many candidates each retriever contributes before fusion.
     window: int = Field(default=100, ge=1, le=10_000)
-    normalization: Normalization = Normalization.minmax
+    normalization: Normalization = Normalization.zscore
+    #: ``adaptive`` only: the coefficients of the logistic function that splits the total weight (the sum of
+    #: ``weights``) between dense and bm25 per query, by signal name (see :data:`ADAPTIVE_SIGNALS`); ``None``: the
+    #: coefficients fitted by bench/robust.py on the development collections. All zero gives the configured split.
+    coefficients: dict[str, float] | None = None
+    #: Pseudo-relevance feedback before fusion (a second retrieval pass of that list), its evidence in
+    #: ``query_info.stages.rm3`` / ``.rocchio``. Part of the fusion settings so a request can switch it.
+    rm3: RM3Config = Field(default_factory=RM3Config)
+    rocchio: RocchioConfig = Field(default_factory=RocchioConfig)
+
+    @field_validator("coefficients")
+    @classmethod
+    def _coefficients(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return value
+        unknown = set(value) - set(ADAPTIVE_SIGNALS)
+        if unknown:
+            raise ValueError(f"unknown signal(s) {sorted(unknown)} in coefficients; allowed: {', '.join(ADAPTIVE_SIGNALS)}")
+        if any(abs(v) > 100 for v in value.values()):
+            raise ValueError("fusion coefficients must lie in -100..100")
+        return value
 
     @field_validator("method", "normalization", mode="before")
     @classmethod

@@ -6,7 +6,9 @@ from foveal.errors import ConfigError, IncompatibleIndexError
 
 def test_defaults():
     cfg = IndexConfig()
-    assert cfg.fusion.method == FusionMethod.linear and cfg.fusion.normalization.value == "minmax"
+    # issue 15: the default became z-scored linear fusion with Rocchio on the dense list (docs/robust.md)
+    assert cfg.fusion.method == FusionMethod.linear and cfg.fusion.normalization.value == "zscore"
+    assert cfg.fusion.rocchio.enabled and not cfg.fusion.rm3.enabled and cfg.fusion.coefficients is None
     assert cfg.fusion.rank_constant == 60
     assert cfg.vector.factory == "Flat" and cfg.lexical.stemming
 

@@ -6,7 +6,8 @@ data, never code:
 
 * :class:`RulePlanner` needs no model. It splits compound questions (several questions, or clauses joined by
   "; " / "and" + a question word), comparative and multi-entity questions ("Which is older, A or B?", "Were A and
-  B both ...?") into one sub-question per part; a question it cannot split is asked whole, and once answered it
+  B both ...?") into one sub-question per part (a comparison asks each entity's value, "When was A built or
+  founded?", and the response states the comparison from the two answers); a question it cannot split is asked whole, and once answered it
   follows a *bridge entity* with a second sub-question that also searches the entity on its own. The entity is
   the title of a retrieved but uncited document that a cited passage (else the question) names; failing that, a
   name in the answer that titles a retrieved document, a name of several words, or a cited passage's title.
@@ -16,7 +17,7 @@ data, never code:
 Example::
 
     >>> RulePlanner().plan("Which is older, the Eiffel Tower or the Statue of Liberty?").nodes[1].content
-    'Which is older, the Statue of Liberty?'
+    'When was the Statue of Liberty built or founded?'
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ def _run_right(tokens: list[str], begin: int) -> int:
     return end
 
 
-def split_entities(question: str) -> list[str]:
-    """One sub-question per entity of "A or B" / "A and B" (the latter only with a both/same/yes-no cue)."""
+def _entity_pair(question: str) -> tuple[str, str, str, str, str] | None:
+    """(text before, left entity, right entity, punctuation after the right one, text after) of "A or B" /
+    "A and B" (the latter only with a both/same/yes-no cue), or None."""
     tokens = question.split()
     for i, token in enumerate(tokens):
         word = token.lower().strip(",")
@@ -116,15 +118,139 @@ def split_entities(question: str) -> list[str]:
             continue
         left = " ".join(tokens[start:i]).rstrip(",")
         right = " ".join(right_tokens).rstrip(",?;")
-        before = " ".join(tokens[:start])
-        after = " ".join(tokens[end:])
         tail = tokens[end - 1][len(tokens[end - 1].rstrip(",?;")) :]
-        out = []
-        for entity in (left, right):
-            text = " ".join(part for part in (before, entity + tail, after) if part)
-            out.append(text)
-        return [q if q.endswith(("?", ".")) else q + "?" for q in out]
-    return []
+        return " ".join(tokens[:start]), left, right, tail, " ".join(tokens[end:])
+    return None
+
+
+#: Comparatives the rule planner answers by comparing the two entities' values: word -> (attribute, which wins).
+#: ``when``: a date (the earliest year wins for "older"); ``size``: a number (the largest wins for "taller").
+COMPARATIVES: dict[str, tuple[str, str]] = {
+    **{w: ("when", "min") for w in ("older", "oldest", "earlier", "first", "sooner", "elder")},
+    **{w: ("when", "max") for w in ("newer", "younger", "later", "latest", "last", "more recent", "youngest")},
+    **{w: ("how tall", "max") for w in ("taller", "higher", "tallest", "highest")},
+    **{w: ("how long", "max") for w in ("longer", "longest")},
+    **{w: ("how large", "max") for w in ("larger", "bigger", "largest", "biggest")},
+    **{w: ("how large", "min") for w in ("smaller", "smallest")},
+    **{w: ("how many people live in", "max") for w in ("more populous", "most populous")},
+}
+_COMPARATIVE = re.compile(r"\b(" + "|".join(sorted((re.escape(w) for w in COMPARATIVES), key=len, reverse=True))
+                          + r")\b", re.IGNORECASE)
+
+
+def comparison(question: str) -> tuple[str, str, str] | None:
+    """(comparative word, left entity, right entity) of a question such as "Which is older, A or B?" or "Who was
+    born first, A or B?", else None. Yes/no questions ("Were A and B both ...?") are not comparisons."""
+    if _YES_NO_START.search(question):
+        return None
+    pair = _entity_pair(question)
+    if pair is None:
+        return None
+    before, left, right, _tail, after = pair
+    match = _COMPARATIVE.search(before) or _COMPARATIVE.search(after)
+    if match is None:
+        return None
+    if re.search(r"\bthe$", before, re.IGNORECASE):  # keep the article: "the Eiffel Tower"
+        left = "the " + left
+    if re.search(r"\b(?:or|and|vs\.?|versus)\s+the\s+" + re.escape(right), question, re.IGNORECASE):
+        right = "the " + right
+    return match.group(1).lower(), left, right
+
+
+def comparison_subquestion(word: str, entity: str, question: str) -> str:
+    """One entity's side of a comparison, asked as a question about that entity alone: "When was the Eiffel Tower
+    built or founded?" (the search then finds the entity's own passage, not a passage about comparing)."""
+    attribute, _ = COMPARATIVES[word]
+    if attribute == "when":
+        if re.search(r"\b(born|die[ds]?|live[ds]?)\b", question, re.IGNORECASE) or question.lower().startswith("who"):
+            return f"When was {entity} born?"
+        verb = re.search(r"\b(?:was|were|is|are)\s+(\w+ed)\b", question)
+        return f"When was {entity} {verb.group(1)}?" if verb else f"When was {entity} built or founded?"
+    if attribute.startswith("how many"):
+        return f"{attribute.capitalize()} {entity}?"
+    return f"{attribute.capitalize()} is {entity}?"
+
+
+def split_entities(question: str) -> list[str]:
+    """One sub-question per entity of "A or B" / "A and B" (the latter only with a both/same/yes-no cue); a
+    comparison ("Which is older, A or B?") asks each entity's value (:func:`comparison_subquestion`)."""
+    pair = _entity_pair(question)
+    if pair is None:
+        return []
+    compared = comparison(question)
+    if compared is not None:
+        word, left, right = compared
+        return [comparison_subquestion(word, left, question), comparison_subquestion(word, right, question)]
+    before, left, right, tail, after = pair
+    out = []
+    for entity in (left, right):
+        out.append(" ".join(part for part in (before, entity + tail, after) if part))
+    return [q if q.endswith(("?", ".")) else q + "?" for q in out]
+
+
+_CENTURY = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)[-\s]+century(\s+(?:BC|BCE|B\.C\.))?", re.IGNORECASE)
+_YEAR = re.compile(r"\b(\d{3,4})(\s*(?:BC|BCE|B\.C\.))?(?![\d,.])")
+_NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?![\w])")
+
+
+def value_of(attribute: str, text: str) -> tuple[float, str] | None:
+    """The first value of ``attribute`` kind in ``text``: a year (BC negative; a century counts as its middle) for
+    ``when``, else the first number. Returns (value, the text it was read from)."""
+    text = CITATION_MARK.sub("", text)
+    if attribute == "when":
+        found = []
+        for m in _CENTURY.finditer(text):
+            century = int(m.group(1))
+            middle = century * 100 - 50
+            found.append((m.start(), -middle if m.group(2) else middle, m.group(0).strip()))
+        for m in _YEAR.finditer(text):
+            year = int(m.group(1))
+            if m.group(2) or 500 <= year <= 2100:
+                found.append((m.start(), -year if m.group(2) else year, m.group(0).strip()))
+        if not found:
+            return None
+        _, value, shown = min(found)
+        return float(value), shown
+    m = _NUMBER.search(text)
+    return (float(m.group(1).replace(",", "")), m.group(1)) if m else None
+
+
+CITATION_MARK = re.compile(r"\[\[\d+\]\]")
+
+
+def compare_answer(question: str, sections: str) -> str | None:
+    """The comparison stated from the two entities' sections (``## sub-question`` blocks of compose_answer):
+    "The Great Wall of China is older (7th century BC [[2]]) than the Eiffel Tower (1889 [[1]])." When a value is
+    missing, a sentence saying the comparison could not be settled and what was found. None: not a comparison."""
+    compared = comparison(question)
+    if compared is None:
+        return None
+    word, left, right = compared
+    attribute, wins = COMPARATIVES[word]
+    blocks = {}
+    for block in re.split(r"(?m)^## ", sections):
+        if block.strip():
+            head, _, body = block.partition("\n")
+            blocks[head.strip()] = body.strip()
+    sides = []
+    for entity in (left, right):
+        body = blocks.get(comparison_subquestion(word, entity, question), "")
+        cites = "".join(dict.fromkeys(CITATION_MARK.findall(body)))
+        found = None
+        for sentence in re.split(r"(?<=\]\])\s+", body):  # the best-scored sentence first
+            found = value_of(attribute, sentence)
+            if found:
+                cites = "".join(CITATION_MARK.findall(sentence)) or cites
+                break
+        sides.append((entity, found, cites))
+    (a, va, ca), (b, vb, cb) = sides
+    if va is None or vb is None or va[0] == vb[0]:
+        known = "; ".join(f"{e}: {v[1]} {c}".strip() if v else f"{e}: not found" for e, v, c in sides)
+        return f"Which is {word} could not be settled from the cited passages ({known})."
+    first, second = (sides[0], sides[1]) if (va[0] < vb[0]) == (wins == "min") else (sides[1], sides[0])
+    name = lambda e: e[0].upper() + e[1:]  # noqa: E731
+    return (f"{name(first[0])} is {word} ({first[1][1]} {first[2]}) than {second[0]} "
+            f"({second[1][1]} {second[2]}).").replace(" )", ")")
 
 
 def split_compound(question: str) -> list[str]:
@@ -224,7 +350,9 @@ class RulePlanner:
                     edges=[(first.name, "bridge")])
 
     def respond(self, graph: SearchGraph, sections: str) -> str | None:
-        return None
+        """A comparison's answer states the comparison first, then the findings; other answers are the findings."""
+        stated = compare_answer(graph.question, sections)
+        return f"{stated}\n\n{sections}" if stated else None
 
 
 # -- LLM ----------------------------------------------------------------------------------------------------------

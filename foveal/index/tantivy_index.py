@@ -18,7 +18,7 @@ from __future__ import annotations
 import shutil
 import threading
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import tantivy
@@ -130,8 +130,13 @@ class TantivyLexicalIndex:
     def analyze(self, text: str) -> list[str]:
         return list(self.analyzer.analyze(text))
 
-    def build_query(self, text: str):
-        terms = list(dict.fromkeys(self.analyze(text)))
+    def build_query(self, text: str, term_weights: Mapping[str, float] | None = None):
+        """The query for ``text``; with ``term_weights`` (analysed term -> weight, e.g. an RM3 expansion) the
+        weighted terms instead, each term query boosted by its weight."""
+        if term_weights is not None:
+            terms = [t for t, w in term_weights.items() if w > 0]
+        else:
+            terms = list(dict.fromkeys(self.analyze(text)))
         if not terms:
             return None, []
         clauses = []
@@ -140,18 +145,26 @@ class TantivyLexicalIndex:
                 continue
             for term in terms:
                 query = tantivy.Query.term_query(self.schema, field, term, index_option="freq")
-                if boost != 1.0:
-                    query = tantivy.Query.boost_query(query, boost)
+                weight = boost * (term_weights[term] if term_weights is not None else 1.0)
+                if weight != 1.0:
+                    query = tantivy.Query.boost_query(query, weight)
                 clauses.append((tantivy.Occur.Should, query))
         if not clauses:
             return None, terms
         return tantivy.Query.boolean_query(clauses), terms
 
-    def search(self, query: str, k: int, allowed: Iterable[int] | None = None) -> list[tuple[int, float]]:
+    def search_weighted(
+        self, term_weights: Mapping[str, float], k: int, allowed: Iterable[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """BM25 of a weighted bag of analysed terms (a query rewrite such as RM3's), best first."""
+        return self.search("", k, allowed, term_weights=term_weights)
+
+    def search(self, query: str, k: int, allowed: Iterable[int] | None = None,
+               term_weights: Mapping[str, float] | None = None) -> list[tuple[int, float]]:
         """``allowed`` (doc_keys) restricts the match set: inside tantivy for short lists (a term-set query on
         ``doc_key``), through a bitmap over the ranking for long ones (:data:`TERM_SET_MAX`); the same hits in the
-        same order either way."""
-        compiled, _ = self.build_query(query)
+        same order either way. ``term_weights``: a weighted bag of analysed terms instead of ``query``."""
+        compiled, _ = self.build_query(query, term_weights)
         if compiled is None or k <= 0:
             return []
         searcher = self.index.searcher()

@@ -6,6 +6,15 @@ rank and score it had in each list, so hits can show where they came from.
 * :func:`reciprocal_rank_fusion`: ``sum_r w_r / (k + rank_r)`` (Cormack et al. 2009; rank from 1, ``k = 60``).
 * :func:`linear_fusion`: ``sum_r w_r * norm(score_r)`` with min-max or z-score normalization per list; a key a
   retriever did not return gets that retriever's floor (0 after min-max, the list minimum after z-score).
+* ``method: adaptive`` (:func:`adaptive_weights`): linear fusion whose two weights are set per query,
+  without labels, from signals of the two lists themselves (:func:`adaptive_signals`): the total weight
+  ``T = w_bm25 + w_dense`` is split as ``w_dense = T * sigmoid(logit(w_dense / T) + sum_i c_i * signal_i)``, so the
+  weights always sum to the configured total and all-zero coefficients give the configured split (plain linear
+  fusion). Coefficients fitted on development collections (bench/robust.py, leave-one-collection-out) did not
+  beat plain linear fusion, so :data:`DEFAULT_COEFFICIENTS` are zero and ``adaptive`` is not the default. This is query-performance prediction used
+  for fusion weighting, in the spirit of score-distribution QPP (Shtok et al., "Predicting query performance by
+  query-drift estimation", TOIS 2012) and of per-query fusion weights learned across collections; the signals are
+  our own choice, measured in docs/robust.md.
 
 The fusion ``window`` bounds what *scores*, not what is *returned*: only the first ``window`` entries of each list
 contribute (and fix the normalization), while every key of every list is returned. Keys seen only below the window
@@ -27,7 +36,7 @@ from __future__ import annotations
 import math
 from typing import Hashable, Mapping, Sequence
 
-from foveal.config import FusionConfig, FusionMethod, Normalization
+from foveal.config import ADAPTIVE_SIGNALS, FusionConfig, FusionMethod, Normalization
 
 RankedLists = Mapping[str, Sequence[tuple[Hashable, float]]]
 #: key -> {retriever: {"rank": r, "score": s}}
@@ -97,10 +106,75 @@ def linear_fusion(
     return _sorted(fused, lists, floor=floor)
 
 
-def fuse(lists: RankedLists, config: FusionConfig) -> list[tuple[Hashable, float]]:
+#: All zero (``adaptive`` then equals plain linear fusion): no coefficients fitted by bench/robust.py beat plain
+#: linear fusion leave-one-collection-out (docs/robust.md), so none ship; a request or index passes its own.
+DEFAULT_COEFFICIENTS: dict[str, float] = {"bias": 0.0, "endorsement": 0.0, "overlap": 0.0, "bm25_drop": 0.0,
+                                          "dense_drop": 0.0}
+#: How many of each list's first entries the signals look at.
+SIGNAL_DEPTH = 10
+
+
+def _drop(ranked: Sequence[tuple[Hashable, float]]) -> float:
+    """Share of the list's score range spent within its first SIGNAL_DEPTH entries: (s1 - s10) / (s1 - s_last)."""
+    if len(ranked) < 2:
+        return 0.0
+    first, tenth, last = ranked[0][1], ranked[min(SIGNAL_DEPTH, len(ranked)) - 1][1], ranked[-1][1]
+    return float((first - tenth) / (first - last)) if first > last else 0.0
+
+
+def adaptive_signals(lists: RankedLists, window: int | None = None) -> dict[str, float]:
+    """Label-free signals of one query's ``bm25`` and ``dense`` lists (each over its first ``window`` entries):
+
+    * ``endorsement``: how well BM25 scores (min-max) dense's first 10, minus how well dense scores BM25's first 10
+      (a document the other list lacks counts 0); in -1..1, positive when BM25 confirms dense more than the reverse.
+    * ``overlap``: share of the first 10 the two lists have in common (0..1).
+    * ``bm25_drop``, ``dense_drop``: share of each list's score range spent on its first 10 (0..1).
+    * ``bias``: always 1.
+    """
+    bm25 = list(lists.get("bm25", ()))[:window] if window else list(lists.get("bm25", ()))
+    dense = list(lists.get("dense", ()))[:window] if window else list(lists.get("dense", ()))
+    norm_b = dict(zip((k for k, _ in bm25), normalize_scores([s for _, s in bm25], Normalization.minmax)))
+    norm_d = dict(zip((k for k, _ in dense), normalize_scores([s for _, s in dense], Normalization.minmax)))
+    top_b = [k for k, _ in bm25[:SIGNAL_DEPTH]]
+    top_d = [k for k, _ in dense[:SIGNAL_DEPTH]]
+    endorse_d = sum(norm_b.get(k, 0.0) for k in top_d) / len(top_d) if top_d else 0.0
+    endorse_b = sum(norm_d.get(k, 0.0) for k in top_b) / len(top_b) if top_b else 0.0
+    overlap = len(set(top_b) & set(top_d)) / SIGNAL_DEPTH
+    return {"bias": 1.0, "endorsement": float(endorse_d - endorse_b), "overlap": float(overlap),
+            "bm25_drop": _drop(bm25), "dense_drop": _drop(dense)}
+
+
+def adaptive_weights(
+    lists: RankedLists, config: FusionConfig
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(per-query weights ``{"bm25", "dense"}`` summing to the configured total, the signals they came from)."""
+    base_b = float(config.weights.get("bm25", 1.0))
+    base_d = float(config.weights.get("dense", 1.0))
+    total = base_b + base_d
+    signals = adaptive_signals(lists, config.window)
+    if total <= 0 or not lists.get("bm25") or not lists.get("dense"):
+        return {"bm25": base_b, "dense": base_d}, signals
+    coefficients = config.coefficients if config.coefficients is not None else DEFAULT_COEFFICIENTS
+    share = min(max(base_d / total, 1e-6), 1 - 1e-6)
+    logit = math.log(share / (1 - share)) + sum(coefficients.get(n, 0.0) * signals[n] for n in ADAPTIVE_SIGNALS)
+    dense = total / (1.0 + math.exp(-logit)) if logit > -700 else 0.0
+    return {"bm25": total - dense, "dense": dense}, signals
+
+
+def fuse_explained(lists: RankedLists, config: FusionConfig) -> tuple[list[tuple[Hashable, float]], dict]:
+    """:func:`fuse`, plus what it decided for this query (``adaptive``: the weights and the signals)."""
     if config.method == FusionMethod.rrf:
-        return reciprocal_rank_fusion(lists, config.rank_constant, config.weights, config.window)
-    return linear_fusion(lists, config.normalization, config.weights, config.window)
+        return reciprocal_rank_fusion(lists, config.rank_constant, config.weights, config.window), {}
+    if config.method == FusionMethod.adaptive:
+        weights, signals = adaptive_weights(lists, config)
+        info = {"weights": {k: round(v, 6) for k, v in weights.items()},
+                "signals": {k: round(v, 6) for k, v in signals.items() if k != "bias"}}
+        return linear_fusion(lists, config.normalization, weights, config.window), info
+    return linear_fusion(lists, config.normalization, config.weights, config.window), {}
+
+
+def fuse(lists: RankedLists, config: FusionConfig) -> list[tuple[Hashable, float]]:
+    return fuse_explained(lists, config)[0]
 
 
 def _sorted(fused: dict[Hashable, float], lists: RankedLists, floor: float) -> list[tuple[Hashable, float]]:

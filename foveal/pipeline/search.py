@@ -35,7 +35,8 @@ from foveal.encoders.base import QueryStage, QueryTokens
 from foveal.index.base import doc_key_of, passage_ordinal
 from foveal.index.collection import Collection
 from foveal.pipeline.batcher import MicroBatcher
-from foveal.pipeline.fusion import collect_sources, fuse
+from foveal.pipeline.feedback import rm3, rocchio, weights_summary
+from foveal.pipeline.fusion import collect_sources, fuse_explained
 from foveal.pipeline.timing import StageTimes, record
 from foveal.pipeline.request import Hit, PassageInfo, SearchRequest, SearchResponse
 from foveal.documents import format_timestamp
@@ -322,15 +323,29 @@ class SearchPipeline:
         if request.pipeline in (Pipeline.bm25, Pipeline.hybrid):
             with times.stage("retrieve_bm25"):
                 lists["bm25"] = self._lexical(request.query, window, allowed)
+            if fusion.rm3.enabled and request.pipeline == Pipeline.hybrid:
+                with times.stage("rm3"):
+                    lists["bm25"], evidence = self._rm3(request.query, lists["bm25"], window, allowed, fusion.rm3)
+                query_info.setdefault("stages", {})["rm3"] = evidence
         if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
             with times.stage("retrieve_dense"):
                 lists["dense"], best_passage = self._dense(
                     vector, window, allowed, dense_filter=prepared.dense_filter, available=prepared.available,
                     first=prepared.first)
+            if fusion.rocchio.enabled and request.pipeline == Pipeline.hybrid:
+                with times.stage("rocchio"):
+                    moved, evidence = self._rocchio(vector, lists["dense"], best_passage, fusion.rocchio)
+                    if moved is not vector:
+                        lists["dense"], best_passage = self._dense(
+                            moved, window, allowed, dense_filter=prepared.dense_filter, available=prepared.available)
+                query_info.setdefault("stages", {})["rocchio"] = evidence
 
         fuse_started = time.perf_counter()
         if request.pipeline == Pipeline.hybrid:
-            ranked = fuse(lists, fusion)[:window]
+            fused, fusion_info = fuse_explained(lists, fusion)
+            ranked = fused[:window]
+            if fusion_info:  # adaptive: this query's weights and the signals they came from
+                query_info["adaptive_fusion"] = fusion_info
         else:
             ranked = next(iter(lists.values()))[:window]
         sources = collect_sources(lists)
@@ -391,13 +406,46 @@ class SearchPipeline:
                 c.score -= shift
         return list(top) + tail
 
-    def _lexical(self, query: str, depth: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+    def _rm3(self, query: str, first: list[tuple[int, float]], depth: int, allowed: set[int] | None, cfg):
+        """RM3 (foveal.pipeline.feedback.rm3) over the first pass's top documents, then BM25 of the expanded query
+        in the same (score, doc_key) order. Backends without weighted search keep the first pass."""
+        lexical = self.collection.lexical
+        top = first[: cfg.fb_docs]
+        documents = self.collection.store.get_documents(k for k, _ in top)
+        feedback = [(lexical.analyze(documents[k].full_text), s) for k, s in top if k in documents]
+        weights = rm3(lexical.analyze(query), feedback, cfg.fb_terms, cfg.original_weight)
+        evidence = {"feedback_docs": len(feedback), "terms": weights_summary(weights)}
+        if not feedback or not hasattr(lexical, "search_weighted"):
+            return first, {**evidence, "applied": False}
+        found = self._lexical(query, depth, allowed, weights) if weights else []
+        return found, {**evidence, "applied": True}
+
+    def _rocchio(self, vector: np.ndarray, dense: list[tuple[int, float]], best_passage: dict[int, int], cfg):
+        """Rocchio (foveal.pipeline.feedback.rocchio) over the best passages of the first dense documents."""
+        from foveal.index.base import passage_id
+
+        keys = [k for k, _ in dense[: cfg.fb_docs]]
+        rows = None
+        if keys and cfg.beta > 0:
+            pids, vectors = self.collection.store.vectors_of(keys)
+            wanted = {passage_id(k, best_passage[k]) for k in keys if k in best_passage}
+            chosen = [i for i, p in enumerate(np.asarray(pids).tolist()) if p in wanted]
+            rows = vectors[chosen] if chosen else None
+        moved = rocchio(vector, rows, cfg.beta)
+        return moved, {"feedback_docs": 0 if rows is None else int(len(rows)), "beta": cfg.beta,
+                       "applied": moved is not vector}
+
+    def _lexical(self, query: str, depth: int, allowed: set[int] | None,
+                 term_weights: dict[str, float] | None = None) -> list[tuple[int, float]]:
         """The first ``depth`` BM25 hits in (score, doc_key) order: fetched one past the cut, and further while
         the scores there tie, so which of several equal-scored documents make the cut never depends on the
-        index's internal order or on ``depth``."""
+        index's internal order or on ``depth``. ``term_weights``: a rewritten query (RM3) instead of ``query``."""
         limit = depth + 1
         while True:
-            found = self.collection.lexical.search(query, limit, allowed=allowed)
+            if term_weights is not None:
+                found = self.collection.lexical.search_weighted(term_weights, limit, allowed=allowed)
+            else:
+                found = self.collection.lexical.search(query, limit, allowed=allowed)
             if len(found) < limit or found[depth - 1][1] > found[-1][1]:
                 break
             limit *= 4

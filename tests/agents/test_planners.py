@@ -13,8 +13,45 @@ class TestRulePlanner:
         assert contents("Who wrote Dune? When was it published?") == ["Who wrote Dune?", "When was it published?"]
 
     def test_comparative_questions_split_per_entity(self):
-        assert contents("Which is older, the Eiffel Tower or the Statue of Liberty?") == [
-            "Which is older, the Eiffel Tower?", "Which is older, the Statue of Liberty?"]
+        # issue 15: this used to become "Which is older, the Eiffel Tower?", a question about nothing in particular
+        assert contents("Which is older, the Eiffel Tower or the Great Wall of China?") == [
+            "When was the Eiffel Tower built or founded?", "When was the Great Wall of China built or founded?"]
+        assert contents("Which magazine was started first, Arthur's Magazine or First for Women?") == [
+            "When was Arthur's Magazine started?", "When was First for Women started?"]
+        assert contents("Who was born first, Kevin Spacey or Tom Hanks?") == [
+            "When was Kevin Spacey born?", "When was Tom Hanks born?"]
+        assert contents("Which is taller, the Eiffel Tower or the Statue of Liberty?") == [
+            "How tall is the Eiffel Tower?", "How tall is the Statue of Liberty?"]
+
+    def test_comparative_answer_states_the_comparison(self):
+        from foveal.agents.executor import compose_answer
+
+        question = "Which is older, the Eiffel Tower or the Great Wall of China?"
+        graph = SearchGraph(question)
+        answers = {"When was the Eiffel Tower built or founded?":
+                   ("The tower was completed in 1889 for the World's Fair. [[1]]", "eiffel"),
+                   "When was the Great Wall of China built or founded?":
+                   ("Walls were built from as early as the 7th century BC. [[1]] It is 21,196 km long. [[2]]", "wall")}
+        for i, node in enumerate(RulePlanner().plan(question).nodes, start=1):
+            n = graph.add_node(node.name, node.content)
+            graph.add_edge("root", node.name)
+            n.state = NodeState.done
+            n.answer, doc = answers[node.content]
+            n.references = [Reference(1, doc, doc, "...", 1.0), Reference(2, doc + "-2", doc, "...", 1.0)]
+        sections, references = compose_answer(graph)
+        answer = RulePlanner().respond(graph, sections)
+        first_line = answer.splitlines()[0]
+        assert first_line == "The Great Wall of China is older (7th century BC [[2]]) than the Eiffel Tower (1889 [[1]])."
+        assert {references[2].doc_id, references[1].doc_id} == {"wall", "eiffel"}
+        assert sections in answer  # the findings follow the comparison
+        # reversed direction, and a value missing on one side
+        assert RulePlanner().respond(SearchGraph("Which is newer, the Eiffel Tower or the Great Wall of China?"),
+                                     sections.replace("built or founded", "built or founded")) is not None
+        missing = "## When was the Eiffel Tower built or founded?\n\nA tower in Paris. [[1]]"
+        assert RulePlanner().respond(SearchGraph(question), missing).startswith(
+            "Which is older could not be settled from the cited passages (the Eiffel Tower: not found")
+        # not a comparison: the findings are the answer
+        assert RulePlanner().respond(SearchGraph("Who wrote Dune?"), "## Who wrote Dune?\n\nHerbert. [[1]]") is None
 
     def test_multi_entity_questions_split_with_a_cue(self):
         assert contents("Were Scott Derrickson and Ed Wood of the same nationality?") == [

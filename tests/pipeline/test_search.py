@@ -24,7 +24,9 @@ def test_dense_finds_a_paraphrase_bm25_cannot(searcher):
 
 
 def test_hybrid_hits_carry_evidence(searcher):
-    hit = searcher.search(SearchRequest(query="moon ocean tides", k=1)).hits[0]
+    # the old default fusion, asked for by request (issue 15 made z-score + Rocchio the default; pinned below)
+    old = {"normalization": "minmax", "rocchio": {"enabled": False}}
+    hit = searcher.search(SearchRequest(query="moon ocean tides", k=1, fusion=old)).hits[0]
     assert hit.id == "tides"
     ev = hit.evidence
     assert ev["bm25"]["rank"] == 1 and ev["bm25"]["score"] > 0
@@ -72,3 +74,48 @@ def test_long_document_hit_names_the_matching_passage(engine):
     assert len(stored.passages) > 1
     assert hit.passage.index == len(stored.passages) - 1 and "ballast" in hit.passage.text
     assert hit.evidence["dense"]["passage"] == hit.passage.index
+
+
+# -- pseudo-relevance feedback in the pipeline (issue 15) ----------------------------------------------------
+from foveal.config import FusionConfig  # noqa: E402
+
+PLAIN = {"rm3": {"enabled": False}, "rocchio": {"enabled": False}}
+
+
+def _ranking(searcher, fusion, pipeline="hybrid"):
+    response = searcher.search(SearchRequest(query="moon ocean tides", k=6, pipeline=pipeline,
+                                             fusion=FusionConfig(**fusion)))
+    return [(h.id, round(h.score, 6)) for h in response.hits], response.query_info
+
+
+def test_feedback_with_no_feedback_documents_changes_nothing(searcher):
+    plain, info = _ranking(searcher, PLAIN)
+    assert "rm3" not in info.get("stages", {}) and "rocchio" not in info.get("stages", {})
+    same, info = _ranking(searcher, {"rm3": {"enabled": True, "fb_docs": 0}, "rocchio": {"enabled": True, "beta": 0.0}})
+    assert same == plain
+    assert info["stages"]["rm3"] == {"feedback_docs": 0, "terms": [["moon", 0.3333], ["ocean", 0.3333],
+                                                                  ["tide", 0.3333]], "applied": False}
+    assert info["stages"]["rocchio"]["applied"] is False
+
+
+@pytest.mark.parametrize("pipeline", ["bm25", "dense"])
+def test_feedback_belongs_to_hybrid_fusion_only(searcher, pipeline):
+    on = {"rm3": {"enabled": True}, "rocchio": {"enabled": True}}
+    assert _ranking(searcher, on, pipeline) == _ranking(searcher, PLAIN, pipeline)
+
+
+def test_feedback_expands_and_reports_evidence(searcher):
+    hits, info = _ranking(searcher, {"rm3": {"enabled": True}, "rocchio": {"enabled": True}})
+    assert hits[0][0] == "tides"
+    rm3_info, rocchio_info = info["stages"]["rm3"], info["stages"]["rocchio"]
+    assert rm3_info["applied"] and rm3_info["feedback_docs"] >= 1 and len(rm3_info["terms"]) > 3
+    assert rocchio_info["applied"] and rocchio_info["feedback_docs"] >= 1 and rocchio_info["beta"] == 0.25
+
+
+def test_default_hybrid_is_zscore_fusion_with_rocchio(searcher):
+    response = searcher.search(SearchRequest(query="moon ocean tides", k=3))
+    assert response.hits[0].id == "tides"
+    assert response.query_info["stages"]["rocchio"]["applied"] is True
+    assert "rm3" not in response.query_info["stages"]
+    # z-scored lists: the fused score is no longer bounded by the number of lists
+    assert response.hits[0].evidence["fused"]["method"] == "linear"

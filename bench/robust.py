@@ -1,0 +1,434 @@
+"""Robust fusion on collections nobody tuned on: leave-one-collection-out, one table.
+
+    PYTHONPATH=. .venv/bin/python bench/robust_dump.py                 # once: cache the candidate lists
+    PYTHONPATH=. .venv/bin/python bench/robust.py                      # the table (docs/robust.md)
+    PYTHONPATH=. .venv/bin/python bench/robust.py --fit                # coefficients fitted on every dev collection
+
+Protocol (issue 15): development collections are adi, time, cranfield, cacm, lisa, SciFact *train* and
+cranfield-weak (Cranfield with BM25 weakened by rule, see bench/robust_dump.py). Any choice (the adaptive fusion's
+coefficients, which candidate method wins) is made without the collection it is reported on: each collection's row
+comes from a fit on the others (cranfield and cranfield-weak leave each other out too, being the same queries;
+SciFact test is reported from a fit that saw neither SciFact split). The candidate lists are the ones the pipeline
+fuses (bm25 and dense, top 100 each); every method below is applied to the same cached lists with
+foveal.pipeline.fusion, so what the table measures is what ships. nDCG@10 with linear gains (as trec_eval), Recall@100.
+Intervals: paired bootstrap over queries (2,000 resamples), 95%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from foveal.config import ADAPTIVE_SIGNALS, FusionConfig  # noqa: E402
+from foveal.evaluation import read_qrels  # noqa: E402
+from foveal.pipeline.fusion import adaptive_signals, fuse  # noqa: E402
+
+DATA = ROOT.parent.parent / "shared" / "data" if (ROOT.parent.parent / "shared").exists() else ROOT.parent / "shared" / "data"
+CACHE = ROOT / "bench" / "out" / "robust"
+DEV = ["adi", "time", "cranfield", "cacm", "lisa", "scifact-train", "cranfield-weak"]
+REPORT = ["adi", "time", "cranfield", "cacm", "lisa", "cranfield-weak", "scifact-test"]
+#: Collections that share queries and judgments: leaving one out leaves the other out too.
+SIBLINGS = {"cranfield": {"cranfield-weak"}, "cranfield-weak": {"cranfield"},
+            "scifact-test": {"scifact-train"}, "scifact-train": {"scifact-test"}}
+GRID = [-6, -4, -3, -2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2, 3, 4, 6]
+
+
+# -- data ------------------------------------------------------------------------------------------------------
+def load(name: str):
+    """(queries {qid: {list: [[doc_id, score], ...]}}, qrels, encoder info) of one reported unit."""
+    base, _, split = name.partition("-")
+    if name == "cranfield-weak":
+        base, split = "cranfield-weak", "test"
+    split = split or "test"
+    path = CACHE / f"{base}.json"
+    if not path.exists():
+        return None
+    cached = json.loads(path.read_text())
+    if split not in cached["splits"]:
+        return None
+    qrels = read_qrels(DATA / base.removesuffix("-weak") / "qrels" / f"{split}.tsv")
+    return cached["splits"][split]["queries"], qrels, cached["encoder"]
+
+
+def as_lists(per: dict, bm25: str = "bm25", dense: str = "dense") -> dict:
+    return {"bm25": [(d, s) for d, s in per[bm25]], "dense": [(d, s) for d, s in per[dense]]}
+
+
+# -- metrics ---------------------------------------------------------------------------------------------------
+def ndcg10(ranking: list[str], rels: dict[str, int]) -> float:
+    dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranking[:10]) if rels.get(d, 0) > 0)
+    ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:10]
+    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+    return dcg / idcg if idcg else 0.0
+
+
+def recall100(ranking: list[str], rels: dict[str, int]) -> float:
+    relevant = {d for d, r in rels.items() if r > 0}
+    return len(relevant & set(ranking[:100])) / len(relevant) if relevant else 0.0
+
+
+def per_query(runs: dict[str, list[str]], qrels) -> tuple[np.ndarray, np.ndarray]:
+    qids = sorted(q for q in runs if any(r > 0 for r in qrels.get(q, {}).values()))
+    return (np.array([ndcg10(runs[q], qrels[q]) for q in qids]), np.array([recall100(runs[q], qrels[q]) for q in qids]))
+
+
+def bootstrap(diff: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(n, len(diff)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+# -- fast fitting of the adaptive coefficients ----------------------------------------------------------------
+class Prepared:
+    """One collection's queries as arrays: min-max scores of each candidate in each list, gains, signals."""
+
+    def __init__(self, queries: dict, qrels, bm25: str = "bm25", dense: str = "dense") -> None:
+        self.items = []
+        self.features = []
+        for qid, per in queries.items():
+            rels = qrels.get(qid, {})
+            if not any(r > 0 for r in rels.values()):
+                continue
+            lists = as_lists(per, bm25, dense)
+            keys = list(dict.fromkeys([d for d, _ in lists["bm25"]] + [d for d, _ in lists["dense"]]))
+            index = {k: i for i, k in enumerate(keys)}
+            mm = []
+            for name in ("bm25", "dense"):
+                col = np.zeros(len(keys))
+                scores = np.array([s for _, s in lists[name]], dtype=float)
+                if len(scores):
+                    span = scores.max() - scores.min()
+                    norm = (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
+                    for (d, _), v in zip(lists[name], norm):
+                        col[index[d]] = v
+                mm.append(col)
+            gains = np.array([rels.get(k, 0) for k in keys], dtype=float)
+            ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:10]
+            idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+            sig = adaptive_signals(lists, 100)
+            self.items.append((mm[0], mm[1], gains, idcg, np.array([sig[n] for n in ADAPTIVE_SIGNALS])))
+            self.features.append(candidate_features(lists, keys))
+        self.discount = 1.0 / np.log2(np.arange(2, 12))
+
+    def mean_ndcg(self, coef: np.ndarray) -> float:
+        total = 0.0
+        for b, d, gains, idcg, sig in self.items:
+            w = 2.0 / (1.0 + math.exp(-float(sig @ coef)))
+            fused = (2.0 - w) * b + w * d
+            top = np.argsort(-fused, kind="stable")[:10]
+            total += float(gains[top] @ self.discount[: len(top)]) / idcg
+        return total / max(1, len(self.items))
+
+
+def candidate_features(lists: dict, keys: list) -> np.ndarray:
+    """Label-free per-candidate features: min-max and z-score of each list's score, 1/log2(1 + rank) in each
+    list, in-both flag, and the query's endorsement and overlap signals times each min-max score."""
+    sig = adaptive_signals(lists, 100)
+    cols = {}
+    for name in ("bm25", "dense"):
+        ranked = lists[name]
+        scores = np.array([sc for _, sc in ranked], dtype=float)
+        mm = np.zeros(len(keys)); z = np.zeros(len(keys)); lr = np.zeros(len(keys)); present = np.zeros(len(keys))
+        if len(scores):
+            span = scores.max() - scores.min()
+            norm = (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
+            std = scores.std()
+            zs = (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
+            z[:] = zs.min()
+            pos = {d: i for i, d in enumerate(keys)}
+            for r, ((d, _), v, zz) in enumerate(zip(ranked, norm, zs), start=1):
+                i = pos[d]
+                mm[i], z[i], lr[i], present[i] = v, zz, 1.0 / math.log2(1 + r), 1.0
+        cols[name] = (mm, z, lr, present)
+    (mb, zb, lb, pb), (md, zd, ld, pd) = cols["bm25"], cols["dense"]
+    e, o = sig["endorsement"], sig["overlap"]
+    return np.stack([mb, md, zb, zd, lb, ld, pb * pd, e * md, e * mb, o * md, o * mb], axis=1)
+
+
+def fit_learned(prepared: list[Prepared]) -> np.ndarray:
+    """Pairwise logistic regression (RankNet-style, linear) on feature differences of (relevant, non-relevant)
+    candidate pairs, the non-relevant ones from each query's first 30 by min-max fusion; every collection weighs
+    the same."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, w = [], [], []
+    for p in prepared:
+        rows = []
+        for (b, d, gains, _, _), feats in zip(p.items, p.features):
+            top = np.argsort(-(b + d), kind="stable")[:30]
+            pos = np.flatnonzero(gains > 0)
+            neg = [i for i in top if gains[i] <= 0]
+            for i in pos:
+                for j in neg:
+                    rows.append(feats[i] - feats[j])
+        if not rows:
+            continue
+        rows = np.array(rows)
+        X.append(rows); X.append(-rows)
+        y += [1] * len(rows) + [0] * len(rows)
+        w += [1.0 / len(rows)] * (2 * len(rows))
+    model = LogisticRegression(fit_intercept=False, C=1.0, max_iter=2000)
+    model.fit(np.vstack(X), np.array(y), sample_weight=np.array(w) * len(w) / len(prepared) / 2)
+    return model.coef_[0]
+
+
+def learned_run(queries: dict, coef: np.ndarray) -> dict[str, list[str]]:
+    runs = {}
+    for qid, per in queries.items():
+        lists = as_lists(per)
+        keys = list(dict.fromkeys([d for d, _ in lists["bm25"]] + [d for d, _ in lists["dense"]]))
+        scores = candidate_features(lists, keys) @ coef
+        order = np.argsort(-scores, kind="stable")[:100]
+        runs[qid] = [keys[i] for i in order]
+    return runs
+
+
+def fit(prepared: list[Prepared], passes: int = 3, signals: tuple[str, ...] = ADAPTIVE_SIGNALS) -> dict[str, float]:
+    """Coordinate search over GRID, maximising the mean over collections of mean nDCG@10 (each collection counts
+    the same, whatever its number of queries); starts from all zeros (plain min-max fusion)."""
+    coef = np.zeros(len(ADAPTIVE_SIGNALS))
+
+    def objective(c):
+        return float(np.mean([p.mean_ndcg(c) for p in prepared]))
+
+    best = objective(coef)
+    for _ in range(passes):
+        improved = False
+        for i in range(len(coef)):
+            if ADAPTIVE_SIGNALS[i] not in signals:
+                continue
+            for value in GRID:
+                trial = coef.copy()
+                trial[i] = value
+                score = objective(trial)
+                if score > best + 1e-6:
+                    best, coef, improved = score, trial, True
+        if not improved:
+            break
+    return {n: float(v) for n, v in zip(ADAPTIVE_SIGNALS, coef)}
+
+
+# -- methods ---------------------------------------------------------------------------------------------------
+def run_of(queries: dict, method: str, coefficients: dict | None = None) -> dict[str, list[str]]:
+    runs = {}
+    for qid, per in queries.items():
+        if method in per:  # a single list: bm25, dense, rm3, rocchio ...
+            runs[qid] = [d for d, _ in per[method]][:100]
+            continue
+        kind, _, inputs = method.partition("@")
+        bm25, dense = (inputs.split("+") if inputs else ("bm25", "dense"))
+        lists = as_lists(per, bm25, dense)
+        if kind == "minmax":
+            config = FusionConfig(method="linear", normalization="minmax")
+        elif kind == "zscore":
+            config = FusionConfig(method="linear", normalization="zscore")
+        elif kind == "rrf":
+            config = FusionConfig(method="rrf")
+        elif kind == "adaptive":
+            config = FusionConfig(method="adaptive", normalization="minmax", coefficients=coefficients)
+        else:
+            raise SystemExit(f"unknown method {method}")
+        runs[qid] = [d for d, _ in fuse(lists, config)][:100]
+    return runs
+
+
+CANDIDATES = ["bm25", "dense", "rm3", "rm3_07", "rocchio", "rocchio_025", "minmax", "zscore", "rrf",
+              "zscore@bm25+rocchio_025", "minmax@rm3_07+rocchio", "minmax@rm3+dense", "minmax@rm3_07+dense", "minmax@bm25+rocchio", "minmax@bm25+rocchio_025",
+              "minmax@rm3_07+rocchio_025", "zscore@rm3_07+rocchio_025", "rrf@rm3_07+rocchio_025"]
+
+
+def candidates_table(units) -> None:
+    """Every candidate's nDCG@10 per collection, and which one leave-one-out selection picks for each collection
+    (the best mean nDCG@10 over the *other* development collections)."""
+    names = [n for n in REPORT + ["scifact-train"] if n in units]
+    table = {c: {} for c in CANDIDATES}
+    for name in names:
+        queries, qrels, _ = units[name]
+        for c in CANDIDATES:
+            table[c][name] = per_query(run_of(queries, c), qrels)[0].mean()
+    print("| candidate | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for c in CANDIDATES:
+        print(f"| {c} | " + " | ".join(f"{table[c][n]:.4f}" for n in names) + " |")
+    print("\nleave-one-out fitted (each column from a fit without that collection and its sibling):")
+    prepared = {n: Prepared(units[n][0], units[n][1]) for n in DEV if n in units}
+    for label in ("adaptive (fitted)", "adaptive, bias only (a global weight)", "adaptive, endorsement only",
+                  "adaptive, bias + endorsement", "learned pairwise (fitted)"):
+        cells = []
+        for name in names:
+            queries, qrels, _ = units[name]
+            train = [prepared[n] for n in DEV if n in prepared and n != name and n not in SIBLINGS.get(name, set())]
+            if label.startswith("adaptive"):
+                signals = {"adaptive (fitted)": ADAPTIVE_SIGNALS, "adaptive, bias only (a global weight)": ("bias",),
+                           "adaptive, endorsement only": ("endorsement",),
+                           "adaptive, bias + endorsement": ("bias", "endorsement")}[label]
+                run = run_of(queries, "adaptive", fit(train, signals=signals))
+            else:
+                run = learned_run(queries, fit_learned(train))
+            cells.append(per_query(run, qrels)[0].mean())
+        print(f"| {label} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+    print("\nleave-one-out selection among the fusion candidates (best mean nDCG@10 on the other dev collections):")
+    fusions = [c for c in CANDIDATES if "@" in c or c in ("minmax", "zscore", "rrf")]
+    for name in names:
+        others = [n for n in DEV if n in units and n != name and n not in SIBLINGS.get(name, set())]
+        pick = max(fusions, key=lambda c: np.mean([table[c][n] for n in others]))
+        print(f"  {name}: picks {pick} -> {table[pick][name]:.4f} (minmax {table['minmax'][name]:.4f})")
+
+
+def latency(args) -> None:
+    import time
+
+    from foveal.engine import Engine
+    from foveal.evaluation import read_queries
+    from foveal.pipeline.request import SearchRequest
+
+    engine = Engine(Path(args.home))
+    searcher = engine.pipeline(args.latency)
+    collection = searcher.collection
+    base = args.latency.split("-")[0]
+    queries = list(read_queries(DATA / base / "queries.jsonl").values())[: args.latency_queries]
+    settings = {"hybrid, linear min-max (old default)": (False, False, "linear", "minmax"),
+                "hybrid, linear z-score": (False, False, "linear", "zscore"),
+                "hybrid, adaptive fusion": (False, False, "adaptive", "minmax"),
+                "hybrid + RM3 on BM25": (True, False, "linear", "minmax"),
+                "hybrid + Rocchio on dense": (False, True, "linear", "minmax"),
+                "hybrid + Rocchio on dense, z-score": (False, True, "linear", "zscore"),
+                "hybrid + RM3 + Rocchio": (True, True, "linear", "minmax")}
+    searcher.search(SearchRequest(query=queries[0]))  # warm up: model load
+    from foveal.pipeline.fusion import fuse_explained
+
+    vectors = collection.encoder.encode_queries(queries).vectors
+    defaults = FusionConfig()
+
+    def best_of(fn, repeats=3):
+        # the fastest of a few runs: what the stage costs when it gets the CPU (this machine is shared)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = fn()
+            times.append(1000 * (time.perf_counter() - t0))
+        return min(times), out
+
+    rows = {"encode the query (one at a time)": [], "hybrid retrieval + linear min-max fusion (old default, no encode)": [],
+            "+ z-score instead of min-max": [], "+ adaptive weights": [], "+ Rocchio on dense (feedback read + 2nd dense search)": [],
+            "+ RM3 on BM25 (feedback read + weighted BM25)": []}
+    minmax = FusionConfig(normalization="minmax", rocchio={"enabled": False})
+    for q, vector in zip(queries, vectors):
+        rows["encode the query (one at a time)"].append(best_of(lambda: collection.encoder.encode_queries([q]))[0])
+
+        def retrieve():
+            bm25 = searcher._lexical(q, 100, None)
+            dense, best = searcher._dense(vector, 100)
+            return {"bm25": bm25, "dense": dense}, best
+
+        t_retrieve, (lists, best) = best_of(retrieve)
+        t_minmax, _ = best_of(lambda: fuse_explained(lists, minmax))
+        rows["hybrid retrieval + linear min-max fusion (old default, no encode)"].append(t_retrieve + t_minmax)
+        rows["+ z-score instead of min-max"].append(best_of(lambda: fuse_explained(lists, defaults))[0] - t_minmax)
+        rows["+ adaptive weights"].append(
+            best_of(lambda: fuse_explained(lists, FusionConfig(method="adaptive", normalization="minmax")))[0] - t_minmax)
+
+        def with_rocchio():
+            moved, _ = searcher._rocchio(vector, lists["dense"], best, defaults.rocchio)
+            return searcher._dense(moved, 100)
+
+        rows["+ Rocchio on dense (feedback read + 2nd dense search)"].append(best_of(with_rocchio)[0])
+        rm3_cfg = FusionConfig(rm3={"enabled": True}).rm3
+        rows["+ RM3 on BM25 (feedback read + weighted BM25)"].append(
+            best_of(lambda: searcher._rm3(q, lists["bm25"], 100, None, rm3_cfg))[0])
+    print(f"{args.latency}: {len(queries)} queries, CPU, commit {commit()}, encoder "
+          f"{collection.config.encoder.model} ({collection.config.encoder.backend}); each step timed alone, the "
+          "fastest of 3 runs per query (the machine is shared), p50 over queries\n")
+    print("| step | p50 ms |")
+    print("|---|---|")
+    for label, values in rows.items():
+        print(f"| {label} | {float(np.percentile(values, 50)):.1f} |")
+    engine.close()
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fit", action="store_true", help="fit on every dev collection and print the coefficients")
+    parser.add_argument("--candidates", action="store_true", help="also print every candidate method, LOO")
+    parser.add_argument("--latency", default=None, metavar="INDEX",
+                        help="p50 query latency (CPU, one query at a time) of hybrid with each feedback stage on, on "
+                             "INDEX of --home (read-only)")
+    parser.add_argument("--home", default="/work/benchhome")
+    parser.add_argument("--latency-queries", type=int, default=100)
+    args = parser.parse_args()
+    if args.latency:
+        latency(args)
+        return
+    units = {n: load(n) for n in sorted(set(DEV) | set(REPORT))}
+    units = {n: u for n, u in units.items() if u is not None}
+    prepared = {}
+    for n in units:
+        if n in DEV:
+            prepared[n] = Prepared(units[n][0], units[n][1])
+    if args.fit:
+        coefficients = fit([prepared[n] for n in DEV if n in prepared])
+        print(json.dumps(coefficients))
+        return
+    if args.candidates:
+        candidates_table(units)
+        return
+    encoder = next(iter(units.values()))[2]
+    print(f"encoder: {encoder['model']} ({encoder['backend']} backend), commit {commit()}; "
+          f"dev collections present: {', '.join(n for n in DEV if n in units)}\n")
+    fusions = [c for c in CANDIDATES if "@" in c or c in ("minmax", "zscore", "rrf")]
+    ndcg = {}  # (candidate, unit) -> per-query arrays
+    for name in units:
+        queries, qrels, _ = units[name]
+        for c in ["bm25", "dense"] + fusions:
+            ndcg[c, name] = per_query(run_of(queries, c), qrels)
+    dev = [n for n in DEV if n in units]
+    shipped = max(fusions, key=lambda c: np.mean([ndcg[c, n][0].mean() for n in dev]))
+    labels = ["bm25", "dense", "old hybrid (minmax)", "new default"]
+    print("| collection | q | " + " | ".join(f"{l} nDCG@10 / R@100" for l in labels)
+          + " | with reranking | new default picked without it | new − better single (95% CI) | new − old (95% CI) |")
+    print("|---|---|" + "---|" * (len(labels) + 4))
+    means = {l: [] for l in labels}
+    for name in REPORT:
+        if name not in units:
+            continue
+        others = [n for n in dev if n != name and n not in SIBLINGS.get(name, set())]
+        pick = max(fusions, key=lambda c: np.mean([ndcg[c, n][0].mean() for n in others]))
+        scores = {"bm25": ndcg["bm25", name], "dense": ndcg["dense", name],
+                  "old hybrid (minmax)": ndcg["minmax", name], "new default": ndcg[pick, name]}
+        best_single = max(("bm25", "dense"), key=lambda l: scores[l][0].mean())
+        new = scores["new default"][0]
+        d1 = new - scores[best_single][0]
+        d2 = new - scores["old hybrid (minmax)"][0]
+        lo1, hi1 = bootstrap(d1)
+        lo2, hi2 = bootstrap(d2)
+        cells = " | ".join(f"{scores[l][0].mean():.4f} / {scores[l][1].mean():.4f}" for l in labels)
+        print(f"| {name} | {len(new)} | {cells} | n/a | {pick} | {d1.mean():+.4f} vs {best_single} [{lo1:+.4f}, {hi1:+.4f}] "
+              f"| {d2.mean():+.4f} [{lo2:+.4f}, {hi2:+.4f}] |")
+        for l in labels:
+            means[l].append((scores[l][0].mean(), scores[l][1].mean()))
+    cells = " | ".join(f"{np.mean([m[0] for m in means[l]]):.4f} / {np.mean([m[1] for m in means[l]]):.4f}" for l in labels)
+    print(f"| mean | | {cells} | n/a | | | |")
+    print(f"\nshipped default (best mean nDCG@10 over all dev collections: {', '.join(dev)}): {shipped}")
+    print("minmax = linear fusion of min-max scores (the old default); X@A+B = method X over lists A and B; rm3_07 = "
+          "RM3 (10 docs, 10 terms, original weight 0.7) on BM25; rocchio_025 = Rocchio (5 docs, beta 0.25) on dense.")
+    print("with reranking: n/a, no Pyramid model trained on the development judgments exists (docs/robust.md says why).")
+
+
+if __name__ == "__main__":
+    main()

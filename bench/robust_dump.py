@@ -1,0 +1,142 @@
+"""Dump, once per collection, every query's candidate lists for bench/robust.py (which then fuses the cached lists).
+
+    flock /work/logs/bench.lock nice -n 5 .venv/bin/python bench/robust_dump.py --home /work/benchhome \
+        --collections adi,time,cranfield,cacm,lisa,scifact,cranfield-weak
+
+Reads the base indexes (default config) read-only. Per judged query it stores the top 100 of: bm25, dense (MaxP),
+bm25 after RM3 (fb_docs 10, fb_terms 10, original weight 0.5 and 0.7), dense after Rocchio (beta 0.5 and 0.25 over the
+best passages of the first 5 dense documents); each as [[doc_id, score], ...], plus the encoder backend. Output:
+bench/out/robust/<collection>.json (git-ignored).
+
+``cranfield-weak``: the documented weakened-BM25 collection. Rule: BM25 indexes every Cranfield document with its
+title and its first sentence removed (the text up to and including the first ". "); the dense side and the judgments
+are Cranfield's own. It makes BM25 much weaker than dense, which is what the robustness check needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from foveal.engine import Engine  # noqa: E402
+from foveal.evaluation import read_qrels, read_queries  # noqa: E402
+from foveal.index.base import LexicalDocument, passage_id  # noqa: E402
+from foveal.index.tantivy_index import TantivyLexicalIndex  # noqa: E402
+from foveal.pipeline.feedback import rm3, rocchio  # noqa: E402
+
+DATA = ROOT.parent.parent / "shared" / "data" if (ROOT.parent.parent / "shared").exists() else ROOT.parent / "shared" / "data"
+DEPTH = 100
+#: SciFact train queries dumped (first N in file order; CPU on a shared machine); the test split is dumped whole.
+TRAIN_LIMIT = 300
+RM3_SETTINGS = {"rm3": (10, 10, 0.5), "rm3_07": (10, 10, 0.7)}  # fb_docs, fb_terms, original weight
+ROCCHIO_SETTINGS = {"rocchio": (5, 0.5), "rocchio_025": (5, 0.25)}  # fb_docs, beta
+
+
+def first_sentence_removed(text: str) -> str:
+    match = re.search(r"[.!?]\s", text)
+    return text[match.end():] if match else ""
+
+
+SPLITS: list[str] | None = None  # --splits
+
+
+def splits_of(name: str) -> list[str]:
+    wanted = ["train", "test"] if name == "scifact" else ["test"]
+    return [s for s in wanted if SPLITS is None or s in SPLITS]
+
+
+def dump(engine: Engine, name: str, out: Path) -> None:
+    base = name.removesuffix("-weak")
+    folder = DATA / base
+    collection = engine.get(base)
+    searcher = engine.pipeline(base)
+    store = collection.store
+    conn = store._connect()
+    id_of = dict(conn.execute("SELECT doc_key, id FROM documents"))
+    lexical = collection.lexical
+    doc_text = {}  # doc_key -> analysed terms (what RM3 reads), filled lazily
+    if name.endswith("-weak"):
+        lexical = TantivyLexicalIndex(None, collection.config.lexical)
+        docs = []
+        for batch in store.iter_documents():
+            for d in batch:
+                docs.append(LexicalDocument(d.doc_key, d.id, "", first_sentence_removed(d.text)))
+        lexical.upsert(docs)
+        lexical.commit()
+        weak_text = {d.doc_key: d.text for d in docs}
+    queries = read_queries(folder / "queries.jsonl")
+    result = {"collection": name, "encoder": collection.config.encoder.model_dump(mode="json"), "splits": {}}
+    for split in splits_of(name):
+        qrels = read_qrels(folder / "qrels" / f"{split}.tsv")
+        ids = [q for q in queries if q in qrels]
+        if split == "train" and TRAIN_LIMIT:
+            ids = ids[:TRAIN_LIMIT]  # CPU: the first TRAIN_LIMIT train queries in file order
+        t0 = time.perf_counter()
+        vectors = collection.encoder.encode_queries([queries[q] for q in ids]).vectors
+        per_query = {}
+        for qid, vector in zip(ids, vectors):
+            lists = {}
+            bm25 = lexical.search(queries[qid], DEPTH)
+            bm25.sort(key=lambda kv: (-kv[1], kv[0]))
+            lists["bm25"] = bm25
+            dense, best = searcher._dense(vector, DEPTH)
+            lists["dense"] = dense
+            terms = lexical.analyze(queries[qid])
+            for label, (fb_docs, fb_terms, weight) in RM3_SETTINGS.items():
+                feedback = []
+                for key, score in bm25[:fb_docs]:
+                    if key not in doc_text:
+                        if name.endswith("-weak"):
+                            doc_text[key] = lexical.analyze(weak_text[key])
+                        else:
+                            doc = store.get_documents([key])[key]
+                            doc_text[key] = lexical.analyze(doc.full_text)
+                    feedback.append((doc_text[key], score))
+                weights = rm3(terms, feedback, fb_terms, weight)
+                found = lexical.search("", DEPTH, term_weights=weights) if weights else []
+                found.sort(key=lambda kv: (-kv[1], kv[0]))
+                lists[label] = found
+            for label, (fb_docs, beta) in ROCCHIO_SETTINGS.items():
+                keys = [k for k, _ in dense[:fb_docs]]
+                pids, vecs = store.vectors_of(keys)
+                wanted = {passage_id(k, best[k]) for k in keys if k in best}
+                rows = [i for i, p in enumerate(pids.tolist()) if p in wanted]
+                moved = rocchio(vector, vecs[rows] if rows else None, beta)
+                lists[label], _ = searcher._dense(moved, DEPTH)
+            per_query[qid] = {label: [[id_of[k], round(float(s), 6)] for k, s in ranked] for label, ranked in lists.items()}
+        ms = 1000 * (time.perf_counter() - t0) / max(1, len(ids))
+        result["splits"][split] = {"queries": per_query, "ms_per_query": ms}
+        print(f"{name} {split}: {len(ids)} queries, {ms:.1f} ms/query", file=sys.stderr, flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--home", default="/work/benchhome")
+    parser.add_argument("--collections", default="adi,time,cranfield,cacm,lisa,scifact,cranfield-weak")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "robust"))
+    parser.add_argument("--splits", default=None, help="only these splits, e.g. 'test' (SciFact: CPU)")
+    args = parser.parse_args()
+    global SPLITS
+    SPLITS = args.splits.split(",") if args.splits else None
+    engine = Engine(Path(args.home))
+    for name in args.collections.split(","):
+        if (Path(args.out) / f"{name}.json").exists():
+            print(f"{name}: cached", file=sys.stderr)
+            continue
+        dump(engine, name, Path(args.out))
+    engine.close()
+
+
+if __name__ == "__main__":
+    main()
