@@ -8,7 +8,7 @@ export FOVEAL_HOME ?= $(CURDIR)/.foveal
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test setup serve sample clean compose-tool
+.PHONY: run test setup serve sample clean compose-tool browser-tool
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,13 @@ compose-tool:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; } \
 	  || echo "docker-compose is not installed (apt-get install docker-compose): the compose test will be skipped"
 
-test: setup compose-tool
+# tests/web drive the page in Debian's chromium through Playwright (the pip package, no browser download).
+browser-tool:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium is not installed (apt-get install chromium): the browser tests will be skipped"
+
+test: setup compose-tool browser-tool
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -25,6 +25,7 @@ with status 2 (bad input) or 1 (some records rejected during ingest).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -293,6 +294,9 @@ def serve(
         application = create_app(settings=settings)
     except FovealError as exc:
         _fail(exc.message)
+    from foveal import logs
+
+    logs.configure()  # the access log and the job log as JSON lines on stderr
     uvicorn.run(application, host=host, port=port, log_level="info")
 
 
@@ -319,6 +323,9 @@ def worker(
     from foveal.service.jobs import EmbeddedQueue
     from foveal.service.worker import worker_engine
 
+    from foveal import logs
+
+    logs.configure(getattr(logging, loglevel.upper(), logging.INFO))
     queue = EmbeddedQueue(worker_engine().home, settings)
     stop = threading.Event()
     threads = [threading.Thread(target=queue.work, args=(worker_engine(), stop), daemon=True) for _ in range(concurrency)]

@@ -10,7 +10,7 @@ import json
 import shutil
 from typing import Any
 
-from fastapi import APIRouter, Depends, Path as PathParam, Request, Response
+from fastapi import APIRouter, Depends, Path as PathParam, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
@@ -20,7 +20,8 @@ from foveal.config import IndexConfig
 from foveal.documents import MAX_ID_CHARS, parse_document
 from foveal.errors import DocumentError, DocumentNotFoundError, FovealError, OverloadedError
 
-INDEX_NAME = PathParam(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="Index name.")
+INDEX_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
+INDEX_NAME = PathParam(pattern=INDEX_PATTERN, description="Index name.")
 DOC_ID = PathParam(min_length=1, max_length=MAX_ID_CHARS,
                    description="Document id (`_id`), percent-encoded: any id fits, `/` and `%` included (or use "
                                "`documents/_get` and `documents/_delete`, which take ids in the body).")
@@ -364,6 +365,19 @@ async def delete_document(request: Request, name: str = INDEX_NAME, doc_id: str 
 
 
 # -- jobs --------------------------------------------------------------------------------------------------------
+@router.get("/jobs", tags=["jobs"], response_model=list[Job], dependencies=WRITE)
+async def list_jobs(request: Request, index: str | None = Query(default=None, pattern=INDEX_PATTERN,
+                                                                 description="Only this index's jobs."),
+                    limit: int = Query(default=20, ge=1, le=200, description="Most jobs to list.")
+                    ) -> list[dict[str, Any]]:
+    """The latest ingest jobs, newest first (within ``FOVEAL_JOB_TTL_S``), of the indexes the key may use."""
+    if index is not None:
+        check_index(request, index)
+    allowed = allowed_indexes(request)
+    jobs = await run_in_threadpool(request.app.state.queue.recent, index, limit if allowed is None else 10 * limit)
+    return [job for job in jobs if allowed is None or job["index"] in allowed][:limit]
+
+
 @router.get("/jobs/{job_id}", tags=["jobs"], response_model=Job, dependencies=WRITE)
 async def get_job(request: Request, job_id: str = JOB_ID) -> dict[str, Any]:
     """Progress of an ingest job: state, counts, and the reason for every refused document."""

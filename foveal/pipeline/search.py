@@ -35,6 +35,7 @@ from foveal.index.collection import Collection
 from foveal.pipeline.fusion import collect_sources, fuse
 from foveal.pipeline.request import Hit, PassageInfo, SearchRequest, SearchResponse
 from foveal.documents import format_timestamp
+from foveal.metrics import observe_stage, stage_timer
 from foveal.rerank.base import Candidate, Reranker
 
 #: Passages fetched per wanted document in MaxP's first round (documents have ~2 passages on average); later
@@ -73,6 +74,7 @@ class SearchPipeline:
                 encoded = self.collection.encoder.encode_queries(texts, with_tokens=True)
             else:
                 encoded = self.collection.encoder.encode_queries(texts)
+            observe_stage("encode", time.perf_counter() - started)
         encode_ms = (time.perf_counter() - started) * 1000 / max(1, len(requests))
         responses = []
         row_of = {i: n for n, i in enumerate(dense_rows)}
@@ -110,18 +112,22 @@ class SearchPipeline:
                 f.ids, f.metadata, f.timestamp.bounds() if f.timestamp is not None else None
             )
         if request.pipeline in (Pipeline.bm25, Pipeline.hybrid):
-            lists["bm25"] = self._lexical(request.query, window, allowed)
+            with stage_timer("retrieve_bm25"):
+                lists["bm25"] = self._lexical(request.query, window, allowed)
         if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
             for stage in self.query_stages:
-                if getattr(stage, "needs_tokens", False):
-                    vector, stage_evidence = stage.apply(request, vector, tokens)
-                else:
-                    vector, stage_evidence = stage.apply(request, vector)
+                with stage_timer(f"query_{stage.name}"):
+                    if getattr(stage, "needs_tokens", False):
+                        vector, stage_evidence = stage.apply(request, vector, tokens)
+                    else:
+                        vector, stage_evidence = stage.apply(request, vector)
                 query_info.setdefault("stages", {})[stage.name] = stage_evidence
-            lists["dense"], best_passage = self._dense(vector, window, allowed)
+            with stage_timer("retrieve_dense"):
+                lists["dense"], best_passage = self._dense(vector, window, allowed)
 
         if request.pipeline == Pipeline.hybrid:
-            ranked = fuse(lists, fusion)[:window]
+            with stage_timer("fuse"):
+                ranked = fuse(lists, fusion)[:window]
         else:
             ranked = next(iter(lists.values()))[:window]
         sources = collect_sources(lists)
@@ -136,7 +142,8 @@ class SearchPipeline:
         candidates = self._rerank(request, candidates, fusion.window)
 
         page = candidates[request.offset : request.offset + request.k]
-        hits = self._hits(request, page)
+        with stage_timer("fetch"):
+            hits = self._hits(request, page)
         if request.explain:
             query_info["bm25_terms"] = self.collection.lexical.analyze(request.query)
             query_info["fusion"] = fusion.model_dump(mode="json")
@@ -163,7 +170,8 @@ class SearchPipeline:
             return candidates
         top, tail = candidates[:head], candidates[head:]
         for reranker in self.rerankers:
-            top = reranker.rerank(request, top, self.collection)
+            with stage_timer(f"rerank_{getattr(reranker, 'name', type(reranker).__name__)}"):
+                top = reranker.rerank(request, top, self.collection)
         if top and tail and tail[0].score >= top[-1].score:
             shift = tail[0].score - top[-1].score + 1e-6
             for c in tail:

@@ -58,6 +58,7 @@ REQUIRED = {
     "DELETE /v1/indexes/{name}/documents/{doc_id}": "write",
     "POST /v1/indexes/{name}/documents/_delete": "write",
     "GET /v1/jobs/{job_id}": "write",
+    "GET /v1/jobs": "write",
     "POST /v1/indexes": "admin",
     "DELETE /v1/indexes/{name}": "admin",
 }
