@@ -8,7 +8,7 @@ export FOVEAL_HOME ?= $(CURDIR)/.foveal
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test setup serve sample clean compose-tool browser-tool
+.PHONY: run test setup serve sample clean compose-tool browser-tool shell
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,14 @@ setup: $(VENV)/.installed
 sample: setup
 	$(BIN)/foveal ingest samples/documents.jsonl --index default --if-empty
 
+# `make run HOST=0.0.0.0 PORT=9000` serves elsewhere (another host than loopback needs API keys).
 run: sample
 	$(BIN)/foveal serve --host $(HOST) --port $(PORT)
+
+# A shell with .venv/bin on PATH and FOVEAL_HOME as `make run` uses it: then `foveal search "tides"` just works.
+shell: setup
+	@echo "foveal is on PATH and FOVEAL_HOME=$(FOVEAL_HOME); exit to leave"
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $${SHELL:-/bin/bash} -i
 
 # tests/test_compose.py validates docker-compose.yml with Debian's docker-compose (no Docker engine needed).
 compose-tool:
