@@ -101,28 +101,55 @@ def _config_from(path: Optional[Path]) -> Optional[IndexConfig]:
 
 @app.command()
 def ingest(
-    path: Path = typer.Argument(..., help="BEIR corpus.jsonl or .jsonl.gz"),
+    path: Path = typer.Argument(..., help="BEIR corpus.jsonl or .jsonl.gz, a .csv/.tsv or .parquet table, or a "
+                                          "folder of .txt, .md, .html and .pdf files"),
     index: str = typer.Option("default", "--index", "-i", help="Index name (created when missing)."),
+    id_column: Optional[str] = typer.Option(None, help="Table column with the id (default: _id or id)."),
+    title_column: Optional[str] = typer.Option(None, help="Table column with the title (default: title)."),
+    text_column: Optional[str] = typer.Option(None, help="Table column with the text (default: text)."),
+    timestamp_column: Optional[str] = typer.Option(None, help="Table column with the timestamp (default: "
+                                                              "timestamp)."),
+    metadata_columns: Optional[str] = typer.Option(None, help="Comma-separated table columns kept as metadata "
+                                                              "(default: every other column)."),
     config: Optional[Path] = typer.Option(None, help="JSON file with the index config (for a new index)."),
     batch_size: int = typer.Option(256, min=1, max=100_000, help="Documents per committed batch."),
     if_empty: bool = typer.Option(False, "--if-empty", help="Do nothing when the index already has documents."),
     strict: bool = typer.Option(False, help="Stop at the first malformed record (what came before is kept)."),
 ) -> None:
-    """Add or update documents from a file; unchanged documents are skipped."""
+    """Add or update documents from a file or a folder; unchanged documents are skipped."""
+    from foveal.pipeline import sources
     from foveal.pipeline.ingest import ingest_records, read_jsonl
 
     if not path.exists():
         _fail(f"{path}: no such file or folder")
-    if path.is_dir() or not path.is_file():
-        _fail(f"{path}: not a file")
+    suffix = path.suffix.lower()
+    is_table = path.is_file() and suffix in sources.TABLE_SUFFIXES
+    mapping = sources.ColumnMap(id_column, title_column, text_column, timestamp_column,
+                                [c.strip() for c in metadata_columns.split(",") if c.strip()]
+                                if metadata_columns is not None else None)
+    if not is_table and any(v is not None for v in (id_column, title_column, text_column, timestamp_column,
+                                                    metadata_columns)):
+        _fail("the --*-column options apply to .csv, .tsv and .parquet files only")
+    if not path.is_dir() and not path.is_file():
+        _fail(f"{path}: not a file or folder")
     try:
+        if path.is_dir():
+            records, total = sources.read_folder(path), len(sources.folder_files(path))
+            if total == 0:
+                _fail(f"{path}: no {', '.join(sources.FOLDER_SUFFIXES)} file in this folder")
+        elif suffix in (".parquet", ".pq"):
+            records, total = sources.read_parquet(path, mapping), sources.parquet_rows(path)
+        elif suffix in (".csv", ".tsv"):
+            records, total = sources.read_csv(path, mapping), max(0, (_count_lines(path) or 1) - 1) or None
+        else:
+            records, total = read_jsonl(path), _count_lines(path)
+        # the first record is read now: a table without an id column fails before the index or the bar exist
+        records = _peeked(records)
         engine = _engine()
         collection = engine.open_or_create(index, _config_from(config))
         if if_empty and collection.store.count() > 0:
             console.print(f"index {index!r} already has {collection.store.count()} documents; nothing to do")
             return
-        records = read_jsonl(path)
-        total = _count_lines(path)
         started = time.perf_counter()
         with Progress(
             TextColumn("[bold]ingest[/]"),
@@ -143,7 +170,10 @@ def ingest(
                 progress.update(task, advance=n, rate=f"{rate:,.1f}")
 
             def on_error(line, message):
-                progress.console.print(f"[yellow]rejected[/] {path}:{line}: {message}", highlight=False)
+                where = path / str(line) if path.is_dir() else f"{path}:{line}"
+                from rich.markup import escape
+
+                progress.console.print(f"[yellow]rejected[/] {escape(str(where))}: {escape(message)}", highlight=False)
                 progress.update(task, advance=1)
 
             report = ingest_records(
@@ -158,6 +188,18 @@ def ingest(
             raise typer.Exit(1)
     except FovealError as exc:
         _fail(exc.message)
+
+
+def _peeked(records):
+    """The same records, the first one already read (so that a reader's up-front errors are raised here)."""
+    import itertools
+
+    iterator = iter(records)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        return iter(())
+    return itertools.chain([first], iterator)
 
 
 def _count_lines(path: Path) -> int | None:
