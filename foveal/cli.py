@@ -11,14 +11,19 @@
     foveal ask "QUESTION" --index papers [--planner rule|llm] [--json]
     foveal stats --index papers                          # counts in every store, log position, config (JSON)
     foveal indexes                                       # the index names, one a line
-    foveal delete ID [ID ...] --index papers             # delete documents
+    foveal delete ID [ID ...] --index papers             # delete documents (or --where FILTER)
     foveal drop papers                                   # delete an index and its files
+    foveal index list|stats|delete                       # manage indexes
+    foveal jobs [JOB_ID]                                 # recent ingest jobs
+    foveal list|export --index papers                    # scroll or export documents (JSON lines)
+    foveal update ID --set KEY=VALUE --index papers      # metadata without encoding again
 
 Only the commands that encode text (dense or hybrid search, ingest of documents without a ``vector``, run, ask,
 and creating an index, which records the model's dimension) import torch and load the model; BM25 search, stats,
 listing, deletes and ingests of documents that carry vectors start in well under a second.
 
-Data lives under ``$FOVEAL_HOME`` (default ``~/.local/share/foveal``). Errors are printed as one line and exit
+Data lives under ``$FOVEAL_HOME``; unset, the ``.foveal`` folder of the checkout this runs in (as ``make run`` uses),
+else ``~/.local/share/foveal``. Errors are printed as one line and exit
 with status 2 (bad input) or 1 (some records rejected during ingest).
 """
 
