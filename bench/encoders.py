@@ -54,7 +54,9 @@ OUT = ROOT / "bench" / "out"
 def load_subset(data: Path, docs: int) -> tuple[list[str], list[str], dict, dict]:
     corpus = [json.loads(line) for line in open(data / "corpus.jsonl", encoding="utf-8")]
     by_id = {d["_id"]: d for d in corpus}
-    qrels = {split: read_qrels(data / "qrels" / f"{split}.tsv") for split in ("train", "test")}
+    # Cranfield and other test-only collections have no train split
+    qrels = {split: read_qrels(data / "qrels" / f"{split}.tsv") for split in ("train", "test")
+             if (data / "qrels" / f"{split}.tsv").exists()}
     queries = read_queries(data / "queries.jsonl")
     if docs:
         judged = sorted({d for split in qrels.values() for per in split.values() for d in per if d in by_id})
@@ -112,6 +114,16 @@ def ndcg(ids, per_doc, query_vectors, qids, judgments) -> float:
     return evaluate(judgments, run)["ndcg@10"]
 
 
+def commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")
@@ -161,16 +173,16 @@ def main() -> None:
     base = next((r for r in rows if r["variant"] == "plain"), rows[0])
     fp32 = next((r for r in rows if r["variant"] == "torch"), base)
     what = f"subset of {n} documents (all judged + distractors)" if args.docs else f"full corpus, {n} documents"
-    print(f"\nSciFact {what}; {os.cpu_count()} CPUs, torch and onnxruntime with {threads} threads; "
+    print(f"\n{args.data.name} {what}; commit {commit()}; {os.cpu_count()} CPUs, torch and onnxruntime with {threads} threads; "
           f"{len(chunks)} interleaved rounds of {args.chunk} documents\n")
     print("| variant | passages | seconds | docs/s | ratio to plain | dense nDCG@10 test | Δ vs foveal torch | train |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['name']} | {r['passages']} | {r['seconds']:.1f} | {n / r['seconds']:.2f} | "
               f"{base['seconds'] / r['seconds']:.2f} | {r['test']:.4f} | {r['test'] - fp32['test']:+.4f} | "
-              f"{r['train']:.4f} |")
+              f"{r.get('train', float('nan')):.4f} |")
     OUT.mkdir(parents=True, exist_ok=True)
-    name = f"encoders-{args.docs or 'full'}.json"
+    name = f"encoders-{args.data.name}-{args.docs or 'full'}.json"
     (OUT / name).write_text(json.dumps({"docs": n, "threads": threads, "chunk": args.chunk, "rows": rows}, indent=2))
 
 

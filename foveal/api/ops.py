@@ -1,7 +1,7 @@
 """Operational endpoints: ``/readyz`` (every backend this process needs answers) and ``/metrics`` (Prometheus).
 
 Metrics: ``foveal_http_requests_total`` and ``foveal_http_request_duration_seconds`` by method, route template and
-status; ``foveal_stage_seconds{stage}`` (one histogram per search and agent stage, :mod:`foveal.metrics`);
+status; ``foveal_stage_seconds{stage}`` (one histogram per search and agent stage, :mod:`foveal.pipeline.timing`);
 ``foveal_ingest_documents_total{outcome}`` (accepted, indexed, failed), ``foveal_ingest_task_retries_total``,
 ``foveal_documents_indexed_total``; ``foveal_jobs{state}``; ``foveal_queue_depth{queue}`` (tasks not yet done);
 ``foveal_index_documents|passages|vectors|bytes{index}``. ``deploy/grafana-dashboard.json`` charts them.
@@ -92,15 +92,6 @@ def _folder_bytes(path) -> int:
     return total
 
 
-class _StageCollector:
-    """The process-wide stage histograms (:mod:`foveal.metrics`) in this app's registry."""
-
-    def collect(self):
-        from foveal.metrics import REGISTRY
-
-        yield from REGISTRY.collect()
-
-
 def install_metrics(app: FastAPI) -> None:
     registry = CollectorRegistry()
     requests = Counter("foveal_http_requests", "HTTP requests.", ["method", "route", "status"], registry=registry)
@@ -108,7 +99,9 @@ def install_metrics(app: FastAPI) -> None:
                         registry=registry,
                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
     registry.register(_QueueCollector(app))
-    registry.register(_StageCollector())
+    from foveal.pipeline import timing
+
+    registry.register(timing.collector())  # foveal_stage_seconds{stage}: the pipeline's stages, agent nodes
     app.state.metrics_registry = registry
 
     @app.middleware("http")

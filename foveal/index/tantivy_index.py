@@ -148,7 +148,7 @@ class TantivyLexicalIndex:
         if compiled is None or k <= 0:
             return []
         if allowed is not None:
-            keys = sorted(int(key) for key in allowed)
+            keys = allowed.tolist() if hasattr(allowed, "tolist") else sorted(int(key) for key in allowed)
             if not keys:
                 return []
             restrict = tantivy.Query.term_set_query(self.schema, "doc_key", keys)

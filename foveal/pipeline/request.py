@@ -11,7 +11,7 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, \
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, \
     model_validator
 
 from foveal.config import FusionConfig, Pipeline
@@ -180,8 +180,15 @@ class SearchResponse(BaseModel):
     offset: int
     took_ms: float
     hits: list[Hit]
-    #: Query-side facts: tokens cut from an over-long query (never silent), and with explain the analyzed terms.
+    #: Query-side facts: tokens cut from an over-long query (never silent), and with explain the analyzed terms
+    #: and the stage timings (``timings_ms``).
     query_info: dict[str, Any] = Field(default_factory=dict)
+    _timings: dict[str, float] = PrivateAttr(default_factory=dict)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Milliseconds per stage of this search (:mod:`foveal.pipeline.timing`), also without ``explain``."""
+        return self._timings
 
 
 class SelectedHit(BaseModel):

@@ -23,7 +23,9 @@ Example::
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -32,15 +34,38 @@ from foveal.config import FusionConfig, Pipeline
 from foveal.encoders.base import QueryStage, QueryTokens
 from foveal.index.base import doc_key_of, passage_ordinal
 from foveal.index.collection import Collection
+from foveal.pipeline.batcher import MicroBatcher
 from foveal.pipeline.fusion import collect_sources, fuse
+from foveal.pipeline.timing import StageTimes, record
 from foveal.pipeline.request import Hit, PassageInfo, SearchRequest, SearchResponse
 from foveal.documents import format_timestamp
-from foveal.metrics import observe_stage, stage_timer
 from foveal.rerank.base import Candidate, Reranker
 
 #: Passages fetched per wanted document in MaxP's first round (documents have ~2 passages on average); later
 #: rounds fetch 4x more until enough distinct documents are found.
 PASSAGES_PER_DOCUMENT = 4
+#: Query micro-batching (see :class:`~foveal.pipeline.batcher.MicroBatcher`): at most this many concurrent
+#: searches share one encoder pass and one FAISS call per filter group ...
+MAX_QUERY_BATCH = int(os.environ.get("FOVEAL_QUERY_BATCH", "32"))
+#: ... and a batch waits at most this long for more to arrive (only while other searches are in flight).
+QUERY_BATCH_WAIT_MS = float(os.environ.get("FOVEAL_QUERY_BATCH_WAIT_MS", "3"))
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """One request after the batched part of a search (encode, query stages, allow-list, the first dense round)."""
+
+    times: StageTimes = field(default_factory=StageTimes)
+    vector: np.ndarray | None = None
+    truncated: int | None = None
+    tokens: QueryTokens | None = None
+    query_info: dict = field(default_factory=dict)
+    allowed: np.ndarray | None = None  # sorted unique doc_keys of a filtered search
+    dense_filter: object = None  # what the vector index takes as ``allowed`` (a DocFilter or passage ids)
+    available: int = 0  # vectors the dense search may return
+    first: tuple | None = None  # (limit, scores row, ids row) of the first MaxP round, searched with the batch
+    error: BaseException | None = None
+    batch_started: float = 0.0  # perf_counter when the batch this request was in began
 
 
 class SearchPipeline:
@@ -57,77 +82,166 @@ class SearchPipeline:
 
             rerankers = default_rerankers(collection.config.rerank)
         self.rerankers = list(rerankers)
+        self._batcher: MicroBatcher[SearchRequest, _Prepared] = MicroBatcher(
+            self._prepare, max_batch=max(1, MAX_QUERY_BATCH), max_wait_s=max(0.0, QUERY_BATCH_WAIT_MS) / 1000)
 
     # -- public --------------------------------------------------------------------------------------------------
     def search(self, request: SearchRequest) -> SearchResponse:
-        return self.search_many([request])[0]
+        """One search. Concurrent calls on one pipeline (the server's threads) are micro-batched: their queries
+        share one encoder pass and their first dense round one FAISS call per filter group (see
+        :class:`~foveal.pipeline.batcher.MicroBatcher`); results are the same as searching alone."""
+        started = time.perf_counter()
+        with self._batcher.active():
+            self.collection.refresh()
+            submitted = time.perf_counter()
+            prepared = self._batcher.submit(request)
+            waited = max(0.0, prepared.batch_started - submitted)
+            prepared.times.seconds = {"queue_wait": waited, **prepared.times.seconds}
+            response = self._finish(request, prepared)
+        response.took_ms = round((time.perf_counter() - started) * 1000, 3)
+        return response
 
     def search_many(self, requests: Sequence[SearchRequest]) -> list[SearchResponse]:
         """Search several requests; their queries are encoded in one batch."""
         self.collection.refresh()
         started = time.perf_counter()
-        dense_rows = [i for i, r in enumerate(requests) if r.pipeline != Pipeline.bm25]
-        encoded = None
-        if dense_rows:
-            texts = [requests[i].query for i in dense_rows]
-            if self._stages_want_tokens():  # only then: encoders that know nothing of tokens keep working
-                encoded = self.collection.encoder.encode_queries(texts, with_tokens=True)
-            else:
-                encoded = self.collection.encoder.encode_queries(texts)
-            observe_stage("encode", time.perf_counter() - started)
-        encode_ms = (time.perf_counter() - started) * 1000 / max(1, len(requests))
+        prepared = self._prepare(list(requests))
+        shared_ms = (time.perf_counter() - started) * 1000 / max(1, len(requests))
         responses = []
-        row_of = {i: n for n, i in enumerate(dense_rows)}
-        for i, request in enumerate(requests):
+        for request, one in zip(requests, prepared):
             t0 = time.perf_counter()
-            vector = truncated = tokens = None
-            if i in row_of:
-                vector = encoded.vectors[row_of[i]]
-                truncated = encoded.truncated_tokens[row_of[i]]
-                tokens = encoded.tokens(row_of[i])
-            response = self._search_one(request, vector, truncated, tokens)
-            response.took_ms = round(encode_ms + (time.perf_counter() - t0) * 1000, 3)
+            response = self._finish(request, one)
+            response.took_ms = round(shared_ms + (time.perf_counter() - t0) * 1000, 3)
             responses.append(response)
         return responses
+
+    # -- the batched part ----------------------------------------------------------------------------------------
+    def _prepare(self, requests: list[SearchRequest]) -> list[_Prepared]:
+        """Encode the queries in one pass, apply query stages, build each allow-list once, and run the first MaxP
+        round of every dense search as one FAISS call per (filter, depth) group. A request that fails here gets
+        its error in its own slot; the others go on."""
+        batch_started = time.perf_counter()
+        out = [_Prepared(batch_started=batch_started) for _ in requests]
+        dense_rows = [i for i, r in enumerate(requests) if r.pipeline != Pipeline.bm25]
+        if dense_rows:
+            texts = [requests[i].query for i in dense_rows]
+            t0 = time.perf_counter()
+            try:
+                if self._stages_want_tokens():  # only then: encoders that know nothing of tokens keep working
+                    encoded = self.collection.encoder.encode_queries(texts, with_tokens=True)
+                else:
+                    encoded = self.collection.encoder.encode_queries(texts)
+            except Exception as exc:  # noqa: BLE001 - every request of the batch gets it
+                for one in out:
+                    one.error = exc
+                return out
+            encode_s = time.perf_counter() - t0
+            for n, i in enumerate(dense_rows):
+                one = out[i]
+                one.times.add("query_encode", encode_s)
+                one.vector = encoded.vectors[n]
+                one.truncated = encoded.truncated_tokens[n]
+                one.tokens = encoded.tokens(n)
+        groups: dict[tuple, list[int]] = {}
+        for i, (request, one) in enumerate(zip(requests, out)):
+            try:
+                self._prepare_one(request, one)
+            except Exception as exc:  # noqa: BLE001 - raised in the request's own thread by _finish
+                one.error = exc
+                continue
+            if one.vector is not None and one.available:
+                limit = min(self._window(request) * PASSAGES_PER_DOCUMENT, one.available)
+                key = (request.filter.model_dump_json() if request.filter is not None else None, limit)
+                groups.setdefault(key, []).append(i)
+        for (_, limit), rows in groups.items():
+            t0 = time.perf_counter()
+            matrix = np.stack([out[i].vector for i in rows]).astype(np.float32, copy=False)
+            try:
+                scores, ids = self.collection.vectors.search(matrix, limit, allowed=out[rows[0]].dense_filter)
+            except Exception as exc:  # noqa: BLE001
+                for i in rows:
+                    out[i].error = exc
+                continue
+            took = time.perf_counter() - t0
+            for n, i in enumerate(rows):
+                out[i].first = (limit, scores[n], ids[n])
+                out[i].times.add("retrieve_dense", took)
+        return out
+
+    def _prepare_one(self, request: SearchRequest, one: _Prepared) -> None:
+        if one.truncated:
+            one.query_info["truncated_tokens"] = one.truncated
+        if request.filter is not None:
+            with one.times.stage("filter"):
+                f = request.filter
+                one.allowed = _as_keys(self.collection.store.filter_keys(
+                    f.ids, f.metadata, f.timestamp.bounds() if f.timestamp is not None else None))
+        if request.pipeline not in (Pipeline.dense, Pipeline.hybrid):
+            one.vector = None
+            return
+        vector = one.vector
+        for stage in self.query_stages:
+            with one.times.stage(f"query_stage_{stage.name}"):
+                if getattr(stage, "needs_tokens", False):
+                    vector, stage_evidence = stage.apply(request, vector, one.tokens)
+                else:
+                    vector, stage_evidence = stage.apply(request, vector)
+            one.query_info.setdefault("stages", {})[stage.name] = stage_evidence
+        one.vector = vector
+        with one.times.stage("filter"):
+            one.dense_filter, one.available = self._dense_filter(one.allowed)
+
+    def _dense_filter(self, allowed: np.ndarray | None):
+        """(what the vector index takes as ``allowed``, how many vectors that allows)."""
+        vectors = self.collection.vectors
+        if allowed is None:
+            return None, len(vectors)
+        allowed = _as_keys(allowed)
+        if hasattr(vectors, "doc_filter"):  # FAISS: a bitmap over its positions, no store round trip
+            resolved = vectors.doc_filter(allowed)
+            return resolved, resolved.count
+        pids = self.collection.store.passage_ids_of(allowed.tolist())
+        return pids, int(len(pids))
+
+    def _window(self, request: SearchRequest) -> int:
+        fusion: FusionConfig = request.fusion or self.collection.config.fusion
+        return max(fusion.window, request.k + request.offset)
 
     # -- stages --------------------------------------------------------------------------------------------------
     def _stages_want_tokens(self) -> bool:
         return any(getattr(stage, "needs_tokens", False) for stage in self.query_stages)
 
-    def _search_one(
-        self, request: SearchRequest, vector: np.ndarray | None, truncated: int | None,
-        tokens: QueryTokens | None = None,
-    ) -> SearchResponse:
+    def _finish(self, request: SearchRequest, prepared: _Prepared) -> SearchResponse:
+        if prepared.error is not None:
+            raise prepared.error
+        response = self._search_one(request, prepared)
+        record(prepared.times)
+        response._timings = prepared.times.as_ms()
+        if request.explain:
+            response.query_info["timings_ms"] = dict(response.timings)
+        return response
+
+    def _search_one(self, request: SearchRequest, prepared: _Prepared) -> SearchResponse:
+        times = prepared.times
+        allowed = prepared.allowed
+        vector = prepared.vector
         fusion: FusionConfig = request.fusion or self.collection.config.fusion
         window = max(fusion.window, request.k + request.offset)  # how deep each list is fetched
-        query_info: dict = {}
-        if truncated:
-            query_info["truncated_tokens"] = truncated
+        query_info: dict = prepared.query_info
         lists: dict[str, list[tuple[int, float]]] = {}
         best_passage: dict[int, int] = {}
-        allowed = None
-        if request.filter is not None:
-            f = request.filter
-            allowed = self.collection.store.filter_keys(
-                f.ids, f.metadata, f.timestamp.bounds() if f.timestamp is not None else None
-            )
         if request.pipeline in (Pipeline.bm25, Pipeline.hybrid):
-            with stage_timer("retrieve_bm25"):
+            with times.stage("retrieve_bm25"):
                 lists["bm25"] = self._lexical(request.query, window, allowed)
         if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
-            for stage in self.query_stages:
-                with stage_timer(f"query_{stage.name}"):
-                    if getattr(stage, "needs_tokens", False):
-                        vector, stage_evidence = stage.apply(request, vector, tokens)
-                    else:
-                        vector, stage_evidence = stage.apply(request, vector)
-                query_info.setdefault("stages", {})[stage.name] = stage_evidence
-            with stage_timer("retrieve_dense"):
-                lists["dense"], best_passage = self._dense(vector, window, allowed)
+            with times.stage("retrieve_dense"):
+                lists["dense"], best_passage = self._dense(
+                    vector, window, allowed, dense_filter=prepared.dense_filter, available=prepared.available,
+                    first=prepared.first)
 
+        fuse_started = time.perf_counter()
         if request.pipeline == Pipeline.hybrid:
-            with stage_timer("fuse"):
-                ranked = fuse(lists, fusion)[:window]
+            ranked = fuse(lists, fusion)[:window]
         else:
             ranked = next(iter(lists.values()))[:window]
         sources = collect_sources(lists)
@@ -139,10 +253,11 @@ class SearchPipeline:
             if request.pipeline == Pipeline.hybrid:
                 evidence["fused"] = {"method": fusion.method.value, "score": float(score)}
             candidates.append(Candidate(key, float(score), evidence, best_passage.get(key)))
-        candidates = self._rerank(request, candidates, fusion.window)
+        times.add("fuse", time.perf_counter() - fuse_started)
+        candidates = self._rerank(request, candidates, fusion.window, times)
 
         page = candidates[request.offset : request.offset + request.k]
-        with stage_timer("fetch"):
+        with times.stage("fetch"):
             hits = self._hits(request, page)
         if request.explain:
             query_info["bm25_terms"] = self.collection.lexical.analyze(request.query)
@@ -162,7 +277,8 @@ class SearchPipeline:
             query_info=query_info,
         )
 
-    def _rerank(self, request: SearchRequest, candidates: list[Candidate], head: int) -> list[Candidate]:
+    def _rerank(self, request: SearchRequest, candidates: list[Candidate], head: int,
+                times: StageTimes | None = None) -> list[Candidate]:
         """Rerankers see the first ``head`` candidates only (a fixed number, not ``k + offset``), so what they
         compute, min-max of first-stage scores included, does not change with the page asked for. The tail keeps
         first-stage order below the reranked head, its scores shifted down to stay monotone."""
@@ -170,8 +286,10 @@ class SearchPipeline:
             return candidates
         top, tail = candidates[:head], candidates[head:]
         for reranker in self.rerankers:
-            with stage_timer(f"rerank_{getattr(reranker, 'name', type(reranker).__name__)}"):
-                top = reranker.rerank(request, top, self.collection)
+            started = time.perf_counter()
+            top = reranker.rerank(request, top, self.collection)
+            if times is not None:
+                times.add(f"rerank_{getattr(reranker, 'name', type(reranker).__name__)}", time.perf_counter() - started)
         if top and tail and tail[0].score >= top[-1].score:
             shift = tail[0].score - top[-1].score + 1e-6
             for c in tail:
@@ -179,7 +297,7 @@ class SearchPipeline:
                 c.score -= shift
         return list(top) + tail
 
-    def _lexical(self, query: str, depth: int, allowed: set[int] | None) -> list[tuple[int, float]]:
+    def _lexical(self, query: str, depth: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
         """The first ``depth`` BM25 hits in (score, doc_key) order: fetched one past the cut, and further while
         the scores there tie, so which of several equal-scored documents make the cut never depends on the
         index's internal order or on ``depth``."""
@@ -193,26 +311,32 @@ class SearchPipeline:
         return found[:depth]
 
     def _dense(
-        self, vector: np.ndarray, depth: int, allowed: set[int] | None = None
+        self, vector: np.ndarray, depth: int, allowed: np.ndarray | None = None, *, dense_filter=None,
+        available: int | None = None, first: tuple | None = None,
     ) -> tuple[list[tuple[int, float]], dict[int, int]]:
         """The first ``depth`` documents by their best passage (MaxP), in (score, doc_key) order.
 
         Passages are fetched best first, ``depth * PASSAGES_PER_DOCUMENT`` at first and 4x more each round, until
         ``depth`` distinct documents are found with the last one scoring strictly above the last passage fetched
         (so no unfetched passage can beat or tie it), or until the index has no more to give. Long documents
-        with many passages therefore cannot crowd the others out."""
-        pids = None if allowed is None else self.collection.store.passage_ids_of(allowed)
-        available = len(self.collection.vectors) if pids is None else int(len(pids))
+        with many passages therefore cannot crowd the others out. ``first``: the first round, already searched
+        (with the rest of a micro-batch)."""
+        if available is None:
+            dense_filter, available = self._dense_filter(allowed)
         if available == 0:
             return [], {}
         limit = min(depth * PASSAGES_PER_DOCUMENT, available)
         while True:
-            scores, ids = self.collection.vectors.search(vector[None, :], limit, allowed=pids)
+            if first is not None and first[0] == limit:
+                scores_row, ids_row = first[1], first[2]
+            else:
+                scores, ids = self.collection.vectors.search(vector[None, :], limit, allowed=dense_filter)
+                scores_row, ids_row = scores[0], ids[0]
             best: dict[int, float] = {}
             passage: dict[int, int] = {}
             valid = 0
             last = None
-            for score, pid in zip(scores[0].tolist(), ids[0].tolist()):
+            for score, pid in zip(scores_row.tolist(), ids_row.tolist()):
                 if pid < 0:
                     continue
                 valid += 1
@@ -265,6 +389,13 @@ class SearchPipeline:
                 )
             )
         return hits
+
+
+def _as_keys(keys) -> np.ndarray:
+    """An allow-list as sorted unique int64 doc_keys (what the stores hand back: an array, or a set)."""
+    if isinstance(keys, np.ndarray):
+        return np.unique(keys.astype(np.int64, copy=False))
+    return np.unique(np.fromiter(keys, dtype=np.int64, count=len(keys)))
 
 
 def _best_lexical_passage(full: str, passages, query_terms: set[str], analyze) -> int:

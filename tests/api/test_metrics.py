@@ -51,17 +51,16 @@ def test_a_search_adds_one_observation_to_each_of_its_stages(client):
     before = stage_counts(client)
     assert client.post("/v1/indexes/tiny/search", json={"query": "moon tides", "pipeline": "hybrid"}).status_code == 200
     after = stage_counts(client)
-    for stage in ("encode", "retrieve_bm25", "retrieve_dense", "fuse", "fetch"):
+    for stage in ("query_encode", "retrieve_bm25", "retrieve_dense", "fuse", "fetch"):
         assert after.get(stage, 0) - before.get(stage, 0) == 1, (stage, before, after)
     text = client.get("/metrics").text
     assert re.search(r'foveal_stage_seconds_bucket\{le="\+Inf",stage="fuse"\} \d', text)
     assert re.search(r'foveal_stage_seconds_sum\{stage="retrieve_dense"\} \d', text)
-    # a bm25 search runs neither the encoder nor dense retrieval nor fusion
+    # a bm25 search runs neither the encoder nor dense retrieval
     client.post("/v1/indexes/tiny/search", json={"query": "moon tides", "pipeline": "bm25"})
     again = stage_counts(client)
     assert again["retrieve_bm25"] - after["retrieve_bm25"] == 1
-    assert (again["encode"], again["retrieve_dense"], again["fuse"]) == (after["encode"], after["retrieve_dense"],
-                                                                          after["fuse"])
+    assert (again["query_encode"], again["retrieve_dense"]) == (after["query_encode"], after["retrieve_dense"])
 
 
 def test_an_agent_run_times_each_searcher_node(client):

@@ -1,0 +1,120 @@
+"""A micro-batcher: concurrent callers of one function share one call on a batch of their items.
+
+Leader/follower, no thread of its own: the first caller to find no open batch opens one and becomes its leader; it
+waits for others to join for at most ``max_wait_s`` (one deadline, fixed when the batch opens), and closes the
+batch early when it is full (``max_batch``) or when no other caller is active on the pipeline (a lone caller never
+waits: :meth:`MicroBatcher.active` counts callers in flight). The leader then runs ``run_batch`` on the items, in
+arrival order, and hands each follower its own result. ``run_batch`` returns one result per item; an exception it
+raises goes to every caller of that batch.
+
+So a caller waits at most ``max_wait_s`` plus the batch's own run before its result: the bound holds by
+construction (the leader's only wait is ``Condition.wait(deadline - now)``), not by tuning.
+
+Example::
+
+    >>> batcher = MicroBatcher(lambda items: [x * 2 for x in items], max_batch=8, max_wait_s=0.003)
+    >>> batcher.submit(21)
+    42
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from typing import Callable, Generic, Sequence, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Batch:
+    __slots__ = ("items", "closed", "done", "results", "error")
+
+    def __init__(self) -> None:
+        self.items: list = []
+        self.closed = False
+        self.done = threading.Event()
+        self.results: Sequence | None = None
+        self.error: BaseException | None = None
+
+
+class MicroBatcher(Generic[T, R]):
+    def __init__(self, run_batch: Callable[[list[T]], Sequence[R]], *, max_batch: int = 32,
+                 max_wait_s: float = 0.003, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        if max_wait_s < 0:
+            raise ValueError("max_wait_s must be at least 0")
+        self.run_batch = run_batch
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._open: _Batch | None = None
+        self._active = 0
+        #: how many batches ran and the sizes they had (for tests and stats)
+        self.batches = 0
+        self.largest = 0
+
+    @contextmanager
+    def active(self):
+        """Mark a caller in flight for its whole request (not only while it waits here): a leader waits for
+        others only while some other caller is active, since only they can join soon."""
+        with self._cond:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    def submit(self, item: T) -> R:
+        with self._cond:
+            batch = self._open
+            leader = batch is None
+            if leader:
+                batch = self._open = _Batch()
+            index = len(batch.items)
+            batch.items.append(item)
+            if len(batch.items) >= self.max_batch:
+                self._close(batch)
+            elif not leader:
+                self._cond.notify_all()  # the leader re-checks whether anyone else may still join
+            if leader:
+                deadline = self._clock() + self.max_wait_s
+                while not batch.closed and self._others_may_join(batch):
+                    remaining = deadline - self._clock()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                self._close(batch)
+        if leader:
+            try:
+                results = self.run_batch(list(batch.items))
+                if len(results) != len(batch.items):
+                    raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch.items)} items")
+                batch.results = results
+            except BaseException as exc:  # every caller of the batch gets it
+                batch.error = exc
+            finally:
+                self.batches += 1
+                self.largest = max(self.largest, len(batch.items))
+                batch.done.set()
+        else:
+            batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return batch.results[index]
+
+    def _others_may_join(self, batch: _Batch) -> bool:
+        """Some active caller is not in this batch yet (callers outside :meth:`active` count as one, the
+        leader)."""
+        return self._active > len(batch.items)
+
+    def _close(self, batch: _Batch) -> None:
+        batch.closed = True
+        if self._open is batch:
+            self._open = None
+        self._cond.notify_all()

@@ -1,0 +1,133 @@
+"""The query micro-batcher: correct results, filter groups, and a wait bound that holds by construction."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from foveal.pipeline.batcher import MicroBatcher
+from foveal.pipeline.request import SearchRequest
+from foveal.pipeline.search import SearchPipeline
+
+
+def test_lone_caller_never_waits():
+    waits = []
+
+    class Clock:
+        def __call__(self):
+            return 0.0
+
+    batcher = MicroBatcher(lambda items: [i * 2 for i in items], max_batch=8, max_wait_s=5.0, clock=Clock())
+    original = batcher._cond.wait
+    batcher._cond.wait = lambda timeout=None: waits.append(timeout) or original(0)
+    with batcher.active():
+        assert batcher.submit(21) == 42
+    assert waits == []  # nobody else active: closed at once, without waiting
+
+
+def test_leader_waits_at_most_the_bound_by_construction():
+    """The leader's only wait is Condition.wait(deadline - now) with deadline = open + max_wait_s: with a clock
+    that advances by each wait, the waits it asks for add up to max_wait_s exactly, never more."""
+    now = [100.0]
+    waits = []
+    batcher = MicroBatcher(lambda items: list(items), max_batch=8, max_wait_s=0.004, clock=lambda: now[0])
+
+    def fake_wait(timeout=None):
+        waits.append(timeout)
+        now[0] += min(timeout, 0.001)  # time passes (1 ms at most per wake-up); nobody joins
+        return False
+
+    batcher._cond.wait = fake_wait
+    with batcher.active(), batcher.active():  # a second caller is active but never submits
+        assert batcher.submit("x") == "x"
+    assert len(waits) == 4 and all(0 < w <= 0.004 + 1e-9 for w in waits)
+    assert now[0] <= 100.0 + 0.004 + 1e-12
+
+
+def test_full_batch_closes_and_every_caller_gets_its_own_result():
+    calls = []
+    release = threading.Event()
+
+    def run(items):
+        calls.append(list(items))
+        return [f"r{i}" for i in items]
+
+    batcher = MicroBatcher(run, max_batch=4, max_wait_s=3600.0)  # only a full batch can close it
+    results = {}
+
+    def caller(i):
+        with batcher.active():
+            release.wait()
+            results[i] = batcher.submit(i)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    release.set()
+    for t in threads:
+        t.join(60)
+    assert results == {i: f"r{i}" for i in range(4)}
+    assert sorted(i for call in calls for i in call) == [0, 1, 2, 3]
+    assert all(len(call) <= 4 for call in calls)
+
+
+def test_an_error_reaches_every_caller_of_its_batch():
+    batcher = MicroBatcher(lambda items: 1 / 0, max_batch=2, max_wait_s=0)
+    with pytest.raises(ZeroDivisionError):
+        batcher.submit(1)
+
+
+def _requests():
+    return [
+        SearchRequest(query="moon ocean tides", k=3),
+        SearchRequest(query="why does bread dough rise", k=3, pipeline="dense"),
+        SearchRequest(query="lava", k=3, filter={"metadata": {"topic": "science"}}),
+        SearchRequest(query="coffee roasting", k=3, filter={"metadata": {"topic": "science"}}, pipeline="dense"),
+        SearchRequest(query="coffee", k=3, pipeline="bm25"),
+        SearchRequest(query="tides", k=2, filter={"ids": ["tides", "bread"]}),
+    ]
+
+
+def _key(response):
+    return [(h.id, round(h.score, 5), h.passage.index if h.passage else None) for h in response.hits]
+
+
+def test_batched_results_equal_unbatched_and_filters_are_grouped(tiny):
+    searcher = SearchPipeline(tiny, rerankers=[])
+    alone = [_key(searcher.search_many([r])[0]) for r in _requests()]
+    calls = []
+    search = tiny.vectors.search
+
+    def spy(matrix, k, allowed=None):
+        calls.append((np.asarray(matrix).shape[0], allowed is None))
+        return search(matrix, k, allowed=allowed)
+
+    tiny.vectors.search = spy
+    try:
+        together = [_key(r) for r in searcher.search_many(_requests())]
+    finally:
+        del tiny.vectors.search
+    assert together == alone
+    # one FAISS call per filter group: unfiltered (2 queries), topic=science (2), the id list (1)
+    assert sorted(calls) == [(1, False), (2, False), (2, True)]
+
+
+def test_concurrent_searches_share_batches_and_match_alone(tiny):
+    searcher = SearchPipeline(tiny, rerankers=[])
+    requests = _requests() * 3
+    alone = [_key(searcher.search(r)) for r in requests]
+    searcher._batcher.max_wait_s = 0.05
+    results = [None] * len(requests)
+    start = threading.Barrier(len(requests))
+
+    def caller(i):
+        start.wait()
+        results[i] = _key(searcher.search(requests[i]))
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert results == alone
+    assert searcher._batcher.largest > 1
