@@ -61,6 +61,11 @@ def test_json_is_not_wrapped_when_piped(home, engine):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["hits"][0]["metadata"]["note"] == long_value
     assert any(len(line) > 120 for line in result.output.splitlines())
+    # ids with spaces, more than 80 columns of them: a wrapped line would cut a JSON string in two
+    ids = [f"an id with spaces number {n}" for n in range(6)]
+    collection.upsert([parse_document({"_id": i, "text": "words"}) for i in ids])
+    deleted = piped.invoke(app, ["delete", *ids, "--index", "wide"])
+    assert deleted.exit_code == 0 and json.loads(deleted.output)["deleted"] == ids
 
 
 def test_index_list_stats_delete(home, tiny):

@@ -114,6 +114,8 @@ def test_example_runs(page, line, language, code, marker, request):
             pytest.skip(f"{page}:{line}: {reason}")
         check_synopsis(code, f"{page}:{line}")
         return
+    if "curl " in code and shutil.which("curl") is None:
+        pytest.skip(f"{page}:{line}: needs curl (apt-get install curl)")
     docs_env = request.getfixturevalue("docs_env")
     work = docs_env["base"] / f"run-{page.replace('/', '-')}-{line}"
     shutil.copytree(docs_env["home"], work / "home")
