@@ -192,6 +192,8 @@ function renderResults(response) {
   const info = [response.hits.length + " hits", response.took_ms.toFixed(1) + " ms", "pipeline " + response.pipeline];
   const stages = (response.query_info || {}).stages;
   if (stages) info.push("query stages: " + Object.keys(stages).join(", "));
+  const timings = (response.query_info || {}).timings_ms;
+  if (timings) info.push(Object.entries(timings).map(([stage, ms]) => stage + " " + Number(ms).toFixed(1) + " ms").join(", "));
   $("search-info").textContent = info.join(" · ");
   $("results").replaceChildren(...response.hits.map((hit) => renderHit(hit, response)));
 }
