@@ -12,22 +12,28 @@
     foveal ask "QUESTION" --index papers [--planner rule|llm] [--json]
     foveal stats --index papers                          # counts in every store, log position, config (JSON)
     foveal indexes                                       # the index names, one a line
-    foveal delete ID [ID ...] --index papers             # delete documents
+    foveal delete ID [ID ...] --index papers             # delete documents (or --where FILTER)
     foveal drop papers                                   # delete an index and its files
     foveal reindex papers --into papers-v2 --config cfg.json   # re-encode from the store (resumable)
     foveal alias set papers-live papers-v2               # create or atomically move an alias
+    foveal index list|stats|delete                       # manage indexes
+    foveal jobs [JOB_ID]                                 # recent ingest jobs
+    foveal list|export --index papers                    # scroll or export documents (JSON lines)
+    foveal update ID --set KEY=VALUE --index papers      # metadata without encoding again
 
 Only the commands that encode text (dense or hybrid search, ingest of documents without a ``vector``, run, ask,
 and creating an index, which records the model's dimension) import torch and load the model; BM25 search, stats,
 listing, deletes and ingests of documents that carry vectors start in well under a second.
 
-Data lives under ``$FOVEAL_HOME`` (default ``~/.local/share/foveal``). Errors are printed as one line and exit
+Data lives under ``$FOVEAL_HOME``; unset, the ``.foveal`` folder of the checkout this runs in (as ``make run`` uses),
+else ``~/.local/share/foveal``. Errors are printed as one line and exit
 with status 2 (bad input) or 1 (some records rejected during ingest).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -45,15 +51,51 @@ console = Console(stderr=True)
 out = Console()
 
 
+#: Where the home came from, said when an index is not found there.
+_HOME_NOTE: list[str] = []
+
+
+def find_home() -> tuple[Path, str]:
+    """The home this command uses and how it was chosen: ``$FOVEAL_HOME``; else a ``.foveal`` folder holding
+    indexes in the current folder or one above it (what ``make run`` creates in a checkout); else the user default
+    (``~/.local/share/foveal``)."""
+    import os
+
+    from foveal.config import foveal_home
+
+    env = os.environ.get("FOVEAL_HOME")
+    if env:
+        return Path(env).expanduser(), "from FOVEAL_HOME"
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        candidate = folder / ".foveal"
+        if (candidate / "indexes").is_dir():
+            return candidate, "the project's home found in this folder or above it (the one `make run` uses)"
+    return foveal_home(), (f"the default: FOVEAL_HOME is unset and no .foveal/ with indexes is in {here} or above it")
+
+
 def _engine():
     from foveal.engine import Engine
 
-    return Engine()
+    home, how = find_home()
+    _HOME_NOTE[:] = [f"{home} ({how})"]
+    return Engine(home)
 
 
 def _fail(message: str, code: int = 2) -> None:
+    if _HOME_NOTE and "does not exist" in message and "index" in message:
+        message += f"; looked in {_HOME_NOTE[0]}"
     console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def _print_json(value) -> None:
+    """JSON on stdout: indented and coloured on a terminal, plain and never wrapped when piped."""
+    if sys.stdout.isatty():
+        out.print_json(json.dumps(value, ensure_ascii=False))
+    else:
+        sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+        sys.stdout.flush()
 
 
 def _config_from(path: Optional[Path]) -> Optional[IndexConfig]:
@@ -67,8 +109,16 @@ def _config_from(path: Optional[Path]) -> Optional[IndexConfig]:
 
 @app.command()
 def ingest(
-    path: Path = typer.Argument(..., help="BEIR corpus.jsonl or .jsonl.gz"),
+    path: Path = typer.Argument(..., help="BEIR corpus.jsonl or .jsonl.gz, a .csv/.tsv or .parquet table, or a "
+                                          "folder of .txt, .md, .html and .pdf files"),
     index: str = typer.Option("default", "--index", "-i", help="Index name (created when missing)."),
+    id_column: Optional[str] = typer.Option(None, help="Table column with the id (default: _id or id)."),
+    title_column: Optional[str] = typer.Option(None, help="Table column with the title (default: title)."),
+    text_column: Optional[str] = typer.Option(None, help="Table column with the text (default: text)."),
+    timestamp_column: Optional[str] = typer.Option(None, help="Table column with the timestamp (default: "
+                                                              "timestamp)."),
+    metadata_columns: Optional[str] = typer.Option(None, help="Comma-separated table columns kept as metadata "
+                                                              "(default: every other column)."),
     config: Optional[Path] = typer.Option(None, help="JSON file with the index config (for a new index)."),
     batch_size: int = typer.Option(256, min=1, max=100_000, help="Documents per committed batch."),
     if_empty: bool = typer.Option(False, "--if-empty", help="Do nothing when the index already has documents."),
@@ -82,22 +132,45 @@ def ingest(
                    "~/.local/state/foveal/ingest); a rerun resumes from it."),
     restart: bool = typer.Option(False, "--restart", help="--server: forget the journal and send everything."),
 ) -> None:
-    """Add or update documents from a file; unchanged documents are skipped. With --server, stream the file to a
-    foveal server as ingest jobs instead: bounded in flight, resumable after an interruption (a rerun sends only
-    what the server has not accepted), exit status 1 with a summary when documents were refused."""
+    """Add or update documents from a file or a folder; unchanged documents are skipped. With --server, stream a
+    file to a foveal server as ingest jobs instead: bounded in flight, resumable after an interruption (a rerun
+    sends only what the server has not accepted), exit status 1 with a summary when documents were refused."""
     if server is not None:
         _ingest_remote(path, index, server, config, batch_size, in_flight, journal, restart, if_empty)
         return
+    from foveal.pipeline import sources
     from foveal.pipeline.ingest import ingest_records, read_jsonl
 
+    if not path.exists():
+        _fail(f"{path}: no such file or folder")
+    suffix = path.suffix.lower()
+    is_table = path.is_file() and suffix in sources.TABLE_SUFFIXES
+    mapping = sources.ColumnMap(id_column, title_column, text_column, timestamp_column,
+                                [c.strip() for c in metadata_columns.split(",") if c.strip()]
+                                if metadata_columns is not None else None)
+    if not is_table and any(v is not None for v in (id_column, title_column, text_column, timestamp_column,
+                                                    metadata_columns)):
+        _fail("the --*-column options apply to .csv, .tsv and .parquet files only")
+    if not path.is_dir() and not path.is_file():
+        _fail(f"{path}: not a file or folder")
     try:
+        if path.is_dir():
+            records, total = sources.read_folder(path), len(sources.folder_files(path))
+            if total == 0:
+                _fail(f"{path}: no {', '.join(sources.FOLDER_SUFFIXES)} file in this folder")
+        elif suffix in (".parquet", ".pq"):
+            records, total = sources.read_parquet(path, mapping), sources.parquet_rows(path)
+        elif suffix in (".csv", ".tsv"):
+            records, total = sources.read_csv(path, mapping), max(0, (_count_lines(path) or 1) - 1) or None
+        else:
+            records, total = read_jsonl(path), _count_lines(path)
+        # the first record is read now: a table without an id column fails before the index or the bar exist
+        records = _peeked(records)
         engine = _engine()
         collection = engine.open_or_create(index, _config_from(config))
         if if_empty and collection.store.count() > 0:
             console.print(f"index {index!r} already has {collection.store.count()} documents; nothing to do")
             return
-        records = read_jsonl(path)
-        total = _count_lines(path)
         started = time.perf_counter()
         with Progress(
             TextColumn("[bold]ingest[/]"),
@@ -118,7 +191,10 @@ def ingest(
                 progress.update(task, advance=n, rate=f"{rate:,.1f}")
 
             def on_error(line, message):
-                progress.console.print(f"[yellow]rejected[/] {path}:{line}: {message}", highlight=False)
+                where = path / str(line) if path.is_dir() else f"{path}:{line}"
+                from rich.markup import escape
+
+                progress.console.print(f"[yellow]rejected[/] {escape(str(where))}: {escape(message)}", highlight=False)
                 progress.update(task, advance=1)
 
             report = ingest_records(
@@ -199,6 +275,18 @@ def _ingest_remote(path: Path, index: str, server: str, config: Optional[Path], 
         raise typer.Exit(1)
 
 
+def _peeked(records):
+    """The same records, the first one already read (so that a reader's up-front errors are raised here)."""
+    import itertools
+
+    iterator = iter(records)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        return iter(())
+    return itertools.chain([first], iterator)
+
+
 def _count_lines(path: Path) -> int | None:
     try:
         if path.suffix == ".gz":
@@ -233,13 +321,24 @@ def search(
     except FovealError as exc:
         _fail(exc.message)
     if as_json:
-        out.print_json(response.model_dump_json())
+        _print_json(json.loads(response.model_dump_json()))
         return
+    if explain:
+        info = response.query_info
+        out.print(f"[dim]query terms (BM25): {' '.join(info.get('bm25_terms', [])) or '-'}; fusion: "
+                  f"{json.dumps(info.get('fusion'))}; window {info.get('window')}; candidates "
+                  f"{info.get('candidates')}[/]", highlight=False, markup=True, soft_wrap=True)
+        for name, value in (info.get("stages") or {}).items():
+            out.print(f"[dim]query stage {name}: {json.dumps(value)}[/]", highlight=False, soft_wrap=True)
     for hit in response.hits:
         sources = ", ".join(
             f"{name} #{ev['rank']}" for name, ev in hit.evidence.items() if isinstance(ev, dict) and "rank" in ev
         )
         out.print(f"[bold]{hit.rank:>3}. {hit.id}[/]  {hit.score:.4f}  ({sources})", highlight=False)
+        if explain:
+            for name, value in hit.evidence.items():
+                shown = " ".join(value) if name == "matched_terms" else json.dumps(value)
+                out.print(f"     [cyan]{name}[/]: {shown}", highlight=False, soft_wrap=True)
         if hit.title:
             out.print(f"     {hit.title}", highlight=False)
         if hit.passage:
@@ -257,7 +356,7 @@ def stats(
         engine = _engine()
         collection = engine.get(index)
         collection.refresh()
-        out.print_json(json.dumps(collection.stats()))
+        _print_json(collection.stats())
     except FovealError as exc:
         _fail(exc.message)
 
@@ -269,19 +368,209 @@ def list_indexes() -> None:
         out.print(name, highlight=False, markup=False)
 
 
+def _parse_filter(text: Optional[str]):
+    """A search filter given as JSON (``{"metadata": {...}, "timestamp": {...}, "ids": [...]}``)."""
+    if text is None:
+        return None
+    from pydantic import ValidationError
+
+    from foveal.pipeline.request import SearchFilter
+
+    try:
+        return SearchFilter.model_validate(json.loads(text))
+    except json.JSONDecodeError as exc:
+        _fail(f"--where is no JSON: {exc}")
+    except ValidationError as exc:
+        _fail("--where: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+
 @app.command()
 def delete(
-    ids: list[str] = typer.Argument(..., help="Document ids."),
+    ids: Optional[list[str]] = typer.Argument(None, help="Document ids."),
     index: str = typer.Option("default", "--index", "-i"),
+    where: Optional[str] = typer.Option(None, help='Delete every document matching a search filter (JSON), e.g. '
+                                                   '\'{"metadata": {"topic": "old"}}\'.'),
 ) -> None:
-    """Delete documents by id (ids that are not there are reported as missing)."""
+    """Delete documents by id (ids that are not there are reported as missing), or by a filter (--where)."""
+    if bool(ids) == bool(where):
+        _fail("give document ids or --where FILTER (one of the two)")
+    condition = _parse_filter(where)
     try:
         engine = _engine()
-        result = engine.get(index).delete(ids)
+        collection = engine.get(index)
+        if condition is not None:
+            bounds = condition.timestamp.bounds() if condition.timestamp is not None else None
+            result = collection.delete_where(condition.ids, condition.metadata, bounds)
+        else:
+            result = collection.delete(ids)
         engine.close()
     except FovealError as exc:
         _fail(exc.message)
-    out.print(json.dumps({"deleted": result.deleted, "missing": result.missing}), highlight=False)
+    _print_json({"deleted": result.deleted, "missing": result.missing})
+
+
+@app.command()
+def update(
+    ids: list[str] = typer.Argument(..., help="Document ids."),
+    index: str = typer.Option("default", "--index", "-i"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="KEY=VALUE (VALUE read as JSON when it parses, "
+                                                               "else as text); repeat for several keys."),
+    unset: Optional[list[str]] = typer.Option(None, help="Metadata keys to remove."),
+    replace: bool = typer.Option(False, help="Replace the metadata with the --set keys instead of merging."),
+    timestamp: Optional[str] = typer.Option(None, help="A new timestamp (ISO 8601 or epoch seconds)."),
+) -> None:
+    """Change documents' metadata or timestamp without encoding them again."""
+    from foveal.documents import parse_timestamp
+
+    metadata: dict = {}
+    for pair in set_ or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--set {pair!r}: expected KEY=VALUE")
+        try:
+            metadata[key] = json.loads(value)
+        except json.JSONDecodeError:
+            metadata[key] = value
+    for key in unset or []:
+        metadata[key] = None
+    if not metadata and timestamp is None:
+        _fail("nothing to change: give --set, --unset or --timestamp")
+    try:
+        stamp = parse_timestamp(timestamp) if timestamp is not None else None
+    except (ValueError, TypeError) as exc:
+        _fail(f"--timestamp: {exc}")
+    try:
+        engine = _engine()
+        result = engine.get(index).update_metadata(
+            [(i, metadata if (metadata or replace) else None, stamp, False) for i in ids], merge=not replace)
+        engine.close()
+    except FovealError as exc:
+        _fail(exc.message)
+    _print_json({"updated": result.updated, "unchanged": result.unchanged, "missing": result.missing})
+
+
+@app.command("list")
+def list_documents(
+    index: str = typer.Option("default", "--index", "-i"),
+    limit: int = typer.Option(20, min=1, max=100_000, help="Documents to show."),
+    after: Optional[int] = typer.Option(None, help="Continue after this position (printed as `next`)."),
+) -> None:
+    """Documents in storage order: id, title, timestamp (scroll with --after)."""
+    from foveal.documents import format_timestamp
+
+    try:
+        docs = _engine().get(index).store.list_documents(after if after is not None else -1, limit)
+    except FovealError as exc:
+        _fail(exc.message)
+    for doc in docs:
+        sys.stdout.write(f"{doc.id}\t{format_timestamp(doc.timestamp) or '-'}\t{doc.title}\n")
+    if len(docs) == limit:
+        console.print(f"next: --after {docs[-1].doc_key}", highlight=False)
+
+
+@app.command()
+def export(
+    index: str = typer.Option("default", "--index", "-i"),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="JSON lines file (default: stdout)."),
+    where: Optional[str] = typer.Option(None, help="Only documents matching a search filter (JSON)."),
+) -> None:
+    """Write documents as JSON lines in the ingest format (``foveal ingest`` reads them back)."""
+    from foveal.api.v1 import export_record
+
+    condition = _parse_filter(where)
+    try:
+        store = _engine().get(index).store
+        keys = None
+        if condition is not None:
+            keys = store.filter_keys(condition.ids, condition.metadata,
+                                     condition.timestamp.bounds() if condition.timestamp is not None else None)
+        handle = open(out_path, "w", encoding="utf-8") if out_path else sys.stdout
+        written, after = 0, -1
+        try:
+            while True:
+                docs = store.list_documents(after, 1000, keys)
+                for doc in docs:
+                    handle.write(json.dumps(export_record(doc), ensure_ascii=False) + "\n")
+                written += len(docs)
+                if len(docs) < 1000:
+                    break
+                after = docs[-1].doc_key
+        finally:
+            if out_path:
+                handle.close()
+    except FovealError as exc:
+        _fail(exc.message)
+    except OSError as exc:
+        _fail(f"{out_path}: {exc.strerror or exc}")
+    if out_path:
+        console.print(f"wrote {written} documents to {out_path}", highlight=False)
+
+
+@app.command()
+def jobs(
+    job_id: Optional[str] = typer.Argument(None, help="One job (its errors included)."),
+    index: Optional[str] = typer.Option(None, "--index", "-i", help="Only this index's jobs."),
+    limit: int = typer.Option(20, min=1, max=1000),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recent ingest jobs of the server's queue (same FOVEAL_HOME, or Redis with FOVEAL_QUEUE=celery)."""
+    from foveal.service.jobs import make_queue
+    from foveal.service.settings import ServiceSettings
+
+    try:
+        home, _how = find_home()
+        queue = make_queue(home, ServiceSettings.from_env())
+        found = [queue.job(job_id)] if job_id else queue.recent(index, limit)
+    except FovealError as exc:
+        _fail(exc.message)
+    if as_json or job_id:
+        _print_json(found[0] if job_id else found)
+        return
+    if not found:
+        console.print(f"no recent job (queue under {home})", highlight=False)
+    for job in found:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created"]))
+        out.print(f"{job['id']}  {job['index']:<16} {job['state']:<8} {job['done']}/{job['total']} indexed, "
+                  f"{job['failed']} failed  {when}", highlight=False, markup=False, soft_wrap=True)
+
+
+index_app = typer.Typer(no_args_is_help=True, help="Indexes: list, stats, delete.")
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("list")
+def index_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every index with its document count."""
+    engine = _engine()
+    rows = []
+    for name in engine.list_indexes():
+        try:
+            rows.append({"name": name, "documents": engine.get(name).store.count()})
+        except FovealError as exc:
+            rows.append({"name": name, "documents": None, "error": exc.message})
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        console.print(f"no index in {_HOME_NOTE[0]}", highlight=False)
+    for row in rows:
+        count = row["documents"] if row["documents"] is not None else f"unavailable: {row['error']}"
+        sys.stdout.write(f"{row['name']}\t{count}\n")
+
+
+@index_app.command("stats")
+def index_stats(name: str = typer.Argument("default")) -> None:
+    """Counts in every store, change-log position and config (JSON)."""
+    stats(index=name)
+
+
+@index_app.command("delete")
+def index_delete(name: str = typer.Argument(...),
+                 yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask.")) -> None:
+    """Delete an index and its files."""
+    if not yes and sys.stdin.isatty() and not typer.confirm(f"delete index {name!r} and all its files?"):
+        raise typer.Exit(1)
+    drop(name)
 
 
 @app.command()
@@ -348,7 +637,7 @@ def evaluate_run(
     except FovealError as exc:
         _fail(exc.message)
     if as_json:
-        out.print(json.dumps(scores))
+        _print_json(scores)
         return
     for name, value in scores.items():
         out.print(f"{name:<12} {value:.4f}" if isinstance(value, float) else f"{name:<12} {value}")
@@ -373,6 +662,9 @@ def serve(
         application = create_app(settings=settings)
     except FovealError as exc:
         _fail(exc.message)
+    from foveal import logs
+
+    logs.configure()  # the access log and the job log as JSON lines on stderr
     uvicorn.run(application, host=host, port=port, log_level="info")
 
 
@@ -399,6 +691,9 @@ def worker(
     from foveal.service.jobs import EmbeddedQueue
     from foveal.service.worker import worker_engine
 
+    from foveal import logs
+
+    logs.configure(getattr(logging, loglevel.upper(), logging.INFO))
     queue = EmbeddedQueue(worker_engine().home, settings)
     stop = threading.Event()
     threads = [threading.Thread(target=queue.work, args=(worker_engine(), stop), daemon=True) for _ in range(concurrency)]
@@ -556,7 +851,7 @@ def snapshot_create(
 ) -> None:
     """Snapshot an index at one change-log position (writes may continue meanwhile)."""
     try:
-        out.print(json.dumps(_snapshots(directory).create(index, name)), highlight=False)
+        _print_json((_snapshots(directory).create(index, name)))
     except FovealError as exc:
         _fail(exc.message)
 
@@ -569,7 +864,7 @@ def snapshot_list(
     """Complete snapshots, oldest first, one JSON object a line."""
     try:
         for summary in _snapshots(directory).list(index):
-            out.print(json.dumps(summary), highlight=False)
+            _print_json((summary))
     except FovealError as exc:
         _fail(exc.message)
 
@@ -582,7 +877,7 @@ def snapshot_restore(
 ) -> None:
     """Verify a snapshot's checksums and swap it in atomically (queued writes to the old index are fenced)."""
     try:
-        out.print(json.dumps(_snapshots(directory).restore(name, as_index)), highlight=False)
+        _print_json((_snapshots(directory).restore(name, as_index)))
     except FovealError as exc:
         _fail(exc.message)
 

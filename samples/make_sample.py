@@ -272,6 +272,46 @@ languages = [
 for i, (lang, year, who, known) in enumerate(languages):
     add("computing", 20 + i, f"The {lang} programming language", f"{lang} first appeared in {year}, created by {who}. It is known for {known}.", f"2025-05-{1+i%28:02d}T14:00:00Z")
 
+# Larkport almanac: dated local items (2022-2026) written for foveal from the tables below, so the page's date
+# filters, the time-aware stages and "what happened when" questions have something to work on.
+places = ["the harbour", "Mill Street", "the old tram depot", "Gull Point", "the covered market", "Fenwick Park",
+          "the east quay", "St Brannoc's hill", "the river walk", "the lighthouse"]
+events = [
+ ("council", "Council approves {what} at {place}", "Larkport town council voted {votes} in favour of {what} at {place}. Work is planned to start in {month} and the cost, {cost}, comes from the harbour fund.",
+  ["new cycle lanes", "a rebuilt sea wall", "longer library hours", "a second ferry berth", "solar panels on the school roof", "a food market every Saturday"]),
+ ("weather", "Storm {name} brings {what} to {place}", "Storm {name} reached Larkport overnight with {what}. Crews cleared {place} by mid-morning and the ferry ran again after a {hours}-hour pause.",
+  ["gusts of 110 km/h", "a record tide", "heavy rain and flooding", "hail and thunder", "snow for the first time in six years"]),
+ ("transit", "Tram line {line} {what}", "Tram line {line} {what}. The service between the station and {place} now runs every {minutes} minutes, the transit office said.",
+  ["reopens after track repairs", "gets new low-floor cars", "extends to the new housing estate", "adds late-night runs on Fridays", "switches to contactless tickets"]),
+ ("festival", "{what} draws crowds to {place}", "The {what} filled {place} this weekend. Organisers counted about {crowd} visitors, and the lantern parade closed the event at dusk.",
+  ["lantern festival", "oyster and seaweed fair", "folk music weekend", "kite day", "harbour regatta", "book swap and poetry night"]),
+ ("sport", "Larkport Gulls {result} against {rival}", "The Larkport Gulls {result} against {rival} in front of {crowd} supporters. The coach praised the defence and said the squad would rest before the next match in {month}.",
+  ["win 3-1", "draw 2-2", "lose 0-1", "win on penalties", "win 2-0"]),
+ ("science", "Larkport school students {what}", "Students at Larkport secondary school {what}. Their teacher said the project at {place} taught them more about measurement than any textbook.",
+  ["measure the tides for a year", "build a weather station", "count seabirds on the cliffs", "map air quality with cheap sensors", "restore an old lighthouse lens"]),
+]
+names = ["Ada", "Brannoc", "Cormac", "Delia", "Eira", "Fergus", "Gwen", "Hal"]
+rivals = ["Port Ellis", "Saltmarsh Rovers", "Kilbride Town", "the Harbour Lions", "Westcombe"]
+months = ["March", "April", "June", "September", "October", "November"]
+random_state = random.Random(11)
+n = 0
+for year in range(2022, 2027):
+    for kind, title_t, text_t, options in events:
+        for k in range(5):
+            what = options[(k + year) % len(options)]
+            values = dict(what=what, place=places[(k * 3 + year) % len(places)], votes=f"{random_state.randint(7, 12)} to {random_state.randint(1, 5)}",
+                          month=months[(k + year) % len(months)], cost=f"{random_state.randint(2, 90) * 10_000:,} euros",
+                          name=names[(k + year) % len(names)], hours=random_state.randint(3, 20), line=(k + year) % 4 + 1,
+                          minutes=random_state.choice([6, 8, 10, 12, 15]), crowd=f"{random_state.randint(2, 40) * 250:,}",
+                          result=what, rival=rivals[(k + year) % len(rivals)])
+            title = title_t.format(**values)
+            text = text_t.format(**values)
+            when = f"{year}-{(k * 2 + (kind.__len__() % 2)) % 12 + 1:02d}-{(k * 5 + year) % 27 + 1:02d}T10:00:00Z"
+            docs.append({"_id": f"lark-{n:03d}", "title": title, "text": text,
+                         "metadata": {"category": "larkport", "kind": kind, "year": year, "source": "foveal-sample"},
+                         "timestamp": when})
+            n += 1
+
 with open(__import__("pathlib").Path(__file__).with_name("documents.jsonl"), "w", encoding="utf-8") as f:
     for d in docs:
         f.write(json.dumps(d, ensure_ascii=False) + "\n")

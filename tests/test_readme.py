@@ -1,4 +1,5 @@
-"""The README's examples stay true: its config block parses, its CLI commands and options exist."""
+"""The README's and the docs' examples stay true: the config block parses, the CLI synopsis names real commands
+and options, the search example is a valid request."""
 
 import json
 import re
@@ -10,17 +11,19 @@ from foveal.config import IndexConfig
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+CLI = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
 
 
 def test_config_example_is_the_valid_default():
-    block = re.search(r"## Configuration.*?```json\n(.*?)```", README, re.S).group(1)
+    block = re.search(r"# Configuration.*?```json\n(.*?)```", CONFIGURATION, re.S).group(1)
     parsed = IndexConfig.parse(json.loads(block))
     assert parsed == IndexConfig()
 
 
 def test_cli_examples_name_real_commands_and_options():
     command = get_command(app)
-    block = re.search(r"## CLI\n\n```bash\n(.*?)```", README, re.S).group(1)
+    block = re.search(r"# CLI\n\n<!-- example: synopsis -->\n```bash\n(.*?)```", CLI, re.S).group(1)
     for line in block.strip().splitlines():
         words = line.split()
         assert words[0] == "foveal"

@@ -10,7 +10,9 @@ from tests.conftest import SAMPLES
 def test_sample_corpus_is_clean():
     lines = (SAMPLES / "documents.jsonl").read_text(encoding="utf-8").splitlines()
     docs = [parse_document(json.loads(line), line=n) for n, line in enumerate(lines, start=1)]
-    assert len(docs) >= 150 and len({d.id for d in docs}) == len(docs)
+    assert len(docs) >= 300 and len({d.id for d in docs}) == len(docs)
+    years = {d.metadata.get("year") for d in docs if d.metadata.get("category") == "larkport"}
+    assert years >= {2022, 2023, 2024, 2025, 2026}  # dated items for the page's date filters
     assert all(d.timestamp is not None and d.metadata.get("category") for d in docs)
     assert sum(len(d.full_text) > 1300 for d in docs) >= 2  # some exceed the 256-token window (160 passages)
 

@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -35,6 +36,7 @@ from foveal.agents.plan import apply_plan
 from foveal.agents.planners import Planner
 from foveal.agents.searchers import CITATION, HistoryItem, Searcher, keep_resolved_citations
 from foveal.errors import FovealError
+from foveal.metrics import observe_stage
 
 Event = dict[str, Any]
 
@@ -215,6 +217,7 @@ class Agent:
                        for p in graph.parents(name) if p != ROOT and graph.nodes[p].state == NodeState.done]
             # A follow-up looks for something new: passages its ancestors already cite are not selected again.
             exclude = frozenset(r.doc_id for a in graph.ancestors(name) for r in graph.nodes[a].references)
+            started = time.perf_counter()
             try:
                 result = await asyncio.wait_for(
                     asyncio.to_thread(self.searcher.run, node.content, graph.question, history, exclude, node.focus),
@@ -230,6 +233,7 @@ class Agent:
                 node.answer, node.references = result.answer, result.references
                 node.queries, node.retrieved_titles = result.queries, result.retrieved_titles
                 node.state = NodeState.done
+            observe_stage("agent_node", time.perf_counter() - started)
             emit({"event": "node", "data": {"node": node.to_dict()}})
             emit({"event": "graph", "data": {"change": f"{name} {node.state.value}", "graph": _light(graph)}})
 

@@ -31,7 +31,7 @@ from foveal.engine import Engine
 from foveal.registry import preload_models
 from foveal.errors import FovealError, OverloadedError
 from foveal.pipeline.request import SearchRequest, SelectedSearchResponse, shape_response
-from foveal.api import auth, ops, snapshots, v1
+from foveal.api import auth, ops, snapshots, v1, web
 from foveal.api.middleware import RequestContextMiddleware
 from foveal.service.jobs import make_queue
 from foveal.service.settings import ServiceSettings
@@ -76,6 +76,8 @@ def create_app(
         version=__version__,
         description="Hybrid (BM25 + dense) search with per-hit evidence.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc are served from local files by foveal.api.web (no CDN)
+        redoc_url=None,
     )
 
     @app.exception_handler(FovealError)
@@ -158,6 +160,7 @@ def create_app(
         return JSONResponse(shape_response(response, body))
 
     app.include_router(create_agent_router(lambda: state["engine"]))
+    web.install(app)
     return app
 
 

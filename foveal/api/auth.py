@@ -398,17 +398,21 @@ class _Gate:
     parses a JSON body before it runs a route's dependencies, so without this gate anyone who reaches the port
     could make the server parse request bodies. Scopes and indexes are checked by :func:`require`, which reuses
     the key found here. Paths that let a caller in without a key (``/healthz``, ``/readyz``, the OpenAPI document
-    and ``/docs``, ``/metrics`` with FOVEAL_OPEN_OPS) and CORS preflights pass through."""
+    and ``/docs``, the web page ``/`` and its ``/static/`` files, ``/metrics`` with FOVEAL_OPEN_OPS) and CORS
+    preflights pass through."""
 
     def __init__(self, app, fastapi: FastAPI, settings) -> None:
         self.app = app
+        from foveal.api.web import PUBLIC_PATHS, PUBLIC_PREFIXES
+
         self.public = {fastapi.openapi_url, fastapi.docs_url, fastapi.redoc_url,
-                       fastapi.swagger_ui_oauth2_redirect_url, "/healthz", "/readyz"} - {None}
+                       fastapi.swagger_ui_oauth2_redirect_url, "/healthz", "/readyz", *PUBLIC_PATHS} - {None}
+        self.public_prefixes = PUBLIC_PREFIXES
         if settings.open_ops:
             self.public.add("/metrics")
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] != "OPTIONS" and _local_path(scope) not in self.public:
+        if scope["type"] == "http" and scope["method"] != "OPTIONS" and not self._is_public(_local_path(scope)):
             request = Request(scope)
             try:
                 authenticate(request)
@@ -416,6 +420,10 @@ class _Gate:
                 await _refusal(exc)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+    def _is_public(self, path: str) -> bool:
+        return path in self.public or (path.startswith(self.public_prefixes) and ".." not in path)
 
 
 def _local_path(scope) -> str:

@@ -35,7 +35,8 @@ from starlette.exceptions import HTTPException
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 #: Paths whose bodies are small by nature (a query, a list of ids) and are held to the search body limit.
-_SEARCH_LIKE = re.compile(r"^/v1/(indexes/[^/]+/search|agent/ask|indexes/[^/]+/documents/_(get|delete))$")
+_SEARCH_LIKE = re.compile(
+    r"^/v1/(indexes/[^/]+/search|agent/ask|indexes/[^/]+/documents/_(get|delete|export|delete_by_filter))$")
 
 access_log = logging.getLogger("foveal.access")
 log = logging.getLogger("foveal.api")

@@ -1,12 +1,15 @@
 """Operational endpoints: ``/readyz`` (every backend this process needs answers) and ``/metrics`` (Prometheus).
 
 Metrics: ``foveal_http_requests_total`` and ``foveal_http_request_duration_seconds`` by method, route template and
-status; ``foveal_documents_indexed_total`` (by the ingest queue); ``foveal_jobs{state}``; ``foveal_queue_depth``
-(tasks not yet done); ``foveal_index_documents{index}``.
+status; ``foveal_stage_seconds{stage}`` (one histogram per search and agent stage, :mod:`foveal.pipeline.timing`);
+``foveal_ingest_documents_total{outcome}`` (accepted, indexed, failed), ``foveal_ingest_task_retries_total``,
+``foveal_documents_indexed_total``; ``foveal_jobs{state}``; ``foveal_queue_depth{queue}`` (tasks not yet done);
+``foveal_index_documents|passages|vectors|bytes{index}``. ``deploy/grafana-dashboard.json`` charts them.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -22,6 +25,8 @@ router = APIRouter()
 
 
 class _QueueCollector:
+    """Series read at scrape time: jobs, queue depth per queue, ingest counters, index sizes."""
+
     def __init__(self, app: FastAPI) -> None:
         self.app = app
 
@@ -39,17 +44,52 @@ class _QueueCollector:
                 for name, count in stats["jobs"].items():
                     jobs.add_metric([name], count)
                 yield jobs
-                yield GaugeMetricFamily("foveal_queue_depth", "Ingest tasks not yet done.", value=stats["queue_depth"])
+                depth = GaugeMetricFamily("foveal_queue_depth", "Ingest tasks not yet done, per queue.",
+                                          labels=["queue"])
+                for name, count in (stats.get("queues") or {getattr(queue, "kind", "ingest"): stats["queue_depth"]}
+                                    ).items():
+                    depth.add_metric([name], count)
+                yield depth
                 yield CounterMetricFamily("foveal_documents_indexed", "Documents indexed through the queue.",
                                           value=stats["documents_indexed"])
+                ingest = CounterMetricFamily(
+                    "foveal_ingest_documents", "Documents through the ingest queue by outcome: accepted (queued), "
+                    "indexed, failed (refused on sight or by a worker).", labels=["outcome"])
+                counters = stats.get("ingest") or {}
+                for outcome in ("accepted", "indexed", "failed"):
+                    ingest.add_metric([outcome], counters.get(outcome, 0))
+                yield ingest
+                yield CounterMetricFamily("foveal_ingest_task_retries", "Ingest tasks put back for a retry.",
+                                          value=counters.get("retried", 0))
         if engine is not None:
             docs = GaugeMetricFamily("foveal_index_documents", "Documents per index.", labels=["index"])
+            passages = GaugeMetricFamily("foveal_index_passages", "Passages per index.", labels=["index"])
+            vectors = GaugeMetricFamily("foveal_index_vectors", "Vectors per index.", labels=["index"])
+            size = GaugeMetricFamily("foveal_index_bytes", "Bytes on disk per index folder.", labels=["index"])
             for name in engine.list_indexes():
                 try:
-                    docs.add_metric([name], engine.get(name).store.count())
+                    collection = engine.get(name)
+                    docs.add_metric([name], collection.store.count())
+                    passages.add_metric([name], collection.store.passage_count())
+                    vectors.add_metric([name], len(collection.vectors))
+                    size.add_metric([name], _folder_bytes(engine.path_of(name)))
                 except Exception:
                     continue
             yield docs
+            yield passages
+            yield vectors
+            yield size
+
+
+def _folder_bytes(path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
 
 
 def install_metrics(app: FastAPI) -> None:
@@ -59,6 +99,9 @@ def install_metrics(app: FastAPI) -> None:
                         registry=registry,
                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
     registry.register(_QueueCollector(app))
+    from foveal.pipeline import timing
+
+    registry.register(timing.collector())  # foveal_stage_seconds{stage}: the pipeline's stages, agent nodes
     app.state.metrics_registry = registry
 
     @app.middleware("http")

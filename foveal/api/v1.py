@@ -18,10 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from foveal.api.auth import allowed_indexes, check_index, require
 from foveal.config import IndexConfig
 from foveal.documents import MAX_ID_CHARS, parse_document
-from foveal.errors import DocumentError, DocumentNotFoundError, FovealError, NotFoundError, OverloadedError
+from foveal.errors import DocumentError, DocumentNotFoundError, FovealError, InvalidInputError, NotFoundError, \
+    OverloadedError
 from foveal.events import MAX_EVENTS_PER_REQUEST, event_out, parse_event
+from foveal.pipeline.request import SearchFilter
 
-INDEX_NAME = PathParam(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="Index name.")
+INDEX_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
+INDEX_NAME = PathParam(pattern=INDEX_PATTERN, description="Index name.")
 DOC_ID = PathParam(min_length=1, max_length=MAX_ID_CHARS,
                    description="Document id (`_id`), percent-encoded: any id fits, `/` and `%` included (or use "
                                "`documents/_get` and `documents/_delete`, which take ids in the body).")
@@ -317,6 +320,124 @@ def _document_out(doc) -> "DocumentOut":
                        timestamp=format_timestamp(doc.timestamp), passages=len(doc.passages))
 
 
+class DocumentPage(BaseModel):
+    documents: list[DocumentOut]
+    next: str | None = Field(description="Pass as `after` for the next page; null at the end.")
+
+
+class FilterBody(BaseModel):
+    filter: SearchFilter = Field(description="The same conditions as a search filter (all must hold).")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"filter": {"metadata": {"topic": "old"}}}]})
+
+
+class MetadataUpdate(BaseModel):
+    id: StrictStr = Field(alias="_id", min_length=1, max_length=MAX_ID_CHARS)
+    metadata: dict[str, Any] | None = Field(default=None, description="Keys to set (null removes a key with merge).")
+    timestamp: StrictStr | StrictInt | StrictFloat | None = Field(default=None, description="A new timestamp.")
+    clear_timestamp: bool = Field(default=False, description="Remove the timestamp.")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+    @field_validator("metadata")
+    @classmethod
+    def _finite(cls, value):
+        return DocumentIn._finite_metadata(value) if value is not None else value
+
+
+class UpdateDocuments(BaseModel):
+    documents: list[MetadataUpdate] = Field(min_length=1, max_length=MAX_IDS_PER_REQUEST)
+    merge: bool = Field(default=True, description="Merge into the stored metadata (true) or replace it (false).")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"documents": [{"_id": "tides", "metadata": {"reviewed": True}}], "merge": True}]})
+
+
+class DocumentsUpdated(BaseModel):
+    updated: list[str]
+    unchanged: list[str]
+    missing: list[str]
+
+
+@router.get("/indexes/{name}/documents", tags=["documents"], response_model=DocumentPage,
+            response_model_by_alias=True, dependencies=READ)
+def list_documents(request: Request, name: str = INDEX_NAME,
+                   after: str | None = Query(default=None, pattern=r"^-?[0-9]{1,19}$",
+                                             description="The `next` of the previous page."),
+                   limit: int = Query(default=100, ge=1, le=1000)) -> DocumentPage:
+    """Every document, a page at a time in a stable order (scroll with ``after`` = the previous ``next``)."""
+    collection = request.app.state.engine.get(name)
+    docs = collection.store.list_documents(int(after) if after is not None else -1, limit)
+    return DocumentPage(documents=[_document_out(d) for d in docs],
+                        next=str(docs[-1].doc_key) if len(docs) == limit else None)
+
+
+@router.post("/indexes/{name}/documents/_export", tags=["documents"], dependencies=READ,
+             responses={200: {"content": {"application/x-ndjson": {}}, "description": "One document a line."}})
+async def export_documents(request: Request, name: str = INDEX_NAME, body: FilterBody | None = None):
+    """Every document (or those matching ``filter``) as JSON lines in the ingest format (``_id``, ``title``,
+    ``text``, ``metadata``, ``timestamp``), streamed."""
+    from fastapi.responses import StreamingResponse
+
+    collection = request.app.state.engine.get(name)
+    keys = None
+    if body is not None:
+        f = body.filter
+        keys = await run_in_threadpool(collection.store.filter_keys, f.ids, f.metadata,
+                                       f.timestamp.bounds() if f.timestamp is not None else None)
+
+    def lines():
+        after = -1
+        while True:
+            docs = collection.store.list_documents(after, 500, keys)
+            for doc in docs:
+                yield (json.dumps(export_record(doc), ensure_ascii=False) + "\n").encode()
+            if len(docs) < 500:
+                return
+            after = docs[-1].doc_key
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.post("/indexes/{name}/documents/_delete_by_filter", tags=["documents"], dependencies=WRITE)
+async def delete_by_filter(body: FilterBody, request: Request, name: str = INDEX_NAME) -> dict[str, Any]:
+    """Delete every document matching the filter (committed when this returns); answers the ids deleted."""
+    collection = request.app.state.engine.get(name)
+    f = body.filter
+    result = await run_in_threadpool(collection.delete_where, f.ids, f.metadata,
+                                     f.timestamp.bounds() if f.timestamp is not None else None)
+    return {"deleted": len(result.deleted), "ids": result.deleted[:MAX_IDS_PER_REQUEST]}
+
+
+@router.post("/indexes/{name}/documents/_update", tags=["documents"], response_model=DocumentsUpdated,
+             dependencies=WRITE)
+async def update_documents(body: UpdateDocuments, request: Request, name: str = INDEX_NAME) -> DocumentsUpdated:
+    """Change metadata and timestamps without encoding again (the stored passages and vectors are kept);
+    committed when this returns."""
+    from foveal.documents import parse_timestamp
+
+    collection = request.app.state.engine.get(name)
+    updates = []
+    for one in body.documents:
+        try:
+            stamp = parse_timestamp(one.timestamp) if one.timestamp is not None else None
+        except (ValueError, TypeError) as exc:
+            raise InvalidInputError(f"document {one.id!r}: timestamp: {exc}", id=one.id) from None
+        updates.append((one.id, one.metadata, stamp, one.clear_timestamp))
+    result = await run_in_threadpool(lambda: collection.update_metadata(updates, merge=body.merge))
+    return DocumentsUpdated(updated=result.updated, unchanged=result.unchanged, missing=result.missing)
+
+
+def export_record(doc) -> dict[str, Any]:
+    """A stored document in the ingest format (what ``foveal ingest`` reads back)."""
+    from foveal.documents import format_timestamp
+
+    record: dict[str, Any] = {"_id": doc.id, "title": doc.title, "text": doc.text, "metadata": doc.metadata}
+    if doc.timestamp is not None:
+        record["timestamp"] = format_timestamp(doc.timestamp)
+    return record
+
+
 # The body-based routes come first: ``POST .../documents/_get`` can never be taken for a document id (the
 # ``{doc_id:path}`` routes answer GET and DELETE only, so a document named ``_get`` stays reachable too).
 @router.post("/indexes/{name}/documents/_get", tags=["documents"], response_model=DocumentsFound,
@@ -367,6 +488,19 @@ async def delete_document(request: Request, name: str = INDEX_NAME, doc_id: str 
 
 
 # -- jobs --------------------------------------------------------------------------------------------------------
+@router.get("/jobs", tags=["jobs"], response_model=list[Job], dependencies=WRITE)
+async def list_jobs(request: Request, index: str | None = Query(default=None, pattern=INDEX_PATTERN,
+                                                                 description="Only this index's jobs."),
+                    limit: int = Query(default=20, ge=1, le=200, description="Most jobs to list.")
+                    ) -> list[dict[str, Any]]:
+    """The latest ingest jobs, newest first (within ``FOVEAL_JOB_TTL_S``), of the indexes the key may use."""
+    if index is not None:
+        check_index(request, index)
+    allowed = allowed_indexes(request)
+    jobs = await run_in_threadpool(request.app.state.queue.recent, index, limit if allowed is None else 10 * limit)
+    return [job for job in jobs if allowed is None or job["index"] in allowed][:limit]
+
+
 @router.get("/jobs/{job_id}", tags=["jobs"], response_model=Job, dependencies=WRITE)
 async def get_job(request: Request, job_id: str = JOB_ID) -> dict[str, Any]:
     """Progress of an ingest job: state, counts, and the reason for every refused document."""

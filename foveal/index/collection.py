@@ -556,12 +556,60 @@ class Collection:
                 "nothing was written", index=self.name,
             )
 
+    def update_metadata(self, updates: Sequence[tuple[str, dict | None, float | None, bool]], *,
+                        merge: bool = True) -> WriteResult:
+        """Change documents' metadata (and timestamp) without encoding anything again.
+
+        ``updates`` holds ``(id, metadata or None, timestamp or None, clear_timestamp)``; with ``merge`` the given
+        keys are set on the stored metadata (a ``None`` value removes a key), otherwise the metadata is replaced.
+        The stored passages and vectors are reused, read under the write lock in the same write as the change, so
+        a concurrent upsert of new text is never overwritten with old vectors. Goes through the change log like
+        any write, so every derived index follows. Ids not in the index are reported in ``missing``."""
+        result = WriteResult()
+
+        def build() -> list[PreparedDocument]:
+            prepared = []
+            for doc_id, metadata, timestamp, clear in updates:
+                stored = self.store.get_by_id(doc_id)
+                if stored is None:
+                    result.missing.append(doc_id)
+                    continue
+                if metadata is None:
+                    new_meta = dict(stored.metadata)
+                elif merge:
+                    new_meta = {**stored.metadata, **metadata}
+                    new_meta = {k: v for k, v in new_meta.items() if v is not None}
+                else:
+                    new_meta = dict(metadata)
+                new_time = None if clear else (timestamp if timestamp is not None else stored.timestamp)
+                doc = Document(stored.id, stored.title, stored.text, new_meta, new_time)
+                if doc.content_hash == stored.content_hash:
+                    result.unchanged.append(doc_id)
+                    continue
+                _ids, vectors = self.store.vectors_of([stored.doc_key])
+                prepared.append(PreparedDocument(doc, [tuple(p) for p in stored.passages], vectors, stored.n_tokens))
+                result.updated.append(doc_id)
+            return prepared
+
+        self._commit([], [], build=build)
+        return result
+
+    def delete_where(self, ids=None, metadata=None, time_bounds=None) -> WriteResult:
+        """Delete every document matching a filter (the same conditions as a search filter)."""
+        keys = self.store.filter_keys(ids, metadata, time_bounds)
+        doc_ids = [d.id for d in self.store.get_documents(keys).values()]
+        return self.delete(doc_ids) if doc_ids else WriteResult()
+
     def _commit(self, prepared: list[PreparedDocument], deletes: list[str],
-                expect_instance: str | None = None) -> None:
+                expect_instance: str | None = None, build=None) -> None:
         with self._file_lock(), self._state_lock:
             self._check_instance(expect_instance)
             self._catch_up_writer(save=False)
             self._check_instance(expect_instance)  # re-read just before the store commit
+            if build is not None:  # what to write depends on the store as it is under the lock
+                prepared = build()
+                if not prepared and not deletes:
+                    return
             self.store.write(prepared, deletes)
             hooks = os.environ.get(TEST_HOOKS_ENV)
             if hooks:

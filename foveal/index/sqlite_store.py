@@ -293,6 +293,20 @@ class SqliteDocStore:
         ):
             yield [_stored(row) for row in rows]
 
+    def list_documents(self, after: int = -1, limit: int = 100,
+                       keys: set[int] | None = None) -> list[StoredDocument]:
+        """Up to ``limit`` documents with doc_key above ``after``, in doc_key order (a stable scroll: documents
+        written meanwhile get higher keys and come later); with ``keys``, only those."""
+        conn = self._connect()
+        columns = "doc_key, id, title, text, metadata, timestamp, content_hash, passages, n_tokens"
+        if keys is None:
+            rows = conn.execute(f"SELECT {columns} FROM documents WHERE doc_key > ? ORDER BY doc_key LIMIT ?",
+                                (after, limit)).fetchall()
+            return [_stored(row) for row in rows]
+        wanted = sorted(k for k in keys if k > after)[:limit]
+        found = self.get_documents(wanted)
+        return [found[k] for k in wanted if k in found]
+
     def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for rows in _keyset_pages(
             self._connect(), "SELECT passage_id, vector FROM vectors WHERE passage_id > ? ORDER BY passage_id LIMIT ?",

@@ -139,6 +139,10 @@ def _make(settings: ServiceSettings) -> Celery:
                                                  "post them again (in smaller batches) to be sure")
         except RETRYABLE as exc:
             if self.request.retries < retries:
+                try:
+                    records().count_retry()
+                except Exception:  # noqa: BLE001 - a counter must not stop the retry
+                    pass
                 raise self.retry(exc=exc, countdown=min(MAX_RETRY_COUNTDOWN_S, 2 ** self.request.retries))
             done, errors = 0, _failed(documents, f"gave up after {retries + 1} attempts: {exc}")
         except redis.RedisError as exc:  # the job record cannot be read: deliver again later

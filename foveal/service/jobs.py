@@ -37,6 +37,15 @@ from foveal.service.redis_jobs import RedisJobs
 from foveal.service.settings import MAX_JOB_ERRORS, ServiceSettings
 
 log = logging.getLogger(__name__)
+#: One JSON line per task run (``event: ingest_task``), carrying the request id of the upsert that queued it.
+job_log = logging.getLogger("foveal.jobs")
+
+
+def _request_id() -> str | None:
+    """The id of the request being served (None outside one, e.g. the CLI)."""
+    from foveal.api.middleware import current_request_id
+
+    return current_request_id.get()
 
 
 class JobNotFoundError(NotFoundError):
@@ -70,7 +79,12 @@ class IngestQueue(Protocol):
     def job(self, job_id: str) -> dict[str, Any]: ...
 
     def stats(self) -> dict[str, Any]:
-        """``{"jobs": {state: count}, "queue_depth": n, "documents_indexed": n}``."""
+        """``{"jobs": {state: count}, "queue_depth": n, "documents_indexed": n, "queues": {queue: depth},
+        "ingest": {"accepted": n, "indexed": n, "failed": n, "retried": n}}`` (the last two optional)."""
+        ...
+
+    def recent(self, index: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest jobs (newest first), of one index or all."""
         ...
 
     def ping(self) -> None:
@@ -98,11 +112,18 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 """
 #: Columns added after the first release (a queue file written by it gains them in place): the index's instance id
 #: the task was submitted for, the lease holder (one random id per queue object), and how many holders died.
-_ADDED_COLUMNS = {"instance": "TEXT", "holder": "TEXT", "lost": "INTEGER NOT NULL DEFAULT 0"}
+_ADDED_COLUMNS = {"instance": "TEXT", "holder": "TEXT", "lost": "INTEGER NOT NULL DEFAULT 0", "request_id": "TEXT"}
 
 
 #: Retry-After (seconds) sent with a 503 while the embedded queue's file cannot be written.
 QUEUE_RETRY_AFTER_S = 30
+
+
+def _bump(conn: sqlite3.Connection, name: str, by: int) -> None:
+    """Add ``by`` to a persistent counter (inside the caller's transaction)."""
+    if by:
+        conn.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
+                     "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (name, by))
 
 
 def _cannot_write(exc: sqlite3.OperationalError) -> bool:
@@ -174,9 +195,12 @@ class EmbeddedQueue:
             )
             for n, chunk in enumerate(split(documents, self.settings.task_docs)):
                 conn.execute(
-                    "INSERT INTO tasks (id, job_id, idx, payload, state, instance) VALUES (?, ?, ?, ?, 'queued', ?)",
-                    (f"{job_id}:{n}", job_id, index, json.dumps(chunk), instance),
+                    "INSERT INTO tasks (id, job_id, idx, payload, state, instance, request_id) "
+                    "VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+                    (f"{job_id}:{n}", job_id, index, json.dumps(chunk), instance, _request_id()),
                 )
+            _bump(conn, "documents_accepted", len(documents))
+            _bump(conn, "documents_failed", len(rejected))
             conn.execute("DELETE FROM jobs WHERE updated < ?", (now - self.settings.job_ttl_s,))
             conn.execute("DELETE FROM tasks WHERE state = 'done' AND job_id NOT IN (SELECT id FROM jobs)")
             conn.execute("COMMIT")
@@ -218,14 +242,27 @@ class EmbeddedQueue:
             raise JobNotFoundError(f"job {job_id!r} does not exist (or has expired)", job=job_id)
         return job_view(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7])
 
+    def recent(self, index: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        sql = "SELECT id, idx, total, done, failed, errors, created, updated FROM jobs"
+        params: tuple = ()
+        if index is not None:
+            sql, params = sql + " WHERE idx = ?", (index,)
+        rows = self._conn().execute(sql + " ORDER BY created DESC, rowid DESC LIMIT ?", (*params, limit)).fetchall()
+        return [job_view(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7]) for r in rows]
+
     def stats(self) -> dict[str, Any]:
         conn = self._conn()
         jobs = {"queued": 0, "running": 0, "done": 0}
         for total, done, failed in conn.execute("SELECT total, done, failed FROM jobs"):
             jobs["done" if done + failed >= total else ("running" if done + failed else "queued")] += 1
         depth = conn.execute("SELECT COUNT(*) FROM tasks WHERE state != 'done'").fetchone()[0]
-        row = conn.execute("SELECT value FROM counters WHERE name = 'documents_indexed'").fetchone()
-        return {"jobs": jobs, "queue_depth": depth, "documents_indexed": row[0] if row else 0}
+        counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+        return {"jobs": jobs, "queue_depth": depth, "documents_indexed": counters.get("documents_indexed", 0),
+                "queues": {"embedded": depth},
+                "ingest": {"accepted": counters.get("documents_accepted", 0),
+                           "indexed": counters.get("documents_indexed", 0),
+                           "failed": counters.get("documents_failed", 0),
+                           "retried": counters.get("tasks_retried", 0)}}
 
     def ping(self) -> None:
         self._conn().execute("SELECT 1 FROM tasks LIMIT 1").fetchall()
@@ -334,11 +371,8 @@ class EmbeddedQueue:
                         "UPDATE jobs SET done = done + ?, failed = failed + ?, errors = ?, updated = ? WHERE id = ?",
                         (done, len(errors), json.dumps(kept), time.time(), job_id),
                     )
-                conn.execute(
-                    "INSERT INTO counters (name, value) VALUES ('documents_indexed', ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                    (done,),
-                )
+                _bump(conn, "documents_indexed", done)
+                _bump(conn, "documents_failed", len(errors))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -347,11 +381,20 @@ class EmbeddedQueue:
 
     def retry_later(self, task_id: str, attempts: int) -> None:
         delay = min(60.0, 0.5 * 2 ** (attempts - 1))
-        self._conn().execute(
-            "UPDATE tasks SET state = 'queued', holder = NULL, not_before = ? "
-            "WHERE id = ? AND state = 'running' AND holder = ?",
-            (time.time() + delay, task_id, self.holder),
-        )
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            changed = conn.execute(
+                "UPDATE tasks SET state = 'queued', holder = NULL, not_before = ? "
+                "WHERE id = ? AND state = 'running' AND holder = ?",
+                (time.time() + delay, task_id, self.holder),
+            ).rowcount
+            if changed:
+                _bump(conn, "tasks_retried", 1)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def run_one(self, engine) -> bool:
         """Claim and run one task; False when there was nothing to do. Every outcome completes the task."""
@@ -361,6 +404,8 @@ class EmbeddedQueue:
         if claimed is None:
             return False
         task_id, job_id, index, documents, attempts, instance, lost = claimed
+        started = time.perf_counter()
+        outcome: dict[str, Any] = {"outcome": "error"}
         try:
             if lost >= self.settings.task_max_deliveries:
                 errors = all_failed(documents, f"given up: its worker died {lost} times while running it "
@@ -372,14 +417,28 @@ class EmbeddedQueue:
             except RETRYABLE as exc:
                 if attempts <= self.settings.task_max_retries:
                     self.retry_later(task_id, attempts)
+                    outcome = {"outcome": "retry", "error": f"{type(exc).__name__}: {exc}"}
                     return True
                 done, errors = 0, all_failed(documents, f"gave up after {attempts} attempts: {exc}")
             except Exception as exc:  # a bug must not wedge the queue: report it on every document of the task
                 done, errors = 0, all_failed(documents, f"internal error: {type(exc).__name__}: {exc}")
             self.complete(task_id, job_id, done, errors)
+            outcome = {"outcome": "done", "done": done, "failed": len(errors)}
             return True
         finally:
             self._release(task_id)
+            self._log_task(task_id, job_id, index, attempts, started, outcome)
+
+    def _log_task(self, task_id: str, job_id: str, index: str, attempts: int, started: float,
+                  outcome: dict[str, Any]) -> None:
+        """One JSON line per task run on ``foveal.jobs``, with the request id of the upsert that queued it."""
+        try:
+            row = self._conn().execute("SELECT request_id FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        except sqlite3.Error:
+            row = None
+        job_log.info(json.dumps({"event": "ingest_task", "request_id": row[0] if row else None, "job_id": job_id,
+                                 "task": task_id, "index": index, "attempt": attempts, **outcome,
+                                 "duration_ms": round((time.perf_counter() - started) * 1000, 3)}))
 
     def work(self, engine, stop: threading.Event | None = None, idle_s: float = 0.2) -> None:
         """Run tasks until ``stop`` is set."""
@@ -482,7 +541,7 @@ class CeleryQueue:
             except Exception:
                 pass  # Redis is gone too: the unaccepted record is invisible and expires
             raise
-        self.records.accept(job_id)
+        self.records.accept(job_id, accepted=len(documents), rejected=len(rejected))
         return self.job(job_id)
 
     def _send(self, app, arguments: list, producer=None) -> None:
@@ -555,8 +614,26 @@ class CeleryQueue:
             processed = int(done) + int(failed)
             jobs["done" if processed >= int(total) else ("running" if processed else "queued")] += 1
         depth = int(self.redis.llen(self.settings.celery_queue))
-        indexed = int(self.redis.get(self.records.key("documents_indexed")) or 0)
-        return {"jobs": jobs, "queue_depth": depth, "documents_indexed": indexed}
+        names = ("documents_indexed", "documents_accepted", "documents_failed", "tasks_retried")
+        values = [int(v or 0) for v in self.redis.mget([self.records.key(n) for n in names])]
+        counters = dict(zip(names, values))
+        return {"jobs": jobs, "queue_depth": depth, "documents_indexed": counters["documents_indexed"],
+                "queues": {self.settings.celery_queue: depth},
+                "ingest": {"accepted": counters["documents_accepted"], "indexed": counters["documents_indexed"],
+                           "failed": counters["documents_failed"], "retried": counters["tasks_retried"]}}
+
+    def recent(self, index: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        found = []
+        for raw in self.redis.zrevrange(self.records.key("jobs"), 0, 10_000):
+            try:
+                job = self.job(raw.decode())
+            except JobNotFoundError:
+                continue
+            if index is None or job["index"] == index:
+                found.append(job)
+                if len(found) >= limit:
+                    break
+        return found
 
     def ping(self) -> None:
         self.redis.ping()

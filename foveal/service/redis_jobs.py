@@ -120,11 +120,15 @@ class RedisJobs:
     def mark_sent(self, job_id: str, task_key: str) -> None:
         self.redis.hset(self.key("job", job_id, "sent"), task_key, time.time())
 
-    def accept(self, job_id: str) -> None:
-        """Every chunk is queued: the job becomes visible, with its full TTL."""
+    def accept(self, job_id: str, accepted: int = 0, rejected: int = 0) -> None:
+        """Every chunk is queued: the job becomes visible, with its full TTL (and the ingest counters count it)."""
         now = time.time()
         ttl = self.settings.job_ttl_s
         with self.redis.pipeline() as pipe:
+            if accepted:
+                pipe.incrby(self.key("documents_accepted"), accepted)
+            if rejected:
+                pipe.incrby(self.key("documents_failed"), rejected)
             pipe.hset(self.key("job", job_id), "accepted", 1)
             for key in self._job_keys(job_id):
                 pipe.expire(key, ttl)
@@ -161,4 +165,10 @@ class RedisJobs:
         keys = [self.key("job", job_id), self.key("job", job_id, "tasks"), self.key("job", job_id, "errors"),
                 self.key("documents_indexed"), self.key("job", job_id, "chunks"), self.key("job", job_id, "sent")]
         args = [task_key, done, time.time(), MAX_JOB_ERRORS, *[json.dumps(e) for e in errors]]
-        return self._complete(keys=keys, args=args) == 1
+        counted = self._complete(keys=keys, args=args) == 1
+        if counted and errors:
+            self.redis.incrby(self.key("documents_failed"), len(errors))
+        return counted
+
+    def count_retry(self) -> None:
+        self.redis.incr(self.key("tasks_retried"))

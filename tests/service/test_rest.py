@@ -87,7 +87,7 @@ def test_readyz_and_metrics(client, tiny):
     assert 'foveal_http_requests_total{method="POST",route="/v1/indexes/{name}/search",status="200"} 1.0' in text
     assert "foveal_http_request_duration_seconds_bucket" in text
     assert 'foveal_index_documents{index="tiny"} 6.0' in text
-    assert "foveal_queue_depth 0.0" in text and 'foveal_jobs{state="done"}' in text
+    assert 'foveal_queue_depth{queue="embedded"} 0.0' in text and 'foveal_jobs{state="done"}' in text
 
 
 def test_readyz_reports_an_unreachable_redis(engine, monkeypatch):

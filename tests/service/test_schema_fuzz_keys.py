@@ -58,6 +58,11 @@ REQUIRED = {
     "DELETE /v1/indexes/{name}/documents/{doc_id}": "write",
     "POST /v1/indexes/{name}/documents/_delete": "write",
     "GET /v1/jobs/{job_id}": "write",
+    "GET /v1/jobs": "write",
+    "GET /v1/indexes/{name}/documents": "read",
+    "POST /v1/indexes/{name}/documents/_export": "read",
+    "POST /v1/indexes/{name}/documents/_delete_by_filter": "write",
+    "POST /v1/indexes/{name}/documents/_update": "write",
     "POST /v1/indexes": "admin",
     "DELETE /v1/indexes/{name}": "admin",
 }
