@@ -24,8 +24,10 @@ model loads in the pool's child process on its first task, never in the parent b
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 
 from celery import Celery, Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
@@ -35,6 +37,8 @@ from foveal.service.redis_jobs import REDIS_CONNECT_TIMEOUT_S, REDIS_SOCKET_TIME
 from foveal.service.settings import MAX_RETRY_COUNTDOWN_S, ServiceSettings
 
 log = logging.getLogger(__name__)
+#: One JSON line per task run (the embedded queue writes the same lines: :meth:`foveal.service.jobs.EmbeddedQueue`).
+job_log = logging.getLogger("foveal.jobs")
 
 _apps: dict[tuple, Celery] = {}
 
@@ -120,8 +124,18 @@ def _make(settings: ServiceSettings) -> Celery:
     # shared=False: this app's task only (Celery adds a shared task to every app made later, with this closure's
     # settings; a process that builds apps for two settings, as the tests do, would run the first app's task)
     @app.task(name="foveal.ingest_batch", bind=True, base=IngestTask, max_retries=retries, shared=False)
-    def ingest_batch(self, job_id: str, task_key: str, index: str, documents: list, instance: str | None = None
-                     ) -> None:
+    def ingest_batch(self, job_id: str, task_key: str, index: str, documents: list, instance: str | None = None,
+                     request_id: str | None = None) -> None:
+        started = time.perf_counter()
+        try:
+            _run(self, job_id, task_key, index, documents, instance)
+        finally:  # one JSON line per task run, with the request id of the upsert that queued it
+            job_log.info(json.dumps({"event": "ingest_task", "request_id": request_id, "job_id": job_id,
+                                     "task": task_key, "index": index, "attempt": self.request.retries + 1,
+                                     "documents": len(documents),
+                                     "duration_ms": round((time.perf_counter() - started) * 1000, 3)}))
+
+    def _run(self, job_id: str, task_key: str, index: str, documents: list, instance: str | None) -> None:
         import redis
 
         from foveal.service.worker import RETRYABLE, index_batch, worker_engine

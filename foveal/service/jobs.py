@@ -546,7 +546,9 @@ class CeleryQueue:
 
     def _send(self, app, arguments: list, producer=None) -> None:
         job_id, task_key, index, chunk, instance = arguments
-        app.send_task("foveal.ingest_batch", args=[job_id, task_key, index, chunk], kwargs={"instance": instance},
+        # the request id of the upsert travels with the message, so the worker's log line for the task carries it
+        app.send_task("foveal.ingest_batch", args=[job_id, task_key, index, chunk],
+                      kwargs={"instance": instance, "request_id": _request_id()},
                       queue=self.settings.celery_queue, producer=producer)
 
     def reconcile(self, now: float | None = None) -> int:

@@ -163,3 +163,34 @@ def test_a_task_the_broker_lost_is_sent_again_and_its_job_ends(redis_env, home, 
     assert (job["state"], job["done"], job["failed"]) == ("done", 3, 0), job
     assert done_batches == [["doc-0", "doc-1", "doc-2"]]
     assert queue.reconcile(now=later + 10 * queue.settings.redeliver_after_s) == 0  # counted: nothing left to send
+
+
+def test_a_celery_task_logs_one_json_line_with_the_request_id_of_its_upsert(redis_env, home, monkeypatch, caplog):
+    """Issue 16: a job's log line carries the request id of the request that queued it. The id travels in the
+    message (kwargs), and the worker logs it; before, only the embedded queue did."""
+    import json
+    import logging
+
+    from foveal.api.middleware import current_request_id
+    from foveal.service.celery_app import get_celery
+    from foveal.service.jobs import CeleryQueue
+
+    sent = []
+    monkeypatch.setattr(worker, "index_batch", lambda *_a, **_k: (len(DOCS), []))
+    monkeypatch.setattr(worker, "_engine", object())
+    settings = ServiceSettings.from_env()
+    app = get_celery(settings)
+    monkeypatch.setattr(app, "send_task", lambda name, args, kwargs, **_: sent.append((args, kwargs)))
+    token = current_request_id.set("req-abc123")
+    try:
+        queue = CeleryQueue(settings)
+        queue.submit("any", DOCS, [], len(DOCS))
+    finally:
+        current_request_id.reset(token)
+    [(args, kwargs)] = sent
+    assert kwargs["request_id"] == "req-abc123"
+    with caplog.at_level(logging.INFO, logger="foveal.jobs"):
+        app.tasks["foveal.ingest_batch"].apply(args=args, kwargs=kwargs)
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "foveal.jobs"]
+    assert [(line["event"], line["request_id"], line["task"]) for line in lines] == [
+        ("ingest_task", "req-abc123", args[1])]
