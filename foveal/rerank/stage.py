@@ -100,7 +100,7 @@ class PyramidReranker:
     def rerank(
         self, request: "SearchRequest", candidates: Sequence[Candidate], collection: "Collection"
     ) -> list[Candidate]:
-        wanted = self.config.enabled if request.rerank is None else request.rerank
+        wanted = request.stage_on("rerank", self.config.enabled)
         ranker = self.ranker if wanted else None
         if ranker is None or not candidates:
             return list(candidates)

@@ -389,8 +389,7 @@ def frames_of(collection: "Collection", doc_keys: Sequence[int]) -> dict[int, np
 
 def stage_wanted(request: "SearchRequest", default: bool) -> bool:
     """The request's ``stages.xpool`` if it sets one, else the index's ``xpool.enabled``."""
-    stages = getattr(request, "stages", None) or {}
-    return bool(stages.get(NAME, default))
+    return request.stage_on(NAME, default)
 
 
 _MODELS: dict[str, XPool] = {}
