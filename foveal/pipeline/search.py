@@ -118,7 +118,7 @@ class SearchPipeline:
             raise InvalidInputError(f"index {self.collection.name!r} has no text encoder (encoder.model 'none'): give "
                                     "the query as 'vector' (e.g. from the text tower of the model that made the "
                                     "items' vectors), or search with pipeline 'bm25'")
-        if request.stages and request.stages.get("xpool") and config.xpool.model is None:
+        if request.stages and request.stages.get("xpool") and not any(r.name == "xpool" for r in self.rerankers):
             raise InvalidInputError(f"stage 'xpool' is not available on index {self.collection.name!r}: its config "
                                     "names no xpool.model (train one with 'foveal train xpool')")
 

@@ -114,3 +114,20 @@ def test_training_lowers_the_loss_and_clamps_the_scale():
     assert losses[-1] < losses[0]
     assert float(model.logit_scale) <= LOGIT_SCALE_MAX + 1e-6
     assert not model.training
+
+
+def test_reranker_on_a_text_index_attends_over_passage_vectors(tiny):
+    """Without frames, a document's set is its passage vectors; the stage runs when the request switches it on."""
+    from foveal.pipeline.request import SearchRequest
+    from foveal.pipeline.search import SearchPipeline
+    from foveal.rerank.xpool import XPoolReranker
+
+    stage = XPoolReranker(_model(dim=tiny.dimension), window=3, enabled=False)
+    pipeline = SearchPipeline(tiny, rerankers=[stage])
+    off = pipeline.search(SearchRequest(query="moon and sea", k=5))
+    assert all("xpool" not in h.evidence for h in off.hits)
+    on = pipeline.search(SearchRequest(query="moon and sea", k=5, stages={"xpool": True}))
+    rescored = [h for h in on.hits if "score" in h.evidence["xpool"]]
+    assert len(rescored) == 3 and all(h.evidence["xpool"]["attention"][0]["weight"] == 1.0 for h in rescored)
+    assert [h.score for h in on.hits] == sorted((h.score for h in on.hits), reverse=True)
+    assert on.hits[3].evidence["xpool"]["skipped"] == "outside the rerank window"
