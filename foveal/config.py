@@ -220,6 +220,44 @@ class RerankConfig(_Strict):
     device: str = Field(default="cpu", pattern="^(auto|cpu|cuda(:[0-9]+)?)$")
 
 
+#: Sentences kept per document (the first ones) when sentence vectors are stored; the rest are not stored.
+MAX_SENTENCES_DEFAULT = 64
+MAX_SENTENCES_LIMIT = 512
+
+
+class SentenceVectorsConfig(_Strict):
+    """Per-document sentence vectors stored beside the passage vectors at ingest (float16, in the document store,
+    committed with the document), for Paraformer (:mod:`foveal.rerank.paraformer`). A build setting: changing it
+    needs a re-ingest (``foveal reindex``).
+
+    ``mode``: ``pooled`` takes each sentence's vector from the passage encoder's token states of the ingest pass
+    (mean over the sentence's tokens, one forward pass); ``faithful`` encodes every sentence on its own, as the
+    Paraformer paper does (one extra forward pass per sentence). docs/paraformer.md has the measurements behind the
+    default. Documents that arrive with their own ``vector`` get no sentence vectors (no model runs for them);
+    Paraformer encodes theirs when it reranks them."""
+
+    enabled: bool = False
+    mode: str = Field(default="pooled", pattern="^(pooled|faithful)$")
+    #: The sentence cap per document: the first ``max_sentences`` sentences are stored.
+    max_sentences: int = Field(default=MAX_SENTENCES_DEFAULT, ge=1, le=MAX_SENTENCES_LIMIT)
+
+
+class ParaformerConfig(_Strict):
+    """The Paraformer rerank stage (:mod:`foveal.rerank.paraformer`): query-aware sparse attention over each top
+    candidate's sentence vectors. It runs where ``model`` names a checkpoint (``foveal train paraformer``): by
+    default when ``enabled``, per request with ``stages: {"paraformer": true|false}``. Sentence vectors come from
+    the store when the index keeps them (``sentence_vectors``), else they are encoded per candidate."""
+
+    enabled: bool = False
+    #: A model name registered in FOVEAL_MODELS_DIR (CLI config files may also give a folder).
+    model: str | None = None
+    #: How many first-stage candidates are rescored (the authors rerank the BM25 top 10).
+    window: int = Field(default=10, ge=1, le=1000)
+    #: Paraformer's weight in the final combination of z-normalised scores (the first stage gets ``1 - weight``);
+    #: ``None`` takes the weight fitted on held-out train queries, saved in the checkpoint.
+    weight: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
 class XPoolConfig(_Strict):
     """The X-Pool rerank stage (:mod:`foveal.rerank.xpool`): text-conditioned pooling over each top candidate's set
     of vectors (a vector item's frames, else a text document's passage vectors). It runs where ``model`` names a
@@ -243,10 +281,13 @@ class IndexConfig(_Strict):
     elasticsearch: ElasticsearchConfig = Field(default_factory=ElasticsearchConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     rerank: RerankConfig = Field(default_factory=RerankConfig)
+    sentence_vectors: SentenceVectorsConfig = Field(default_factory=SentenceVectorsConfig)
+    paraformer: ParaformerConfig = Field(default_factory=ParaformerConfig)
     xpool: XPoolConfig = Field(default_factory=XPoolConfig)
 
     #: Sections whose change makes an existing index unreadable or wrong.
-    BUILD_SECTIONS: ClassVar[tuple[str, ...]] = ("encoder", "vector", "lexical", "docstore", "elasticsearch")
+    BUILD_SECTIONS: ClassVar[tuple[str, ...]] = ("encoder", "vector", "lexical", "docstore", "elasticsearch",
+                                                 "sentence_vectors")
     #: Keys inside build sections that may change without a rebuild.
     RUNTIME_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
         "encoder": ("batch_size", "device", "fp16", "attention", "onnx_threads", "onnx_cache"),
@@ -254,6 +295,15 @@ class IndexConfig(_Strict):
         "lexical": ("title_boost", "text_boost"),
         "elasticsearch": ("server", "url", "replicas", "num_candidates", "request_timeout"),
     }
+
+    @model_validator(mode="after")
+    def _vector_sets_need_sqlite(self) -> "IndexConfig":
+        if self.sentence_vectors.enabled and self.docstore.backend != "sqlite":
+            raise ValueError(
+                f"sentence_vectors.enabled needs docstore.backend 'sqlite': the {self.docstore.backend!r} document "
+                "store does not keep per-document vector sets in this version (Paraformer still runs on such an "
+                "index: it encodes the candidates' sentences at query time)")
+        return self
 
     @classmethod
     def parse(cls, data: dict[str, Any] | None, *, source: str = "operator") -> "IndexConfig":
@@ -440,6 +490,7 @@ def check_tenant_config(config: "IndexConfig") -> None:
     models = allowed_models()
     for field, name, allowed in (("encoder.model", config.encoder.model, models | {NO_ENCODER}),
                                  ("rerank.model", config.rerank.model, models - {DEFAULT_MODEL}),
+                                 ("paraformer.model", config.paraformer.model, models - {DEFAULT_MODEL}),
                                  ("xpool.model", config.xpool.model, models - {DEFAULT_MODEL})):
         if name is not None and name not in allowed:
             raise ConfigError(

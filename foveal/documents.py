@@ -44,6 +44,8 @@ MAX_METADATA_BYTES = 64_000
 #: components also fit the REST size limit on one document (FOVEAL_MAX_DOC_BYTES, 2.5 MB by default).
 MAX_ITEM_VECTORS = 128
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+#: The vector-set kind (see :mod:`foveal.index.sqlite_store`) under which a vector item's frames are stored.
+FRAMES_KIND = "frames"
 #: The accepted range of ``timestamp`` in epoch seconds: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z. Outside it
 #: Python (and so every read of the document and every hit list that holds it) cannot render the time.
 MIN_TIMESTAMP = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()

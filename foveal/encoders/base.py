@@ -89,6 +89,9 @@ class EncodedDocument:
     passages: list[Passage]
     vectors: np.ndarray  # (len(passages), dim) float32, unit norm
     n_tokens: int = 0
+    #: Only from encoders asked for sentence vectors: (n_sentences, dim) float32 unit rows and their char spans.
+    sentence_vectors: np.ndarray | None = None
+    sentence_spans: list[tuple[int, int]] | None = None
 
 
 @runtime_checkable

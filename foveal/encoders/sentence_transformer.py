@@ -187,11 +187,17 @@ class SentenceTransformerEncoder:
     def encode_sentence_spans(
         self, texts: Sequence[str], max_sentences: int = 64
     ) -> list[tuple[np.ndarray, list[tuple[int, int]]]]:
-        """Sentence vectors from the *passage* forward pass: each sentence's vector is the mean of its tokens' last
-        hidden states in the passage that covers most of it, L2-normalised (one pass over the document, nearly free
-        next to :meth:`encode_documents`; the alternative to encoding each sentence on its own, which is what the
-        Paraformer paper does). Per text: ``(vectors (n, H) float32, [(char_start, char_end)] of the first
-        ``max_sentences`` sentences)``; the sentences are :func:`~foveal.encoders.segment.sentence_spans`."""
+        """Sentence vectors from the *passage* forward pass (see :meth:`encode_documents_with_sentences`): per text,
+        ``(vectors (n, H) float32, [(char_start, char_end)] of its first ``max_sentences`` sentences)``."""
+        return [(d.sentence_vectors, d.sentence_spans) for d in self.encode_documents_with_sentences(texts, max_sentences)]
+
+    def encode_documents_with_sentences(self, texts: Sequence[str], max_sentences: int = 64) -> list[EncodedDocument]:
+        """:meth:`encode_documents` (the same passages and passage vectors) plus, from the same forward pass, one
+        vector per sentence: the mean of the sentence's tokens' last hidden states in the passage that covers most
+        of it, L2-normalised (nearly free next to the passage pass; the alternative to encoding each sentence on
+        its own, which is what the Paraformer paper does). The sentences are the first ``max_sentences`` of
+        :func:`~foveal.encoders.segment.sentence_spans`; they land in ``sentence_vectors`` / ``sentence_spans``.
+        Token states need the torch model, so with ``backend: onnx`` this pass runs torch (fp32)."""
         import bisect
 
         from foveal.encoders.segment import sentence_spans
@@ -208,11 +214,11 @@ class SentenceTransformerEncoder:
             for a, b in sentence_spans(text)[:max_sentences]:
                 # a sentence owns the tokens that start inside it (as segment() counts them)
                 sentences.append(((a, b), bisect.bisect_left(starts, a), bisect.bisect_left(starts, b)))
-            plans.append((passages, first_row, sentences))
+            plans.append((passages, first_row, sentences, len(enc.ids)))
         states: list = [None] * len(all_ids)
-        self._encode_ids(all_ids, states)
+        passage_vectors = self._encode_ids(all_ids, states)
         out = []
-        for passages, first_row, sentences in plans:
+        for passages, first_row, sentences, n_tokens in plans:
             vectors = np.zeros((len(sentences), self.dimension), dtype=np.float32)
             for n, (_, t0, t1) in enumerate(sentences):
                 best, best_cover = None, 0
@@ -227,7 +233,8 @@ class SentenceTransformerEncoder:
                 rows = states[first_row + best][1 + lo - passage.token_start : 1 + hi - passage.token_start]  # +1: [CLS]
                 pooled = rows.mean(axis=0)
                 vectors[n] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
-            out.append((vectors, [span for span, _, _ in sentences]))
+            out.append(EncodedDocument(passages, passage_vectors[first_row : first_row + len(passages)], n_tokens,
+                                       vectors, [span for span, _, _ in sentences]))
         return out
 
     # -- the forward pass ----------------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ from foveal.errors import (
 )
 from foveal.index.base import DerivedIndex, DerivedIndexDamaged, DocStore, LogPrunedError, StoredDocument
 from foveal.index.derived import LexicalPart, VectorPart
-from foveal.index.sqlite_store import PreparedDocument
+from foveal.index.sqlite_store import PreparedDocument, VectorSet
 from foveal.registry import (
     SERVER_BACKENDS,
     check_backends,
@@ -455,15 +455,27 @@ class Collection:
 
     # -- writes --------------------------------------------------------------------------------------------------
     def prepare(self, documents: Sequence[Document]) -> list[PreparedDocument]:
-        """Segment and encode (no lock held: this is where the time goes)."""
+        """Segment and encode (no lock held: this is where the time goes). With ``sentence_vectors`` on, each
+        encoded document also gets its sentence vectors (vector set ``"sentences"``), committed with it."""
         to_encode = [d for d in documents if d.vector is None]
-        encoded = iter(self.encoder.encode_documents([d.full_text for d in to_encode])) if to_encode else iter(())
+        texts = [d.full_text for d in to_encode]
+        sentences = self.config.sentence_vectors
+        if not to_encode:
+            encoded_list = []
+        elif sentences.enabled:
+            encoded_list = encode_with_sentences(self.encoder, texts, sentences.mode, sentences.max_sentences)
+        else:
+            encoded_list = self.encoder.encode_documents(texts)
+        encoded = iter(encoded_list)
         prepared = []
         for doc in documents:
             if doc.vector is None:
                 enc = next(encoded)
                 spans = [(p.char_start, p.char_end) for p in enc.passages]
-                prepared.append(PreparedDocument(doc, spans, enc.vectors, enc.n_tokens))
+                sets = {}
+                if enc.sentence_vectors is not None:
+                    sets[SENTENCES] = VectorSet(enc.sentence_vectors, enc.sentence_spans)
+                prepared.append(PreparedDocument(doc, spans, enc.vectors, enc.n_tokens, sets))
             else:
                 vector = np.asarray(doc.vector, dtype=np.float32)
                 if vector.shape != (self.dimension,):
@@ -479,8 +491,8 @@ class Collection:
 
     def _attach_frames(self, item: PreparedDocument) -> None:
         """A vector item's frames go to the store as its ``frames`` vector set, in the document's transaction."""
+        from foveal.documents import FRAMES_KIND
         from foveal.index.sqlite_store import VectorSet
-        from foveal.rerank.xpool import FRAMES_KIND
 
         frames = item.document.vectors
         if frames.ndim != 2 or frames.shape[1] != self.dimension:
@@ -583,6 +595,14 @@ class Collection:
         return self.store.get_by_id(doc_id)
 
     def stats(self) -> dict:
+        out = self._stats()
+        if self.config.sentence_vectors.enabled and hasattr(self.store, "vector_set_stats"):
+            sets = self.store.vector_set_stats(SENTENCES)
+            sets["bytes_per_document"] = round(sets["bytes"] / max(1, sets["documents"]), 1)
+            out["vector_sets"] = {SENTENCES: sets}
+        return out
+
+    def _stats(self) -> dict:
         return {
             "name": self.name,
             "documents": self.store.count(),
@@ -601,6 +621,33 @@ class Collection:
             part.drop()
         self.store.drop()
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+#: The vector-set kind holding a document's sentence vectors (``sentence_vectors`` config; Paraformer reads it).
+SENTENCES = "sentences"
+
+
+def encode_with_sentences(encoder, texts: Sequence[str], mode: str, max_sentences: int):
+    """``encoder.encode_documents(texts)`` with each document's first ``max_sentences`` sentence vectors set
+    (``sentence_vectors`` / ``sentence_spans``): ``pooled`` from the passage pass's token states (one forward
+    pass, :meth:`~foveal.encoders.sentence_transformer.SentenceTransformerEncoder.encode_documents_with_sentences`),
+    ``faithful`` by encoding each sentence on its own (the Paraformer paper's way; also the fallback for an
+    encoder that gives no token states)."""
+    from foveal.encoders.segment import sentence_spans
+
+    if mode == "pooled" and hasattr(encoder, "encode_documents_with_sentences"):
+        return encoder.encode_documents_with_sentences(texts, max_sentences)
+    encoded = encoder.encode_documents(texts)
+    spans = [sentence_spans(text)[:max_sentences] for text in texts]
+    flat = [text[a:b] for text, group in zip(texts, spans) for a, b in group]
+    vectors = encoder.encode_queries(flat).vectors if flat else np.zeros((0, encoder.dimension), np.float32)
+    cursor = 0
+    for enc, group in zip(encoded, spans):
+        enc.sentence_vectors = np.asarray(vectors[cursor : cursor + len(group)], dtype=np.float32).reshape(
+            len(group), encoder.dimension)
+        enc.sentence_spans = list(group)
+        cursor += len(group)
+    return encoded
 
 
 def _check_buildable(config: IndexConfig):

@@ -9,6 +9,13 @@ crash at any point between the stores heals, and a process that did not write st
 Passage vectors are kept here too (float32 blobs), so the FAISS index can always be rebuilt from this file and
 rerank stages can read a document's vectors.
 
+Vector sets: a document may carry named sets of vectors beside its passages (``kind`` ``"sentences"``: Paraformer's
+sentence vectors; X-Pool's frames), one row per ``(doc_key, kind)`` in ``vector_sets``: an ``(n, d)`` float16 matrix
+and, optionally, the character spans (in ``title + "\n" + text``) each row stands for. They are written in the
+same transaction as their document, replaced with it (an upsert drops every set the document had and writes the
+ones it carries now), deleted with it, and copied by snapshots with the rest of the file. No derived index reads
+them, so recovery has nothing to replay: store and sets agree after any crash because one transaction holds both.
+
 Durability: ``synchronous=FULL`` (the queue's setting too), so a commit that returned survives a power loss, not
 only a process crash: with ``NORMAL`` a WAL-mode commit is not fsynced and the last transactions can vanish while
 the queue, already fsynced, records the batch as done.
@@ -22,9 +29,10 @@ than a silent gap.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -33,7 +41,7 @@ import numpy as np
 from foveal.documents import Document
 from foveal.index.base import MAX_PASSAGES, Change, LogPrunedError, StoredDocument, passage_id
 
-__all__ = ["Change", "PreparedDocument", "SqliteDocStore"]  # Change lives in base; imported from here by older code
+__all__ = ["Change", "PreparedDocument", "SqliteDocStore", "VectorSet"]  # Change lives in base; imported from here by older code
 
 #: Log rows read per query when streaming the change log.
 LOG_CHUNK = 5000
@@ -66,17 +74,50 @@ CREATE TABLE IF NOT EXISTS oplog (
     op      TEXT NOT NULL CHECK (op IN ('upsert', 'delete'))
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS vector_sets (
+    doc_key INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    rows    INTEGER NOT NULL,
+    dim     INTEGER NOT NULL,
+    data    BLOB NOT NULL,
+    spans   TEXT,
+    PRIMARY KEY (doc_key, kind)
+) WITHOUT ROWID;
 """
+
+#: Rows one vector set may hold (a sentence cap per document is far below it: ``sentence_vectors.max_sentences``).
+MAX_SET_ROWS = 4096
+_KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+@dataclass(slots=True)
+class VectorSet:
+    """One named set of a document's vectors: ``(n, d)`` (stored as float16) and, optionally, the character span in
+    the document's full text that each row stands for."""
+
+    vectors: np.ndarray
+    spans: list[tuple[int, int]] | None = None
+
+    def __post_init__(self) -> None:
+        self.vectors = np.asarray(self.vectors)
+        if self.vectors.ndim != 2:
+            raise ValueError(f"a vector set is a matrix; got shape {self.vectors.shape}")
+        if len(self.vectors) > MAX_SET_ROWS:
+            raise ValueError(f"a vector set holds at most {MAX_SET_ROWS} rows; got {len(self.vectors)}")
+        if self.spans is not None and len(self.spans) != len(self.vectors):
+            raise ValueError(f"{len(self.spans)} spans for {len(self.vectors)} vectors")
 
 
 @dataclass(slots=True)
 class PreparedDocument:
-    """A document ready to store: its passages' character spans and one vector per passage."""
+    """A document ready to store: its passages' character spans, one vector per passage, and its vector sets
+    (kind -> :class:`VectorSet`; written in the same transaction)."""
 
     document: Document
     passages: list[tuple[int, int]]
     vectors: np.ndarray
     n_tokens: int = 0
+    vector_sets: dict[str, VectorSet] = field(default_factory=dict)
 
 
 class SqliteDocStore:
@@ -155,6 +196,33 @@ class SqliteDocStore:
                 ids.append(pid)
                 blobs.append(blob)
         return _unpack(ids, blobs)
+
+    def vector_sets(self, doc_keys: Iterable[int], kind: str, *, with_spans: bool = False) -> dict:
+        """``{doc_key: (n, d) float16 matrix}`` of the documents that have a set of ``kind`` (others are left out);
+        with ``with_spans``, ``{doc_key: VectorSet}`` (vectors and their spans)."""
+        keys = list(dict.fromkeys(int(k) for k in doc_keys))
+        out: dict = {}
+        conn = self._connect()
+        for chunk in _chunks(keys, 500):
+            marks = ",".join("?" * len(chunk))
+            for key, rows, dim, data, spans in conn.execute(
+                f"SELECT doc_key, rows, dim, data, spans FROM vector_sets WHERE kind = ? AND doc_key IN ({marks})",
+                [kind, *chunk],
+            ):
+                matrix = np.frombuffer(data, dtype=np.float16).reshape(rows, dim)
+                if with_spans:
+                    out[key] = VectorSet(matrix, [tuple(s) for s in json.loads(spans)] if spans else None)
+                else:
+                    out[key] = matrix
+        return out
+
+    def vector_set_stats(self, kind: str) -> dict[str, int]:
+        """``{"documents", "rows", "bytes"}`` of the sets of ``kind`` (bytes: the float16 data only)."""
+        docs, rows, size = self._connect().execute(
+            "SELECT COUNT(*), COALESCE(SUM(rows), 0), COALESCE(SUM(LENGTH(data)), 0) FROM vector_sets WHERE kind = ?",
+            (kind,),
+        ).fetchone()
+        return {"documents": int(docs), "rows": int(rows), "bytes": int(size)}
 
     def iter_documents(self, batch: int = 1000) -> Iterator[list[StoredDocument]]:
         """Every document, ``batch`` at a time in doc_key order (what a derived index is rebuilt from)."""
@@ -316,6 +384,7 @@ class SqliteDocStore:
                         (*values, key),
                     )
                     conn.execute("DELETE FROM vectors WHERE doc_key = ?", (key,))
+                    conn.execute("DELETE FROM vector_sets WHERE doc_key = ?", (key,))
                 else:
                     key = conn.execute(
                         "INSERT INTO documents (id, title, text, metadata, timestamp, content_hash, passages, "
@@ -328,6 +397,8 @@ class SqliteDocStore:
                     "INSERT INTO vectors (passage_id, doc_key, vector) VALUES (?, ?, ?)",
                     [(passage_id(key, i), key, vectors[i].tobytes()) for i in range(len(vectors))],
                 )
+                for kind, vset in prepared.vector_sets.items():
+                    _insert_set(conn, key, kind, vset)
                 written[doc.id] = key
             for doc_id in deletes:
                 row = conn.execute("SELECT doc_key FROM documents WHERE id = ?", (doc_id,)).fetchone()
@@ -336,6 +407,7 @@ class SqliteDocStore:
                 key = row[0]
                 conn.execute("DELETE FROM documents WHERE doc_key = ?", (key,))
                 conn.execute("DELETE FROM vectors WHERE doc_key = ?", (key,))
+                conn.execute("DELETE FROM vector_sets WHERE doc_key = ?", (key,))
                 conn.execute("INSERT INTO oplog (doc_key, id, op) VALUES (?, ?, 'delete')", (key, doc_id))
                 written[doc_id] = key
             conn.execute("COMMIT")
@@ -350,6 +422,17 @@ class SqliteDocStore:
 
     def set_meta(self, key: str, value: str) -> None:
         self._connect().execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def _insert_set(conn: sqlite3.Connection, key: int, kind: str, vset: VectorSet) -> None:
+    if not _KIND.match(kind):
+        raise ValueError(f"vector set kind {kind!r}: use 1-32 lower-case letters, digits or '_', starting with a letter")
+    matrix = np.ascontiguousarray(vset.vectors, dtype=np.float16)
+    spans = json.dumps([[int(a), int(b)] for a, b in vset.spans]) if vset.spans is not None else None
+    conn.execute(
+        "INSERT INTO vector_sets (doc_key, kind, rows, dim, data, spans) VALUES (?, ?, ?, ?, ?, ?)",
+        (key, kind, int(matrix.shape[0]), int(matrix.shape[1]), matrix.tobytes(), spans),
+    )
 
 
 def _stored(row) -> StoredDocument:

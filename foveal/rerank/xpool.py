@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from foveal.documents import FRAMES_KIND
 from foveal.errors import ConfigError, InvalidInputError
 from foveal.rerank.base import Candidate
 
@@ -62,8 +63,6 @@ __all__ = ["XPool", "XPoolSettings", "XPoolReranker", "train_xpool", "pad_frames
            "NAME", "FRAMES_KIND"]
 
 NAME = "xpool"
-#: The kind under which a vector item's frames are kept in the document store's vector sets.
-FRAMES_KIND = "frames"
 CONFIG_FILE = "xpool.json"
 WEIGHTS_FILE = "xpool.safetensors"
 #: CLIP's initial temperature 0.07, and the clamp on the learned scale (100).
