@@ -221,6 +221,23 @@ def run(args, rest) -> None:
         if best is None or dev > best[0]:
             best = (dev, lr, model, record)
     _, lr, model, record = best
+    # the combination with the first stage: X-Pool's weight fitted on the held-out train queries
+    from foveal.rerank.combine import fit_two_weights
+    from foveal.rerank.xpool import combined_scores
+
+    def features_of(run, candidates):
+        out = {}
+        for q, (rows, first) in candidates.items():
+            ids = [doc_ids[r] for r in rows]
+            z_first = combined_scores(first, [run[q][d] for d in ids], 0.0)
+            z_deep = combined_scores(first, [run[q][d] for d in ids], 1.0)
+            out[q] = {d: {"first_stage": f, "xpool": x} for d, f, x in zip(ids, z_first, z_deep)}
+        return out
+
+    dev_run, _ = rerank_run(model, dev_candidates)
+    weights, curve = fit_two_weights(features_of(dev_run, dev_candidates), {q: train_qrels[q] for q in dev_ids},
+                                     names=("first_stage", "xpool"))
+    model.settings.weight = weights["xpool"]
     model.save(OUT / "model")
     test_candidates = first_stage(test_ids)
     untrained_run, _ = rerank_run(untrained, test_candidates)
@@ -229,6 +246,11 @@ def run(args, rest) -> None:
     name = f"X-Pool (lr {lr:g}, epoch {record.get('best_epoch')}), rerank mean top-100"
     results[name] = evaluate(test_qrels, xpool_run, test_ids)
     latency[name] = p50_ms(times)
+    combo = f"X-Pool + mean, weight {weights['xpool']:g} fitted on held-out train, rerank mean top-100"
+    test_features = features_of(xpool_run, test_candidates)
+    results[combo] = evaluate(test_qrels, {q: {d: (1 - weights["xpool"]) * f["first_stage"] + weights["xpool"] * f["xpool"]
+                                               for d, f in docs.items()} for q, docs in test_features.items()}, test_ids)
+    latency[combo] = latency[name]
 
     head = commit()
     lines = [f"SciFact test ({len(test_ids)} queries), documents as sets of sentence vectors "
@@ -236,14 +258,15 @@ def run(args, rest) -> None:
              f"{meta['encoder']} ({meta['backend']} backend), commit {head}, {args.threads} torch threads.",
              "", "| method | nDCG@10 | Recall@100 | train s | p50 ms added per query |", "|---|---|---|---|---|"]
     for method, r in results.items():
-        train_s = record["train_seconds"] if method == name else ""
+        train_s = record["train_seconds"] if method in (name, combo) else ""
         lines.append(f"| {method} | {r['ndcg@10']:.4f} | {r['recall@100']:.4f} | {train_s} | "
                      f"{latency.get(method, '')} |")
     table = "\n".join(lines)
     print(table)
     (OUT / "result.json").write_text(json.dumps({
         "commit": head, "encoder": meta["encoder"], "backend": meta["backend"], "results": results,
-        "latency_p50_ms": latency, "trials": trials, "chosen": {"lr": lr, "epoch": record.get("best_epoch")},
+        "latency_p50_ms": latency, "trials": trials, "chosen": {"lr": lr, "epoch": record.get("best_epoch"), "weight": weights["xpool"]},
+        "dev_weight_curve": curve,
         "train_pairs": len(pairs), "dev_queries": len(dev_ids), "test_queries": len(test_ids),
         "encode_seconds": meta["seconds"], "table": table}, indent=2))
 

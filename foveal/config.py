@@ -210,6 +210,10 @@ class RerankConfig(_Strict):
     model: str | None = None
     #: How many first-stage candidates are rescored; the rest keep their first-stage order below them.
     window: int = Field(default=50, ge=1, le=1000)
+    #: X-Pool's weight ``w`` in ``(1 - w)·z(first stage) + w·z(xpool)`` over the window; ``None`` takes the
+    #: checkpoint's (fitted on held-out train queries), and a checkpoint without one ranks by X-Pool alone (the
+    #: paper's ranking).
+    weight: float | None = Field(default=None, ge=0.0, le=1.0)
     #: Stop scoring further batches once this much time is spent (the rest keep first-stage order); None: no limit.
     budget_ms: float | None = Field(default=None, gt=0, le=600_000)
     batch_size: int = Field(default=16, ge=1, le=1024)
@@ -269,6 +273,10 @@ class XPoolConfig(_Strict):
     model: str | None = None
     #: How many first-stage candidates are rescored; the rest keep their first-stage order below them.
     window: int = Field(default=50, ge=1, le=1000)
+    #: X-Pool's weight ``w`` in ``(1 - w)·z(first stage) + w·z(xpool)`` over the window; ``None`` takes the
+    #: checkpoint's (fitted on held-out train queries), and a checkpoint without one ranks by X-Pool alone (the
+    #: paper's ranking).
+    weight: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class IndexConfig(_Strict):

@@ -83,6 +83,8 @@ class XPoolSettings:
     encoder: str = ""
     #: How many first-stage candidates are rescored (an index's ``xpool.window`` overrides it).
     window: int = 50
+    #: X-Pool's weight in ``(1 - w)·z(first stage) + w·z(xpool)``; ``None``: rank by X-Pool alone, as the paper.
+    weight: float | None = None
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.heads < 1 or self.dim % self.heads:
@@ -91,6 +93,8 @@ class XPoolSettings:
             raise ConfigError("xpool: dropout must be in [0, 1)")
         if self.window < 1:
             raise ConfigError("xpool: window must be >= 1")
+        if self.weight is not None and not 0.0 <= self.weight <= 1.0:
+            raise ConfigError("xpool: weight must be in [0, 1]")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "XPoolSettings":
@@ -391,6 +395,16 @@ def stage_wanted(request: "SearchRequest", default: bool) -> bool:
     return request.stage_on(NAME, default)
 
 
+def combined_scores(first_stage: Sequence[float], xpool: Sequence[float], weight: float) -> list[float]:
+    """``(1 - w)·z(first stage) + w·z(xpool)``, z-scores over the reranked window."""
+    from foveal.config import Normalization
+    from foveal.pipeline.fusion import normalize_scores
+
+    first = normalize_scores([float(x) for x in first_stage], Normalization.zscore)
+    deep = normalize_scores([float(x) for x in xpool], Normalization.zscore)
+    return [round((1 - weight) * f + weight * d, 12) for f, d in zip(first, deep)]
+
+
 _MODELS: dict[str, XPool] = {}
 _MODELS_LOCK = threading.Lock()
 
@@ -419,9 +433,10 @@ class XPoolReranker:
     name = NAME
 
     def __init__(self, model: XPool | None = None, *, config=None, window: int | None = None,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, weight: float | None = None) -> None:
         self._model = model
         self.config = config
+        self._weight = weight if weight is not None else (config.weight if config is not None else None)
         self.window = window or (config.window if config is not None else None) or \
             (model.settings.window if model is not None else 50)
         self.enabled = config.enabled if config is not None else enabled
@@ -432,6 +447,11 @@ class XPoolReranker:
         if self._model is None:
             self._model = load_model(self.config.model)
         return self._model
+
+    @property
+    def weight(self) -> float | None:
+        """X-Pool's weight against the first stage (:class:`XPoolSettings`), or None: X-Pool alone."""
+        return self._weight if self._weight is not None else self.model.settings.weight
 
     def query_vector(self, request: "SearchRequest", collection: "Collection") -> np.ndarray:
         given = getattr(request, "vector", None)
@@ -461,13 +481,17 @@ class XPoolReranker:
         present = [c for c in window if c.doc_key in frames]
         scores, attention = self.score(self.query_vector(request, collection), [frames[c.doc_key] for c in present]) \
             if present else (np.zeros(0), [])
+        weight = self.weight
+        final = scores.tolist() if weight is None else combined_scores([c.score for c in present], scores, weight)
         scored = []
-        for c, score, weights in zip(present, scores.tolist(), attention):
+        for c, score, total, weights in zip(present, scores.tolist(), final, attention):
             order = np.argsort(-weights, kind="stable")
             c.evidence[NAME] = {"score": float(score), "first_stage_score": c.score, "frames": len(weights),
                                 "attention": [{"frame": int(i), "weight": round(float(weights[i]), 6)}
                                               for i in order]}
-            scored.append((float(score), c))
+            if weight is not None:
+                c.evidence[NAME].update({"weight": weight, "combined": float(total)})
+            scored.append((float(total), c))
         scored.sort(key=lambda pair: -pair[0])
         out = []
         for score, c in scored:

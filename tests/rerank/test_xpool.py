@@ -131,3 +131,17 @@ def test_reranker_on_a_text_index_attends_over_passage_vectors(tiny):
     assert len(rescored) == 3 and all(h.evidence["xpool"]["attention"][0]["weight"] == 1.0 for h in rescored)
     assert [h.score for h in on.hits] == sorted((h.score for h in on.hits), reverse=True)
     assert on.hits[3].evidence["xpool"]["skipped"] == "outside the rerank window"
+
+
+def test_weight_combines_z_scores_with_the_first_stage(tiny):
+    from foveal.pipeline.request import SearchRequest
+    from foveal.pipeline.search import SearchPipeline
+    from foveal.rerank.xpool import XPoolReranker, combined_scores
+
+    assert combined_scores([1.0, 2.0, 3.0], [3.0, 2.0, 1.0], 0.0) == pytest.approx([-1.2247, 0.0, 1.2247], abs=1e-4)
+    assert combined_scores([1.0, 2.0, 3.0], [3.0, 2.0, 1.0], 0.5) == [0.0, 0.0, 0.0]
+    stage = XPoolReranker(_perturbed(_model(dim=tiny.dimension)), window=4, weight=0.0)
+    hits = SearchPipeline(tiny, rerankers=[stage]).search(SearchRequest(query="moon and sea", k=6)).hits
+    plain = SearchPipeline(tiny, rerankers=[]).search(SearchRequest(query="moon and sea", k=6)).hits
+    assert [h.id for h in hits] == [h.id for h in plain]  # weight 0: the first stage's order, X-Pool recorded
+    assert all(h.evidence["xpool"]["weight"] == 0.0 for h in hits[:4])
