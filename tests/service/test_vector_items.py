@@ -158,3 +158,49 @@ def test_jsonl_vector_items_keep_the_good_lines(video_engine, tmp_path):
     assert len(collection.store.vector_sets([key], "frames")[key]) == 3
     collection.delete(["v-concert"])
     assert collection.store.vector_sets([key], "frames") == {}
+
+
+def test_sigkill_mid_ingest_keeps_items_and_frames_together(home, tmp_path):
+    """A real ``foveal ingest`` of vector items (batches of 2, no model to load) SIGKILLed right after its first
+    store commit: the committed items have their frames, nothing else is stored, and a re-run completes both."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from foveal.engine import Engine
+    from tests.conftest import ROOT
+
+    engine = Engine(home)
+    engine.create_index("killv", {"encoder": {"model": "none", "dimension": 8}})
+    hooks = tmp_path / "hooks.log"
+    env = dict(os.environ, FOVEAL_TEST_HOOKS=str(hooks), FOVEAL_TEST_HOOK_PAUSE_S="120")
+    command = [sys.executable, "-m", "foveal.cli", "ingest", str(VIDEO / "items.jsonl"), "--index", "killv",
+               "--batch-size", "2"]
+    child = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(3000):
+            if hooks.exists() and "store_committed" in hooks.read_text():
+                break
+            if child.poll() is not None:
+                pytest.fail(f"the ingest ended before its first store commit (rc {child.returncode})")
+            time.sleep(0.1)
+        else:
+            pytest.fail("no store_committed line from the ingest")
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    collection = engine.get("killv")
+    collection.refresh()
+    store = collection.store
+    keys = [d.doc_key for batch in store.iter_documents() for d in batch]
+    assert len(keys) == 2 and set(store.vector_sets(keys, "frames")) == set(keys)
+    env.pop("FOVEAL_TEST_HOOKS")
+    subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True)
+    collection.refresh()
+    assert store.count() == len(ITEMS) == store.vector_set_stats("frames")["documents"] == len(collection.vectors)
+    engine.close()
