@@ -450,7 +450,7 @@ def train_rerank_command(
         _fail(exc.message)
     if out_path is not None:
         shutil.copytree(folder, out_path, dirs_exist_ok=True)
-    record = {k: v for k, v in records[0].items() if k != "dev_ndcg10_curve"}
+    record = {k: v for k, v in records[0].items() if k not in ("dev_ndcg10_curve", "dev_ids")}
     console.print(f"registered model {name!r} in {root}; use it in an index config: "
                   f'{{"rerank": {{"model": "{name}"}}}}', highlight=False, soft_wrap=True)
     out.print(json.dumps({"model": name, "path": str(folder), **record}), highlight=False, soft_wrap=True)
@@ -532,6 +532,9 @@ def train_paraformer_command(
     negatives_from_top: int = typer.Option(10, min=1, max=100, help="BM25 top-n whose unjudged documents are negatives."),
     max_sentences: int = typer.Option(64, min=1, max=512, help="Sentences attended to per document (the first ones)."),
     max_queries: Optional[int] = typer.Option(None, min=2, help="Use a seeded sample of the train queries."),
+    sentences: str = typer.Option("faithful", help="Sentence vectors to train on: 'faithful' (each sentence encoded "
+                                  "on its own, as the paper) or 'pooled' (spans pooled from the passage pass, as an "
+                                  "index with sentence_vectors.mode pooled stores them)."),
     seed: int = typer.Option(13),
 ) -> None:
     """Train the Paraformer head (encoder frozen) and fit its score combination on held-out train queries. The
@@ -543,7 +546,8 @@ def train_paraformer_command(
 
     name = name or default_model_name("paraformer")
     options = ParaformerTrainOptions(encoder=encoder, epochs=epochs, negatives_from_top=negatives_from_top,
-                                     max_sentences=max_sentences, max_queries=max_queries, seed=seed)
+                                     max_sentences=max_sentences, max_queries=max_queries, seed=seed,
+                                     sentences=sentences)
     records: list[dict] = []
     try:
         folder = register_model(lambda f: records.append(
@@ -553,7 +557,7 @@ def train_paraformer_command(
     if out_path is not None:
         shutil.copytree(folder, out_path, dirs_exist_ok=True)
     console.print(f"registered model {name!r} in {folder.parent}", highlight=False, soft_wrap=True)
-    record = {k: v for k, v in records[0].items() if k != "dev_ndcg10_curve"}
+    record = {k: v for k, v in records[0].items() if k not in ("dev_ndcg10_curve", "dev_ids")}
     out.print(json.dumps({"model": name, "path": str(folder), **record}), soft_wrap=True, highlight=False)
 
 

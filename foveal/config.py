@@ -306,6 +306,9 @@ class IndexConfig(_Strict):
 
     @model_validator(mode="after")
     def _vector_sets_need_sqlite(self) -> "IndexConfig":
+        if self.paraformer.enabled and self.paraformer.model is None:
+            raise ValueError("paraformer.enabled needs paraformer.model (a model trained with 'foveal train "
+                             "paraformer', by its registered name)")
         if self.sentence_vectors.enabled and self.docstore.backend != "sqlite":
             raise ValueError(
                 f"sentence_vectors.enabled needs docstore.backend 'sqlite': the {self.docstore.backend!r} document "

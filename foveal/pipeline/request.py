@@ -21,8 +21,6 @@ MAX_OFFSET = 10_000
 MAX_QUERY_CHARS = 8192
 #: Longest query ``vector`` (the same bound as an index's ``encoder.dimension``).
 MAX_QUERY_VECTOR = 65_536
-#: Stage names a request may switch with ``stages`` (``rerank`` is Pyramid-ERNIE, as the ``rerank`` option).
-STAGE_NAMES = ("rerank", "lexsem", "paraformer", "events", "freshness", "xpool")
 
 
 #: Metadata keys a filter may name (they become a JSON path in SQLite, so only plain names are allowed).
@@ -119,6 +117,10 @@ class SearchFilter(BaseModel):
         return value
 
 
+#: Stage names a request may switch with ``stages`` (the research stages; ``rerank`` is the Pyramid stage).
+STAGE_NAMES = ("rerank", "lexsem", "paraformer", "events", "freshness", "xpool")
+
+
 class SearchRequest(BaseModel):
     # length checked in _check_query (a clearer message than pydantic's); the schema still states it
     query: StrictStr = Field(description=f"What to search for, as plain text (1 to {MAX_QUERY_CHARS} characters, "
@@ -138,12 +140,12 @@ class SearchRequest(BaseModel):
         description="The query as a vector (e.g. from CLIP's text tower, for an index of vector items): dense "
                     "retrieval and X-Pool use it instead of encoding `query`, which BM25 still searches. Its "
                     "dimension must be the index's.")
-    stages: dict[str, StrictBool] | None = Field(
-        default=None, description="Switch research stages on or off for this request by name: "
-                                  f"{', '.join(STAGE_NAMES)}; unnamed stages follow the index config.")
     now: datetime | None = Field(
         default=None, description="The moment the query is asked (for time-aware stages); default: the present."
     )
+    stages: dict[str, StrictBool] | None = Field(
+        default=None, description=f"Switch stages on or off by name ({', '.join(STAGE_NAMES)}); unnamed ones "
+                                  "follow the index config. `rerank` is the same switch as the `rerank` field.")
     fields: list[Literal["id", "title", "text", "metadata", "timestamp", "passage", "evidence"]] | None = Field(
         default=None, max_length=len(HIT_FIELDS),
         description="What each hit carries besides id, rank and score; default: all of them.")
@@ -160,11 +162,20 @@ class SearchRequest(BaseModel):
     @field_validator("stages")
     @classmethod
     def _check_stages(cls, value):
-        if value is not None:
-            unknown = sorted(set(value) - set(STAGE_NAMES))
-            if unknown:
-                raise ValueError(f"unknown stage(s) {unknown}; known: {', '.join(STAGE_NAMES)}")
+        if value is None:
+            return value
+        unknown = sorted(set(value) - set(STAGE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; known: {', '.join(STAGE_NAMES)}")
         return value
+
+    @model_validator(mode="after")
+    def _rerank_switch(self) -> "SearchRequest":
+        if self.stages and "rerank" in self.stages:
+            if self.rerank is not None and self.rerank != self.stages["rerank"]:
+                raise ValueError("rerank and stages.rerank disagree; give one")
+            object.__setattr__(self, "rerank", self.stages["rerank"])
+        return self
 
     def stage_on(self, name: str, default: bool) -> bool:
         """Whether stage ``name`` runs for this request: ``stages[name]`` when given, else ``default`` (the

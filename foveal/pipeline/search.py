@@ -55,6 +55,11 @@ class SearchPipeline:
             from foveal.rerank.stage import default_rerankers
 
             rerankers = default_rerankers(collection.config.rerank)
+            if collection.config.paraformer.model is not None:  # runs per paraformer.enabled / stages.paraformer
+                from foveal.rerank.paraformer import ParaformerStage
+
+                rerankers = list(rerankers) + [ParaformerStage(collection.config.paraformer,
+                                                               collection.config.sentence_vectors)]
             xpool = collection.config.xpool
             if xpool.model is not None:  # X-Pool: where a checkpoint is named (run per xpool.enabled / request)
                 from foveal.rerank.xpool import XPoolReranker
@@ -121,6 +126,10 @@ class SearchPipeline:
         if request.stages and request.stages.get("xpool") and not any(r.name == "xpool" for r in self.rerankers):
             raise InvalidInputError(f"stage 'xpool' is not available on index {self.collection.name!r}: its config "
                                     "names no xpool.model (train one with 'foveal train xpool')")
+        if request.stages and request.stages.get("paraformer") and not any(
+                r.name == "paraformer" for r in self.rerankers):
+            raise InvalidInputError(f"stage 'paraformer' is not available on index {self.collection.name!r}: its "
+                                    "config names no paraformer.model (train one with 'foveal train paraformer')")
 
     # -- stages --------------------------------------------------------------------------------------------------
     def _stages_want_tokens(self) -> bool:
@@ -145,6 +154,7 @@ class SearchPipeline:
             )
         if request.pipeline in (Pipeline.bm25, Pipeline.hybrid):
             lists["bm25"] = self._lexical(request.query, window, allowed)
+        plain_vector = vector  # the encoder's own, for rerankers that attend with it
         if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
             if request.vector is not None:
                 query_info["vector"] = "given"  # the caller's own space: query stages work in the encoder's
@@ -169,7 +179,7 @@ class SearchPipeline:
             if request.pipeline == Pipeline.hybrid:
                 evidence["fused"] = {"method": fusion.method.value, "score": float(score)}
             candidates.append(Candidate(key, float(score), evidence, best_passage.get(key)))
-        candidates = self._rerank(request, candidates, fusion.window)
+        candidates = self._rerank(request, candidates, fusion.window, plain_vector)
 
         page = candidates[request.offset : request.offset + request.k]
         hits = self._hits(request, page)
@@ -191,15 +201,20 @@ class SearchPipeline:
             query_info=query_info,
         )
 
-    def _rerank(self, request: SearchRequest, candidates: list[Candidate], head: int) -> list[Candidate]:
+    def _rerank(self, request: SearchRequest, candidates: list[Candidate], head: int,
+                query_vector: np.ndarray | None = None) -> list[Candidate]:
         """Rerankers see the first ``head`` candidates only (a fixed number, not ``k + offset``), so what they
         compute, min-max of first-stage scores included, does not change with the page asked for. The tail keeps
-        first-stage order below the reranked head, its scores shifted down to stay monotone."""
+        first-stage order below the reranked head, its scores shifted down to stay monotone. A reranker with
+        ``needs_query_vector`` also gets the query vector (see :mod:`foveal.rerank.base`)."""
         if not self.rerankers:
             return candidates
         top, tail = candidates[:head], candidates[head:]
         for reranker in self.rerankers:
-            top = reranker.rerank(request, top, self.collection)
+            if getattr(reranker, "needs_query_vector", False):
+                top = reranker.rerank(request, top, self.collection, query_vector=query_vector)
+            else:
+                top = reranker.rerank(request, top, self.collection)
         if top and tail and tail[0].score >= top[-1].score:
             shift = tail[0].score - top[-1].score + 1e-6
             for c in tail:

@@ -4,6 +4,15 @@ A :class:`Reranker` gets the fused candidates (best first) and returns them resc
 anything it needs from the collection: documents, and the per-passage vectors kept beside the index
 (``collection.store.vectors_of``), which is what query-conditioned pooling stages (Paraformer, X-Pool) attend over.
 A stage writes its score under its own name in ``candidate.evidence`` so the hit shows what each stage did.
+
+The query vector: a reranker that sets ``needs_query_vector = True`` (read with
+``getattr(reranker, "needs_query_vector", False)``) is called with a fourth, keyword argument ``query_vector``: the
+encoder's unit vector of ``request.query`` from the pipeline's own forward pass (before any query stage changed
+it), or ``None`` when the search encoded no query (``pipeline: bm25``; the stage then encodes it if it needs it).
+Other rerankers are called with three arguments, as before.
+
+Per request, ``request.stage_on(name, default)`` says whether a stage runs (``stages: {name: bool}``, else the
+index's setting).
 """
 
 from __future__ import annotations

@@ -16,10 +16,18 @@ The score does not depend on sentence order (no positions anywhere), a one-sente
 sentence (sparsemax of one value is 1), and the encoder gets no gradient (the authors' sentence-transformers 2.x
 ``encode`` ran under ``no_grad``; here the encoder is called under ``torch.no_grad`` and never handed to the optimiser).
 
-Sentence vectors come from a provider (:data:`SentenceProvider`). Until the store keeps sentence vectors beside the
-passage vectors, :class:`EncodeSentences` is the provider: it splits each candidate's title + text into sentences
-(:func:`foveal.encoders.segment.sentence_spans`; the authors split on lines), keeps the first ``max_sentences``, and
-encodes **each sentence on its own** with the frozen encoder, which is the paper's (faithful) mode and the costly one.
+Sentence vectors come from a provider (:data:`SentenceProvider`). Served (:class:`ParaformerStage`, configured by
+an index's ``paraformer`` section) they are read from the document store, where an index with
+``sentence_vectors.enabled`` writes them at ingest (:class:`StoredSentences`). They are made in one of two ways:
+``faithful`` (:class:`EncodeSentences`): split title + text into sentences
+(:func:`foveal.encoders.segment.sentence_spans`; the authors split on lines), keep the first ``max_sentences``, and
+encode **each sentence on its own** with the frozen encoder, the paper's mode and the costly one; or ``pooled``
+(:class:`PoolSentenceSpans`): mean-pool each sentence's span from the passage encoder's token states, from the
+ingest's own forward pass. A head is trained on the kind of vectors it will serve (``foveal train paraformer
+--sentences``). Candidates without stored vectors are encoded at query time.
+
+The stage gets the query vector of the pipeline's own forward pass (``needs_query_vector``, see
+:mod:`foveal.rerank.base`), so reranking encodes no query again.
 
 Ranking: the first stage's and Paraformer's scores are z-normalised over the reranked window and combined linearly
 (:func:`foveal.rerank.combine.combine`, default weights ``first_stage 0.9, paraformer 0.1``, the authors' α = 0.1).
@@ -60,7 +68,8 @@ if TYPE_CHECKING:
     from foveal.pipeline.request import SearchRequest
 
 __all__ = [
-    "EncodeSentences", "PoolSentenceSpans", "ParaformerHead", "ParaformerReranker", "ParaformerSettings", "SentenceVectors",
+    "EncodeSentences", "PoolSentenceSpans", "ParaformerHead", "ParaformerReranker", "ParaformerSettings",
+    "ParaformerStage", "SentenceVectors", "StoredSentences",
     "sparsemax", "CONFIG_FILE", "WEIGHTS_FILE",
 ]
 
@@ -112,10 +121,15 @@ class ParaformerSettings:
     window: int = 10
     #: Final combination of z-normalised scores (see the module docstring).
     weights: dict[str, float] = field(default_factory=lambda: {"first_stage": 0.9, NAME: 0.1})
+    #: How the training sentence vectors were made: ``faithful`` (each sentence encoded on its own) or ``pooled``
+    #: (spans pooled from the passage pass); a served index without stored vectors makes them the same way.
+    sentences: str = "faithful"
 
     def __post_init__(self) -> None:
         if self.hidden_size < 1 or self.max_sentences < 1 or self.window < 1:
             raise ConfigError("paraformer: hidden_size, max_sentences and window must be >= 1")
+        if self.sentences not in ("faithful", "pooled"):
+            raise ConfigError(f"paraformer: sentences is 'faithful' or 'pooled', not {self.sentences!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ParaformerSettings":
@@ -249,6 +263,40 @@ class PoolSentenceSpans:
         return out
 
 
+class StoredSentences:
+    """The served provider: each candidate's sentence vectors from the document store (vector set
+    ``"sentences"``, written at ingest by an index with ``sentence_vectors`` on), the texts cut from the document
+    by the stored spans. Candidates without a stored set (an index without sentence vectors, a document that came
+    with its own vector) are handed to ``fallback``; its vectors are rounded to float16, as stored ones are, so a
+    document scores the same either way."""
+
+    def __init__(self, fallback: SentenceProvider) -> None:
+        self.fallback = fallback
+
+    def __call__(self, collection: "Collection", doc_keys: Sequence[int]) -> dict[int, SentenceVectors]:
+        from foveal.index.collection import SENTENCES
+
+        store = collection.store
+        sets = store.vector_sets(doc_keys, SENTENCES, with_spans=True) if hasattr(store, "vector_sets") else {}
+        documents = store.get_documents(doc_keys) if sets else {}
+        out: dict[int, SentenceVectors] = {}
+        for key, vset in sets.items():
+            doc = documents.get(key)
+            if doc is not None and vset.spans is not None:
+                full = doc.full_text
+                out[key] = SentenceVectors(vset.vectors.astype(np.float32), [full[a:b] for a, b in vset.spans])
+        missing = [k for k in doc_keys if k not in out]
+        if missing:
+            for key, found in self.fallback(collection, missing).items():
+                out[key] = SentenceVectors(as_stored(found.vectors), found.texts)
+        return out
+
+
+def as_stored(vectors: np.ndarray) -> np.ndarray:
+    """What the store gives back for these vectors (float16, read as float32)."""
+    return np.asarray(vectors, dtype=np.float16).astype(np.float32)
+
+
 def encode_sentence_groups(encoder, texts: Mapping[Any, list[str]]) -> dict[Any, SentenceVectors]:
     """Encode every group's sentences in one batch, each sentence on its own (as a query: one window, no passages)."""
     flat = [s for group in texts.values() for s in group]
@@ -269,6 +317,8 @@ class ParaformerReranker:
     :class:`EncodeSentences` on the same encoder)."""
 
     name = NAME
+    #: The pipeline passes the query vector of its own forward pass (see :mod:`foveal.rerank.base`).
+    needs_query_vector = True
 
     def __init__(
         self, head: ParaformerHead, encoder=None, provider: SentenceProvider | None = None,
@@ -305,14 +355,19 @@ class ParaformerReranker:
         return [(float(scores[i]), attention[i, : len(d.vectors)].numpy()) for i, d in enumerate(documents)]
 
     def rerank(
-        self, request: "SearchRequest", candidates: Sequence[Candidate], collection: "Collection"
+        self, request: "SearchRequest", candidates: Sequence[Candidate], collection: "Collection",
+        query_vector: np.ndarray | None = None,
     ) -> list[Candidate]:
+        """Rescore the first ``window`` candidates (when ``stages.paraformer``, else the stage's ``enabled``, says
+        so). ``query_vector``: the pipeline's encoding of the query (encoded here when not given, or when this
+        stage has an encoder of its own)."""
         candidates = list(candidates)
-        if not self.enabled or not candidates:
+        if not request.stage_on(NAME, self.enabled) or not candidates:
             return candidates
         window, rest = candidates[: self.window], candidates[self.window :]
-        encoder = self.encoder or collection.encoder
-        query_vector = encoder.encode_queries([request.query]).vectors[0]
+        if query_vector is None or self.encoder is not None:
+            encoder = self.encoder or collection.encoder
+            query_vector = encoder.encode_queries([request.query]).vectors[0]
         sentences = self.provider(collection, [c.doc_key for c in window])
         present = [c for c in window if c.doc_key in sentences]
         results = self.score_documents(query_vector, [sentences[c.doc_key] for c in present])
@@ -346,6 +401,73 @@ class ParaformerReranker:
         return out
 
 
+_HEADS: dict[str, ParaformerHead] = {}
+_HEADS_LOCK = threading.Lock()
+
+
+def load_head(name: str) -> ParaformerHead:
+    """One loaded checkpoint per process and model (a name of ``$FOVEAL_MODELS_DIR``, else an operator's path)."""
+    from foveal.config import resolve_model_name
+
+    path = str(Path(resolve_model_name(name)).expanduser().resolve())
+    with _HEADS_LOCK:
+        head = _HEADS.get(path)
+        if head is None:
+            head = _HEADS[path] = ParaformerHead.load(path)
+            for parameter in head.parameters():
+                parameter.requires_grad_(False)
+        return head
+
+
+class ParaformerStage:
+    """The stage an index's ``paraformer`` config section serves: the checkpoint ``model`` (loaded on first use),
+    the ``window``, and the combination weight (``weight``, else the one fitted on held-out train queries and saved
+    in the checkpoint). It runs when ``stages.paraformer`` says so, else when ``enabled``. Sentence vectors come
+    from the store (:class:`StoredSentences`); candidates without stored ones are encoded the way the index's
+    ``sentence_vectors.mode`` says when it stores them, else the way the head was trained."""
+
+    name = NAME
+    needs_query_vector = True
+
+    def __init__(self, config, sentence_config=None) -> None:
+        self.config = config
+        self.sentence_config = sentence_config
+        self._reranker: ParaformerReranker | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def reranker(self) -> ParaformerReranker:
+        with self._lock:
+            if self._reranker is None:
+                head = load_head(self.config.model)
+                stored = self.sentence_config is not None and self.sentence_config.enabled
+                mode = self.sentence_config.mode if stored else head.settings.sentences
+                cap = self.sentence_config.max_sentences if stored else head.settings.max_sentences
+                fallback = PoolSentenceSpans(None, cap) if mode == "pooled" else EncodeSentences(None, cap)
+                weight = self.config.weight
+                weights = None if weight is None else {"first_stage": round(1 - weight, 6), NAME: weight}
+                self._reranker = ParaformerReranker(head, provider=StoredSentences(fallback), weights=weights,
+                                                    window=self.config.window, enabled=self.config.enabled)
+            return self._reranker
+
+    def rerank(
+        self, request: "SearchRequest", candidates: Sequence[Candidate], collection: "Collection",
+        query_vector: np.ndarray | None = None,
+    ) -> list[Candidate]:
+        if not request.stage_on(NAME, self.config.enabled) or not candidates:
+            return list(candidates)
+        if self.config.model is None:  # the pipeline adds this stage only with a model; a direct caller may not
+            from foveal.errors import InvalidInputError
+
+            raise InvalidInputError("stage 'paraformer' needs paraformer.model (train one with "
+                                    "'foveal train paraformer')")
+        if collection.dimension != self.reranker.head.settings.hidden_size:
+            raise ConfigError(f"paraformer.model {self.config.model!r} takes {self.reranker.head.settings.hidden_size}"
+                              f"-d vectors; index {collection.name!r} holds {collection.dimension}-d ones",
+                              field="paraformer.model")
+        return self.reranker.rerank(request, candidates, collection, query_vector=query_vector)
+
+
 # -- training -----------------------------------------------------------------------------------------------------
 @dataclass
 class ParaformerExample:
@@ -359,10 +481,12 @@ class ParaformerExample:
 def train_head(
     encoder, examples: Sequence[ParaformerExample], settings: ParaformerSettings | None = None, epochs: int = 1,
     learning_rate: float = 3e-5, seed: int = 13, head: ParaformerHead | None = None,
+    groups: Mapping[tuple, SentenceVectors] | None = None,
 ) -> tuple[ParaformerHead, list[float]]:
     """Cross-entropy over {0, 1}, batch 1, Adam (lr 3e-5, eps 1e-8) as the authors train; the encoder stays frozen
-    (its vectors are computed once, under no_grad, and it is not given to the optimiser). Returns the head and the
-    mean loss of each epoch."""
+    (its vectors are computed once, under no_grad, and it is not given to the optimiser). ``groups``: the sentence
+    vectors of each example's ``tuple(sentences[:max_sentences])``, made elsewhere (pooled ones); by default every
+    sentence is encoded on its own. Returns the head and the mean loss of each epoch."""
     torch.manual_seed(seed)
     head = head or ParaformerHead(settings or ParaformerSettings(hidden_size=encoder.dimension))
     if head.settings.hidden_size != encoder.dimension:
@@ -370,7 +494,9 @@ def train_head(
     cap = head.settings.max_sentences
     with torch.no_grad():  # the encoder is frozen: its vectors are inputs, computed once
         queries = {q: v for q, v in zip(*_unique_encode(encoder, [e.query for e in examples]))}
-        groups = encode_sentence_groups(encoder, {tuple(e.sentences[:cap]): list(e.sentences[:cap]) for e in examples})
+        if groups is None:
+            groups = encode_sentence_groups(encoder, {tuple(e.sentences[:cap]): list(e.sentences[:cap])
+                                                      for e in examples})
     optimizer = torch.optim.Adam(head.parameters(), lr=learning_rate, eps=1e-8)
     loss_function = nn.CrossEntropyLoss()
     order = list(range(len(examples)))
@@ -415,15 +541,22 @@ class ParaformerTrainOptions:
     max_queries: int | None = None
     threads: int = 2
     seed: int = 13
+    #: ``faithful`` (each sentence encoded on its own, as the paper) or ``pooled`` (spans pooled from the passage
+    #: pass): train on the vectors the served index will hold.
+    sentences: str = "faithful"
 
 
 def train_paraformer(
     data: Path, out: Path, options: ParaformerTrainOptions | None = None,
     log: Callable[[str], None] = lambda message: None,
+    sentence_vectors: Callable[[Sequence[str]], Mapping[str, SentenceVectors]] | None = None,
 ) -> dict:
     """Train the head on ``data``'s train qrels (positives: the judged documents; negatives: BM25's top
     ``negatives_from_top`` minus them), fit the combination weights on the held-out train queries (BM25 top
-    ``window`` as the first stage), save the checkpoint to ``out`` and return a summary (also ``out/train.json``)."""
+    ``window`` as the first stage), save the checkpoint to ``out`` and return a summary (also ``out/train.json``).
+
+    ``sentence_vectors(doc_ids) -> {doc_id: SentenceVectors}`` supplies the documents' sentence vectors (a bench's
+    cache); by default they are computed here in ``options.sentences`` mode."""
     import time
 
     from foveal.config import EncoderConfig
@@ -432,34 +565,53 @@ def train_paraformer(
     from foveal.training import Bm25Okapi, read_train_split
 
     options = options or ParaformerTrainOptions()
+    if options.sentences not in ("faithful", "pooled"):
+        raise ConfigError(f"paraformer: sentences is 'faithful' or 'pooled', not {options.sentences!r}")
     started = time.perf_counter()
     torch.set_num_threads(options.threads)
     split = read_train_split(Path(data), options.dev_fraction, options.seed, options.max_queries)
     bm25 = Bm25Okapi(split.corpus)
     encoder = get_encoder(EncoderConfig(model=options.encoder))
-    sentences_of = lambda doc_id: split_sentences(split.text(doc_id), options.max_sentences)  # noqa: E731
-    examples = []
+    cap = options.max_sentences
+
+    def compute(doc_ids: Sequence[str]) -> dict[str, SentenceVectors]:
+        if options.sentences == "pooled":
+            texts = [split.text(d) for d in doc_ids]
+            return {d: SentenceVectors(as_stored(v), [t[a:b] for a, b in spans])
+                    for d, t, (v, spans) in zip(doc_ids, texts, encoder.encode_sentence_spans(texts, cap))}
+        found = encode_sentence_groups(encoder, {d: split_sentences(split.text(d), cap) for d in doc_ids})
+        return {d: SentenceVectors(as_stored(v.vectors), v.texts) for d, v in found.items()}
+
+    vectors_of = sentence_vectors or compute
+    pairs: list[tuple[str, str, int]] = []
     for qid in split.train_ids:
         query, positives = split.queries[qid], split.qrels[qid]
-        examples += [ParaformerExample(query, sentences_of(d), 1) for d in positives]
-        examples += [ParaformerExample(query, sentences_of(d), 0)
-                     for d, _ in bm25.top(query, options.negatives_from_top) if d not in positives]
-    log(f"{len(examples)} training pairs from {len(split.train_ids)} queries")
+        pairs += [(query, d, 1) for d in positives]
+        pairs += [(query, d, 0) for d, _ in bm25.top(query, options.negatives_from_top) if d not in positives]
+    dev_top = {qid: bm25.top(split.queries[qid], options.window) for qid in split.dev_ids}
+    needed = list(dict.fromkeys([d for _, d, _ in pairs] + [d for top in dev_top.values() for d, _ in top]))
+    log(f"{len(pairs)} training pairs from {len(split.train_ids)} queries; sentence vectors ({options.sentences}) "
+        f"of {len(needed)} documents")
+    vectors = dict(vectors_of(needed))
+    examples = [ParaformerExample(query, vectors[d].texts, label) for query, d, label in pairs]
+    groups = {tuple(vectors[d].texts): vectors[d] for _, d, _ in pairs}
+    vectors_s = time.perf_counter() - started
     settings = ParaformerSettings(hidden_size=encoder.dimension, encoder=options.encoder,
-                                  max_sentences=options.max_sentences, window=options.window)
-    head, losses = train_head(encoder, examples, settings, options.epochs, options.learning_rate, options.seed)
+                                  max_sentences=options.max_sentences, window=options.window,
+                                  sentences=options.sentences)
+    head, losses = train_head(encoder, examples, settings, options.epochs, options.learning_rate, options.seed,
+                              groups=groups)
     trained_s = time.perf_counter() - started
-    log(f"trained in {trained_s:.1f} s; loss per epoch {[round(x, 4) for x in losses]}")
+    log(f"trained in {trained_s:.1f} s ({vectors_s:.1f} s of it making sentence vectors); loss per epoch "
+        f"{[round(x, 4) for x in losses]}")
 
     features: dict[str, dict[str, dict[str, float]]] = {}
     stage = ParaformerReranker(head, encoder=encoder)
-    for qid in split.dev_ids:
-        query = split.queries[qid]
-        top = bm25.top(query, options.window)
+    for qid, top in dev_top.items():
         if not top:
             continue
-        groups = encode_sentence_groups(encoder, {d: sentences_of(d) for d, _ in top})
-        results = stage.score_documents(encoder.encode_queries([query]).vectors[0], [groups[d] for d, _ in top])
+        query_vector = encoder.encode_queries([split.queries[qid]]).vectors[0]
+        results = stage.score_documents(query_vector, [vectors[d] for d, _ in top])
         first = normalize_scores([s for _, s in top], Normalization.zscore)
         deep = normalize_scores([s for s, _ in results], Normalization.zscore)
         features[qid] = {d: {"first_stage": f, NAME: p} for (d, _), f, p in zip(top, first, deep)}
@@ -469,10 +621,11 @@ def train_paraformer(
                                                        names=("first_stage", NAME))
     head.save(out)
     record = {
-        "data": str(data), "encoder": options.encoder, "train_queries": len(split.train_ids),
-        "dev_queries": len(features), "pairs": len(examples), "epochs": options.epochs, "losses": losses,
-        "weights": head.settings.weights, "dev_ndcg10_curve": curve, "train_seconds": round(trained_s, 2),
-        "seconds": round(time.perf_counter() - started, 2),
+        "data": str(data), "encoder": options.encoder, "sentences": options.sentences,
+        "train_queries": len(split.train_ids), "dev_queries": len(features), "dev_ids": sorted(features),
+        "pairs": len(examples), "epochs": options.epochs, "losses": losses, "weights": head.settings.weights,
+        "dev_ndcg10_curve": curve, "sentence_vector_seconds": round(vectors_s, 2),
+        "train_seconds": round(trained_s, 2), "seconds": round(time.perf_counter() - started, 2),
     }
     (Path(out) / "train.json").write_text(json.dumps(record, indent=2))
     return record

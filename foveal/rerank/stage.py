@@ -100,7 +100,7 @@ class PyramidReranker:
     def rerank(
         self, request: "SearchRequest", candidates: Sequence[Candidate], collection: "Collection"
     ) -> list[Candidate]:
-        wanted = request.stage_on("rerank", self.config.enabled)
+        wanted = request.stage_on("rerank", self.config.enabled)  # stages.rerank, else rerank, else the config
         ranker = self.ranker if wanted else None
         if ranker is None or not candidates:
             return list(candidates)

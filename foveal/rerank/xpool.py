@@ -431,6 +431,8 @@ class XPoolReranker:
     the index encoder's vector of the query text."""
 
     name = NAME
+    #: The pipeline hands over the query vector it searched with (the request's ``vector``, else the encoder's).
+    needs_query_vector = True
 
     def __init__(self, model: XPool | None = None, *, config=None, window: int | None = None,
                  enabled: bool = True, weight: float | None = None) -> None:
@@ -471,7 +473,8 @@ class XPoolReranker:
         return sims[0].numpy(), [attention[i, 0, : len(f)].numpy() for i, f in enumerate(items)]
 
     def rerank(
-        self, request: "SearchRequest", candidates: Sequence[Candidate], collection: "Collection"
+        self, request: "SearchRequest", candidates: Sequence[Candidate], collection: "Collection",
+        query_vector: np.ndarray | None = None,
     ) -> list[Candidate]:
         candidates = list(candidates)
         if not stage_wanted(request, self.enabled) or not candidates:
@@ -479,7 +482,8 @@ class XPoolReranker:
         window, rest = candidates[: self.window], candidates[self.window:]
         frames = frames_of(collection, [c.doc_key for c in window])
         present = [c for c in window if c.doc_key in frames]
-        scores, attention = self.score(self.query_vector(request, collection), [frames[c.doc_key] for c in present]) \
+        query = query_vector if query_vector is not None else self.query_vector(request, collection)
+        scores, attention = self.score(np.asarray(query, dtype=np.float32), [frames[c.doc_key] for c in present]) \
             if present else (np.zeros(0), [])
         weight = self.weight
         final = scores.tolist() if weight is None else combined_scores([c.score for c in present], scores, weight)

@@ -70,7 +70,7 @@ def test_stage_off_by_config_runs_when_a_request_asks(tiny, saved_model):
     # the same switch by stage name (`stages`), which wins over the older option
     on = searcher.search(SearchRequest(query="lava", k=3, stages={"rerank": True}))
     assert all("pyramid" in h.evidence for h in on.hits)
-    off = searcher.search(SearchRequest(query="lava", k=3, rerank=True, stages={"rerank": False}))
+    off = searcher.search(SearchRequest(query="lava", k=3, stages={"rerank": False}))
     assert all("pyramid" not in h.evidence for h in off.hits)
 
 
