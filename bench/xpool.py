@@ -75,8 +75,13 @@ def encode(args) -> None:
     print(f"{len(ids)} documents, {len(flat)} sentences", flush=True)
     chunks = []
     step = 4096
-    for begin in range(0, len(flat), step):
+    for begin in range(0, len(flat), step):  # each chunk saved as it is done: a killed run resumes
+        part = OUT / f"part-{args.max_sentences}-{begin}.npy"
+        if part.exists():
+            chunks.append(np.load(part))
+            continue
         chunks.append(encoder.encode_queries(flat[begin:begin + step]).vectors.astype(np.float16))
+        np.save(part, chunks[-1])
         print(f"{begin + step} / {len(flat)} sentences, {time.perf_counter() - started:.0f} s", flush=True)
     offsets = np.cumsum([0] + [len(g) for g in groups]).astype(np.int64)
     qids = sorted(queries)
