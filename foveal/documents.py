@@ -9,6 +9,13 @@ component finite there (``1e39`` overflows to infinity), none so small that floa
 ``1.18e-38``, it would be subnormal or zero), and a norm that float32 can compute, so the unit vector indexed is a
 real one and never NaN.
 
+``vectors`` makes a *vector item* (a video as its frame vectors, from whatever image encoder the user runs): a list
+of 1 to :data:`MAX_ITEM_VECTORS` vectors of the index's dimension, each checked as ``vector`` is (and within
+float16's range, the precision frames are stored in), with an optional title and text. The item's ``vector``
+becomes the mean of its frames (normalised when indexed): the first stage searches that; the frames themselves
+are kept as the document's ``frames`` vector set, for X-Pool (:mod:`foveal.rerank.xpool`). An item gives
+``vectors`` or ``vector``, not both.
+
 Example::
 
     >>> doc = parse_document({"_id": "a1", "title": "Tides", "text": "The moon pulls the sea."})
@@ -33,6 +40,12 @@ from foveal.errors import DocumentError
 MAX_DOCUMENT_CHARS = 2_000_000
 MAX_ID_CHARS = 512
 MAX_METADATA_BYTES = 64_000
+#: Most vectors (frames) one vector item may hold. X-Pool samples 12 frames per video; 128 frames of 512
+#: components also fit the REST size limit on one document (FOVEAL_MAX_DOC_BYTES, 2.5 MB by default).
+MAX_ITEM_VECTORS = 128
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+#: The vector-set kind (see :mod:`foveal.index.sqlite_store`) under which a vector item's frames are stored.
+FRAMES_KIND = "frames"
 #: The accepted range of ``timestamp`` in epoch seconds: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z. Outside it
 #: Python (and so every read of the document and every hit list that holds it) cannot render the time.
 MIN_TIMESTAMP = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()
@@ -48,6 +61,8 @@ class Document:
     metadata: dict[str, Any] = field(default_factory=dict)
     timestamp: float | None = None
     vector: tuple[float, ...] | None = None
+    #: A vector item's frames, ``(n, dimension)`` float32 (``vector`` is then their mean).
+    vectors: np.ndarray | None = field(default=None, compare=False)
 
     @property
     def full_text(self) -> str:
@@ -67,6 +82,9 @@ class Document:
         digest = hashlib.sha256(payload.encode("utf-8"))
         if self.vector is not None:
             digest.update(np.asarray(self.vector, dtype=np.float64).tobytes())
+        if self.vectors is not None:
+            digest.update(b"frames:%d:" % len(self.vectors))
+            digest.update(np.ascontiguousarray(self.vectors, dtype=np.float32).tobytes())
         return digest.hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,8 +146,10 @@ def format_timestamp(value: float | None) -> str | None:
         return repr(float(value))
 
 
-def parse_document(raw: Any, *, line: int | None = None, dimension: int | None = None) -> Document:
-    """Validate one raw JSON object into a :class:`Document`, or raise :class:`DocumentError` saying why."""
+def parse_document(raw: Any, *, line: int | None = None, dimension: int | None = None,
+                   vectors_only: bool = False) -> Document:
+    """Validate one raw JSON object into a :class:`Document`, or raise :class:`DocumentError` saying why.
+    ``vectors_only``: the index has no text encoder, so every document must bring ``vector`` or ``vectors``."""
     if not isinstance(raw, Mapping):
         raise DocumentError(f"expected a JSON object, got {type(raw).__name__}", line=line)
     doc_id = raw.get("_id", raw.get("id"))
@@ -171,9 +191,55 @@ def parse_document(raw: Any, *, line: int | None = None, dimension: int | None =
     except ValueError as exc:
         raise DocumentError(str(exc), line=line, doc_id=doc_id) from None
     vector = _parse_vector(raw.get("vector"), line=line, doc_id=doc_id, dimension=dimension)
+    frames = None
+    if raw.get("vectors") is not None:
+        if vector is not None:
+            raise DocumentError("give 'vectors' (the item's frames) or 'vector', not both: an item's vector is the "
+                                "mean of its frames", line=line, doc_id=doc_id)
+        frames = parse_item_vectors(raw["vectors"], line=line, doc_id=doc_id, dimension=dimension)
+        mean = frames.astype(np.float64).mean(axis=0)
+        reason = vector_problem(mean)
+        if reason is not None:
+            raise DocumentError(f"the mean of 'vectors' cannot be indexed: {reason.replace(chr(39) + 'vector' + chr(39), 'mean')}",
+                                line=line, doc_id=doc_id)
+        vector = tuple(mean.tolist())
+    if vectors_only and vector is None:
+        raise DocumentError("this index has no text encoder (encoder.model 'none'): each item brings 'vectors' (its "
+                            "frames) or 'vector'", line=line, doc_id=doc_id)
     if not title and not text and vector is None:
         raise DocumentError("document has no title, no text and no vector: nothing to index", line=line, doc_id=doc_id)
-    return Document(doc_id, title, text, dict(metadata), timestamp, vector)
+    return Document(doc_id, title, text, dict(metadata), timestamp, vector, frames)
+
+
+def parse_item_vectors(value: Any, *, line: int | None = None, doc_id: str | None = None,
+                       dimension: int | None = None) -> np.ndarray:
+    """A vector item's frames -> ``(n, d)`` float32, or :class:`DocumentError` naming the item and the frame."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise DocumentError("'vectors' must be a non-empty list of vectors (lists of numbers)", line=line, doc_id=doc_id)
+    if len(value) > MAX_ITEM_VECTORS:
+        raise DocumentError(f"'vectors' holds {len(value)} vectors; at most {MAX_ITEM_VECTORS} per item (sample the "
+                            "frames)", line=line, doc_id=doc_id)
+    rows = []
+    for frame, row in enumerate(value):
+        where = f"'vectors'[{frame}]"
+        if not isinstance(row, (list, tuple)) or not row:
+            raise DocumentError(f"{where} must be a non-empty list of numbers", line=line, doc_id=doc_id)
+        if not set(map(type, row)) <= {int, float}:
+            raise DocumentError(f"{where} must hold numbers only", line=line, doc_id=doc_id)
+        expected = dimension if dimension is not None else (len(rows[0]) if rows else None)
+        if expected is not None and len(row) != expected:
+            raise DocumentError(f"{where} has dimension {len(row)}; this index's vectors have {expected}",
+                                line=line, doc_id=doc_id)
+        array = np.asarray(row, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(array) | (np.abs(array) > _FLOAT16_MAX))
+        if bad.size:
+            raise DocumentError(f"{where}[{bad[0]}] is {float(array[bad[0]])!r}: frame vectors must be finite and within "
+                                f"float16's range (±{_FLOAT16_MAX:.0f}), the precision they are stored in",
+                                line=line, doc_id=doc_id)
+        if not array.any():
+            raise DocumentError(f"{where} is all zeros", line=line, doc_id=doc_id)
+        rows.append(array)
+    return np.stack(rows).astype(np.float32)
 
 
 def _parse_vector(value: Any, *, line: int | None, doc_id: str, dimension: int | None) -> tuple[float, ...] | None:

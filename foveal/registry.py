@@ -45,7 +45,14 @@ def _resolve(kind: str, name: str, table: dict[str, str]) -> Any:
 
 def make_encoder(config: EncoderConfig):
     """An encoder for ``config``, on the process's one loaded copy of its model (loaded now if none is live). This
-    is the only place torch and the model get imported, so callers that never encode never pay for them."""
+    is the only place torch and the model get imported, so callers that never encode never pay for them. Model
+    ``none`` is an index of vector items: no model at all (:mod:`foveal.encoders.vector_items`)."""
+    from foveal.config import NO_ENCODER
+
+    if config.model == NO_ENCODER:
+        from foveal.encoders.vector_items import VectorItemsEncoder
+
+        return VectorItemsEncoder(config)
     return _resolve("encoder", "sentence-transformers", ENCODERS)(config)
 
 

@@ -105,3 +105,31 @@ def test_train_commands_explain_bad_input(tmp_path):
     assert result.exit_code == 2 and "corpus.jsonl" in result.output
     result = runner.invoke(app, ["train", "lexsem", "--data", str(tmp_path), "--paradigm", "dense"])
     assert result.exit_code == 2 and "allowed: slr, llr, clr" in result.output
+
+
+def test_train_xpool_from_pairs_registers_a_checkpoint(tmp_path, monkeypatch):
+    from foveal.rerank.xpool import XPool
+    from tests.conftest import SAMPLES
+
+    monkeypatch.setenv("FOVEAL_MODELS_DIR", str(tmp_path / "models"))
+    args = ["train", "xpool", "--pairs", str(SAMPLES / "video" / "pairs.jsonl"), "--epochs", "2", "--name", "xp-1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["model"] == "xp-1" and record["pairs"] == 60 and len(record["epochs"]) == 2
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["xp-1"]
+    assert XPool.load(tmp_path / "models" / "xp-1").settings.dim == 8
+    again = runner.invoke(app, args)  # a taken name is refused before training
+    assert again.exit_code != 0 and "already exists" in again.output
+    neither = runner.invoke(app, ["train", "xpool"])
+    assert neither.exit_code != 0 and "--pairs" in neither.output
+
+
+def test_train_xpool_on_a_beir_folder(scifact_like, tmp_path, encoder, monkeypatch):
+    monkeypatch.setenv("FOVEAL_MODELS_DIR", str(tmp_path / "models"))
+    result = runner.invoke(app, ["train", "xpool", "--data", str(scifact_like), "--epochs", "1", "--batch-size", "4",
+                                 "--name", "xp-beir"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["pairs"] == len(QUERIES)
+    assert json.loads((tmp_path / "models" / "xp-beir" / "xpool.json").read_text())["dim"] == encoder.dimension

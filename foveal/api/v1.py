@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 
 from foveal.api.auth import allowed_indexes, check_index, require
 from foveal.config import IndexConfig
-from foveal.documents import MAX_ID_CHARS, parse_document
+from foveal.documents import MAX_ID_CHARS, MAX_ITEM_VECTORS, parse_document
 from foveal.errors import DocumentError, DocumentNotFoundError, FovealError, InvalidInputError, NotFoundError, \
     OverloadedError
 from foveal.events import MAX_EVENTS_PER_REQUEST, event_out, parse_event
@@ -99,6 +99,11 @@ class DocumentIn(BaseModel):
     timestamp: StrictStr | StrictInt | StrictFloat | None = Field(
         default=None, description="ISO 8601 or epoch seconds, 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z in UTC.")
     vector: list[StrictFloat] | None = Field(default=None, description="A precomputed embedding (skips encoding).")
+    vectors: list[list[StrictFloat]] | None = Field(
+        default=None, max_length=MAX_ITEM_VECTORS,
+        description=f"A vector item: its frames (1 to {MAX_ITEM_VECTORS} vectors of the index's dimension, e.g. a "
+                    "video's CLIP image features). The item is searched by their mean and reranked by X-Pool over "
+                    "them. A bad frame refuses the whole request (422, naming the item and the frame).")
 
     # NaN and Infinity are no JSON; Python's parser reads them, so they are refused here, for the whole request
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
@@ -279,9 +284,11 @@ async def upsert_documents(body: UpsertDocuments, request: Request, response: Re
                 f"document {doc.id!r} (position {position}) is {size} bytes as JSON; at most {settings.max_doc_bytes} "
                 "(FOVEAL_MAX_DOC_BYTES)", doc_id=doc.id, limit=settings.max_doc_bytes)
         try:
-            parse_document(raw, dimension=collection.dimension)
+            parse_document(raw, **collection.document_rules())
             accepted.append(raw)
         except DocumentError as exc:
+            if doc.vectors is not None:  # a vector item's frames are checked as a request: nothing of it is queued
+                raise DocumentError(f"document {doc.id!r} (position {position}): {exc.reason}", doc_id=doc.id) from None
             rejected.append({"id": doc.id, "reason": exc.reason})
     # the index itself, never an alias: the batch goes where the alias pointed when it was accepted
     job = await run_in_threadpool(state.queue.submit, collection.name, accepted, rejected, len(body.documents),

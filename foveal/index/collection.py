@@ -494,7 +494,31 @@ class Collection:
                     )
                 vector = vector / np.linalg.norm(vector)
                 prepared.append(PreparedDocument(doc, [(0, len(doc.full_text))], vector[None, :], 0))
+        for item in prepared:
+            if item.document.vectors is not None:
+                self._attach_frames(item)
         return prepared
+
+    def _attach_frames(self, item: PreparedDocument) -> None:
+        """A vector item's frames go to the store as its ``frames`` vector set, in the document's transaction."""
+        from foveal.documents import FRAMES_KIND
+        from foveal.index.sqlite_store import VectorSet
+
+        frames = item.document.vectors
+        if frames.ndim != 2 or frames.shape[1] != self.dimension:
+            raise InvalidInputError(f"document {item.document.id!r}: its 'vectors' have dimension {frames.shape[-1]}; "
+                                    f"this index has {self.dimension}")
+        if not hasattr(self.store, "vector_sets"):
+            raise InvalidInputError(f"document {item.document.id!r}: the {self.config.docstore.backend!r} document "
+                                    "store keeps no vector sets; vector items ('vectors') need docstore 'sqlite'")
+        item.vector_sets[FRAMES_KIND] = VectorSet(frames)
+
+    def document_rules(self) -> dict:
+        """What :func:`foveal.documents.parse_document` checks for this index: the vector dimension, and whether
+        every document must bring its vectors (no text encoder)."""
+        from foveal.config import NO_ENCODER
+
+        return {"dimension": self.dimension, "vectors_only": self.config.encoder.model == NO_ENCODER}
 
     def upsert(self, documents: Sequence[Document], *, expect_instance: str | None = None) -> WriteResult:
         """Add or replace documents by id; documents whose content hash is unchanged are skipped.

@@ -96,7 +96,7 @@ def ingest_records(
         try:
             if isinstance(raw, DocumentError):
                 raise raw
-            batch.append(parse_document(raw, line=line, dimension=collection.dimension))
+            batch.append(parse_document(raw, line=line, **collection.document_rules()))
         except DocumentError as exc:
             report.errors.append((line, exc.reason))
             if on_error:

@@ -21,6 +21,8 @@ MAX_OFFSET = 10_000
 MAX_QUERY_CHARS = 8192
 #: Stage names a request's ``stages`` may switch (``rerank`` is Pyramid-ERNIE, the same as the ``rerank`` option).
 STAGE_NAMES = ("rerank", "lexsem", "paraformer", "events", "freshness", "xpool")
+#: Longest query ``vector`` (the same bound as an index's ``encoder.dimension``).
+MAX_QUERY_VECTOR = 65_536
 
 
 #: Metadata keys a filter may name (they become a JSON path in SQLite, so only plain names are allowed).
@@ -222,10 +224,6 @@ class SearchFilter(BaseModel):
         return value
 
 
-#: Stage names a request may switch with ``stages`` (the research stages; ``rerank`` is the Pyramid stage).
-STAGE_NAMES = ("rerank", "lexsem", "paraformer", "events", "freshness", "xpool")
-
-
 class FreshnessRequest(BaseModel):
     """Per-request freshness settings; each given one overrides the index's ``freshness`` section."""
 
@@ -259,12 +257,14 @@ class SearchRequest(BaseModel):
                                   f"{', '.join(STAGE_NAMES)} (rerank is the same as the `rerank` option); a stage "
                                   "left out follows the index config. An unknown name is refused.",
         json_schema_extra={"examples": [{"lexsem": True, "rerank": False}]})
+    vector: list[StrictFloat] | None = Field(
+        default=None, min_length=1, max_length=MAX_QUERY_VECTOR,
+        description="The query as a vector (e.g. from CLIP's text tower, for an index of vector items): dense "
+                    "retrieval and X-Pool use it instead of encoding `query`, which BM25 still searches. Its "
+                    "dimension must be the index's.")
     now: datetime | None = Field(
         default=None, description="The moment the query is asked (for time-aware stages); default: the present."
     )
-    stages: dict[str, StrictBool] | None = Field(
-        default=None, description=f"Switch stages on or off by name ({', '.join(STAGE_NAMES)}); unnamed ones "
-                                  "follow the index config. `rerank` is the same switch as the `rerank` field.")
     freshness: FreshnessRequest | None = Field(
         default=None, description="Freshness decay settings over the index's (giving them runs the stage unless "
                                   "`stages.freshness` is false).")

@@ -39,7 +39,7 @@ from foveal.pipeline.feedback import rm3, rocchio, weights_summary
 from foveal.pipeline.fusion import collect_sources, fuse_explained
 from foveal.pipeline.timing import StageTimes, record
 from foveal.pipeline.request import Hit, PassageInfo, SearchRequest, SearchResponse
-from foveal.documents import format_timestamp
+from foveal.documents import format_timestamp, vector_problem
 from foveal.events import document_cutoff
 from foveal.freshness import apply_freshness
 from foveal.rerank.base import Candidate, Reranker
@@ -116,6 +116,11 @@ class SearchPipeline:
 
                 rerankers = list(rerankers) + [ParaformerStage(collection.config.paraformer,
                                                                collection.config.sentence_vectors)]
+            xpool = collection.config.xpool
+            if xpool.model is not None:  # X-Pool: where a checkpoint is named (run per xpool.enabled / request)
+                from foveal.rerank.xpool import XPoolReranker
+
+                rerankers = list(rerankers) + [XPoolReranker(config=xpool)]
         self.rerankers = list(rerankers)
         self._batcher: MicroBatcher[SearchRequest, _Prepared] = MicroBatcher(
             self._prepare, max_batch=max(1, MAX_QUERY_BATCH), max_wait_s=max(0.0, QUERY_BATCH_WAIT_MS) / 1000)
@@ -126,7 +131,7 @@ class SearchPipeline:
         share one encoder pass and their first dense round one FAISS call per filter group (see
         :class:`~foveal.pipeline.batcher.MicroBatcher`); results are the same as searching alone."""
         started = time.perf_counter()
-        self._check_stages(request)
+        self._check_request(request)
         with self._batcher.active():
             self.collection.refresh()
             submitted = time.perf_counter()
@@ -141,7 +146,7 @@ class SearchPipeline:
         """Search several requests; their queries are encoded in one batch."""
         self.collection.refresh()
         for request in requests:
-            self._check_stages(request)
+            self._check_request(request)
         started = time.perf_counter()
         prepared = self._prepare(list(requests))
         shared_ms = (time.perf_counter() - started) * 1000 / max(1, len(requests))
@@ -160,7 +165,11 @@ class SearchPipeline:
         its error in its own slot; the others go on."""
         batch_started = time.perf_counter()
         out = [_Prepared(batch_started=batch_started) for _ in requests]
-        dense_rows = [i for i, r in enumerate(requests) if r.pipeline != Pipeline.bm25]
+        for request, one in zip(requests, out):  # a request that brings its query vector is not encoded
+            if request.vector is not None and request.pipeline != Pipeline.bm25:
+                vector = np.asarray(request.vector, dtype=np.float32)
+                one.vector = vector / np.linalg.norm(vector)
+        dense_rows = [i for i, r in enumerate(requests) if r.pipeline != Pipeline.bm25 and r.vector is None]
         if dense_rows:
             texts = [requests[i].query for i in dense_rows]
             t0 = time.perf_counter()
@@ -226,7 +235,9 @@ class SearchPipeline:
             one.vector = None
             return
         vector = one.plain_vector = one.vector
-        for stage in self.query_stages:
+        if request.vector is not None:
+            one.query_info["vector"] = "given"  # the caller's own space: query stages work in the encoder's
+        for stage in self.query_stages if request.vector is None else ():
             if not _stage_runs(stage, request):
                 if not getattr(stage, "configured", True) and not (request.stages and stage.name in request.stages):
                     continue  # a stage this index does not use, and the request did not name: nothing to say
@@ -280,12 +291,31 @@ class SearchPipeline:
         return max(fusion.window, request.k + request.offset)
 
     # -- stages --------------------------------------------------------------------------------------------------
-    def _check_stages(self, request: SearchRequest) -> None:
-        """A research rerank stage switched on that this index does not have is refused (422), not ignored."""
+    def _check_request(self, request: SearchRequest) -> None:
+        """Refuse (422) what this index cannot answer: a query vector of another dimension, a dense search without
+        a vector on an index without a text encoder, a stage switched on that the index does not have."""
+        from foveal.config import NO_ENCODER
+        from foveal.errors import InvalidInputError
+
+        config = self.collection.config
+        if request.vector is not None:
+            vector = np.asarray(request.vector, dtype=np.float64)
+            if len(vector) != self.collection.dimension:
+                raise InvalidInputError(f"vector has dimension {len(vector)}; index {self.collection.name!r} holds "
+                                        f"{self.collection.dimension}-dimensional vectors")
+            problem = vector_problem(vector)
+            if problem is not None:
+                raise InvalidInputError(problem.replace("'vector'", "vector"))
+        elif config.encoder.model == NO_ENCODER and request.pipeline != Pipeline.bm25:
+            raise InvalidInputError(f"index {self.collection.name!r} has no text encoder (encoder.model 'none'): give "
+                                    "the query as 'vector' (e.g. from the text tower of the model that made the "
+                                    "items' vectors), or search with pipeline 'bm25'")
+        if request.stages and request.stages.get("xpool") and not any(
+                getattr(r, "name", None) == "xpool" for r in self.rerankers):
+            raise InvalidInputError(f"stage 'xpool' is not available on index {self.collection.name!r}: its config "
+                                    "names no xpool.model (train one with 'foveal train xpool')")
         if request.stages and request.stages.get("paraformer") and not any(
                 getattr(r, "name", None) == "paraformer" for r in self.rerankers):
-            from foveal.errors import InvalidInputError
-
             raise InvalidInputError(f"stage 'paraformer' is not available on index {self.collection.name!r}: its "
                                     "config names no paraformer.model (train one with 'foveal train paraformer')")
 

@@ -76,7 +76,7 @@ def index_batch(engine, index: str, raw_documents: list[Any],
     errors: list[dict[str, Any]] = []
     for raw in raw_documents:
         try:
-            documents.append(parse_document(raw, dimension=collection.dimension))
+            documents.append(parse_document(raw, **collection.document_rules()))
         except DocumentError as exc:
             errors.append({"id": _doc_id(raw), "reason": exc.reason})
     delay = float(os.environ.get("FOVEAL_DEBUG_INGEST_SLEEP_S", "0") or 0)

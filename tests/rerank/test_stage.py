@@ -67,6 +67,11 @@ def test_stage_off_by_config_runs_when_a_request_asks(tiny, saved_model):
     searcher = SearchPipeline(tiny, rerankers=[stage])
     assert all("pyramid" not in h.evidence for h in searcher.search(SearchRequest(query="lava", k=3)).hits)
     assert all("pyramid" in h.evidence for h in searcher.search(SearchRequest(query="lava", k=3, rerank=True)).hits)
+    # the same switch by stage name (`stages`), which wins over the older option
+    on = searcher.search(SearchRequest(query="lava", k=3, stages={"rerank": True}))
+    assert all("pyramid" in h.evidence for h in on.hits)
+    off = searcher.search(SearchRequest(query="lava", k=3, stages={"rerank": False}))
+    assert all("pyramid" not in h.evidence for h in off.hits)
 
 
 def test_rerank_config_is_validated():
