@@ -611,7 +611,13 @@ class Collection:
                     result.unchanged.append(doc_id)
                     continue
                 _ids, vectors = self.store.vectors_of([stored.doc_key])
-                prepared.append(PreparedDocument(doc, [tuple(p) for p in stored.passages], vectors, stored.n_tokens))
+                # the write replaces the document's row and every vector set it had: carry them (sentence vectors,
+                # a vector item's frames) over unchanged, or a metadata update would drop them
+                kinds = getattr(self.store, "vector_set_kinds", lambda _key: [])(stored.doc_key)
+                sets = {kind: self.store.vector_sets([stored.doc_key], kind, with_spans=True)[stored.doc_key]
+                        for kind in kinds}
+                prepared.append(PreparedDocument(doc, [tuple(p) for p in stored.passages], vectors, stored.n_tokens,
+                                                 vector_sets=sets))
                 result.updated.append(doc_id)
             return prepared
 

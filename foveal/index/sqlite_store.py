@@ -276,6 +276,11 @@ class SqliteDocStore:
                     out[key] = matrix
         return out
 
+    def vector_set_kinds(self, doc_key: int) -> list[str]:
+        """The kinds of vector set one document carries."""
+        return [k for (k,) in self._connect().execute(
+            "SELECT kind FROM vector_sets WHERE doc_key = ? ORDER BY kind", (int(doc_key),))]
+
     def vector_set_stats(self, kind: str) -> dict[str, int]:
         """``{"documents", "rows", "bytes"}`` of the sets of ``kind`` (bytes: the float16 data only)."""
         docs, rows, size = self._connect().execute(

@@ -176,3 +176,18 @@ def test_sigkill_mid_ingest_leaves_store_and_sets_consistent(engine, tmp_path):
     collection.refresh()
     assert store.count() == len(TINY_CORPUS) == store.vector_set_stats(SENTENCES)["documents"]
     assert len(collection.lexical) == len(TINY_CORPUS)
+
+
+def test_a_metadata_update_keeps_the_documents_vector_sets(engine):
+    """A metadata update rewrites the document without encoding it again; it must carry its vector sets over (the
+    sentence vectors here; a vector item's frames are the caller's own data). Before, the rewrite dropped them."""
+    collection = engine.create_index("meta", {"sentence_vectors": {"enabled": True}})
+    collection.upsert([parse_document(d) for d in TINY_CORPUS[:2]])
+    key = collection.get(TINY_CORPUS[0]["_id"]).doc_key
+    before = collection.store.vector_sets([key], SENTENCES, with_spans=True)[key]
+    result = collection.update_metadata([(TINY_CORPUS[0]["_id"], {"topic": "moved"}, None, False)])
+    assert result.updated == [TINY_CORPUS[0]["_id"]]
+    assert collection.get(TINY_CORPUS[0]["_id"]).metadata["topic"] == "moved"
+    after = collection.store.vector_sets([key], SENTENCES, with_spans=True)[key]
+    assert np.array_equal(after.vectors, before.vectors) and after.spans == before.spans
+    _store_consistent(collection.store)
