@@ -112,3 +112,35 @@ class Bm25Okapi:
         scores = self.scores(query)
         order = np.argsort(-scores, kind="stable")[:k]
         return [(self.ids[i], float(scores[i])) for i in order if scores[i] > 0]
+
+
+def save_checkpoint(module, settings, path: Path | str, config_file: str, weights_file: str) -> Path:
+    """Write a small torch head as a checkpoint folder: its settings (a dataclass) as JSON and its weights as
+    safetensors. The research stages' heads (Paraformer, X-Pool) share this layout."""
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(path / weights_file))
+    (path / config_file).write_text(json.dumps(asdict(settings), indent=2))
+    return path
+
+
+def load_checkpoint(build, read_settings, path: Path | str, config_file: str, weights_file: str, what: str,
+                    device: str = "cpu"):
+    """Read a folder written by :func:`save_checkpoint`: ``build(read_settings(config dict))`` makes the module, the
+    weights are loaded into it, and it is returned in eval mode on ``device``. A folder that is not such a checkpoint,
+    or weights that do not fit the settings, is a :class:`ConfigError` naming ``what`` it should have been."""
+    path = Path(path)
+    if not (path / config_file).exists() or not (path / weights_file).exists():
+        raise ConfigError(f"{path} is not a {what} checkpoint: {config_file} and {weights_file} are needed")
+    from safetensors.torch import load_file
+
+    module = build(read_settings(json.loads((path / config_file).read_text())))
+    try:
+        module.load_state_dict(load_file(str(path / weights_file)))
+    except RuntimeError as exc:
+        raise ConfigError(f"{path}: the weights do not fit the config ({exc})") from None
+    return module.to(device).eval()

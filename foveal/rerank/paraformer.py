@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -61,6 +61,7 @@ from foveal.errors import ConfigError
 from foveal.pipeline.fusion import normalize_scores
 from foveal.config import Normalization
 from foveal.rerank.base import Candidate
+from foveal.training import load_checkpoint, save_checkpoint
 from foveal.rerank.combine import combine
 
 if TYPE_CHECKING:
@@ -169,27 +170,11 @@ class ParaformerHead(nn.Module):
         return logits[:, 1], attention
 
     def save(self, path: Path | str) -> Path:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(path / WEIGHTS_FILE))
-        (path / CONFIG_FILE).write_text(json.dumps(asdict(self.settings), indent=2))
-        return path
+        return save_checkpoint(self, self.settings, path, CONFIG_FILE, WEIGHTS_FILE)
 
     @classmethod
     def load(cls, path: Path | str, device: str = "cpu") -> "ParaformerHead":
-        path = Path(path)
-        if not (path / CONFIG_FILE).exists() or not (path / WEIGHTS_FILE).exists():
-            raise ConfigError(f"{path} is not a Paraformer checkpoint: {CONFIG_FILE} and {WEIGHTS_FILE} are needed")
-        from safetensors.torch import load_file
-
-        head = cls(ParaformerSettings.from_dict(json.loads((path / CONFIG_FILE).read_text())))
-        try:
-            head.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-        except RuntimeError as exc:
-            raise ConfigError(f"{path}: the weights do not fit the config ({exc})") from None
-        return head.to(device).eval()
+        return load_checkpoint(cls, ParaformerSettings.from_dict, path, CONFIG_FILE, WEIGHTS_FILE, "Paraformer", device)
 
 
 def pad_sentences(groups: Sequence[np.ndarray], hidden: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -54,6 +54,7 @@ from torch import nn
 from foveal.documents import FRAMES_KIND
 from foveal.errors import ConfigError, InvalidInputError
 from foveal.rerank.base import Candidate
+from foveal.training import load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     from foveal.index.collection import Collection
@@ -168,27 +169,11 @@ class XPool(nn.Module):
         return sims, attention
 
     def save(self, path: Path | str) -> Path:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(path / WEIGHTS_FILE))
-        (path / CONFIG_FILE).write_text(json.dumps(asdict(self.settings), indent=2))
-        return path
+        return save_checkpoint(self, self.settings, path, CONFIG_FILE, WEIGHTS_FILE)
 
     @classmethod
     def load(cls, path: Path | str, device: str = "cpu") -> "XPool":
-        path = Path(path)
-        if not (path / CONFIG_FILE).exists() or not (path / WEIGHTS_FILE).exists():
-            raise ConfigError(f"{path} is not an X-Pool checkpoint: {CONFIG_FILE} and {WEIGHTS_FILE} are needed")
-        from safetensors.torch import load_file
-
-        model = cls(XPoolSettings.from_dict(json.loads((path / CONFIG_FILE).read_text())))
-        try:
-            model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-        except RuntimeError as exc:
-            raise ConfigError(f"{path}: the weights do not fit the config ({exc})") from None
-        return model.to(device).eval()
+        return load_checkpoint(cls, XPoolSettings.from_dict, path, CONFIG_FILE, WEIGHTS_FILE, "X-Pool", device)
 
 
 def pad_frames(groups: Sequence[np.ndarray], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
