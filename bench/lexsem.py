@@ -1,8 +1,8 @@
 """LexSemBridge measured: base encoder vs the fine-tuned encoder alone vs fine-tuned + query-time modulation.
 
-    FOVEAL_MODELS_DIR=/work/lexsem-home/models .venv/bin/python bench/lexsem.py \\
-        --base-home /work/benchhome --home /work/lexsem-home --model lexsem-scifact-slr \\
-        --datasets cranfield,scifact,adi,time,cacm,lisa --train-json /work/logs/lexsem-train.json
+    FOVEAL_MODELS_DIR=bench/out/lexsem/models .venv/bin/python bench/lexsem.py \\
+        --base-home bench/out/home --home bench/out/lexsem --model lexsem-scifact-slr \\
+        --datasets cranfield,scifact,adi,time,cacm,lisa --train-json bench/out/lexsem-train.json
 
 ``--model`` is what ``foveal train lexsem --name MODEL`` registered (the encoder as MODEL, the modulation weights as
 MODEL-modulation). For each dataset the fine-tuned index ``<dataset>-lexsem`` is made with ``foveal reindex`` from
@@ -79,7 +79,7 @@ def table(results, meta) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base-home", default="/work/benchhome")
+    parser.add_argument("--base-home", default=str(ROOT / "bench" / "out" / "home"))
     parser.add_argument("--home", default=str(ROOT / "bench" / "out" / "lexsem-home"))
     parser.add_argument("--model", required=True)
     parser.add_argument("--datasets", default="cranfield,scifact,adi,time,cacm,lisa")

@@ -1,7 +1,7 @@
 """Paraformer and the sentence vectors it attends over: ingest cost, quality off/on per mode, query latency.
 
-    flock /work/logs/bench.lock nice -n 5 .venv/bin/python bench/paraformer.py ingest [--docs N] [--batch 32]
-    flock /work/logs/bench.lock nice -n 5 .venv/bin/python bench/paraformer.py quality \
+    .venv/bin/python bench/paraformer.py ingest [--docs N] [--batch 32]
+    .venv/bin/python bench/paraformer.py quality \
         [--max-queries N] [--negatives 10] [--test-queries N] [--epochs 2]
 
 Everything lands in ``bench/out/paraformer/`` (``--out``): a FOVEAL_HOME with the SciFact indexes of the ingest
@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-DATA = Path(os.environ.get("FOVEAL_BENCH_DATA", "/work/shared/data"))
+DATA = Path(os.environ.get("FOVEAL_BENCH_DATA", str(ROOT.parent / "shared" / "data")))
 MODES = ("off", "pooled", "faithful")
 CLASSIC = ("cranfield", "cacm", "lisa", "time", "adi")
 
@@ -406,7 +406,7 @@ def main() -> None:
     parser.add_argument("phase", choices=["ingest", "quality", "report"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "paraformer")
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--base-home", type=Path, default=Path("/work/benchhome"))
+    parser.add_argument("--base-home", type=Path, default=Path(str(ROOT / "bench" / "out" / "home")))
     parser.add_argument("--docs", type=int, default=None, help="ingest: the first N SciFact documents (default all)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)

@@ -1,6 +1,6 @@
 """RealTimeQA 2020-2022: event-aware queries and freshness (issue 13), as markdown tables.
 
-    flock /work/logs/bench.lock nice -n 5 .venv/bin/python bench/realtimeqa.py --home /work/eventshome \\
+    .venv/bin/python bench/realtimeqa.py --home bench/out/events-home \\
         --out bench/out/realtimeqa.md
 
 What it does:

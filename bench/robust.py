@@ -369,7 +369,7 @@ def main() -> None:
     parser.add_argument("--latency", default=None, metavar="INDEX",
                         help="p50 query latency (CPU, one query at a time) of hybrid with each feedback stage on, on "
                              "INDEX of --home (read-only)")
-    parser.add_argument("--home", default="/work/benchhome")
+    parser.add_argument("--home", default=str(ROOT / "bench" / "out" / "home"))
     parser.add_argument("--latency-queries", type=int, default=100)
     args = parser.parse_args()
     if args.latency:

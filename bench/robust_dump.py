@@ -1,6 +1,6 @@
 """Dump, once per collection, every query's candidate lists for bench/robust.py (which then fuses the cached lists).
 
-    flock /work/logs/bench.lock nice -n 5 .venv/bin/python bench/robust_dump.py --home /work/benchhome \
+    .venv/bin/python bench/robust_dump.py --home bench/out/home \
         --collections adi,time,cranfield,cacm,lisa,scifact,cranfield-weak
 
 Reads the base indexes (default config) read-only. Per judged query it stores the top 100 of: bm25, dense (MaxP),
@@ -122,7 +122,7 @@ def dump(engine: Engine, name: str, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--home", default="/work/benchhome")
+    parser.add_argument("--home", default=str(ROOT / "bench" / "out" / "home"))
     parser.add_argument("--collections", default="adi,time,cranfield,cacm,lisa,scifact,cranfield-weak")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "robust"))
     parser.add_argument("--splits", default=None, help="only these splits, e.g. 'test' (SciFact: CPU)")

@@ -1,9 +1,9 @@
 """X-Pool over sets of vectors, measured on SciFact: each document is the set of its sentence vectors.
 
     # once (about 10 minutes of CPU; cached in bench/out/xpool/):
-    flock /work/logs/bench.lock nice -n 5 .venv/bin/python bench/xpool.py encode
+    .venv/bin/python bench/xpool.py encode
     # train on train queries, report on test:
-    flock /work/logs/bench.lock nice -n 5 .venv/bin/python bench/xpool.py run [--epochs 10] [--lr 1e-4]
+    .venv/bin/python bench/xpool.py run [--epochs 10] [--lr 1e-4]
 
 ``encode``: every document's title + text is split into sentences (:func:`foveal.rerank.paraformer.split_sentences`,
 at most 64) and each sentence is encoded on its own with all-MiniLM-L6-v2 (torch backend, unit vectors), as are
