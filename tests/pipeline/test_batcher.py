@@ -133,12 +133,16 @@ def test_batched_results_equal_unbatched_and_filters_are_grouped(tiny):
 
     tiny.vectors.search = spy
     try:
-        together = [_key(r) for r in searcher.search_many(_requests())]
+        responses = searcher.search_many(_requests())
     finally:
         del tiny.vectors.search
+    together = [_key(r) for r in responses]
     assert together == alone
-    # one FAISS call per filter group: unfiltered (2 queries), topic=science (2), the id list (1)
-    assert sorted(calls) == [(1, False), (2, False), (2, True)]
+    # one FAISS call per filter group for the first round: unfiltered (2 queries), topic=science (2), the id list
+    # (1); then each hybrid request whose Rocchio feedback moved its vector (the default fusion) searches once more
+    second = [(1, r.filter is None) for r, response in zip(_requests(), responses)
+              if response.query_info.get("stages", {}).get("rocchio", {}).get("applied")]
+    assert sorted(calls) == sorted([(1, False), (2, False), (2, True)] + second)
 
 
 def test_concurrent_searches_share_batches_and_match_alone(tiny):
