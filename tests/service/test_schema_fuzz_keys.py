@@ -63,6 +63,13 @@ REQUIRED = {
     "POST /v1/indexes/{name}/documents/_export": "read",
     "POST /v1/indexes/{name}/documents/_delete_by_filter": "write",
     "POST /v1/indexes/{name}/documents/_update": "write",
+    "GET /v1/aliases": "read",
+    "PUT /v1/aliases/{alias}": "admin",
+    "DELETE /v1/aliases/{alias}": "admin",
+    "POST /v1/indexes/{name}/events": "write",
+    "GET /v1/indexes/{name}/events": "read",
+    "GET /v1/indexes/{name}/events/{event_id}": "read",
+    "DELETE /v1/indexes/{name}/events/{event_id}": "write",
     "POST /v1/indexes": "admin",
     "DELETE /v1/indexes/{name}": "admin",
 }
