@@ -55,13 +55,28 @@ def _with_request_id(record: logging.LogRecord) -> bool:
     return True
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler on whatever ``sys.stderr`` is when a line is written, not the stream it was at set-up (a test
+    harness, a daemoniser or a reloader may replace it; writing to a closed one is a logging error per line)."""
+
+    _chosen = None  # a stream set explicitly (``setStream``) instead of the current stderr
+
+    @property
+    def stream(self):
+        return self._chosen if self._chosen is not None else sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        self._chosen = None if value is sys.stderr else value
+
+
 def configure(level: int = logging.INFO, stream=None) -> logging.Handler:
     """Send the ``foveal`` loggers to ``stream`` (stderr) as JSON lines (idempotent: one handler per process)."""
     logger = logging.getLogger("foveal")
     for handler in logger.handlers:
         if getattr(handler, "_foveal_json", False):
             return handler
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderr()
     if os.environ.get("FOVEAL_LOG_FORMAT", "json").lower() == "text":
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     else:
