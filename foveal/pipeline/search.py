@@ -99,9 +99,12 @@ class SearchPipeline:
     ) -> None:
         self.collection = collection
         if query_stages is None:  # the index's own: LexSemBridge when its config names modulation weights
-            from foveal.encoders.lexsem import default_query_stages
+            query_stages = []
+            lexsem = getattr(getattr(collection, "config", None), "lexsem", None)
+            if lexsem is not None and lexsem.modulation:  # only then import it (torch): BM25-only runs stay light
+                from foveal.encoders.lexsem import default_query_stages
 
-            query_stages = default_query_stages(collection)
+                query_stages = default_query_stages(collection)
         self.query_stages = list(query_stages)
         if not any(getattr(stage, "name", None) == "events" for stage in self.query_stages):
             from foveal.events import EventStage  # off unless events.enabled or stages.events (a no-op then)
