@@ -44,3 +44,20 @@ class Reranker(Protocol):
     def rerank(
         self, request: "SearchRequest", candidates: Sequence[Candidate], collection: "Collection"
     ) -> list[Candidate]: ...
+
+
+def order_rescored(scored: list[tuple[float, Candidate]], unscored: list[tuple[Candidate, str]],
+                   name: str) -> list[Candidate]:
+    """Candidates a stage rescored, best first, then those it could not score (``(candidate, why)``), kept in their
+    first-stage order just below the lowest rescored one so scores stay monotone; ``evidence[name]`` says why."""
+    scored.sort(key=lambda pair: -pair[0])
+    out = []
+    for score, c in scored:
+        c.score = score
+        out.append(c)
+    floor = min((s for s, _ in scored), default=0.0)
+    for step, (c, why) in enumerate(unscored, start=1):
+        c.evidence[name] = {"skipped": why, "first_stage_score": c.score}
+        c.score = floor - 1e-6 * step
+        out.append(c)
+    return out

@@ -60,7 +60,7 @@ from foveal.encoders.segment import sentence_spans
 from foveal.errors import ConfigError
 from foveal.pipeline.fusion import normalize_scores
 from foveal.config import Normalization
-from foveal.rerank.base import Candidate
+from foveal.rerank.base import Candidate, order_rescored
 from foveal.training import load_checkpoint, save_checkpoint
 from foveal.rerank.combine import combine
 
@@ -370,20 +370,9 @@ class ParaformerReranker:
             c.evidence[NAME] = {"score": score, "features": features, "weights": self.weights, "combined": combined,
                                 "first_stage_score": c.score, "sentences": attended}
             scored.append((combined, c))
-        scored.sort(key=lambda pair: -pair[0])
-        out = []
-        for combined, c in scored:
-            c.score = combined
-            out.append(c)
-        # unscored (deleted meanwhile) and out-of-window candidates keep first-stage order below, scores monotone
-        floor = min((s for s, _ in scored), default=0.0)
         left = [(c, "document not found") for c in window if c.doc_key not in sentences]
         left += [(c, "outside the rerank window") for c in rest]
-        for step, (c, why) in enumerate(left, start=1):
-            c.evidence[NAME] = {"skipped": why, "first_stage_score": c.score}
-            c.score = floor - 1e-6 * step
-            out.append(c)
-        return out
+        return order_rescored(scored, left, NAME)
 
 
 _HEADS: dict[str, ParaformerHead] = {}

@@ -53,7 +53,7 @@ from torch import nn
 
 from foveal.documents import FRAMES_KIND
 from foveal.errors import ConfigError, InvalidInputError
-from foveal.rerank.base import Candidate
+from foveal.rerank.base import Candidate, order_rescored
 from foveal.training import load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
@@ -481,16 +481,6 @@ class XPoolReranker:
             if weight is not None:
                 c.evidence[NAME].update({"weight": weight, "combined": float(total)})
             scored.append((float(total), c))
-        scored.sort(key=lambda pair: -pair[0])
-        out = []
-        for score, c in scored:
-            c.score = score
-            out.append(c)
-        floor = min((s for s, _ in scored), default=0.0)
         left = [(c, "document not found") for c in window if c.doc_key not in frames]
         left += [(c, "outside the rerank window") for c in rest]
-        for step, (c, why) in enumerate(left, start=1):
-            c.evidence[NAME] = {"skipped": why, "first_stage_score": c.score}
-            c.score = floor - 1e-6 * step
-            out.append(c)
-        return out
+        return order_rescored(scored, left, NAME)
