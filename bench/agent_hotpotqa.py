@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA  # noqa: E402
 
 from foveal.agents import AgentSettings, build_agent  # noqa: E402
 from foveal.engine import Engine  # noqa: E402
@@ -48,7 +49,7 @@ def score(cited: list[str], texts: dict[str, str], meta: dict) -> tuple[bool, bo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    shared = ROOT.parent / "shared" if (ROOT.parent / "shared").exists() else ROOT.parent.parent / "shared"
+    shared = DATA.parent
     parser.add_argument("--data", default=str(shared / "data" / "hotpotqa-dev150"))
     parser.add_argument("--home", default=str(ROOT / "bench" / "out" / "home"))
     parser.add_argument("--index", default="hotpotqa-dev150")

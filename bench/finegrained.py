@@ -31,6 +31,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from common import DATA
+
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ("keyword", "passage")
 KEYWORDS = 5
@@ -106,7 +108,7 @@ def build(data: Path, out: Path, seed: int = 13) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "scifact"))
+    parser.add_argument("--data", default=str(DATA / "scifact"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "finegrained"))
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args()

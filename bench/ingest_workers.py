@@ -26,16 +26,12 @@ import time
 import uuid
 from pathlib import Path
 
+from common import DATA
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 
 
-def default_data() -> Path:
-    """``../shared/data`` beside the checkout (or beside the folder of worktrees)."""
-    for candidate in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data"):
-        if candidate.is_dir():
-            return candidate
-    return ROOT.parent / "shared" / "data"
 
 
 def free_port() -> int:
@@ -133,7 +129,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--in-flight", type=int, default=4)
-    parser.add_argument("--data", type=Path, default=default_data())
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--redis", default=os.environ.get("FOVEAL_REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)

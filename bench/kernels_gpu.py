@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -241,7 +242,7 @@ def main() -> None:
     parser.add_argument("--skip-encoder", action="store_true")
     parser.add_argument("--encoder-docs", type=int, default=2000)
     parser.add_argument("--encoder-corpus", type=Path,
-                        default=ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl", help="BEIR corpus.jsonl to encode (synthetic documents when it is missing)")
+                        default=DATA / "scifact" / "corpus.jsonl", help="BEIR corpus.jsonl to encode (synthetic documents when it is missing)")
     parser.add_argument("--encoder-words", type=int, default=300, help="words per synthetic document")
     parser.add_argument("--encoder-batch-sizes", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--quick", action="store_true", help="N = 512 and 2048, 500 documents")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA  # noqa: E402
 
 from foveal.config import IndexConfig, Pipeline  # noqa: E402
 from foveal.engine import Engine  # noqa: E402
@@ -83,7 +84,7 @@ def main() -> None:
     parser.add_argument("--home", default=str(ROOT / "bench" / "out" / "lexsem-home"))
     parser.add_argument("--model", required=True)
     parser.add_argument("--datasets", default="cranfield,scifact,adi,time,cacm,lisa")
-    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data-root", default=str(DATA))
     parser.add_argument("--finegrained", default=str(ROOT / "bench" / "out" / "finegrained"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "lexsem"))
     parser.add_argument("--train-json", default=None, help="the JSON line 'foveal train lexsem' printed")

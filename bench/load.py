@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA  # noqa: E402
 sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
@@ -96,7 +97,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--pipeline", default="hybrid", choices=["bm25", "dense", "hybrid"])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--build-only", action="store_true")
     args = parser.parse_args()
     home = OUT / f"home-{args.docs // 1000}k"

@@ -37,11 +37,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA as DATA_ROOT  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-DATA = Path(os.environ.get("FOVEAL_BENCH_DATA", str(ROOT.parent / "shared" / "data")))
+DATA = DATA_ROOT
 MODES = ("off", "pooled", "faithful")
 CLASSIC = ("cranfield", "cacm", "lisa", "time", "adi")
 

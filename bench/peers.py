@@ -41,6 +41,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import DATA
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "out"
@@ -51,11 +53,6 @@ TORCH = "torch==2.13.0"
 SENTENCE_TRANSFORMERS = "sentence-transformers==6.2.0"
 
 
-def default_data() -> Path:
-    for candidate in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data"):
-        if candidate.is_dir():
-            return candidate
-    return ROOT.parent / "shared" / "data"
 
 
 # -- txtai's environment -----------------------------------------------------------------------------------------
@@ -286,7 +283,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--data", type=Path, default=default_data())
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--systems", nargs="+", default=["foveal", "txtai"], choices=["foveal", "txtai"])
     parser.add_argument("--queries", type=int, default=None, help="only the first N test queries (smoke runs)")
     parser.add_argument("--setup-only", action="store_true")

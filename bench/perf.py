@@ -41,6 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA as DATA_ROOT  # noqa: E402
 sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
@@ -54,8 +55,7 @@ from foveal.pipeline.request import SearchRequest  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 #: the shared data folder: beside the checkout, or two levels up for a worktree (wt/<name>)
-DATA = next((p for p in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data") if p.is_dir()),
-            ROOT.parent / "shared" / "data")
+DATA = DATA_ROOT
 TAG = os.environ.get("PERF_TAG", "100k")  # another tag keeps a smoke run's indexes apart
 HOME = OUT / f"perf-{TAG}"
 HNSW_HOME = OUT / f"perf-{TAG}-hnsw"

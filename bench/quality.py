@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA, commit  # noqa: E402
 
 from foveal.config import IndexConfig, Pipeline  # noqa: E402
 from foveal.engine import Engine  # noqa: E402
@@ -48,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--split", default="test")
-    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data-root", default=str(DATA))
     parser.add_argument("--home", default=str(ROOT / "bench" / "out" / "home"))
     parser.add_argument("--index", default=None, help="index name (default: the dataset name)")
     parser.add_argument("--config", default=None, help="JSON index config for a new index")
@@ -85,7 +86,9 @@ def main() -> None:
     for row in rows:
         print(f"| {row['pipeline']} | {row['ndcg@10']:.4f} | {row['recall@100']:.4f} | {row['mrr@10']:.4f} |")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"dataset": args.dataset, "split": args.split, "rows": rows}, indent=2))
+        encoder = collection.config.encoder.model_dump(mode="json")
+        Path(args.json_out).write_text(json.dumps({"dataset": args.dataset, "split": args.split, "commit": commit(),
+                                                   "encoder": encoder, "rows": rows}, indent=2))
     engine.close()
 
 

@@ -41,6 +41,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA as DATA_ROOT  # noqa: E402
 
 from foveal.config import EventsConfig, FreshnessConfig  # noqa: E402
 from foveal.engine import Engine  # noqa: E402
@@ -51,7 +52,7 @@ from foveal.pipeline.ingest import ingest_records  # noqa: E402
 from foveal.pipeline.request import SearchRequest  # noqa: E402
 from foveal.pipeline.search import SearchPipeline  # noqa: E402
 
-DATA = ROOT.parent.parent / "shared" / "data" / "realtimeqa-2020-2022"
+DATA = DATA_ROOT / "realtimeqa-2020-2022"
 INDEX = "realtimeqa"
 #: News articles average 11,000 characters; the bench indexes each article's first NEWS_CHARS characters (its lead)
 #: so the corpus encodes in minutes on two CPU cores. Quiz evidence passages (the judged documents) are kept whole.

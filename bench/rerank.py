@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -64,7 +65,7 @@ def run(searcher: SearchPipeline, queries: dict[str, str], rerank: bool, k: int 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data-root", default=str(DATA))
     parser.add_argument("--home", default=str(ROOT / "bench" / "out" / "home"))
     parser.add_argument("--model", default=str(ROOT / "bench" / "out" / "rerank" / "model"))
     parser.add_argument("--datasets", default="scifact,cranfield")

@@ -27,12 +27,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA as DATA_ROOT  # noqa: E402
 
 from foveal.config import ADAPTIVE_SIGNALS, FusionConfig  # noqa: E402
 from foveal.evaluation import read_qrels  # noqa: E402
 from foveal.pipeline.fusion import adaptive_signals, fuse  # noqa: E402
 
-DATA = ROOT.parent.parent / "shared" / "data" if (ROOT.parent.parent / "shared").exists() else ROOT.parent / "shared" / "data"
+DATA = DATA_ROOT
 CACHE = ROOT / "bench" / "out" / "robust"
 DEV = ["adi", "time", "cranfield", "cacm", "lisa", "scifact-train", "cranfield-weak"]
 REPORT = ["adi", "time", "cranfield", "cacm", "lisa", "cranfield-weak", "scifact-test"]

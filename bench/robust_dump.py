@@ -26,6 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA as DATA_ROOT  # noqa: E402
 
 from foveal.engine import Engine  # noqa: E402
 from foveal.evaluation import read_qrels, read_queries  # noqa: E402
@@ -33,7 +34,7 @@ from foveal.index.base import LexicalDocument, passage_id  # noqa: E402
 from foveal.index.tantivy_index import TantivyLexicalIndex  # noqa: E402
 from foveal.pipeline.feedback import rm3, rocchio  # noqa: E402
 
-DATA = ROOT.parent.parent / "shared" / "data" if (ROOT.parent.parent / "shared").exists() else ROOT.parent / "shared" / "data"
+DATA = DATA_ROOT
 DEPTH = 100
 #: SciFact train queries dumped (first N in file order; CPU on a shared machine); the test split is dumped whole.
 TRAIN_LIMIT = 300

@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA as DATA_ROOT  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -33,7 +34,7 @@ from foveal.config import EncoderConfig  # noqa: E402
 from foveal.encoders.sentence_transformer import get_encoder  # noqa: E402
 from foveal.rerank.paraformer import encode_sentence_groups  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "scifact"
+DATA = DATA_ROOT / "scifact"
 
 
 def main() -> None:

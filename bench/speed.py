@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA as DATA_ROOT  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -36,7 +37,7 @@ from foveal.evaluation import read_queries  # noqa: E402
 from foveal.pipeline.ingest import ingest_records, read_jsonl  # noqa: E402
 from foveal.pipeline.request import SearchRequest  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
+DATA = DATA_ROOT
 OUT = ROOT / "bench" / "out"
 
 

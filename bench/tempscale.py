@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA as DATA_ROOT  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -28,7 +29,7 @@ from foveal.encoders.sentence_transformer import SentenceTransformerEncoder  # n
 from foveal.encoders.tempscale import mean_pairwise_cosine  # noqa: E402
 from foveal.evaluation import evaluate, read_qrels, read_queries  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "scifact"
+DATA = DATA_ROOT / "scifact"
 
 
 def main() -> None:

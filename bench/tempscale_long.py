@@ -32,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -103,7 +104,7 @@ def build(data: Path, n_train: int, n_test: int, n_distractors: int, tokenizer, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")
+    parser.add_argument("--data", type=Path, default=DATA / "scifact")
     parser.add_argument("--temperatures", default="1.0,0.9,0.8,0.7")
     parser.add_argument("--train-queries", type=int, default=100)
     parser.add_argument("--test-queries", type=int, default=150)

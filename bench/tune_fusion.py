@@ -14,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA  # noqa: E402
 
 from foveal.config import FusionConfig  # noqa: E402
 from foveal.engine import Engine  # noqa: E402
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--home", default=str(ROOT / "bench" / "out" / "home"))
     args = parser.parse_args()
-    data = ROOT.parent / "shared" / "data" / args.dataset
+    data = DATA / args.dataset
     engine = Engine(args.home)
     collection = engine.get(args.dataset)
     conn = collection.store._connect()

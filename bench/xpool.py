@@ -34,12 +34,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import DATA as DATA_ROOT  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 #: ``../shared`` beside the checkout (as the other benches), or two levels up from a worktree under ``/work/wt``.
-DATA = next((p / "shared" / "data" / "scifact" for p in (ROOT.parent, ROOT.parent.parent)
-             if (p / "shared" / "data" / "scifact").exists()), ROOT.parent / "shared" / "data" / "scifact")
+DATA = DATA_ROOT / "scifact"
 OUT = ROOT / "bench" / "out" / "xpool"
 CACHE = OUT / "scifact-minilm.npz"
 
