@@ -610,3 +610,32 @@ def check(home: Path, index: str, expected: dict[str, dict], report: KillReport)
         }
     finally:
         fresh.close()
+
+
+def kill_at_hook(command: list[str], env: dict[str, str], hooks: Path, *, event: str = "store_committed",
+                 count: int = 1, cwd: Path | None = None, timeout_s: float = 300.0) -> subprocess.Popen:
+    """Start ``command`` and SIGKILL it once the test-hook log ``hooks`` holds ``count`` lines of ``event`` (with
+    ``FOVEAL_TEST_HOOK_PAUSE_S`` in ``env`` the child is paused right there). Waits for the hook line, not a time:
+    the child may load a model first. Fails the test if the child ends first or the line never comes; returns the
+    dead child (``returncode`` -9)."""
+    import pytest
+
+    child = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            lines = hooks.read_text().splitlines() if hooks.exists() else []
+            if sum(line.startswith(event) for line in lines) >= count:
+                break
+            if child.poll() is not None:
+                pytest.fail(f"the child ended before {count} {event} line(s) (rc {child.returncode})")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {event} line from the child in {timeout_s:.0f} s")
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return child

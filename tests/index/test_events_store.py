@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from foveal.documents import parse_document
 from foveal.errors import InvalidInputError
 from foveal.events import Event, parse_event
 from foveal.errors import DocumentError
+from tests.killharness import kill_at_hook
 
 ROOT = Path(__file__).resolve().parents[2]
 DIM = 384
@@ -141,21 +139,8 @@ def test_sigkill_of_an_event_writer_loses_nothing_acknowledged(engine, tmp_path,
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if moment == "store_committed":
         env["FOVEAL_TEST_HOOK_PAUSE_S"] = "120"
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(c.path), str(ROOT), str(ack)], env=env, cwd=ROOT)
-    try:
-        for _ in range(3000):
-            lines = hooks.read_text().splitlines() if hooks.exists() else []
-            if sum(line.startswith(moment) for line in lines) >= (3 if moment == "derived_committed" else 1):
-                break
-            if child.poll() is not None:
-                pytest.fail(f"the child ended early (rc {child.returncode})")
-            time.sleep(0.02)
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    kill_at_hook([sys.executable, "-c", _CHILD, str(c.path), str(ROOT), str(ack)], env, hooks, event=moment,
+                 count=3 if moment == "derived_committed" else 1, cwd=ROOT)
     acknowledged = {i for line in ack.read_text().splitlines() for i in json.loads(line)} if ack.exists() else set()
     engine.close()
     from foveal.engine import Engine

@@ -9,11 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +21,7 @@ from foveal.documents import parse_document
 from foveal.errors import IndexDamagedError, IndexNotFoundError
 from foveal.index.collection import Collection
 from tests.index.test_contract import es_for  # noqa: F401  (fixture)
+from tests.killharness import kill_at_hook
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "index-45b262d"
@@ -164,22 +162,7 @@ def test_sigkill_between_store_commit_and_derived_commit(engine, tmp_path):
     hooks = tmp_path / "hooks.log"
     env = dict(os.environ, FOVEAL_TEST_HOOKS=str(hooks), FOVEAL_TEST_HOOK_PAUSE_S="120",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(a.path)], env=env, cwd=ROOT)
-    try:
-        for _ in range(2400):  # wait for the hook line, not a time: the child loads the model first
-            if hooks.exists() and "store_committed" in hooks.read_text():
-                break
-            if child.poll() is not None:
-                pytest.fail(f"the child ended before its store commit (rc {child.returncode})")
-            time.sleep(0.1)
-        else:
-            pytest.fail("no store_committed line from the child")
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    child = kill_at_hook([sys.executable, "-c", _CHILD, str(a.path)], env, hooks, cwd=ROOT)
     event, seq, pid = hooks.read_text().split()
     assert event == "store_committed" and int(pid) == child.pid and int(seq) == a.store.max_seq()
     a.refresh()

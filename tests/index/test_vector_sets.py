@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from foveal.index.collection import SENTENCES
 from foveal.index.sqlite_store import PreparedDocument, SqliteDocStore, VectorSet
 from foveal.snapshots import Snapshots
 from tests.conftest import TINY_CORPUS
+from tests.killharness import kill_at_hook
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,22 +147,7 @@ def test_sigkill_mid_ingest_leaves_store_and_sets_consistent(engine, tmp_path):
     hooks = tmp_path / "hooks.log"
     env = dict(os.environ, FOVEAL_TEST_HOOKS=str(hooks), FOVEAL_TEST_HOOK_PAUSE_S="120")
     command = [sys.executable, "-m", "foveal.cli", "ingest", str(corpus), "--index", "killsv", "--batch-size", "2"]
-    child = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(3000):  # wait for the hook line, not a time: the child loads the model first
-            if hooks.exists() and "store_committed" in hooks.read_text():
-                break
-            if child.poll() is not None:
-                pytest.fail(f"the ingest ended before its first store commit (rc {child.returncode})")
-            time.sleep(0.1)
-        else:
-            pytest.fail("no store_committed line from the ingest")
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    kill_at_hook(command, env, hooks, cwd=ROOT)
     collection = engine.get("killsv")
     collection.refresh()
     store = collection.store

@@ -164,13 +164,12 @@ def test_sigkill_mid_ingest_keeps_items_and_frames_together(home, tmp_path):
     """A real ``foveal ingest`` of vector items (batches of 2, no model to load) SIGKILLed right after its first
     store commit: the committed items have their frames, nothing else is stored, and a re-run completes both."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     from foveal.engine import Engine
     from tests.conftest import ROOT
+    from tests.killharness import kill_at_hook
 
     engine = Engine(home)
     engine.create_index("killv", {"encoder": {"model": "none", "dimension": 8}})
@@ -178,22 +177,7 @@ def test_sigkill_mid_ingest_keeps_items_and_frames_together(home, tmp_path):
     env = dict(os.environ, FOVEAL_TEST_HOOKS=str(hooks), FOVEAL_TEST_HOOK_PAUSE_S="120")
     command = [sys.executable, "-m", "foveal.cli", "ingest", str(VIDEO / "items.jsonl"), "--index", "killv",
                "--batch-size", "2"]
-    child = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(3000):
-            if hooks.exists() and "store_committed" in hooks.read_text():
-                break
-            if child.poll() is not None:
-                pytest.fail(f"the ingest ended before its first store commit (rc {child.returncode})")
-            time.sleep(0.1)
-        else:
-            pytest.fail("no store_committed line from the ingest")
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    kill_at_hook(command, env, hooks, cwd=ROOT)
     collection = engine.get("killv")
     collection.refresh()
     store = collection.store
