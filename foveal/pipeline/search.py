@@ -313,14 +313,11 @@ class SearchPipeline:
             raise InvalidInputError(f"index {self.collection.name!r} has no text encoder (encoder.model 'none'): give "
                                     "the query as 'vector' (e.g. from the text tower of the model that made the "
                                     "items' vectors), or search with pipeline 'bm25'")
-        if request.stages and request.stages.get("xpool") and not any(
-                getattr(r, "name", None) == "xpool" for r in self.rerankers):
-            raise InvalidInputError(f"stage 'xpool' is not available on index {self.collection.name!r}: its config "
-                                    "names no xpool.model (train one with 'foveal train xpool')")
-        if request.stages and request.stages.get("paraformer") and not any(
-                getattr(r, "name", None) == "paraformer" for r in self.rerankers):
-            raise InvalidInputError(f"stage 'paraformer' is not available on index {self.collection.name!r}: its "
-                                    "config names no paraformer.model (train one with 'foveal train paraformer')")
+        present = {getattr(reranker, "name", None) for reranker in self.rerankers}
+        for name in TRAINED_RERANK_STAGES:
+            if request.stages and request.stages.get(name) and name not in present:
+                raise InvalidInputError(f"stage {name!r} is not available on index {self.collection.name!r}: its "
+                                        f"config names no {name}.model (train one with 'foveal train {name}')")
 
     def _stages_want_tokens(self, requests: Sequence[SearchRequest] = ()) -> bool:
         """Whether a stage that needs the query tokens runs for any of ``requests``."""
@@ -569,6 +566,11 @@ class SearchPipeline:
 def _stage_runs(stage: QueryStage, request: SearchRequest) -> bool:
     """A query stage runs when the request's ``stages`` says so, else when the stage is enabled (its default)."""
     return request.stage_wanted(stage.name, bool(getattr(stage, "enabled", True)))
+
+
+#: Rerank stages that exist on an index only when its config names a trained model (``<name>.model``): a request
+#: that switches one on where it is absent gets a 422, not a silent no-op.
+TRAINED_RERANK_STAGES = ("paraformer", "xpool")
 
 
 def _as_keys(keys) -> np.ndarray:
