@@ -130,7 +130,7 @@ def main() -> None:
         server.wait(30)
     result.update(docs=args.docs, clients=args.clients, pipeline=args.pipeline, cpus=os.cpu_count())
     print(json.dumps(result))
-    print(f"\n| docs | clients | seconds | pipeline | requests | errors | QPS | p50 ms | p99 ms |")
+    print("\n| docs | clients | seconds | pipeline | requests | errors | QPS | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {args.docs:,} | {args.clients} | {result['seconds']} | {args.pipeline} | {result['requests']} | "
           f"{sum(result['errors'].values())} | {result['qps']} | {result['p50_ms']} | {result['p99_ms']} |")

@@ -44,7 +44,6 @@ sys.path.insert(0, str(ROOT))
 from common import DATA as DATA_ROOT  # noqa: E402
 sys.path.insert(0, str(ROOT / "bench"))
 
-import numpy as np  # noqa: E402
 
 import load  # noqa: E402  (its clients)
 import speed  # noqa: E402  (its synthetic document generator)

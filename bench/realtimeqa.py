@@ -33,7 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from itertools import product
 from pathlib import Path
 

@@ -61,7 +61,7 @@ from typing import Any
 
 from foveal import __version__
 from foveal.config import IndexConfig
-from foveal.errors import ConflictError, FovealError, IndexNotFoundError, InvalidInputError, NotFoundError
+from foveal.errors import ConflictError, FovealError, InvalidInputError, NotFoundError
 from foveal.index.collection import STAGING_PREFIX, Collection, _NAME, hold_folder
 from foveal.fsutil import fsync_dir
 from foveal.registry import SERVER_BACKENDS

@@ -2,7 +2,6 @@ import pytest
 
 from foveal.pipeline.request import SearchRequest
 from foveal.pipeline.search import SearchPipeline
-from tests.conftest import TINY_CORPUS
 
 
 @pytest.fixture()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from foveal.rerank.quite import quite, split_sentences, words
+from foveal.rerank.quite import quite, words
 
 
 def count_words(text: str) -> int:

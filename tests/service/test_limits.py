@@ -7,7 +7,6 @@ import threading
 from collections import namedtuple
 from urllib.parse import quote
 
-import pytest
 from fastapi.testclient import TestClient
 
 from foveal.service.settings import ServiceSettings
