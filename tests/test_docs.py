@@ -31,3 +31,12 @@ def test_readme_is_short_and_shows_the_page_and_the_plots():
     assert "bench/plots.py quality" in readme  # the command next to the plot
     for link in re.findall(r"\]\((docs/[^)#]+)", readme):
         assert (ROOT / link).is_file(), link
+
+
+def test_the_sites_home_page_is_the_readme():
+    """docs/index.md is the README with its links made relative to docs/ (it had drifted a round behind)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    twin = "<!-- the README's twin: keep the two in step -->\n" + readme.replace("](docs/", "](")
+    assert (ROOT / "docs" / "index.md").read_text(encoding="utf-8") == twin, (
+        "docs/index.md differs from README.md; remake it with: "
+        "(echo \"<!-- the README's twin: keep the two in step -->\"; sed 's#](docs/#](#g' README.md) > docs/index.md")
