@@ -83,6 +83,7 @@ class _Prepared:
     tokens: QueryTokens | None = None
     query_info: dict = field(default_factory=dict)
     allowed: np.ndarray | None = None  # sorted unique doc_keys of a filtered search
+    cutoff: float | None = None  # the request's ``now`` (epoch seconds) when it hides later documents
     dense_filter: object = None  # what the vector index takes as ``allowed`` (a DocFilter or passage ids)
     available: int = 0  # vectors the dense search may return
     first: tuple | None = None  # (limit, scores row, ids row) of the first MaxP round, searched with the batch
@@ -201,9 +202,11 @@ class SearchPipeline:
                 continue
             if one.vector is not None and one.available:
                 limit = min(self._window(request) * PASSAGES_PER_DOCUMENT, one.available)
-                key = (request.filter.model_dump_json() if request.filter is not None else None, limit)
+                # Requests share one FAISS call only when their allow-lists are the same: same filter and same
+                # ``now`` cutoff (each once got the first request's allow-list).
+                key = (request.filter.model_dump_json() if request.filter is not None else None, one.cutoff, limit)
                 groups.setdefault(key, []).append(i)
-        for (_, limit), rows in groups.items():
+        for (_, _, limit), rows in groups.items():
             t0 = time.perf_counter()
             matrix = np.stack([out[i].vector for i in rows]).astype(np.float32, copy=False)
             try:
@@ -226,6 +229,7 @@ class SearchPipeline:
                 one.allowed = self._allowed(request.filter)
         cutoff = document_cutoff(request, self.collection.config.events)
         if cutoff is not None:  # nothing dated after ``now`` is retrieved (undated documents are kept)
+            one.cutoff = cutoff
             with one.times.stage("filter"):
                 store = self.collection.store
                 query = getattr(store, "filter_key_array", None) or store.filter_keys

@@ -200,3 +200,22 @@ def test_unknown_stage_names_are_refused():
     with pytest.raises(ValueError, match="unknown stage"):
         SearchRequest(query="q", stages={"nope": True})
     assert SearchRequest(query="q", stages={"rerank": False}).rerank is False
+
+
+@pytest.mark.parametrize("pipeline", ["dense", "hybrid"])
+def test_requests_of_one_batch_each_keep_their_own_cutoff(dated, pipeline):
+    """``search_many`` (and the server's micro-batcher) sends the vector searches of a batch to FAISS as one matrix,
+    grouped by allow-list. Requests with different ``now`` have different allow-lists: each used to get the first
+    request's, so a later ``now`` lost documents and an earlier one could see documents dated after it."""
+    nows = [T0 - 250 * DAY, T0 + 250 * DAY, T0 - 100 * DAY, T0 + 20 * DAY]
+    # a window of 3: every request fetches the same number of passages, so all four land in one FAISS call
+    requests = [_request(now, k=3, pipeline=pipeline, fields=None, fusion={"window": 3, "rocchio": {"enabled": False}})
+                for now in nows]
+    batch = dated.pipeline("dated").search_many(requests)
+    stored = dated.get("dated").store
+    for now, request, response in zip(nows, requests, batch):
+        alone = dated.search("dated", request)
+        assert [h.id for h in response.hits] == [h.id for h in alone.hits]
+        for hit in response.hits:
+            stamp = stored.get_by_id(hit.id).timestamp
+            assert stamp is None or stamp <= now, (hit.id, stamp, now)
