@@ -302,6 +302,46 @@ def phase_quality(args) -> dict:
     return result
 
 
+def phase_finegrained(args) -> dict:
+    """The heads ``quality`` trained (read from ``--out``), on the two fine-grained tasks of bench/finegrained.py
+    (queries from documents of SciFact test's pool, the corpus SciFact's): Paraformer off and on over the same
+    first stage as ``quality``, with the weight ``quality`` fitted over it."""
+    from foveal.config import EncoderConfig
+    from foveal.encoders.sentence_transformer import get_encoder
+    from foveal.evaluation import evaluate, read_qrels, read_queries
+    from foveal.rerank.paraformer import ParaformerHead, ParaformerReranker
+
+    trained = json.loads((args.out / "quality.json").read_text())["train"]
+    encoder = get_encoder(EncoderConfig())
+    corpus = _corpus(args.data / "scifact")
+    base = _base_passages(args.base_home, "scifact")
+    result = {"commit": commit(), "encoder": f"{encoder.name} ({encoder.config.backend})", "tasks": {}}
+    stages = {}
+    for mode in args.modes:
+        folder = args.out / "models" / f"paraformer-scifact-{mode}"
+        if mode not in trained or not folder.exists():
+            continue
+        head = ParaformerHead.load(folder)
+        weights = trained[mode].get("weights_hybrid") or head.settings.weights
+        reranker = ParaformerReranker(head, weights=weights, window=10)
+        cache = VectorCache(args.out / f"vectors-{mode}.pkl", mode, encoder)
+        for task in ("keyword", "passage"):
+            task_folder = args.finegrained / task
+            qrels = read_qrels(task_folder / "qrels" / "test.tsv")
+            queries = {q: t for q, t in read_queries(task_folder / "queries.jsonl").items() if q in qrels}
+            if task not in stages:
+                stages[task] = _first_stage("scifact", corpus, queries, encoder, base)
+            kind, found = stages[task]
+            vectors = cache.get("scifact", corpus, [d for f in found.values() for d, _ in f["top"][:10]])
+            runs = {"off": {q: dict(f["top"]) for q, f in found.items()},
+                    mode: {q: _rerank_run(reranker, f["qv"], f["top"], vectors) for q, f in found.items()}}
+            table = result["tasks"].setdefault(task, {"first_stage": kind, "queries": len(queries)})
+            for run_name, run in runs.items():
+                table[run_name] = {k: round(v, 4) for k, v in evaluate(qrels, run, list(queries)).items()}
+            print(task, mode, {r: table[r]["ndcg@10"] for r in runs}, flush=True)
+    return result
+
+
 def _fit_hybrid(args, encoder, head, dev_ids, cache, corpus):
     """The combination weight over the served (hybrid) first stage, grid-searched on the held-out *train* queries
     (the ones ``train_paraformer`` held out); None when no base SciFact index gives the dense list."""
@@ -393,18 +433,34 @@ def phase_report(args) -> dict:
                     delta = "" if run == "off" else f"{m['ndcg@10'] - base:+.4f}"
                     lines.append(f"| {name} | {table['first_stage']} | {table['queries']} | {run} | {m['ndcg@10']} | "
                                  f"{m['recall@100']} | {delta} |")
-        lines += ["", "| head | pairs | train seconds (sentence vectors included) | fitted weight |", "|---|---|---|---|"]
+        lines += ["", "| head | pairs | train seconds (sentence vectors included) | weight fitted over BM25 (saved "
+                  "in the checkpoint) | weight fitted over hybrid (used in the table above) |", "|---|---|---|---|---|"]
         for mode, r in quality["train"].items():
-            lines.append(f"| {mode} | {r['pairs']} | {r['train_seconds']} | {r['weights']} |")
+            lines.append(f"| {mode} | {r['pairs']} | {r['train_seconds']} | {r['weights']} | "
+                         f"{r.get('weights_hybrid') or 'n/a (no base SciFact index)'} |")
         if "latency" in quality:
             lines += ["", f"Latency: {json.dumps(quality['latency'])}"]
+    fine = json.loads((args.out / "finegrained.json").read_text()) if (args.out / "finegrained.json").exists() else None
+    if fine:
+        lines += ["", f"Fine-grained tasks (bench/finegrained.py), {fine['encoder']}, commit {fine['commit']}; window 10",
+                  "", "| task | first stage | queries | run | nDCG@10 | Recall@100 | Δ nDCG@10 |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, table in fine["tasks"].items():
+            base = table["off"]["ndcg@10"]
+            for run, m in table.items():
+                if isinstance(m, dict):
+                    delta = "" if run == "off" else f"{m['ndcg@10'] - base:+.4f}"
+                    lines.append(f"| {name} | {table['first_stage']} | {table['queries']} | {run} | {m['ndcg@10']} | "
+                                 f"{m['recall@100']} | {delta} |")
     print("\n".join(lines))
     return {}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["ingest", "quality", "report"])
+    parser.add_argument("phase", choices=["ingest", "quality", "finegrained", "report"])
+    parser.add_argument("--finegrained", type=Path, default=ROOT / "bench" / "out" / "finegrained",
+                        help="finegrained: the tasks bench/finegrained.py wrote")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "paraformer")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--base-home", type=Path, default=Path(str(ROOT / "bench" / "out" / "home")))
@@ -430,7 +486,7 @@ def main() -> None:
     if args.phase == "report":
         phase_report(args)
         return
-    result = {"ingest": phase_ingest, "quality": phase_quality}[args.phase](args)
+    result = {"ingest": phase_ingest, "quality": phase_quality, "finegrained": phase_finegrained}[args.phase](args)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     (args.out / f"{args.phase}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
