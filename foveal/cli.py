@@ -911,6 +911,10 @@ def train_paraformer_command(
                                   "on its own, as the paper) or 'pooled' (spans pooled from the passage pass, as an "
                                   "index with sentence_vectors.mode pooled stores them)."),
     seed: int = typer.Option(13),
+    index: Optional[str] = typer.Option(None, "--index", help="Fit the score combination over this index's own "
+                                        "search (hybrid as it is served, rerank off) instead of an in-memory BM25: "
+                                        "the weight then fits the pipeline the head will run behind. The index must "
+                                        "hold --data's corpus."),
 ) -> None:
     """Train the Paraformer head (encoder frozen) and fit its score combination on held-out train queries. The
     checkpoint is registered in FOVEAL_MODELS_DIR under --name (printed)."""
@@ -923,10 +927,25 @@ def train_paraformer_command(
     options = ParaformerTrainOptions(encoder=encoder, epochs=epochs, negatives_from_top=negatives_from_top,
                                      max_sentences=max_sentences, max_queries=max_queries, seed=seed,
                                      sentences=sentences)
+    first_stage = None
+    if index is not None:
+        from foveal.pipeline.request import SearchRequest
+
+        engine = _engine()
+        try:
+            searcher = engine.pipeline(index)
+        except FovealError as exc:
+            _fail(exc.message)
+
+        def first_stage(query: str, n: int) -> list[tuple[str, float]]:
+            response = searcher.search(SearchRequest(query=query, k=n, pipeline="hybrid", rerank=False,
+                                                     fields=["evidence"], text="none"))
+            return [(hit.id, hit.score) for hit in response.hits]
     records: list[dict] = []
     try:
         folder = register_model(lambda f: records.append(
-            train_paraformer(data, f, options, log=lambda m: console.print(m, highlight=False))), name, force=force)
+            train_paraformer(data, f, options, log=lambda m: console.print(m, highlight=False),
+                             first_stage=first_stage)), name, force=force)
     except FovealError as exc:
         _fail(exc.message)
     if out_path is not None:

@@ -68,6 +68,28 @@ def test_train_paraformer_writes_a_checkpoint_that_serves(scifact_like, tmp_path
     assert head.settings.weights == record["weights"] and head.settings.hidden_size == encoder.dimension
 
 
+def test_train_paraformer_fits_its_weight_over_the_index_it_will_serve(scifact_like, tmp_path, monkeypatch):
+    """--index: the combination weight is fitted over that index's served hybrid search, not an in-memory BM25
+    (a weight fitted over one first stage is 0 over another for the SciFact head); an unknown index is refused."""
+    from foveal.documents import parse_document
+    from foveal.engine import Engine
+
+    monkeypatch.setenv("FOVEAL_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("FOVEAL_HOME", str(tmp_path / "home"))
+    engine = Engine(tmp_path / "home")
+    engine.create_index("served").upsert([parse_document(d) for d in TINY_CORPUS])
+    engine.close()
+    args = ["train", "paraformer", "--data", str(scifact_like), "--epochs", "1", "--negatives-from-top", "3"]
+    result = runner.invoke(app, args + ["--name", "para-served", "--index", "served"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["weights_fitted_over"] == "the given first stage" and record["dev_queries"] >= 1
+    plain = json.loads(runner.invoke(app, args + ["--name", "para-bm25"]).stdout.strip().splitlines()[-1])
+    assert plain["weights_fitted_over"] == "bm25 (in memory)"
+    missing = runner.invoke(app, args + ["--name", "para-x", "--index", "nope"])
+    assert missing.exit_code == 2 and "nope" in missing.output
+
+
 def test_train_lexsem_writes_an_encoder_and_modulation(scifact_like, tmp_path, encoder, monkeypatch):
     monkeypatch.setenv("FOVEAL_MODELS_DIR", str(tmp_path / "models"))
     out = tmp_path / "lexsem"

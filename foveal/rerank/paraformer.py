@@ -524,10 +524,15 @@ def train_paraformer(
     data: Path, out: Path, options: ParaformerTrainOptions | None = None,
     log: Callable[[str], None] = lambda message: None,
     sentence_vectors: Callable[[Sequence[str]], Mapping[str, SentenceVectors]] | None = None,
+    first_stage: Callable[[str, int], list[tuple[str, float]]] | None = None,
 ) -> dict:
     """Train the head on ``data``'s train qrels (positives: the judged documents; negatives: BM25's top
-    ``negatives_from_top`` minus them), fit the combination weights on the held-out train queries (BM25 top
-    ``window`` as the first stage), save the checkpoint to ``out`` and return a summary (also ``out/train.json``).
+    ``negatives_from_top`` minus them), fit the combination weights on the held-out train queries, save the
+    checkpoint to ``out`` and return a summary (also ``out/train.json``).
+
+    ``first_stage(query, n) -> [(doc_id, score), ...]`` is the ranking the weights are fitted over: the pipeline
+    the head will be served behind (``foveal train paraformer --index``), since a weight fitted over one first stage
+    does not carry to another. By default, the in-memory BM25's top ``window``.
 
     ``sentence_vectors(doc_ids) -> {doc_id: SentenceVectors}`` supplies the documents' sentence vectors (a bench's
     cache); by default they are computed here in ``options.sentences`` mode."""
@@ -562,7 +567,9 @@ def train_paraformer(
         query, positives = split.queries[qid], split.qrels[qid]
         pairs += [(query, d, 1) for d in positives]
         pairs += [(query, d, 0) for d, _ in bm25.top(query, options.negatives_from_top) if d not in positives]
-    dev_top = {qid: bm25.top(split.queries[qid], options.window) for qid in split.dev_ids}
+    rank = first_stage or bm25.top
+    dev_top = {qid: [(d, score) for d, score in rank(split.queries[qid], options.window) if d in split.corpus]
+               for qid in split.dev_ids}
     needed = list(dict.fromkeys([d for _, d, _ in pairs] + [d for top in dev_top.values() for d, _ in top]))
     log(f"{len(pairs)} training pairs from {len(split.train_ids)} queries; sentence vectors ({options.sentences}) "
         f"of {len(needed)} documents")
@@ -598,6 +605,7 @@ def train_paraformer(
         "data": str(data), "encoder": options.encoder, "sentences": options.sentences,
         "train_queries": len(split.train_ids), "dev_queries": len(features), "dev_ids": sorted(features),
         "pairs": len(examples), "epochs": options.epochs, "losses": losses, "weights": head.settings.weights,
+        "weights_fitted_over": "bm25 (in memory)" if first_stage is None else "the given first stage",
         "dev_ndcg10_curve": curve, "sentence_vector_seconds": round(vectors_s, 2),
         "train_seconds": round(trained_s, 2), "seconds": round(time.perf_counter() - started, 2),
     }
