@@ -927,20 +927,7 @@ def train_paraformer_command(
     options = ParaformerTrainOptions(encoder=encoder, epochs=epochs, negatives_from_top=negatives_from_top,
                                      max_sentences=max_sentences, max_queries=max_queries, seed=seed,
                                      sentences=sentences)
-    first_stage = None
-    if index is not None:
-        from foveal.pipeline.request import SearchRequest
-
-        engine = _engine()
-        try:
-            searcher = engine.pipeline(index)
-        except FovealError as exc:
-            _fail(exc.message)
-
-        def first_stage(query: str, n: int) -> list[tuple[str, float]]:
-            response = searcher.search(SearchRequest(query=query, k=n, pipeline="hybrid", rerank=False,
-                                                     fields=["evidence"], text="none"))
-            return [(hit.id, hit.score) for hit in response.hits]
+    first_stage = None if index is None else _served_first_stage(index)
     records: list[dict] = []
     try:
         folder = register_model(lambda f: records.append(
@@ -953,6 +940,23 @@ def train_paraformer_command(
     console.print(f"registered model {name!r} in {folder.parent}", highlight=False, soft_wrap=True)
     record = {k: v for k, v in records[0].items() if k not in ("dev_ndcg10_curve", "dev_ids")}
     out.print(json.dumps({"model": name, "path": str(folder), **record}), soft_wrap=True, highlight=False)
+
+
+def _served_first_stage(index: str):
+    """``(query, n) -> [(doc id, score), ...]``: the index's own hybrid search as it is served (rerank off)."""
+    from foveal.pipeline.request import SearchRequest
+
+    try:
+        searcher = _engine().pipeline(index)
+    except FovealError as exc:
+        _fail(exc.message)
+
+    def first_stage(query: str, n: int) -> list[tuple[str, float]]:
+        response = searcher.search(SearchRequest(query=query, k=n, pipeline="hybrid", rerank=False,
+                                                 fields=["evidence"], text="none"))
+        return [(hit.id, hit.score) for hit in response.hits]
+
+    return first_stage
 
 
 @train_app.command("xpool")
