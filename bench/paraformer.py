@@ -426,13 +426,7 @@ def phase_report(args) -> dict:
                   f"negatives, {st['epochs']} epochs; test queries per collection: {st['test_queries_per_collection'] or 'all'};"
                   f" window {st['window']}", "",
                   "| collection | first stage | queries | run | nDCG@10 | Recall@100 | Δ nDCG@10 |", "|---|---|---|---|---|---|---|"]
-        for name, table in quality["quality"].items():
-            base = table["off"]["ndcg@10"]
-            for run, m in table.items():
-                if isinstance(m, dict):
-                    delta = "" if run == "off" else f"{m['ndcg@10'] - base:+.4f}"
-                    lines.append(f"| {name} | {table['first_stage']} | {table['queries']} | {run} | {m['ndcg@10']} | "
-                                 f"{m['recall@100']} | {delta} |")
+        lines += _off_on_rows(quality["quality"])
         lines += ["", "| head | pairs | train seconds (sentence vectors included) | weight fitted over BM25 (saved "
                   "in the checkpoint) | weight fitted over hybrid (used in the table above) |", "|---|---|---|---|---|"]
         for mode, r in quality["train"].items():
@@ -445,15 +439,22 @@ def phase_report(args) -> dict:
         lines += ["", f"Fine-grained tasks (bench/finegrained.py), {fine['encoder']}, commit {fine['commit']}; window 10",
                   "", "| task | first stage | queries | run | nDCG@10 | Recall@100 | Δ nDCG@10 |",
                   "|---|---|---|---|---|---|---|"]
-        for name, table in fine["tasks"].items():
-            base = table["off"]["ndcg@10"]
-            for run, m in table.items():
-                if isinstance(m, dict):
-                    delta = "" if run == "off" else f"{m['ndcg@10'] - base:+.4f}"
-                    lines.append(f"| {name} | {table['first_stage']} | {table['queries']} | {run} | {m['ndcg@10']} | "
-                                 f"{m['recall@100']} | {delta} |")
+        lines += _off_on_rows(fine["tasks"])
     print("\n".join(lines))
     return {}
+
+
+def _off_on_rows(tables: dict) -> list[str]:
+    """Markdown rows, one per run of each collection or task, with its nDCG@10 change against ``off``."""
+    rows = []
+    for name, table in tables.items():
+        base = table["off"]["ndcg@10"]
+        for run, m in table.items():
+            if isinstance(m, dict):
+                delta = "" if run == "off" else f"{m['ndcg@10'] - base:+.4f}"
+                rows.append(f"| {name} | {table['first_stage']} | {table['queries']} | {run} | {m['ndcg@10']} | "
+                            f"{m['recall@100']} | {delta} |")
+    return rows
 
 
 def main() -> None:
