@@ -28,5 +28,8 @@ def commit() -> str:
     """The checkout's short commit, named beside every figure a bench writes ("unknown" outside git)."""
     import subprocess
 
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    except OSError:  # no git on this machine
+        return "unknown"
     return done.stdout.strip() or "unknown"

@@ -37,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import DATA  # noqa: E402
+from common import DATA, commit  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -113,16 +113,6 @@ def ndcg(ids, per_doc, query_vectors, qids, judgments) -> float:
         top = np.argsort(-best)[:100]
         run[qid] = {ids[j]: float(best[j]) for j in top}
     return evaluate(judgments, run)["ndcg@10"]
-
-
-def commit() -> str:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:

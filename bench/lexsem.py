@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import DATA  # noqa: E402
+from common import DATA, commit  # noqa: E402
 
 from foveal.config import IndexConfig, Pipeline  # noqa: E402
 from foveal.engine import Engine  # noqa: E402
@@ -93,9 +92,8 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     train_file = Path(args.train_json) if args.train_json else None
-    meta = {"backend": f"torch (sentence-transformers, CPU, {platform.machine()})", "commit": commit,
+    meta = {"backend": f"torch (sentence-transformers, CPU, {platform.machine()})", "commit": commit(),
             "model": args.model, "train": json.loads(train_file.read_text()) if train_file else {}}
     results = {"meta": meta, "rows": [], "latency": {}, "built": {}}
     base = Engine(Path(args.base_home))

@@ -30,14 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import DATA as DATA_ROOT  # noqa: E402
+from common import DATA as DATA_ROOT, commit  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -45,14 +44,6 @@ import torch  # noqa: E402
 DATA = DATA_ROOT
 MODES = ("off", "pooled", "faithful")
 CLASSIC = ("cranfield", "cacm", "lisa", "time", "adi")
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def read_corpus(folder: Path) -> list[dict]:

@@ -30,7 +30,6 @@ import argparse
 import gzip
 import json
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -41,7 +40,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import DATA as DATA_ROOT  # noqa: E402
+from common import DATA as DATA_ROOT, commit  # noqa: E402
 
 from foveal.config import EventsConfig, FreshnessConfig  # noqa: E402
 from foveal.engine import Engine  # noqa: E402
@@ -193,10 +192,8 @@ def main() -> None:
         config = EventsConfig(**{**saved["events_dated"], "model": args.layer})
         layered = SearchPipeline(collection, rerankers=[], query_stages=[EventStage(collection, config)])
         ndcg, recall = score(run_search(layered, questions, report, True, {"freshness": False}), report)
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
         line = (f"\nTrained layer `{args.layer}` (`foveal train events`, questions up to 2021-12-31), with the tuned "
-                f"gate/window/decay, with dates, 2022: nDCG@10 {ndcg:.4f}, Recall@100 {recall:.4f} (commit {commit}).")
+                f"gate/window/decay, with dates, 2022: nDCG@10 {ndcg:.4f}, Recall@100 {recall:.4f} (commit {commit()}).")
         print(line)
         with open(args.out, "a") as handle:
             handle.write(line + "\n")
@@ -287,12 +284,10 @@ def main() -> None:
                 times[label].append(time.perf_counter() - t0)
     whole = {label: p50_ms(values) for label, values in times.items()}
 
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
     enc = collection.config.encoder
     lines = [f"RealTimeQA 2020-2022: tuned on {len(tune)} questions of 2020-2021, reported on {len(report)} of 2022; "
              f"{collection.store.count()} documents, {collection.store.event_count()} news events. Encoder "
-             f"{enc.model} ({enc.backend}), commit {commit}.", "",
+             f"{enc.model} ({enc.backend}), commit {commit()}.", "",
              "| dates | pipeline | nDCG@10 | Recall@100 |", "|---|---|---|---|"]
     for dated, label, ndcg, recall in rows:
         cell = (lambda v: "n/a (needs timestamps)" if v is None else f"{v:.4f}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import DATA as DATA_ROOT  # noqa: E402
+from common import DATA as DATA_ROOT, commit  # noqa: E402
 
 from foveal.config import ADAPTIVE_SIGNALS, FusionConfig  # noqa: E402
 from foveal.evaluation import read_qrels  # noqa: E402
@@ -297,13 +296,6 @@ def latency(args) -> None:
     collection = searcher.collection
     base = args.latency.split("-")[0]
     queries = list(read_queries(DATA / base / "queries.jsonl").values())[: args.latency_queries]
-    settings = {"hybrid, linear min-max (old default)": (False, False, "linear", "minmax"),
-                "hybrid, linear z-score": (False, False, "linear", "zscore"),
-                "hybrid, adaptive fusion": (False, False, "adaptive", "minmax"),
-                "hybrid + RM3 on BM25": (True, False, "linear", "minmax"),
-                "hybrid + Rocchio on dense": (False, True, "linear", "minmax"),
-                "hybrid + Rocchio on dense, z-score": (False, True, "linear", "zscore"),
-                "hybrid + RM3 + Rocchio": (True, True, "linear", "minmax")}
     searcher.search(SearchRequest(query=queries[0]))  # warm up: model load
     from foveal.pipeline.fusion import fuse_explained
 
@@ -354,13 +346,6 @@ def latency(args) -> None:
     for label, values in rows.items():
         print(f"| {label} | {float(np.percentile(values, 50)):.1f} |")
     engine.close()
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "?"
 
 
 def main() -> None:

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import DATA as DATA_ROOT  # noqa: E402
+from common import DATA as DATA_ROOT, commit  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -92,11 +91,6 @@ def encode(args) -> None:
              meta=json.dumps({"encoder": encoder.name, "backend": encoder.config.backend, "seconds": seconds,
                               "max_sentences": args.max_sentences, "commit": commit()}))
     print(f"encoded in {seconds:.0f} s -> {CACHE}", flush=True)
-
-
-def commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                          text=True).stdout.strip()
 
 
 def main() -> None:
