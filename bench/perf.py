@@ -13,8 +13,9 @@ them) and a timestamp. Queries: SciFact's, encoded by the index's model (all-Min
 every table). No embedding or result caches exist in foveal, so none are on.
 
 * ``load-ab``: the same load script (``bench/load.py``'s clients: httpx, asyncio, one process) against ``foveal
-  serve`` from the base commit (exported with ``git archive`` under bench/out) and from this checkout, on the same
-  index, alternating A, B, A, B, so that load from other processes on a shared machine hits both alike.
+  serve`` from the base commit (exported with ``git archive`` under bench/out) and from this checkout, each on the
+  same synthetic documents indexed by its own code (each side's default config), alternating A, B, A, B, so that
+  load from other processes on a shared machine hits both alike.
 * ``breakdown``: one client in the library: hybrid search p50 against the sum of the p50s of its raw parts called
   directly in the same run (query encode, FAISS search, tantivy search, document fetch), plus the pipeline's own
   stage timings (``SearchResponse.timings``).
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import random
@@ -40,6 +42,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if os.environ.get("PERF_CODE"):  # another commit's export: its foveal package, whatever path is inserted later
+    sys.path.insert(0, os.environ["PERF_CODE"])
+    importlib.import_module("foveal")
 sys.path.insert(0, str(ROOT))
 from common import DATA as DATA_ROOT  # noqa: E402
 sys.path.insert(0, str(ROOT / "bench"))
@@ -56,7 +61,7 @@ OUT = ROOT / "bench" / "out"
 #: the shared data folder: beside the checkout, or two levels up for a worktree (wt/<name>)
 DATA = DATA_ROOT
 TAG = os.environ.get("PERF_TAG", "100k")  # another tag keeps a smoke run's indexes apart
-HOME = OUT / f"perf-{TAG}"
+HOME = Path(os.environ["PERF_HOME"]) if os.environ.get("PERF_HOME") else OUT / f"perf-{TAG}"
 HNSW_HOME = OUT / f"perf-{TAG}-hnsw"
 
 
@@ -112,6 +117,8 @@ def build(args) -> None:
         print(f"built {args.docs} synthetic documents in {time.perf_counter() - t0:.0f} s: {report.summary()}",
               file=sys.stderr)
     engine.close()
+    if args.flat_only:
+        return
     target = HNSW_HOME / "indexes" / "hnsw"
     if not (target / "config.json").exists():
         t0 = time.perf_counter()
@@ -140,9 +147,19 @@ def export_base(base: str) -> Path:
     return target
 
 
-def serve_and_load(code_root: Path, qs: list[str], clients: int, seconds: float, pipeline: str) -> dict:
+def build_base(base: str, base_root: Path, docs: int) -> Path:
+    """The same synthetic documents indexed by the base commit's own code (its config, its files): a server reads
+    only what its own code writes (the base commit's server refused this commit's index config with 422s)."""
+    home = OUT / f"perf-{TAG}-base-{base}"
+    env = {**os.environ, "PERF_CODE": str(base_root), "PERF_HOME": str(home)}
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), "build", "--flat-only", "--docs", str(docs)],
+                   env=env, check=True)
+    return home
+
+
+def serve_and_load(code_root: Path, home: Path, qs: list[str], clients: int, seconds: float, pipeline: str) -> dict:
     port = load.free_port()
-    env = {**os.environ, "FOVEAL_HOME": str(HOME), "PYTHONPATH": str(code_root), "FOVEAL_QUEUE": "embedded"}
+    env = {**os.environ, "FOVEAL_HOME": str(home), "PYTHONPATH": str(code_root), "FOVEAL_QUEUE": "embedded"}
     server = subprocess.Popen([sys.executable, "-m", "foveal.cli", "serve", "--host", "127.0.0.1", "--port",
                                str(port)], env=env, cwd=str(code_root), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -169,15 +186,16 @@ def serve_and_load(code_root: Path, qs: list[str], clients: int, seconds: float,
 
 def load_ab(args) -> None:
     base_root = export_base(args.base)
+    base_home = build_base(args.base, base_root, args.docs)
     qs = queries()
-    sides = {f"base {args.base}": base_root, f"this {commit()}": ROOT}
+    sides = {f"base {args.base}": (base_root, base_home), f"this {commit()}": (ROOT, HOME)}
     rows = []
     for round_index in range(args.rounds):
-        for name, root in sides.items():
-            result = serve_and_load(root, qs, args.clients, args.seconds, args.pipeline)
+        for name, (root, home) in sides.items():
+            result = serve_and_load(root, home, qs, args.clients, args.seconds, args.pipeline)
             rows.append((round_index + 1, name, result))
             print(json.dumps({"round": round_index + 1, "code": name, **result}), file=sys.stderr, flush=True)
-    print(f"\n100,000 synthetic documents (Flat), REST `{args.pipeline}` search k=10, {args.clients} clients x "
+    print(f"\n{args.docs:,} synthetic documents (Flat), REST `{args.pipeline}` search k=10, {args.clients} clients x "
           f"{args.seconds:g} s per run, server and clients on the same {os.cpu_count()} CPUs; all-MiniLM-L6-v2 "
           f"torch (CPU); bench/perf.py load-ab at {commit()}\n")
     print("| round | code | requests | errors | QPS | p50 ms | p99 ms |")
@@ -360,6 +378,7 @@ def main() -> None:
         p.add_argument("--queries", type=int, default=200 if name == "breakdown" else 60)
         p.add_argument("--searches", type=int, default=200)
         p.add_argument("--batch", type=int, default=32)
+        p.add_argument("--flat-only", action="store_true", help="build: no HNSW32 copy")
     args = parser.parse_args()
     steps = {"build": build, "load-ab": load_ab, "breakdown": breakdown, "filters": filters, "ingest": ingest}
     if args.command == "all":

@@ -23,6 +23,20 @@ PASSAGE_BITS = 14
 MAX_PASSAGES = 1 << PASSAGE_BITS
 
 
+def sorted_unique(keys) -> np.ndarray:
+    """``keys`` (an array or any iterable of ints) as a sorted unique int64 array. An array that already is one
+    (every allow-list the stores build) comes back as it is, after an O(n) check: ``np.unique`` hashes before it
+    sorts and cost 7 ms on 50,000 sorted keys."""
+    if isinstance(keys, np.ndarray):
+        keys = np.ascontiguousarray(keys, dtype=np.int64).ravel()
+    else:
+        keys = np.fromiter((int(k) for k in keys), dtype=np.int64)
+    if keys.size < 2 or bool(np.all(keys[1:] > keys[:-1])):
+        return keys
+    keys = np.sort(keys)
+    return keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
+
+
 def passage_id(doc_key: int, ordinal: int) -> int:
     return (doc_key << PASSAGE_BITS) | ordinal
 

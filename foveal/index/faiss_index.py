@@ -35,7 +35,7 @@ import numpy as np
 from foveal.errors import ConfigError
 from foveal.fsutil import fsync_dir
 from foveal.index.faiss_gpu import GpuReplica, replicable
-from foveal.index.base import PASSAGE_BITS
+from foveal.index.base import PASSAGE_BITS, sorted_unique
 
 #: Vectors per IVF list to collect before training (FAISS warns below 39).
 _TRAIN_PER_LIST = 39
@@ -326,7 +326,7 @@ class FaissVectorIndex:
         if isinstance(allowed, DocFilter) and allowed.doc_keys.size == 0:
             return empty
         if allowed is not None and not isinstance(allowed, DocFilter):
-            allowed = np.unique(np.ascontiguousarray(allowed, dtype=np.int64))
+            allowed = sorted_unique(allowed)
             if allowed.size == 0:
                 return empty
         with self._rw.read():

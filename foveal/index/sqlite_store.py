@@ -44,6 +44,7 @@ import numpy as np
 
 from foveal.documents import Document
 from foveal.index.base import MAX_PASSAGES, Change, LogPrunedError, StoredDocument, passage_id
+from foveal.index.field_columns import FieldColumns
 
 __all__ = ["Change", "PreparedDocument", "SqliteDocStore", "VectorSet"]  # Change lives in base; imported from here by older code
 
@@ -160,6 +161,7 @@ class SqliteDocStore:
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
         self._local = threading.local()
+        self._columns = FieldColumns(self.path)
         with self._connect() as conn:
             conn.executescript(_SCHEMA)
         self._ensure_fields()
@@ -198,6 +200,7 @@ class SqliteDocStore:
         return conn
 
     def close(self) -> None:
+        self._columns.close()
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -329,8 +332,16 @@ class SqliteDocStore:
         only bools, a number only numbers, text only text; a list is any of its values), ``{"range": {op: x},
         "dates": bool}`` (numbers, or ISO 8601 text read as instants) or ``{"exists": bool}``.
 
-        One SQL statement; every condition is an index lookup (``doc_fields``, ``documents_timestamp``, the
-        primary key) and the keys come back as one JSON array, not row by row."""
+        Answered from this process's in-memory columns of the filter fields (:mod:`foveal.index.field_columns`:
+        a binary search per condition, reloaded after any commit); id lists and huge integers from SQL
+        (:meth:`filter_key_array_sql`)."""
+        if FieldColumns.covers(ids, metadata):
+            return self._columns.keys(metadata, time_bounds)
+        return self.filter_key_array_sql(ids, metadata, time_bounds)
+
+    def filter_key_array_sql(self, ids=None, metadata=None, time_bounds=None) -> np.ndarray:
+        """:meth:`filter_key_array` as one SQL statement: every condition is an index lookup (``doc_fields``,
+        ``documents_timestamp``, the primary key) and the keys come back as one JSON array, not row by row."""
         where: list[str] = []
         params: list = []
         # Value lists travel as one JSON array each (``IN (SELECT value FROM json_each(?))``), not as one SQL term

@@ -25,7 +25,7 @@ import tantivy
 
 from foveal.config import LexicalConfig
 from foveal.errors import ConfigError
-from foveal.index.base import LexicalDocument
+from foveal.index.base import LexicalDocument, sorted_unique
 
 _ANALYZER = "foveal_text"
 #: Allow-lists up to this many documents restrict the search inside tantivy (a term-set query on ``doc_key``);
@@ -169,8 +169,7 @@ class TantivyLexicalIndex:
             return []
         searcher = self.index.searcher()
         if allowed is not None:
-            keys = np.unique(np.fromiter((int(x) for x in allowed), np.int64) if not isinstance(allowed, np.ndarray)
-                             else allowed.astype(np.int64, copy=False))
+            keys = sorted_unique(allowed)
             if not keys.size:
                 return []
             if keys.size > TERM_SET_MAX:
@@ -183,11 +182,13 @@ class TantivyLexicalIndex:
 
     @staticmethod
     def _hits(searcher, compiled, limit: int) -> list[tuple[int, float]]:
-        out = []
-        for score, address in searcher.search(compiled, limit=limit).hits:
-            doc = searcher.doc(address)
-            out.append((int(doc["doc_key"][0]), float(score)))
-        return out
+        hits = searcher.search(compiled, limit=limit).hits
+        if not hits:
+            return []
+        # doc_key is a fast field: one columnar read for the page, not a stored-document load per hit
+        keys = searcher.fast_field_values("doc_key", [address for _, address in hits])
+        return [(int(key) if key is not None else int(searcher.doc(address)["doc_key"][0]), float(score))
+                for (score, address), key in zip(hits, keys)]
 
     def _post_filtered(self, searcher, compiled, k: int, keys: np.ndarray) -> list[tuple[int, float]]:
         top = int(keys[-1])

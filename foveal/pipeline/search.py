@@ -32,7 +32,7 @@ import numpy as np
 
 from foveal.config import FusionConfig, Pipeline
 from foveal.encoders.base import QueryStage, QueryTokens
-from foveal.index.base import doc_key_of, passage_ordinal
+from foveal.index.base import doc_key_of, passage_ordinal, sorted_unique
 from foveal.index.collection import Collection
 from foveal.pipeline.batcher import MicroBatcher
 from foveal.pipeline.feedback import rm3, rocchio, weights_summary
@@ -579,9 +579,7 @@ TRAINED_RERANK_STAGES = ("paraformer", "xpool")
 
 def _as_keys(keys) -> np.ndarray:
     """An allow-list as sorted unique int64 doc_keys (what the stores hand back: an array, or a set)."""
-    if isinstance(keys, np.ndarray):
-        return np.unique(keys.astype(np.int64, copy=False))
-    return np.unique(np.fromiter(keys, dtype=np.int64, count=len(keys)))
+    return sorted_unique(keys)
 
 
 def _best_lexical_passage(full: str, passages, query_terms: set[str], analyze) -> int:
