@@ -87,6 +87,8 @@ class _Prepared:
     dense_filter: object = None  # what the vector index takes as ``allowed`` (a DocFilter or passage ids)
     available: int = 0  # vectors the dense search may return
     first: tuple | None = None  # (limit, scores row, ids row) of the first MaxP round, searched with the batch
+    dense: tuple | None = None  # (documents, best passages) of the first dense search, when the batch made it
+    rocchio: tuple | None = None  # (moved vector, evidence, first round of its search or None), made with the batch
     error: BaseException | None = None
     batch_started: float = 0.0  # perf_counter when the batch this request was in began
 
@@ -219,7 +221,49 @@ class SearchPipeline:
             for n, i in enumerate(rows):
                 out[i].first = (limit, scores[n], ids[n])
                 out[i].times.add("retrieve_dense", took)
+        self._prepare_rocchio(requests, out, groups)
         return out
+
+    def _prepare_rocchio(self, requests: list[SearchRequest], out: list[_Prepared], groups: dict) -> None:
+        """The Rocchio pass of every hybrid request of the batch that has it: each request's dense documents and
+        moved vector, then the moved vectors' first MaxP round as one FAISS call per group of the first round
+        (the same allow-list and depth). Alone, each request's second search was one FAISS call of its own."""
+        moved_groups: dict[tuple, list[int]] = {}
+        for key, rows in groups.items():
+            for i in rows:
+                request, one = requests[i], out[i]
+                fusion: FusionConfig = request.fusion or self.collection.config.fusion
+                if one.error is not None or one.first is None or request.pipeline != Pipeline.hybrid \
+                        or not fusion.rocchio.enabled:
+                    continue
+                try:
+                    t0 = time.perf_counter()
+                    one.dense = self._dense(one.vector, self._window(request), one.allowed,
+                                            dense_filter=one.dense_filter, available=one.available, first=one.first)
+                    t1 = time.perf_counter()
+                    moved, evidence = self._rocchio(one.vector, one.dense[0], one.dense[1], fusion.rocchio)
+                    one.times.add("retrieve_dense", t1 - t0)
+                    one.times.add("rocchio", time.perf_counter() - t1)
+                except Exception as exc:  # noqa: BLE001 - raised in the request's own thread by _finish
+                    one.error = exc
+                    continue
+                one.rocchio = (moved, evidence, None)
+                if moved is not one.vector:
+                    moved_groups.setdefault(key, []).append(i)
+        for (_, _, limit), rows in moved_groups.items():
+            t0 = time.perf_counter()
+            matrix = np.stack([out[i].rocchio[0] for i in rows]).astype(np.float32, copy=False)
+            try:
+                scores, ids = self.collection.vectors.search(matrix, limit, allowed=out[rows[0]].dense_filter)
+            except Exception as exc:  # noqa: BLE001
+                for i in rows:
+                    out[i].error = exc
+                continue
+            took = time.perf_counter() - t0
+            for n, i in enumerate(rows):
+                moved, evidence, _ = out[i].rocchio
+                out[i].rocchio = (moved, evidence, (limit, scores[n], ids[n]))
+                out[i].times.add("rocchio", took)
 
     def _prepare_one(self, request: SearchRequest, one: _Prepared) -> None:
         if one.truncated:
@@ -362,16 +406,24 @@ class SearchPipeline:
                     lists["bm25"], evidence = self._rm3(request.query, lists["bm25"], window, allowed, fusion.rm3)
                 query_info.setdefault("stages", {})["rm3"] = evidence
         if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
-            with times.stage("retrieve_dense"):
-                lists["dense"], best_passage = self._dense(
-                    vector, window, allowed, dense_filter=prepared.dense_filter, available=prepared.available,
-                    first=prepared.first)
+            if prepared.dense is not None:  # searched with the batch
+                lists["dense"], best_passage = prepared.dense
+            else:
+                with times.stage("retrieve_dense"):
+                    lists["dense"], best_passage = self._dense(
+                        vector, window, allowed, dense_filter=prepared.dense_filter, available=prepared.available,
+                        first=prepared.first)
             if fusion.rocchio.enabled and request.pipeline == Pipeline.hybrid:
                 with times.stage("rocchio"):
-                    moved, evidence = self._rocchio(vector, lists["dense"], best_passage, fusion.rocchio)
+                    if prepared.rocchio is not None:  # moved (and its first round searched) with the batch
+                        moved, evidence, moved_first = prepared.rocchio
+                    else:
+                        moved, evidence = self._rocchio(vector, lists["dense"], best_passage, fusion.rocchio)
+                        moved_first = None
                     if moved is not vector:
                         lists["dense"], best_passage = self._dense(
-                            moved, window, allowed, dense_filter=prepared.dense_filter, available=prepared.available)
+                            moved, window, allowed, dense_filter=prepared.dense_filter, available=prepared.available,
+                            first=moved_first)
                 query_info.setdefault("stages", {})["rocchio"] = evidence
 
         fuse_started = time.perf_counter()
