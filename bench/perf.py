@@ -39,6 +39,8 @@ import subprocess
 import sys
 import threading
 import time
+
+import numpy as np
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +55,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import load  # noqa: E402  (its clients)
 import speed  # noqa: E402  (its synthetic document generator)
 from foveal.engine import Engine  # noqa: E402
+from foveal.index.base import doc_key_of  # noqa: E402
 from foveal.evaluation import read_queries  # noqa: E402
 from foveal.pipeline.ingest import ingest_records  # noqa: E402
 from foveal.pipeline.request import SearchRequest  # noqa: E402
@@ -214,7 +217,8 @@ def breakdown(args) -> None:
     rng = random.Random(3)
     qs = [rng.choice(queries()) for _ in range(args.queries)]
     window = collection.config.fusion.window
-    parts: dict[str, list[float]] = {k: [] for k in ("encode", "faiss", "tantivy", "fetch", "hybrid")}
+    parts: dict[str, list[float]] = {k: [] for k in ("encode", "faiss", "faiss2", "tantivy", "fetch", "hybrid")}
+    rocchio = collection.config.fusion.rocchio
     stages: dict[str, list[float]] = {}
     searcher.search(SearchRequest(query=qs[0], k=10))  # warm-up
     for q in qs:
@@ -234,7 +238,13 @@ def breakdown(args) -> None:
         t4 = time.perf_counter()
         for name, a, b in (("encode", t0, t1), ("faiss", t1, t2), ("tantivy", t2, t3), ("fetch", t3, t4)):
             parts[name].append((b - a) * 1000)
-    p50 = {k: statistics.median(v) for k, v in parts.items()}
+        if rocchio.enabled:  # the default fusion's second vector search: the query moved towards its feedback
+            _, feedback = collection.store.vectors_of([doc_key_of(int(i)) for i in ids[0][: rocchio.fb_docs]])
+            moved = (vector + rocchio.beta * feedback.mean(axis=0)) if len(feedback) else vector
+            t5 = time.perf_counter()
+            collection.vectors.search(moved[None, :].astype(np.float32), window * 4)
+            parts["faiss2"].append((time.perf_counter() - t5) * 1000)
+    p50 = {k: statistics.median(v) for k, v in parts.items() if v}
     raw = p50["encode"] + p50["faiss"] + p50["tantivy"] + p50["fetch"]
     print(f"\n{collection.store.count():,} synthetic documents (Flat), {args.queries} SciFact queries, one client in "
           f"the library, k=10, fusion window {window}; encoder {backend_of(collection)}; {os.cpu_count()} CPUs; "
@@ -246,6 +256,10 @@ def breakdown(args) -> None:
     print(f"| **sum of raw parts** | {raw:.2f} | |")
     print(f"| **hybrid search (pipeline)** | {p50['hybrid']:.2f} | {pct(parts['hybrid'], 0.99):.2f} |")
     print(f"| ratio hybrid / raw sum | {p50['hybrid'] / raw:.2f}x | |")
+    if "faiss2" in p50:
+        print(f"| raw second faiss search (the default fusion's Rocchio pass) | {p50['faiss2']:.2f} | "
+              f"{pct(parts['faiss2'], 0.99):.2f} |")
+        print(f"| ratio hybrid / (raw sum + second faiss search) | {p50['hybrid'] / (raw + p50['faiss2']):.2f}x | |")
     print("\nThe pipeline's own stage timings (`SearchResponse.timings`, same run):\n")
     print("| stage | p50 ms | p99 ms |")
     print("|---|---|---|")

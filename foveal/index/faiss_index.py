@@ -40,6 +40,13 @@ from foveal.index.base import PASSAGE_BITS, sorted_unique
 #: Vectors per IVF list to collect before training (FAISS warns below 39).
 _TRAIN_PER_LIST = 39
 
+#: Exhaustive (Flat) inner-product searches of at least this many queries go through BLAS (one matrix product)
+#: instead of one SIMD scan per query. This FAISS build ships 128,000, so every search scanned per query: a
+#: micro-batch of 32 queries over 100,000 vectors took 200 ms, and 31 ms through BLAS; a single query 16 ms, and
+#: 13 ms (``bench/perf.py``; the results are the same to float32 rounding).
+BLAS_THRESHOLD = 1
+faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
+
 
 class ReadWriteLock:
     """Many readers or one writer. Searches read; writers take it only for the mutation itself (a compaction
