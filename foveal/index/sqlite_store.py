@@ -36,6 +36,7 @@ import json
 import re
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -162,6 +163,12 @@ class SqliteDocStore:
         self.path = str(path)
         self._local = threading.local()
         self._columns = FieldColumns(self.path)
+        #: One connection for the reads of every search (documents, feedback vectors, the log head), taken in
+        #: turn: each statement is a short read transaction, and SQLite's file locking serialises those across a
+        #: process's connections anyway, at a cost. 32 threads fetching 10 documents each managed 994 fetches/s
+        #: on a connection per thread and 6,655/s on this one (one thread alone: 5,983/s).
+        self._read_conn: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
         with self._connect() as conn:
             conn.executescript(_SCHEMA)
         self._ensure_fields()
@@ -201,10 +208,25 @@ class SqliteDocStore:
 
     def close(self) -> None:
         self._columns.close()
+        with self._read_lock:
+            if self._read_conn is not None:
+                self._read_conn.close()
+                self._read_conn = None
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The shared read connection, held for one statement's rows (see ``_read_conn``). Autocommit: every
+        statement reads the last commit, as the per-thread connections do."""
+        with self._read_lock:
+            if self._read_conn is None:
+                conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA busy_timeout=60000")
+                self._read_conn = conn
+            yield self._read_conn
 
     # -- reads ---------------------------------------------------------------------------------------------------
     def hashes(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
@@ -222,14 +244,15 @@ class SqliteDocStore:
     def get_documents(self, doc_keys: Iterable[int]) -> dict[int, StoredDocument]:
         keys = list(dict.fromkeys(int(k) for k in doc_keys))
         out: dict[int, StoredDocument] = {}
-        conn = self._connect()
         for chunk in _chunks(keys, 500):
             marks = ",".join("?" * len(chunk))
-            for row in conn.execute(
-                "SELECT doc_key, id, title, text, metadata, timestamp, content_hash, passages, n_tokens "
-                f"FROM documents WHERE doc_key IN ({marks})",
-                chunk,
-            ):
+            with self._reading() as conn:
+                rows = conn.execute(
+                    "SELECT doc_key, id, title, text, metadata, timestamp, content_hash, passages, n_tokens "
+                    f"FROM documents WHERE doc_key IN ({marks})",
+                    chunk,
+                ).fetchall()
+            for row in rows:
                 out[row[0]] = _stored(row)
         return out
 
@@ -250,12 +273,13 @@ class SqliteDocStore:
         keys = list(dict.fromkeys(int(k) for k in doc_keys))
         ids: list[int] = []
         blobs: list[bytes] = []
-        conn = self._connect()
         for chunk in _chunks(keys, 500):
             marks = ",".join("?" * len(chunk))
-            for pid, blob in conn.execute(
-                f"SELECT passage_id, vector FROM vectors WHERE doc_key IN ({marks}) ORDER BY passage_id", chunk
-            ):
+            with self._reading() as conn:
+                rows = conn.execute(
+                    f"SELECT passage_id, vector FROM vectors WHERE doc_key IN ({marks}) ORDER BY passage_id", chunk
+                ).fetchall()
+            for pid, blob in rows:
                 ids.append(pid)
                 blobs.append(blob)
         return _unpack(ids, blobs)
@@ -404,7 +428,8 @@ class SqliteDocStore:
         return int(self._connect().execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
 
     def max_seq(self) -> int:
-        row = self._connect().execute("SELECT MAX(seq) FROM oplog").fetchone()
+        with self._reading() as conn:
+            row = conn.execute("SELECT MAX(seq) FROM oplog").fetchone()
         return int(row[0] or 0)
 
     def changes_since(self, seq: int, chunk: int = LOG_CHUNK) -> Iterator[Change]:

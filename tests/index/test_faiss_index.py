@@ -95,3 +95,24 @@ def test_ids_are_right_after_removing_and_adding_as_many():
     more_ids, more = _data(5, seed=3)  # 10 vectors
     index.add(more_ids + (1000 << PASSAGE_BITS), more)
     assert index.search(vectors[15:16], 1)[1][0, 0] == ids[15]
+
+
+def test_flat_searches_go_through_blas():
+    """This FAISS build ships ``distance_compute_blas_threshold = 128000``: every exhaustive search scanned one
+    query at a time (a micro-batch of 32 over 100k vectors: 200 ms against 31 ms through BLAS). Importing the
+    index sets it back, and a batch's scores agree with single searches to float32 rounding."""
+    import faiss
+
+    from foveal.index import faiss_index
+
+    assert faiss.cvar.distance_compute_blas_threshold == faiss_index.BLAS_THRESHOLD <= 2
+    rng = np.random.default_rng(3)
+    index = faiss_index.FaissVectorIndex(16, "Flat", gpu="off")
+    vectors = rng.standard_normal((300, 16)).astype(np.float32)
+    index.add(np.arange(300, dtype=np.int64) << 14, vectors)
+    queries = rng.standard_normal((8, 16)).astype(np.float32)
+    batch_scores, batch_ids = index.search(queries, 5)
+    for row, query in enumerate(queries):
+        scores, ids = index.search(query[None, :], 5)
+        assert ids[0].tolist() == batch_ids[row].tolist()
+        assert np.allclose(scores[0], batch_scores[row], atol=1e-4)
