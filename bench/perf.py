@@ -217,8 +217,11 @@ def breakdown(args) -> None:
     rng = random.Random(3)
     qs = [rng.choice(queries()) for _ in range(args.queries)]
     window = collection.config.fusion.window
-    parts: dict[str, list[float]] = {k: [] for k in ("encode", "faiss", "faiss2", "tantivy", "fetch", "hybrid")}
+    parts: dict[str, list[float]] = {k: [] for k in ("encode", "faiss", "faiss2", "tantivy", "fetch", "hybrid",
+                                                      "hybrid_no_rocchio")}
     rocchio = collection.config.fusion.rocchio
+    no_rocchio = collection.config.fusion.model_copy(
+        update={"rocchio": rocchio.model_copy(update={"enabled": False})})
     stages: dict[str, list[float]] = {}
     searcher.search(SearchRequest(query=qs[0], k=10))  # warm-up
     for q in qs:
@@ -227,6 +230,10 @@ def breakdown(args) -> None:
         parts["hybrid"].append((time.perf_counter() - t0) * 1000)
         for name, ms in response.timings.items():
             stages.setdefault(name, []).append(ms)
+        if rocchio.enabled:
+            t0 = time.perf_counter()
+            searcher.search(SearchRequest(query=q, k=10, fusion=no_rocchio))
+            parts["hybrid_no_rocchio"].append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
         vector = collection.encoder.encode_queries([q]).vectors[0]
         t1 = time.perf_counter()
@@ -260,6 +267,9 @@ def breakdown(args) -> None:
         print(f"| raw second faiss search (the default fusion's Rocchio pass) | {p50['faiss2']:.2f} | "
               f"{pct(parts['faiss2'], 0.99):.2f} |")
         print(f"| ratio hybrid / (raw sum + second faiss search) | {p50['hybrid'] / (raw + p50['faiss2']):.2f}x | |")
+        print(f"| hybrid search without the Rocchio pass (`fusion.rocchio.enabled: false`) | "
+              f"{p50['hybrid_no_rocchio']:.2f} | {pct(parts['hybrid_no_rocchio'], 0.99):.2f} |")
+        print(f"| ratio hybrid without Rocchio / raw sum | {p50['hybrid_no_rocchio'] / raw:.2f}x | |")
     print("\nThe pipeline's own stage timings (`SearchResponse.timings`, same run):\n")
     print("| stage | p50 ms | p99 ms |")
     print("|---|---|---|")
