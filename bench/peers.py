@@ -43,6 +43,8 @@ from pathlib import Path
 
 from common import DATA
 
+#: the caller's own OpenMP wait policy, read before anything imports foveal (which sets its default)
+CALLER_OMP = os.environ.get("OMP_WAIT_POLICY")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "out"
@@ -183,6 +185,9 @@ class Txtai:
                            "gpu": False},
         }))
         env = {**os.environ, "CONFIG": str(config), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env.pop("OMP_WAIT_POLICY", None)  # set by importing foveal here: txtai runs as it ships, or as the caller set
+        if CALLER_OMP is not None:
+            env["OMP_WAIT_POLICY"] = CALLER_OMP
         env.pop("PYTHONPATH", None)
         self.base = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen([str(VENV / "bin" / "python"), "-m", "uvicorn", "txtai.api:app", "--host",

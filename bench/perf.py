@@ -44,6 +44,9 @@ import numpy as np
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the caller's own OpenMP wait policy, before importing foveal sets its default: each server gets the caller's
+#: environment, so the base commit runs as it ships (this commit's servers set PASSIVE themselves)
+_CALLER_OMP = os.environ.get("OMP_WAIT_POLICY")
 if os.environ.get("PERF_CODE"):  # another commit's export: its foveal package, whatever path is inserted later
     sys.path.insert(0, os.environ["PERF_CODE"])
     importlib.import_module("foveal")
@@ -163,6 +166,9 @@ def build_base(base: str, base_root: Path, docs: int) -> Path:
 def serve_and_load(code_root: Path, home: Path, qs: list[str], clients: int, seconds: float, pipeline: str) -> dict:
     port = load.free_port()
     env = {**os.environ, "FOVEAL_HOME": str(home), "PYTHONPATH": str(code_root), "FOVEAL_QUEUE": "embedded"}
+    env.pop("OMP_WAIT_POLICY", None)
+    if _CALLER_OMP is not None:
+        env["OMP_WAIT_POLICY"] = _CALLER_OMP
     server = subprocess.Popen([sys.executable, "-m", "foveal.cli", "serve", "--host", "127.0.0.1", "--port",
                                str(port)], env=env, cwd=str(code_root), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
