@@ -5,6 +5,7 @@
     .venv/bin/python bench/perf.py breakdown [--queries 200]
     .venv/bin/python bench/perf.py filters [--queries 60]
     .venv/bin/python bench/perf.py ingest [--docs 600]
+    .venv/bin/python bench/perf.py micro                  # the library calls this round changed, before and now
     .venv/bin/python bench/perf.py all                    # every one of them, in this order
 
 Documents: ``bench/speed.py``'s synthetic generator (Zipf words from SciFact, random unit vectors given with the
@@ -332,6 +333,110 @@ def filters(args) -> None:
         engine.close()
 
 
+# -- micro: the library calls this round changed, each against what it replaced ---------------------------------
+_OMP_CHILD = """
+import os, statistics, sys, time
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from foveal.engine import Engine
+collection = Engine(Path(sys.argv[2])).get("flat")
+queries = ["cancer cells immune response", "vitamin D deficiency in older adults", "protein folding disease"]
+collection.encoder.encode_queries(queries)
+encode, search = [], []
+for i in range(40):
+    t0 = time.perf_counter()
+    vector = collection.encoder.encode_queries([queries[i % 3]]).vectors
+    t1 = time.perf_counter()
+    collection.vectors.search(vector, 400)
+    encode.append(t1 - t0)
+    search.append(time.perf_counter() - t1)
+print(statistics.median(encode) * 1000, statistics.median(search) * 1000)
+"""
+
+
+def micro(args) -> None:
+    import faiss
+
+    engine = Engine(HOME)
+    collection = engine.get("flat")
+    store = collection.store
+    rng = np.random.default_rng(9)
+
+    def p50(call, n: int = 15) -> float:
+        call()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(times)
+
+    rows = []
+    half = {"bucket": {"range": {"lt": 50}}}
+    rows.append(("a 50 % metadata filter resolved to doc keys (100k documents)",
+                 f"{p50(lambda: store.filter_key_array_sql(None, half, None)):.1f} ms (one SQL statement)",
+                 f"{p50(lambda: store.filter_key_array(None, half, None)):.2f} ms (in-memory columns)"))
+    inner = faiss.downcast_index(collection.vectors._main.index)
+    batch = rng.standard_normal((32, collection.dimension)).astype(np.float32)
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    try:
+        faiss.cvar.distance_compute_blas_threshold = 128_000
+        per_query = p50(lambda: inner.search(batch, 400), 5)
+        faiss.cvar.distance_compute_blas_threshold = threshold
+        blas = p50(lambda: inner.search(batch, 400), 5)
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = threshold
+    rows.append(("FAISS Flat search of 32 queries, k=400, 100k vectors",
+                 f"{per_query:.0f} ms (this build's threshold 128,000: a scan per query)", f"{blas:.0f} ms (BLAS)"))
+    path = str(store.path)
+
+    def fetch_rate(shared: bool, threads: int = 32, seconds: float = 3.0) -> float:
+        import sqlite3
+
+        done = []
+        stop = time.perf_counter() + seconds
+
+        def work(seed: int) -> None:
+            pick = random.Random(seed)
+            conn = None if shared else sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            count = 0
+            while time.perf_counter() < stop:
+                keys = [pick.randrange(1, 100_000) for _ in range(10)]
+                if shared:
+                    store.get_documents(keys)
+                else:
+                    conn.execute("SELECT doc_key, id, title, text, metadata, timestamp, content_hash, passages, "
+                                 f"n_tokens FROM documents WHERE doc_key IN ({','.join('?' * 10)})", keys).fetchall()
+                count += 1
+            done.append(count)
+
+        workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return sum(done) / seconds
+
+    rows.append(("32 threads fetching 10 documents each", f"{fetch_rate(False):,.0f} fetches/s (a connection "
+                 "per thread)", f"{fetch_rate(True):,.0f} fetches/s (the store's shared read connection)"))
+    engine.close()
+    found = {}
+    for label, policy in (("spinning", ""), ("passive", "PASSIVE")):  # "" is no policy: OpenMP's own default
+        env = {**os.environ, "OMP_WAIT_POLICY": policy}
+        out = subprocess.run([sys.executable, "-c", _OMP_CHILD, str(ROOT), str(HOME)], env=env, check=True,
+                             capture_output=True, text=True).stdout.split()
+        found[label] = (float(out[0]), float(out[1]))
+    rows.append(("one query: encode + FAISS search (100k Flat), p50",
+                 "{:.1f} + {:.1f} ms (OpenMP threads spin)".format(*found["spinning"]),
+                 "{:.1f} + {:.1f} ms (OMP_WAIT_POLICY=PASSIVE, the default now)".format(*found["passive"])))
+    print(f"\nThe library calls this round changed, each against what it replaced, in one run; 100,000 synthetic "
+          f"documents; encoder {backend_of(collection)}; {os.cpu_count()} CPUs; bench/perf.py micro at {commit()}\n")
+    print("| measured | before | now |")
+    print("|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 # -- search during ingest ----------------------------------------------------------------------------------------
 def ingest(args) -> None:
     import tempfile
@@ -397,7 +502,7 @@ def ingest(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("build", "load-ab", "breakdown", "filters", "ingest", "all"):
+    for name in ("build", "load-ab", "breakdown", "filters", "ingest", "micro", "all"):
         p = sub.add_parser(name)
         p.add_argument("--docs", type=int, default=100_000 if name != "ingest" else 600)
         p.add_argument("--base", default="3507883")
@@ -410,7 +515,8 @@ def main() -> None:
         p.add_argument("--batch", type=int, default=32)
         p.add_argument("--flat-only", action="store_true", help="build: no HNSW32 copy")
     args = parser.parse_args()
-    steps = {"build": build, "load-ab": load_ab, "breakdown": breakdown, "filters": filters, "ingest": ingest}
+    steps = {"build": build, "load-ab": load_ab, "breakdown": breakdown, "filters": filters, "ingest": ingest,
+             "micro": micro}
     if args.command == "all":
         build(args)
         for name in ("breakdown", "filters", "load-ab"):
