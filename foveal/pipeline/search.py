@@ -208,9 +208,19 @@ class SearchPipeline:
                 # ``now`` cutoff (each once got the first request's allow-list).
                 key = (request.filter.model_dump_json() if request.filter is not None else None, one.cutoff, limit)
                 groups.setdefault(key, []).append(i)
+        for i, first in self._search_groups(groups, out, lambda one: one.vector, "retrieve_dense").items():
+            out[i].first = first
+        self._prepare_rocchio(requests, out, groups)
+        return out
+
+    def _search_groups(self, groups: dict, out: list[_Prepared], vector_of, stage: str) -> dict[int, tuple]:
+        """One FAISS call per group (key ``(filter, cutoff, depth)`` -> request slots) over ``vector_of`` each
+        slot: ``{slot: (depth, scores row, ids row)}``; the call's time goes to ``stage`` of every slot in it, and
+        a failed call's error to each of its slots."""
+        found: dict[int, tuple] = {}
         for (_, _, limit), rows in groups.items():
             t0 = time.perf_counter()
-            matrix = np.stack([out[i].vector for i in rows]).astype(np.float32, copy=False)
+            matrix = np.stack([vector_of(out[i]) for i in rows]).astype(np.float32, copy=False)
             try:
                 scores, ids = self.collection.vectors.search(matrix, limit, allowed=out[rows[0]].dense_filter)
             except Exception as exc:  # noqa: BLE001
@@ -219,10 +229,9 @@ class SearchPipeline:
                 continue
             took = time.perf_counter() - t0
             for n, i in enumerate(rows):
-                out[i].first = (limit, scores[n], ids[n])
-                out[i].times.add("retrieve_dense", took)
-        self._prepare_rocchio(requests, out, groups)
-        return out
+                found[i] = (limit, scores[n], ids[n])
+                out[i].times.add(stage, took)
+        return found
 
     def _prepare_rocchio(self, requests: list[SearchRequest], out: list[_Prepared], groups: dict) -> None:
         """The Rocchio pass of every hybrid request of the batch that has it: each request's dense documents and
@@ -250,20 +259,9 @@ class SearchPipeline:
                 one.rocchio = (moved, evidence, None)
                 if moved is not one.vector:
                     moved_groups.setdefault(key, []).append(i)
-        for (_, _, limit), rows in moved_groups.items():
-            t0 = time.perf_counter()
-            matrix = np.stack([out[i].rocchio[0] for i in rows]).astype(np.float32, copy=False)
-            try:
-                scores, ids = self.collection.vectors.search(matrix, limit, allowed=out[rows[0]].dense_filter)
-            except Exception as exc:  # noqa: BLE001
-                for i in rows:
-                    out[i].error = exc
-                continue
-            took = time.perf_counter() - t0
-            for n, i in enumerate(rows):
-                moved, evidence, _ = out[i].rocchio
-                out[i].rocchio = (moved, evidence, (limit, scores[n], ids[n]))
-                out[i].times.add("rocchio", took)
+        for i, first in self._search_groups(moved_groups, out, lambda one: one.rocchio[0], "rocchio").items():
+            moved, evidence, _ = out[i].rocchio
+            out[i].rocchio = (moved, evidence, first)
 
     def _prepare_one(self, request: SearchRequest, one: _Prepared) -> None:
         if one.truncated:
