@@ -53,13 +53,14 @@ def build_agent(
 
     The LLM modes read ``FOVEAL_LLM_URL`` / ``FOVEAL_LLM_MODEL`` / ``FOVEAL_LLM_API_KEY`` unless ``llm`` is given
     (a :class:`~foveal.errors.ConfigError` names what is missing). ``select``: passages each searcher node may
-    cite (MindSearch selects at most 4).
+    cite (MindSearch selects at most 4); the rule planner spends the same budget of two nodes differently on a
+    question it does not split (:meth:`RulePlanner.for_budget`).
     """
     searcher = searcher or planner
     client = None
     if "llm" in (planner, searcher):
         client = ChatClient(llm or LLMConfig.from_env())
-    chosen_planner: Planner = LLMPlanner(client) if planner == "llm" else RulePlanner()
+    chosen_planner: Planner = LLMPlanner(client) if planner == "llm" else RulePlanner.for_budget(select)
     if searcher == "llm":
         chosen_searcher = PipelineSearcher(pipeline, LLMRewriter(client), LLMWriter(client), select=select)
     else:

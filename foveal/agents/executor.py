@@ -220,7 +220,8 @@ class Agent:
             started = time.perf_counter()
             try:
                 result = await asyncio.wait_for(
-                    asyncio.to_thread(self.searcher.run, node.content, graph.question, history, exclude, node.focus),
+                    asyncio.to_thread(self.searcher.run, node.content, graph.question, history, exclude, node.focus,
+                                      **({"select": node.select} if node.select is not None else {})),
                     self.settings.node_timeout,
                 )
             except asyncio.TimeoutError:

@@ -63,6 +63,8 @@ class Node:
     error: str | None = None
     #: An entity the sub-question is about (searched on its own too), set by the planner.
     focus: str | None = None
+    #: How many passages the node may cite (set by the planner); None: the searcher's own number.
+    select: int | None = None
     #: The search queries the searcher ran (after rewriting).
     queries: list[str] = field(default_factory=list)
     #: Titles of everything the searches returned, cited or not (the rule planner's bridge candidates).
@@ -75,6 +77,7 @@ class Node:
             "type": self.type.value,
             "state": self.state.value,
             "focus": self.focus,
+            "select": self.select,
             "answer": self.answer,
             "references": [r.to_dict() for r in self.references],
             "error": self.error,

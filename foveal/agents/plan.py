@@ -34,6 +34,8 @@ class PlannedNode(BaseModel):
     content: str = Field(min_length=1, max_length=1000)
     #: An entity the sub-question is about; the searcher also searches it on its own.
     focus: str | None = Field(default=None, max_length=200)
+    #: How many passages this node may cite; None: the searcher's own number.
+    select: int | None = Field(default=None, ge=1, le=20)
     model_config = ConfigDict(extra="forbid")
 
 
@@ -105,7 +107,8 @@ def apply_plan(graph: SearchGraph, plan: Plan) -> list[str]:
     except ValueError as exc:
         raise PlanError(f"invalid plan: {exc}") from None
     for node in plan.nodes:
-        graph.add_node(node.name, node.content).focus = node.focus
+        added = graph.add_node(node.name, node.content)
+        added.focus, added.select = node.focus, node.select
     for start, end in plan.edges:
         graph.add_edge(start, end)
     for name in new:

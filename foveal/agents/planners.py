@@ -7,10 +7,12 @@ data, never code:
 * :class:`RulePlanner` needs no model. It splits compound questions (several questions, or clauses joined by
   "; " / "and" + a question word), comparative and multi-entity questions ("Which is older, A or B?", "Were A and
   B both ...?") into one sub-question per part (a comparison asks each entity's value, "When was A built or
-  founded?", and the response states the comparison from the two answers); a question it cannot split is asked whole, and once answered it
-  follows a *bridge entity* with a second sub-question that also searches the entity on its own. The entity is
-  the title of a retrieved but uncited document that a cited passage (else the question) names; failing that, a
-  name in the answer that titles a retrieved document, a name of several words, or a cited passage's title.
+  founded?", and the response states the comparison from the two answers). A question it cannot split is asked
+  whole, and once answered it follows *bridge entities*, each with a sub-question that also searches the entity
+  on its own and cites the entity's own document first. Candidates (:func:`bridge_candidates`), best first: the
+  title of a retrieved but uncited document that a cited passage (else the question) names; a name in the answer
+  that titles a retrieved document, a name of several words, or a cited passage's title; then other retrieved
+  titles and names that the best cited passages mention. :meth:`RulePlanner.for_budget` shares out the citations.
 * :class:`LLMPlanner` asks any OpenAI-compatible chat model for the plan as JSON, then (after the searchers
   answer) whether more sub-questions are needed, and finally for the cited response.
 
@@ -321,18 +323,51 @@ def bridge_entity(question: str, answer: str, cited_titles: list[str], retrieved
     return every[0] if every else None
 
 
+def bridge_candidates(question: str, answer: str, references: list, retrieved_titles: list[str]) -> list[str]:
+    """Entities a first answer leads to, best first, none the question already mentions: the linked title
+    (:func:`linked_title`), then the answer's bridge entity (:func:`bridge_entity`), then retrieved titles named in
+    the cited passages, then names in the best cited passages."""
+    out = [linked_title(question, references, retrieved_titles),
+           bridge_entity(question, answer, [r.title for r in references], retrieved_titles)]
+    cited = {_clean_title(r.title) for r in references}
+    titles = [t for t in dict.fromkeys(_clean_title(t) for t in retrieved_titles) if len(t) >= 4 and t not in cited]
+    for ref in references:
+        found = sorted((at, t) for t in titles if (at := _named_in(t, ref.text)) >= 0 and not mentioned_in(t, question))
+        out.extend(t for _, t in found)
+    for ref in references[:2]:
+        out.extend(n for n in names(ref.text) if len(n) > 2 and not mentioned_in(n, question))
+    return [e for e in dict.fromkeys(out) if e and e not in cited]
+
+
 class RulePlanner:
     """Splits compound, comparative and multi-entity questions; follows one bridge entity otherwise."""
 
-    def __init__(self, follow_bridges: bool = True) -> None:
+    def __init__(self, follow_bridges: bool = True, whole_select: int | None = None,
+                 bridge_select: int | None = None, bridges: int = 1) -> None:
         self.follow_bridges = follow_bridges
+        #: How many bridge entities are followed (one node each, chained so each cites something new).
+        self.bridges = bridges
+        #: Passages the whole-question node (a question not split) and the bridge node may cite; None: the
+        #: searcher's own number.
+        self.whole_select = whole_select
+        self.bridge_select = bridge_select
+
+    @classmethod
+    def for_budget(cls, select: int = 4) -> "RulePlanner":
+        """The split chosen on HotpotQA dev150 questions 1-75 (docs/robust.md): two nodes' budget (``2 * select``
+        passages) goes to a question asked whole as ``2 * select - 2`` passages of its own search and one passage
+        (the entity's own document) for each of two bridge entities, followed in turn."""
+        if select < 2:
+            return cls(whole_select=select, bridge_select=1, bridges=1)
+        return cls(whole_select=2 * select - 2, bridge_select=1, bridges=2)
 
     def plan(self, question: str) -> Plan:
         question = " ".join(question.split())
         parts = split_compound(question)
         if len(parts) == 1:
             parts = split_entities(question) or parts
-        return Plan(nodes=[PlannedNode(name=f"q{i}", content=p) for i, p in enumerate(parts, start=1)])
+        whole = self.whole_select if len(parts) == 1 else None
+        return Plan(nodes=[PlannedNode(name=f"q{i}", content=p, select=whole) for i, p in enumerate(parts, start=1)])
 
     def follow_up(self, graph: SearchGraph) -> Plan | None:
         searchers = graph.searchers()
@@ -341,13 +376,17 @@ class RulePlanner:
         first = searchers[0]
         if first.state != NodeState.done or not first.answer:
             return None
-        entity = linked_title(graph.question, first.references, first.retrieved_titles) or bridge_entity(
-            graph.question, first.answer, [r.title for r in first.references], first.retrieved_titles)
-        if entity is None:
+        entities = bridge_candidates(graph.question, first.answer, first.references, first.retrieved_titles)
+        if not entities:
             return None
-        content = f"{entity}: {graph.question}"
-        return Plan(nodes=[PlannedNode(name="bridge", content=content[:1000], focus=entity[:200])],
-                    edges=[(first.name, "bridge")])
+        nodes, edges, parent = [], [], first.name
+        for i, entity in enumerate(entities[: self.bridges]):
+            name = "bridge" if i == 0 else f"bridge{i + 1}"
+            content = f"{entity}: {graph.question}"
+            nodes.append(PlannedNode(name=name, content=content[:1000], focus=entity[:200], select=self.bridge_select))
+            edges.append((parent, name))
+            parent = name
+        return Plan(nodes=nodes, edges=edges)
 
     def respond(self, graph: SearchGraph, sections: str) -> str | None:
         """A comparison's answer states the comparison first, then the findings; other answers are the findings."""

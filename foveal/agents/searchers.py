@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from dataclasses import dataclass, field
@@ -59,7 +60,9 @@ class SearcherResult:
 
 class Searcher(Protocol):
     def run(self, question: str, topic: str, history: Sequence[HistoryItem],
-            exclude: frozenset[str] = frozenset(), focus: str | None = None) -> SearcherResult: ...
+            exclude: frozenset[str] = frozenset(), focus: str | None = None) -> SearcherResult:
+        """One sub-question's cited answer. A planner that sets a node's ``select`` passes it as a keyword
+        (``select=n``: cite at most n passages); a searcher without that keyword is called without it."""
 
 
 class Rewriter(Protocol):
@@ -110,10 +113,11 @@ class ExtractiveWriter:
     """The best sentence of each selected passage by cosine to the sub-question, best first, each cited ``[[i]]``.
 
     ``encode`` maps texts to unit vectors (the index's encoder); sentences are scored against the sub-question
-    plus the parents' answers, so a follow-up question leans on what was found before.
+    plus the parents' answers, so a follow-up question leans on what was found before. ``max_sentences``: at most
+    this many passages are cited; None: every passage given (the searcher already chose how many).
     """
 
-    def __init__(self, encode, max_sentences: int = 4) -> None:
+    def __init__(self, encode, max_sentences: int | None = 4) -> None:
         self.encode = encode
         self.max_sentences = max_sentences
 
@@ -130,7 +134,7 @@ class ExtractiveWriter:
         for (ref_id, sentence), score in zip(pool, scores):
             if ref_id not in best or score > best[ref_id][0]:
                 best[ref_id] = (float(score), sentence)
-        ranked = sorted(best.items(), key=lambda item: -item[1][0])[: self.max_sentences]
+        ranked = sorted(best.items(), key=lambda item: -item[1][0])[: self.max_sentences or len(best)]
         return " ".join(f"{sentence} [[{ref_id}]]" for ref_id, (_, sentence) in ranked)
 
 
@@ -174,7 +178,7 @@ class PipelineSearcher:
         self.pipeline = pipeline
         self.rewriter = rewriter or RuleRewriter()
         self.writer = writer or ExtractiveWriter(
-            lambda texts: pipeline.collection.encoder.encode_queries(texts).vectors, max_sentences=select)
+            lambda texts: pipeline.collection.encoder.encode_queries(texts).vectors, max_sentences=None)
         self.search_pipeline = search_pipeline
         self.per_query = per_query
         self.select = select
@@ -182,7 +186,9 @@ class PipelineSearcher:
         self.candidates = max(candidates, per_query)
 
     def run(self, question: str, topic: str, history: Sequence[HistoryItem],
-            exclude: frozenset[str] = frozenset(), focus: str | None = None) -> SearcherResult:
+            exclude: frozenset[str] = frozenset(), focus: str | None = None,
+            select: int | None = None) -> SearcherResult:
+        select = select or self.select
         queries = [q[:2000] for q in self.rewriter.rewrite(question, topic, history) if q.strip()] or [question][:1 if question.strip() else 0]
         if focus and focus.strip() and focus not in queries:
             queries.append(focus.strip())
@@ -197,13 +203,15 @@ class PipelineSearcher:
                 if hit.id not in best or key < (best[hit.id][0], -best[hit.id][1]):
                     best[hit.id] = (hit.rank, hit.score, hit)
         ordered = [entry[2] for entry in sorted(best.values(), key=lambda e: (e[0], -e[1]))]
+        if focus and focus.strip():  # the entity's own document first: its title names the focus
+            ordered.sort(key=lambda h: not titles_match(h.title, focus))
         seen_titles: dict[str, None] = {}
         for rank in range(self.candidates + len(exclude)):  # every query's hits, by rank
             for response in responses:
                 if rank < len(response.hits) and response.hits[rank].title:
                     seen_titles.setdefault(response.hits[rank].title)
         retrieved_titles = list(seen_titles)
-        chosen = [h for h in ordered if h.id not in exclude][: self.select]
+        chosen = [h for h in ordered if h.id not in exclude][:select]
         passages = [Reference(id=i, doc_id=h.id, title=h.title, text=_passage_text(h), score=h.score)
                     for i, h in enumerate(chosen, start=1)]
         answer = self.writer.write(question, topic, history, passages)
@@ -211,6 +219,15 @@ class PipelineSearcher:
         cited = {int(n) for n in CITATION.findall(answer)}
         return SearcherResult(answer=answer.strip(), references=[p for p in passages if p.id in cited],
                               queries=queries, retrieved_titles=retrieved_titles)
+
+
+def titles_match(title: str | None, entity: str) -> bool:
+    """Whether a document title names ``entity``: equal, ignoring case, HTML escapes and a trailing
+    parenthetical ("Alien (film)" names "Alien")."""
+    if not title:
+        return False
+    clean = re.sub(r"\s*\([^)]*\)\s*$", "", html.unescape(title)).strip().lower()
+    return bool(clean) and clean == " ".join(entity.split()).lower()
 
 
 def _passage_text(hit) -> str:

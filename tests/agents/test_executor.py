@@ -144,3 +144,38 @@ def test_a_planner_that_crashes_still_ends_with_the_final_event():
 def test_empty_question_gives_no_nodes_but_a_final_event(question):
     events = run(Agent(RulePlanner(), FlakySearcher()), question)
     assert events[-1]["event"] == "final"
+
+
+class BudgetSearcher(FlakySearcher):
+    """Records the ``select`` each node was run with (a planner's per-node budget)."""
+
+    def __init__(self):
+        super().__init__()
+        self.selects = {}
+
+    def run(self, question, topic, history, exclude=frozenset(), focus=None, select=None):
+        self.selects[question] = select
+        return super().run(question, topic, history, exclude, focus)
+
+
+def test_a_planners_per_node_budget_reaches_the_searcher():
+    searcher = BudgetSearcher()
+    agent = Agent(RulePlanner(whole_select=6, bridge_select=1, follow_bridges=False), searcher)
+    run(agent, "Who wrote Dune?")
+    assert searcher.selects == {"Who wrote Dune?": 6}
+    # a searcher written before budgets existed is still called the old way
+    old = FlakySearcher()
+    assert run(Agent(RulePlanner(follow_bridges=False), old), "Who wrote Dune?")[-1]["data"]["status"] == "ok"
+
+
+def test_a_bridge_node_cites_the_entitys_own_document_first(engine, tiny):
+    from foveal.agents.searchers import PipelineSearcher, titles_match
+
+    searcher = PipelineSearcher(engine.pipeline("tiny"))
+    plain = searcher.run("What rises in the loaf?", topic="x", history=[])
+    assert plain.references[0].doc_id == "bread" and len(plain.references) > 1
+    # the focus names a document's title: that document is cited first, and select=1 cites it alone
+    result = searcher.run("What rises in the loaf?", topic="x", history=[], focus="Volcanoes", select=1)
+    assert [r.doc_id for r in result.references] == ["volcano"]
+    assert titles_match("Alien (film)", "alien") and titles_match("I&quot;s", 'I"s')
+    assert not titles_match("Alien (film)", "Aliens") and not titles_match(None, "x")

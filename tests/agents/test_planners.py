@@ -94,3 +94,37 @@ def test_bridge_links_a_retrieved_title_named_in_a_cited_passage():
     refs = [Reference(1, "d1", "Big Stone Gap (film)", "A 2014 film.", 1.0)]
     assert linked_title("Who directed Big Stone Gap in Virginia?", refs, ["Virginia (state)", "Ohio"]) == "Virginia"
     assert linked_title("Who directed Big Stone Gap?", refs, ["Ohio"]) is None
+
+
+def test_the_budget_planner_asks_a_whole_question_wide_then_two_bridges_one_passage_each():
+    question = "Which city is the director of the film Big Stone Gap based in?"
+    planner = RulePlanner.for_budget(4)
+    plan = planner.plan(question)
+    assert [(n.content, n.select) for n in plan.nodes] == [(question, 6)]
+    # a question split in parts keeps the searcher's own number per part
+    assert all(n.select is None for n in planner.plan("Which is older, the Eiffel Tower or the Great Wall?").nodes)
+
+    graph = SearchGraph(question)
+    node = graph.add_node("q1", question)
+    graph.add_edge("root", "q1")
+    node.state = NodeState.done
+    node.answer = "Big Stone Gap is a 2014 film written and directed by Adriana Trigiani. [[1]]"
+    node.references = [Reference(1, "d1", "Big Stone Gap (film)",
+                                 "Big Stone Gap is a 2014 film directed by Adriana Trigiani and shot in Virginia.", 1.0)]
+    node.retrieved_titles = ["Big Stone Gap (film)", "Virginia", "Adriana Trigiani"]
+    plan = planner.follow_up(graph)
+    assert [(n.name, n.focus, n.select) for n in plan.nodes] == [
+        ("bridge", "Adriana Trigiani", 1), ("bridge2", "Virginia", 1)]
+    # chained, so the second cites something the first did not
+    assert plan.edges == [("q1", "bridge"), ("bridge", "bridge2")]
+
+
+def test_bridge_candidates_skip_what_is_cited_or_asked():
+    from foveal.agents.planners import bridge_candidates
+
+    refs = [Reference(1, "d1", "David Beckham Academy", "The David Beckham Academy was founded by David Beckham "
+                      "with Alex Ferguson's blessing.", 1.0)]
+    found = bridge_candidates("Which manager recruited David Beckham?", "The David Beckham Academy was founded. [[1]]",
+                              refs, ["David Beckham Academy", "Alex Ferguson"])
+    assert found[0] == "Alex Ferguson"
+    assert "David Beckham Academy" not in found and "David Beckham" not in found
