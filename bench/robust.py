@@ -386,6 +386,12 @@ def main() -> None:
     dev = [n for n in DEV if n in units]
     shipped = max(fusions, key=lambda c: np.mean([ndcg[c, n][0].mean() for n in dev]))
     labels = ["bm25", "dense", "old hybrid (minmax)", "new default"]
+    rerank, model = None, ROOT / "bench" / "out" / "rerank" / "model"
+    if (model / "model.safetensors").exists():  # bench/robust_rerank.py's cached scores, its LOO choice
+        from robust_rerank import leave_one_out, load_units
+
+        loaded = load_units(model, 20, score=False)
+        rerank = leave_one_out(loaded) if loaded else None
     print("| collection | q | " + " | ".join(f"{l} nDCG@10 / R@100" for l in labels)
           + " | with reranking | new default picked without it | new − better single (95% CI) | new − old (95% CI) |")
     print("|---|---|" + "---|" * (len(labels) + 4))
@@ -404,16 +410,22 @@ def main() -> None:
         lo1, hi1 = bootstrap(d1)
         lo2, hi2 = bootstrap(d2)
         cells = " | ".join(f"{scores[l][0].mean():.4f} / {scores[l][1].mean():.4f}" for l in labels)
-        print(f"| {name} | {len(new)} | {cells} | n/a | {pick} | {d1.mean():+.4f} vs {best_single} [{lo1:+.4f}, {hi1:+.4f}] "
+        reranked = f"{rerank[name][0].mean():.4f}" if rerank and name in rerank else "n/a"
+        print(f"| {name} | {len(new)} | {cells} | {reranked} | {pick} | {d1.mean():+.4f} vs {best_single} [{lo1:+.4f}, {hi1:+.4f}] "
               f"| {d2.mean():+.4f} [{lo2:+.4f}, {hi2:+.4f}] |")
         for l in labels:
             means[l].append((scores[l][0].mean(), scores[l][1].mean()))
     cells = " | ".join(f"{np.mean([m[0] for m in means[l]]):.4f} / {np.mean([m[1] for m in means[l]]):.4f}" for l in labels)
-    print(f"| mean | | {cells} | n/a | | | |")
+    reranked = f"{np.mean([rerank[n][0].mean() for n in REPORT if n in rerank]):.4f}" if rerank else "n/a"
+    print(f"| mean | | {cells} | {reranked} | | | |")
     print(f"\nshipped default (best mean nDCG@10 over all dev collections: {', '.join(dev)}): {shipped}")
     print("minmax = linear fusion of min-max scores (the old default); X@A+B = method X over lists A and B; rm3_07 = "
           "RM3 (10 docs, 10 terms, original weight 0.7) on BM25; rocchio_025 = Rocchio (5 docs, beta 0.25) on dense.")
-    print("with reranking: n/a, no Pyramid model trained on the development judgments exists (docs/robust.md says why).")
+    if rerank:
+        print("with reranking: the new default, then the Pyramid reranker trained on SciFact train (bench/out/rerank/model, "
+              "window 20) with its weight and confidence gate chosen leave-one-out (bench/robust_rerank.py; same table there).")
+    else:
+        print("with reranking: n/a, no scored Pyramid model under bench/out/rerank/model (run bench/robust_rerank.py).")
 
 
 if __name__ == "__main__":

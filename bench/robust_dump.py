@@ -5,7 +5,8 @@
 
 Reads the base indexes (default config) read-only. Per judged query it stores the top 100 of: bm25, dense (MaxP),
 bm25 after RM3 (fb_docs 10, fb_terms 10, original weight 0.5 and 0.7), dense after Rocchio (beta 0.5 and 0.25 over the
-best passages of the first 5 dense documents); each as [[doc_id, score], ...], plus the encoder backend. Output:
+best passages of the first 5 dense documents); each as [[doc_id, score], ...], plus the encoder backend. SciFact also
+gets a ``rerank-dev`` split: the train queries `foveal train rerank` holds out (for bench/robust_rerank.py). Output:
 bench/out/robust/<collection>.json (git-ignored).
 
 ``cranfield-weak``: the documented weakened-BM25 collection. Rule: BM25 indexes every Cranfield document with its
@@ -32,6 +33,7 @@ from foveal.evaluation import read_qrels, read_queries  # noqa: E402
 from foveal.index.base import LexicalDocument, passage_id  # noqa: E402
 from foveal.index.tantivy_index import TantivyLexicalIndex  # noqa: E402
 from foveal.pipeline.feedback import rm3, rocchio  # noqa: E402
+from foveal.rerank.train import held_out_split  # noqa: E402
 
 DATA = DATA_ROOT
 DEPTH = 100
@@ -50,7 +52,7 @@ SPLITS: list[str] | None = None  # --splits
 
 
 def splits_of(name: str) -> list[str]:
-    wanted = ["train", "test"] if name == "scifact" else ["test"]
+    wanted = ["train", "test", "rerank-dev"] if name == "scifact" else ["test"]
     return [s for s in wanted if SPLITS is None or s in SPLITS]
 
 
@@ -76,8 +78,10 @@ def dump(engine: Engine, name: str, out: Path) -> None:
     queries = read_queries(folder / "queries.jsonl")
     result = {"collection": name, "encoder": collection.config.encoder.model_dump(mode="json"), "splits": {}}
     for split in splits_of(name):
-        qrels = read_qrels(folder / "qrels" / f"{split}.tsv")
+        qrels = read_qrels(folder / "qrels" / f"{'train' if split == 'rerank-dev' else split}.tsv")
         ids = [q for q in queries if q in qrels]
+        if split == "rerank-dev":  # the train queries `foveal train rerank` holds out (never trained on)
+            ids = sorted(held_out_split(ids)[0])
         if split == "train" and TRAIN_LIMIT:
             ids = ids[:TRAIN_LIMIT]  # CPU: the first TRAIN_LIMIT train queries in file order
         t0 = time.perf_counter()

@@ -268,6 +268,9 @@ class RerankConfig(_Strict):
     lower_layers: int | None = Field(default=None, ge=0, le=48)
     #: Override the saved combination weights (feature -> weight: first_stage, pyramid, other stage names).
     weights: dict[str, float] | None = None
+    #: Override the saved confidence gate: a query is reranked only when the best calibrated rerank score of its
+    #: window reaches this; below it the query keeps its first-stage order. None: the model's own (if any); 0: off.
+    gate: float | None = Field(default=None, ge=0.0, le=1.0)
     device: str = Field(default="cpu", pattern="^(auto|cpu|cuda(:[0-9]+)?)$")
 
 

@@ -12,6 +12,13 @@ and can be mixed with the other ranking signals. Here the final score is a small
 
 The weights are fitted on held-out SciFact *train* queries (:func:`fit_two_weights`), never on test.
 
+**The confidence gate.** A reranker trained on one domain can lower the ranking of another. Because the pointwise
+term anchors the calibrated score to grades (0.9 for a relevant document, 0.1 for an irrelevant one), the best
+calibrated score over the window is a per-query confidence that means the same on every query: when it stays below
+the gate, the reranker recognised no candidate as relevant, and the query keeps its first-stage order
+(:func:`gate_open`). The gate and the weights that ship are chosen leave-one-collection-out on development
+collections (``bench/robust_rerank.py``), never on the collection reported.
+
 Example::
 
     >>> combine({"first_stage": 0.8, "pyramid": 0.3}, {"first_stage": 0.4, "pyramid": 0.6})
@@ -30,6 +37,16 @@ from foveal.pipeline.fusion import normalize_scores
 def combine(features: Mapping[str, float], weights: Mapping[str, float]) -> float:
     """``sum_f w_f * x_f`` over the weighted features; a missing feature counts 0."""
     return round(sum(w * float(features.get(name, 0.0)) for name, w in weights.items()), 12)
+
+
+def confidence(scores: Sequence[float]) -> float:
+    """A query's rerank confidence: the best calibrated rerank score of its window (0 for an empty window)."""
+    return max((float(s) for s in scores), default=0.0)
+
+
+def gate_open(scores: Sequence[float], gate: float | None) -> bool:
+    """Whether a query is reranked: always without a gate, else when its :func:`confidence` reaches ``gate``."""
+    return gate is None or confidence(scores) >= gate
 
 
 def minmax(values: Sequence[float]) -> list[float]:

@@ -56,6 +56,9 @@ class PyramidSettings:
     decay: float = 0.5
     #: Final combination: feature -> weight (see :mod:`foveal.rerank.combine`).
     combination: dict[str, float] = field(default_factory=lambda: {"first_stage": 0.5, "pyramid": 0.5})
+    #: Rerank a query only when its best calibrated score reaches this (:func:`foveal.rerank.combine.gate_open`);
+    #: None: every query. Set with the weights by the leave-one-collection-out fit (``bench/robust_rerank.py``).
+    gate: float | None = None
     base_model: str = "all-MiniLM-L6-v2"
     #: Facts about the training run (data, steps, wall time), for the record.
     training: dict = field(default_factory=dict)

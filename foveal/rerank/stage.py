@@ -8,7 +8,9 @@ stage's score that has a weight. Candidates past the window, and any left unscor
 out, keep their first-stage order below the rescored ones, and their evidence says why.
 
 Every rescored candidate carries ``evidence["pyramid"]``: the rerank score, the summary, the features and
-weights of the combination and the combined score.
+weights of the combination and the combined score. With a confidence gate (``rerank.gate``, else the model's own;
+:func:`foveal.rerank.combine.gate_open`) a query whose best rerank score stays below it keeps its first-stage order
+and scores, and every hit's evidence says so (``gated``: the confidence and the gate).
 
 Example::
 
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from foveal.config import RerankConfig
 from foveal.rerank.base import Candidate
-from foveal.rerank.combine import combine, minmax
+from foveal.rerank.combine import combine, confidence, gate_open, minmax
 
 if TYPE_CHECKING:
     from foveal.index.collection import Collection
@@ -97,6 +99,13 @@ class PyramidReranker:
         ranker = self.ranker
         return dict(self.config.weights or (ranker.settings.combination if ranker else {}))
 
+    def gate(self) -> float | None:
+        """The confidence gate: the config's, else the model's (fitted leave-one-collection-out), else none."""
+        if self.config.gate is not None:
+            return self.config.gate
+        ranker = self.ranker
+        return getattr(ranker.settings, "gate", None) if ranker else None
+
     def rerank(
         self, request: "SearchRequest", candidates: Sequence[Candidate], collection: "Collection"
     ) -> list[Candidate]:
@@ -141,6 +150,18 @@ class PyramidReranker:
                         "first_stage_score": c.score,
                     }
                     scored.append((combined, c))
+        gate = self.gate()
+        rerank_scores = [c.evidence[NAME]["score"] for _, c in scored]
+        if not gate_open(rerank_scores, gate):
+            # no candidate looked relevant to the reranker: the query keeps its first-stage order and scores
+            closed = {"confidence": round(confidence(rerank_scores), 6), "gate": gate}
+            for c in candidates:
+                evidence = c.evidence.get(NAME)
+                if evidence is not None and "score" in evidence:
+                    evidence["gated"] = closed
+                else:
+                    c.evidence[NAME] = {"gated": closed, "first_stage_score": c.score}
+            return candidates
         scored.sort(key=lambda pair: -pair[0])
         out = []
         for combined, c in scored:

@@ -66,6 +66,16 @@ def _corpus(folder: Path) -> dict[str, tuple[str, str]]:
     return docs
 
 
+def held_out_split(query_ids, dev_fraction: float = TrainOptions.dev_fraction,
+                   seed: int = TrainOptions.seed) -> tuple[list[str], list[str]]:
+    """(held-out ids, training ids): the seeded split of the train queries that training uses. The held-out part
+    is never trained on, so the combination and the confidence gate may be fitted on it."""
+    ids = sorted(query_ids)
+    random.Random(seed).shuffle(ids)
+    n_dev = int(round(len(ids) * dev_fraction))
+    return ids[:n_dev], ids[n_dev:]
+
+
 def mine_candidates(engine, index: str, queries: dict[str, str], cache: Path | None, k: int = 100):
     """qid -> [(doc id, first-stage score)] from hybrid search, best first; cached as JSON."""
     if cache is not None and cache.exists():
@@ -139,10 +149,7 @@ def train_rerank(
     candidates = mine_candidates(engine, index, queries, cache)
     log(f"candidates for {len(candidates)} train queries ({time.perf_counter() - started:.0f} s)")
 
-    ids = sorted(queries)
-    random.Random(options.seed).shuffle(ids)
-    n_dev = int(round(len(ids) * options.dev_fraction))
-    dev_ids, train_ids = ids[:n_dev], ids[n_dev:]
+    dev_ids, train_ids = held_out_split(queries, options.dev_fraction, options.seed)
 
     settings = PyramidSettings(
         lower_layers=options.lower_layers,

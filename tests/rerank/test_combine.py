@@ -54,3 +54,13 @@ def test_loss_punishes_a_negative_above_the_positive_and_miscalibration():
     shifted = torch.logit(torch.tensor([[0.5, 0.3]]))
     _, parts = human_anchored_loss(shifted, options)
     assert parts["pairwise"] == 0.0 and parts["pointwise"] > 0.0
+
+
+def test_the_gate_opens_at_the_best_calibrated_score():
+    from foveal.rerank.combine import confidence, gate_open
+
+    assert confidence([0.2, 0.7, 0.4]) == 0.7
+    assert confidence([]) == 0.0
+    assert gate_open([0.2, 0.7], None)
+    assert gate_open([0.2, 0.7], 0.7) and not gate_open([0.2, 0.7], 0.71)
+    assert not gate_open([], 0.1) and gate_open([], 0.0)

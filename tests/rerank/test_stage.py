@@ -80,6 +80,9 @@ def test_rerank_config_is_validated():
     with pytest.raises(ConfigError, match="rerank.window"):
         IndexConfig.parse({"rerank": {"window": 0}})
     assert IndexConfig.parse({"rerank": {"window": 20, "budget_ms": 50}}).rerank.window == 20
+    assert IndexConfig.parse({"rerank": {"gate": 0.6}}).rerank.gate == 0.6
+    with pytest.raises(ConfigError, match="rerank.gate"):
+        IndexConfig.parse({"rerank": {"gate": 1.5}})
 
 
 def test_train_cli_explains_a_missing_index(tmp_path):
@@ -98,3 +101,34 @@ def test_train_cli_explains_a_missing_index(tmp_path):
     assert "does not exist" in result.output and "ingest" in result.output
     result = CliRunner().invoke(app, ["train", "rerank", "--data", str(tmp_path / "nowhere")])
     assert result.exit_code == 2 and "no train qrels" in result.output
+
+
+def test_a_closed_gate_keeps_the_first_stage_order_and_says_why(tiny, saved_model, tiny_ranker):
+    first = SearchPipeline(tiny, rerankers=[]).search(SearchRequest(query="moon tides", k=6)).hits
+    open_stage = PyramidReranker(RerankConfig(model=str(saved_model), gate=0.0))
+    reranked = SearchPipeline(tiny, rerankers=[open_stage]).search(SearchRequest(query="moon tides", k=6)).hits
+    best = max(h.evidence["pyramid"]["score"] for h in reranked)
+    assert all("gated" not in h.evidence["pyramid"] for h in reranked)
+    assert [h.score for h in reranked] != [h.score for h in first]
+
+    # a gate above the query's best calibrated score: nothing moves, every hit says why
+    closed = PyramidReranker(RerankConfig(model=str(saved_model), gate=min(1.0, best + 1e-3)))
+    hits = SearchPipeline(tiny, rerankers=[closed]).search(SearchRequest(query="moon tides", k=6)).hits
+    assert [(h.id, h.score) for h in hits] == [(h.id, h.score) for h in first]
+    for h in hits:
+        assert h.evidence["pyramid"]["gated"] == {"confidence": pytest.approx(best, abs=1e-6), "gate": closed.gate()}
+        assert h.evidence["pyramid"]["score"] == pytest.approx(
+            next(r.evidence["pyramid"]["score"] for r in reranked if r.id == h.id))
+    # a gate just below it: the query is reranked as without a gate
+    below = PyramidReranker(RerankConfig(model=str(saved_model), gate=max(0.0, best - 1e-3)))
+    again = SearchPipeline(tiny, rerankers=[below]).search(SearchRequest(query="moon tides", k=6)).hits
+    assert [(h.id, h.score) for h in again] == [(h.id, h.score) for h in reranked]
+
+
+def test_the_model_carries_its_gate_and_the_config_overrides_it(tiny_ranker, tmp_path):
+    tiny_ranker.settings.gate = 0.75
+    path = tiny_ranker.save(tmp_path / "gated-model")
+    assert PyramidReranker(RerankConfig(model=str(path))).gate() == 0.75
+    assert PyramidReranker(RerankConfig(model=str(path), gate=0.0)).gate() == 0.0
+    tiny_ranker.settings.gate = None
+    assert PyramidReranker(RerankConfig(model=str(tiny_ranker.save(tmp_path / "plain")))).gate() is None
