@@ -133,9 +133,8 @@ class FieldColumns:
             if isinstance(wanted, dict):
                 continue
             for v in wanted if isinstance(wanted, list) else [wanted]:
-                if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= EXACT_FLOAT_INT:
-                    return False
-                if isinstance(v, float) and abs(v) >= EXACT_FLOAT_INT:
+                # a number a float64 column cannot hold exactly goes to SQL
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) >= EXACT_FLOAT_INT:
                     return False
         return True
 
