@@ -714,7 +714,7 @@ def ask(
     planner: str = typer.Option("rule", help="rule (no model) or llm (FOVEAL_LLM_URL / _MODEL / _API_KEY)."),
     concurrency: int = typer.Option(4, min=1, max=16, help="Searcher nodes running at once."),
     node_timeout: float = typer.Option(60.0, min=0.1, help="Seconds per searcher node."),
-    select: int = typer.Option(4, min=1, max=10, help="Passages each searcher node may cite."),
+    select: int = typer.Option(4, min=1, max=10, help="Passages each searcher node may cite (rule planner: a question asked whole gets 2*select-2, each of its two bridges 1)."),
     as_json: bool = typer.Option(False, "--json", help="Print every event as one JSON line."),
 ) -> None:
     """MindSearch-style agent: plan sub-questions, search them in parallel, answer with citations."""

@@ -43,7 +43,7 @@ class AskRequest(BaseModel):
     concurrency: StrictInt = Field(default=4, ge=1, le=16, description="Searcher nodes running at once.")
     node_timeout: StrictInt | StrictFloat = Field(default=60.0, gt=0, le=600, description="Seconds per searcher node.")
     max_rounds: StrictInt = Field(default=2, ge=0, le=5, description="Follow-up planning turns.")
-    select: StrictInt = Field(default=4, ge=1, le=10, description="Passages each searcher node may cite.")
+    select: StrictInt = Field(default=4, ge=1, le=10, description="Passages each searcher node may cite (the rule planner gives a question it asks whole 2 * select - 2 and each of its two bridge nodes 1).")
 
     model_config = ConfigDict(
         extra="forbid",
