@@ -24,7 +24,6 @@ Example::
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from typing import Protocol
@@ -32,7 +31,7 @@ from typing import Protocol
 from foveal.agents.graph import NodeState, SearchGraph
 from foveal.agents.llm import ChatClient
 from foveal.agents.plan import MAX_NODES, Plan, PlanError, PlannedNode, parse_plan
-from foveal.agents.text import WH_WORDS, mentioned_in, names
+from foveal.agents.text import WH_WORDS, clean_title, mentioned_in, names
 
 
 class Planner(Protocol):
@@ -268,10 +267,6 @@ def split_compound(question: str) -> list[str]:
     return out[:MAX_NODES]
 
 
-def _clean_title(title: str) -> str:
-    return re.sub(r"\s*\([^)]*\)\s*$", "", html.unescape(title)).strip()
-
-
 _LOOSE_JOIN = re.compile(r"\s+(?:in|on|for|and|&)\s+")
 
 
@@ -284,8 +279,8 @@ def _named_in(title: str, text: str) -> int:
 def linked_title(question: str, references: list, retrieved_titles: list[str]) -> str | None:
     """A retrieved, not yet cited document that a cited passage names (best passage first, earliest mention
     first), else one the question names: the entity linking that leads from a first answer to a second hop."""
-    cited = {_clean_title(r.title) for r in references}
-    titles = [t for t in dict.fromkeys(_clean_title(t) for t in retrieved_titles)
+    cited = {clean_title(r.title) for r in references}
+    titles = [t for t in dict.fromkeys(clean_title(t) for t in retrieved_titles)
               if len(t) >= 4 and t not in cited]
     for ref in references:
         found = [(at, t) for t in titles if (at := _named_in(t, ref.text)) >= 0 and not mentioned_in(t, question)]
@@ -301,7 +296,7 @@ def bridge_entity(question: str, answer: str, cited_titles: list[str], retrieved
     The answer's cited sentences are read best first; in each, a name that titles a retrieved document wins, then
     a name of several words. Failing those, the title of a cited passage, then any new name.
     """
-    titles = {_clean_title(t).lower(): _clean_title(t) for t in retrieved_titles if t}
+    titles = {clean_title(t).lower(): clean_title(t) for t in retrieved_titles if t}
     every: list[str] = []
     for sentence in re.split(r"\[\[\d+\]\]", answer):
         spans = []
@@ -317,7 +312,7 @@ def bridge_entity(question: str, answer: str, cited_titles: list[str], retrieved
         if several:
             return several[0]
     for title in cited_titles:
-        clean = _clean_title(title)
+        clean = clean_title(title)
         if clean and not mentioned_in(clean, question):
             return clean
     return every[0] if every else None
@@ -329,8 +324,8 @@ def bridge_candidates(question: str, answer: str, references: list, retrieved_ti
     the cited passages, then names in the best cited passages."""
     out = [linked_title(question, references, retrieved_titles),
            bridge_entity(question, answer, [r.title for r in references], retrieved_titles)]
-    cited = {_clean_title(r.title) for r in references}
-    titles = [t for t in dict.fromkeys(_clean_title(t) for t in retrieved_titles) if len(t) >= 4 and t not in cited]
+    cited = {clean_title(r.title) for r in references}
+    titles = [t for t in dict.fromkeys(clean_title(t) for t in retrieved_titles) if len(t) >= 4 and t not in cited]
     for ref in references:
         found = sorted((at, t) for t in titles if (at := _named_in(t, ref.text)) >= 0 and not mentioned_in(t, question))
         out.extend(t for _, t in found)

@@ -22,7 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ import numpy as np
 
 from foveal.agents.graph import Reference
 from foveal.agents.llm import ChatClient
-from foveal.agents.text import content_words, sentences
+from foveal.agents.text import clean_title, content_words, sentences
 from foveal.config import Pipeline
 from foveal.pipeline.request import SearchRequest
 from foveal.pipeline.search import SearchPipeline
@@ -226,7 +225,7 @@ def titles_match(title: str | None, entity: str) -> bool:
     parenthetical ("Alien (film)" names "Alien")."""
     if not title:
         return False
-    clean = re.sub(r"\s*\([^)]*\)\s*$", "", html.unescape(title)).strip().lower()
+    clean = clean_title(title).lower()
     return bool(clean) and clean == " ".join(entity.split()).lower()
 
 

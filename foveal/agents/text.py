@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 STOPWORDS = frozenset(
@@ -67,3 +68,8 @@ def mentioned_in(span: str, text: str) -> bool:
     span_words = content_words(span)
     present = set(words(text))
     return bool(span_words) and all(w in present for w in span_words)
+
+
+def clean_title(title: str) -> str:
+    """A document title as an entity name: HTML escapes undone, a trailing parenthetical ("Alien (film)") dropped."""
+    return re.sub(r"\s*\([^)]*\)\s*$", "", html.unescape(title)).strip()
