@@ -5,7 +5,9 @@
 
 Reads the base indexes (default config) read-only. Per judged query it stores the top 100 of: bm25, dense (MaxP),
 bm25 after RM3 (fb_docs 10, fb_terms 10, original weight 0.5 and 0.7), dense after Rocchio (beta 0.5 and 0.25 over the
-best passages of the first 5 dense documents); each as [[doc_id, score], ...], plus the encoder backend. SciFact also
+best passages of the first 5 dense documents; as the pipeline runs it by default, the moved vector rescoring the first
+dense round's 400 passages, and as ``rocchio*_search``, a second search over the whole index); each as
+[[doc_id, score], ...], plus the encoder backend. SciFact also
 gets a ``rerank-dev`` split: the train queries `foveal train rerank` holds out (for bench/robust_rerank.py). Output:
 bench/out/robust/<collection>.json (git-ignored).
 
@@ -33,6 +35,7 @@ from foveal.evaluation import read_qrels, read_queries  # noqa: E402
 from foveal.index.base import LexicalDocument, passage_id  # noqa: E402
 from foveal.index.tantivy_index import TantivyLexicalIndex  # noqa: E402
 from foveal.pipeline.feedback import rm3, rocchio  # noqa: E402
+from foveal.pipeline.search import PASSAGES_PER_DOCUMENT  # noqa: E402
 from foveal.rerank.train import held_out_split  # noqa: E402
 
 DATA = DATA_ROOT
@@ -92,7 +95,11 @@ def dump(engine: Engine, name: str, out: Path) -> None:
             bm25 = lexical.search(queries[qid], DEPTH)
             bm25.sort(key=lambda kv: (-kv[1], kv[0]))
             lists["bm25"] = bm25
-            dense, best = searcher._dense(vector, DEPTH)
+            # the first dense round as the pipeline runs it (depth x 4 passages), kept for the Rocchio pass
+            limit = min(DEPTH * PASSAGES_PER_DOCUMENT, len(collection.vectors))
+            scores, found_ids = collection.vectors.search(vector[None, :], limit)
+            first = (limit, scores[0], found_ids[0])
+            dense, best = searcher._dense(vector, DEPTH, first=first)
             lists["dense"] = dense
             terms = lexical.analyze(queries[qid])
             for label, (fb_docs, fb_terms, weight) in RM3_SETTINGS.items():
@@ -115,7 +122,11 @@ def dump(engine: Engine, name: str, out: Path) -> None:
                 wanted = {passage_id(k, best[k]) for k in keys if k in best}
                 rows = [i for i, p in enumerate(pids.tolist()) if p in wanted]
                 moved = rocchio(vector, vecs[rows] if rows else None, beta)
-                lists[label], _ = searcher._dense(moved, DEPTH)
+                # as the pipeline does by default (rocchio.rescore): the first round's passages scored by the
+                # moved vector; and, under ``<label>_search``, the second search over the whole index it replaced
+                rescored = searcher._rescored(moved, first, {}) if moved is not vector else None
+                lists[label], _ = searcher._dense(moved, DEPTH, first=rescored)
+                lists[f"{label}_search"], _ = searcher._dense(moved, DEPTH)
             per_query[qid] = {label: [[id_of[k], round(float(s), 6)] for k, s in ranked] for label, ranked in lists.items()}
         ms = 1000 * (time.perf_counter() - t0) / max(1, len(ids))
         result["splits"][split] = {"queries": per_query, "ms_per_query": ms}

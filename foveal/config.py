@@ -186,6 +186,11 @@ class RocchioConfig(_Strict):
     enabled: bool = True
     fb_docs: int = Field(default=5, ge=0, le=100)
     beta: float = Field(default=0.25, ge=0.0, le=10.0)
+    #: True: the moved vector rescores the passages of the first dense round (the unmoved query's best
+    #: ``window * 4``), the dense list's second round without a second vector search; a passage outside that
+    #: round cannot enter it (docs/robust.md measures how often the lists differ). False: the moved vector is
+    #: searched over the whole index again. Vector indexes that cannot hand back their vectors always search.
+    rescore: bool = True
 
 
 #: The per-query signals adaptive fusion weighs (foveal.pipeline.fusion.adaptive_signals says what each is).

@@ -196,6 +196,8 @@ class FaissVectorIndex:
         self.gpu_builds = 0
         self._dirty = True
         self._id_map_cache: tuple[int, int, np.ndarray, np.ndarray] | None = None
+        #: (the id map it sorts, positions in id order, the ids in that order), for :meth:`vectors`
+        self._sorted_ids: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         #: how many compactions ran (for tests and stats)
         self.compactions = 0
 
@@ -378,6 +380,43 @@ class FaissVectorIndex:
 
     def _id_map(self) -> np.ndarray:
         return self._maps()[0]
+
+    def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored vectors of these passage ids, as a search scores them (decoded: approximate for PQ/SQ codes,
+        as the index's own scores are): ``(vectors (n, d) float32, held (n,) bool)``. An id the index does not
+        hold (removed, or never added) gets a zero row and ``held`` False; a removed-then-re-added id gets its
+        live vector, never the tombstoned one."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64).ravel()
+        out = np.zeros((ids.size, self.dimension), np.float32)
+        held = np.zeros(ids.size, bool)
+        if ids.size == 0:
+            return out, held
+        with self._rw.read():
+            if self._main.ntotal:
+                id_map = self._id_map()
+                cache = self._sorted_ids
+                if cache is None or cache[0] is not id_map:
+                    order = np.argsort(id_map, kind="stable")
+                    cache = self._sorted_ids = (id_map, order, id_map[order])
+                _, order, sorted_ids = cache
+                # equal ids sit in position order: the last is the newest (a re-added id's live vector)
+                at = np.searchsorted(sorted_ids, ids, side="right") - 1
+                at_ok = np.maximum(at, 0)
+                hit = (at >= 0) & (sorted_ids[at_ok] == ids)
+                positions = order[at_ok]
+                if self._tombstones:
+                    dead = np.fromiter(self._tombstones, np.int64, len(self._tombstones))
+                    hit &= ~np.isin(positions, dead)
+                if hit.any():
+                    out[hit] = self._main.index.reconstruct_batch(positions[hit])
+                    held |= hit
+            if self._buffer.ntotal and not held.all():
+                buffered = faiss.vector_to_array(self._buffer.id_map).astype(np.int64)
+                rest = ~held & np.isin(ids, buffered)
+                if rest.any():
+                    out[rest] = self._buffer.reconstruct_batch(ids[rest])
+                    held |= rest
+        return out, held
 
     def _search_main(self, vectors: np.ndarray, k: int, allowed: "np.ndarray | DocFilter | None" = None):
         main, inner = self._main, self._main.index

@@ -256,8 +256,13 @@ class SearchPipeline:
                 except Exception as exc:  # noqa: BLE001 - raised in the request's own thread by _finish
                     one.error = exc
                     continue
-                one.rocchio = (moved, evidence, None)
-                if moved is not one.vector:
+                rescored = None
+                if moved is not one.vector and fusion.rocchio.rescore:
+                    t2 = time.perf_counter()
+                    rescored = self._rescored(moved, one.first, evidence)
+                    one.times.add("rocchio", time.perf_counter() - t2)
+                one.rocchio = (moved, evidence, rescored)
+                if moved is not one.vector and rescored is None:
                     moved_groups.setdefault(key, []).append(i)
         for i, first in self._search_groups(moved_groups, out, lambda one: one.rocchio[0], "rocchio").items():
             moved, evidence, _ = out[i].rocchio
@@ -418,6 +423,8 @@ class SearchPipeline:
                     else:
                         moved, evidence = self._rocchio(vector, lists["dense"], best_passage, fusion.rocchio)
                         moved_first = None
+                        if moved is not vector and fusion.rocchio.rescore and prepared.first is not None:
+                            moved_first = self._rescored(moved, prepared.first, evidence)
                     if moved is not vector:
                         lists["dense"], best_passage = self._dense(
                             moved, window, allowed, dense_filter=prepared.dense_filter, available=prepared.available,
@@ -518,6 +525,28 @@ class SearchPipeline:
         moved = rocchio(vector, rows, cfg.beta)
         return moved, {"feedback_docs": 0 if rows is None else int(len(rows)), "beta": cfg.beta,
                        "applied": moved is not vector}
+
+    def _rescored(self, moved: np.ndarray, first: tuple, evidence: dict) -> tuple | None:
+        """The moved vector's first MaxP round without a second vector search: the passages of the unmoved
+        query's first round, ``(limit, scores row, ids row)``, scored by ``moved`` with the vectors the index
+        holds, best first. None (the moved vector is searched instead) when the index cannot hand back vectors
+        or no longer holds one of them. ``evidence`` says which it was (``rescored``: passages scored)."""
+        limit, _, ids_row = first
+        vectors_of = getattr(self.collection.vectors, "vectors", None)
+        ids = np.asarray(ids_row, dtype=np.int64)
+        ids = ids[ids >= 0]
+        stored, held = vectors_of(ids) if vectors_of is not None else (None, None)
+        if stored is None or not held.all():
+            evidence["rescored"] = 0
+            return None
+        scores = stored @ np.asarray(moved, dtype=np.float32)
+        order = np.argsort(-scores, kind="stable")
+        scores_row = np.zeros(len(ids_row), np.float32)
+        ids_out = np.full(len(ids_row), -1, np.int64)
+        scores_row[: ids.size] = scores[order]
+        ids_out[: ids.size] = ids[order]
+        evidence["rescored"] = int(ids.size)
+        return limit, scores_row, ids_out
 
     def _lexical(self, query: str, depth: int, allowed: set[int] | None,
                  term_weights: dict[str, float] | None = None) -> list[tuple[int, float]]:

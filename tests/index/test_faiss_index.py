@@ -116,3 +116,37 @@ def test_flat_searches_go_through_blas():
         scores, ids = index.search(query[None, :], 5)
         assert ids[0].tolist() == batch_ids[row].tolist()
         assert np.allclose(scores[0], batch_scores[row], atol=1e-4)
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF4,Flat"])
+def test_vectors_hands_back_what_a_search_scores_live_vectors_only(factory):
+    """``vectors(ids)`` (what the Rocchio pass rescores with): the stored vector of each id a search can return,
+    nothing for a removed document, and a re-added document's new vector, never its tombstoned one."""
+    ids, vectors = _data(60)
+    index = FaissVectorIndex(DIM, factory, gpu="off", nprobe=4)
+    index.add(ids, vectors)
+    got, held = index.vectors(ids[[5, 0, 7]])
+    assert held.all()
+    np.testing.assert_allclose(got, vectors[[5, 0, 7]], atol=1e-6)
+    scores, found = index.search(vectors[9:10], 4)
+    stored, _ = index.vectors(found[0])
+    np.testing.assert_allclose(stored @ vectors[9], scores[0], atol=1e-5)  # the search's own scores
+    index.remove_documents([1])  # ids 0 and 1
+    got, held = index.vectors(ids[[0, 1, 2]])
+    assert held.tolist() == [False, False, True] and not got[:2].any()
+    replaced = -vectors[:2]
+    index.add(ids[:2], replaced)  # document 1 again, with other vectors
+    got, held = index.vectors(ids[:2])
+    assert held.all()
+    np.testing.assert_allclose(got, replaced, atol=1e-6)
+    assert not index.vectors(np.array([passage_id(999, 0)], np.int64))[1].any()
+
+
+def test_vectors_of_an_untrained_index_come_from_its_buffer():
+    index = FaissVectorIndex(DIM, "IVF2,Flat", gpu="off", nprobe=2)
+    ids, vectors = _data(10)
+    index.add(ids, vectors)
+    assert index._buffer.ntotal == 20 and not index._main.ntotal
+    got, held = index.vectors(ids[::-1])
+    assert held.all()
+    np.testing.assert_allclose(got, vectors[::-1], atol=1e-6)

@@ -5,6 +5,7 @@ import threading
 import numpy as np
 import pytest
 
+from foveal.config import FusionConfig, RocchioConfig
 from foveal.pipeline.batcher import MicroBatcher
 from foveal.pipeline.request import SearchRequest
 from foveal.pipeline.search import SearchPipeline
@@ -139,18 +140,37 @@ def test_batched_results_equal_unbatched_and_filters_are_grouped(tiny):
     together = [_key(r) for r in responses]
     assert together == alone
     # one FAISS call per filter group for the first round: unfiltered (2 queries), topic=science (2), the id list
-    # (1); then the hybrid requests whose Rocchio feedback moved their vector (the default fusion) search once more,
-    # again one call per group (one hybrid request in each group here)
-    second = [(1, r.filter is None) for r, response in zip(_requests(), responses)
-              if response.query_info.get("stages", {}).get("rocchio", {}).get("applied")]
-    assert sorted(calls) == sorted([(1, False), (2, False), (2, True)] + second)
+    # (1); the hybrid requests whose Rocchio feedback moved their vector (the default fusion) rescore their first
+    # round's passages instead of searching again
+    moved = [response.query_info["stages"]["rocchio"] for response in responses
+             if response.query_info.get("stages", {}).get("rocchio", {}).get("applied")]
+    assert moved and all(evidence["rescored"] > 0 for evidence in moved)
+    assert sorted(calls) == sorted([(1, False), (2, False), (2, True)])
+
+
+SEARCH_AGAIN = FusionConfig(rocchio=RocchioConfig(rescore=False))
+
+
+def _spied(collection):
+    """(the calls list, the restore function) of a spy on the collection's vector searches: rows per call."""
+    calls = []
+    search = collection.vectors.search
+
+    def spy(matrix, k, allowed=None):
+        calls.append(np.asarray(matrix).shape[0])
+        return search(matrix, k, allowed=allowed)
+
+    collection.vectors.search = spy
+    return calls, lambda: delattr(collection.vectors, "search")
 
 
 def test_the_rocchio_searches_of_a_batch_are_one_faiss_call_per_group(tiny):
-    """The default fusion's second dense search (Rocchio) is batched like the first: N hybrid requests of one filter
-    group make two FAISS calls, not 1 + N (each request's second search was a call of its own, 16 ms on 100k)."""
+    """With ``rocchio.rescore: false`` the default fusion's second dense search is batched like the first: N hybrid
+    requests of one filter group make two FAISS calls, not 1 + N (each request's second search was a call of its
+    own, 16 ms on 100k)."""
     searcher = SearchPipeline(tiny, rerankers=[])
-    requests = [SearchRequest(query=q, k=3) for q in ("moon ocean tides", "bread dough", "coffee roasting", "lava")]
+    requests = [SearchRequest(query=q, k=3, fusion=SEARCH_AGAIN)
+                for q in ("moon ocean tides", "bread dough", "coffee roasting", "lava")]
     alone = [searcher.search_many([r])[0] for r in requests]
     assert all(r.query_info["stages"]["rocchio"]["applied"] for r in alone)
     calls = []
@@ -171,6 +191,31 @@ def test_the_rocchio_searches_of_a_batch_are_one_faiss_call_per_group(tiny):
                        atol=1e-4)
     assert [r.query_info["stages"]["rocchio"] for r in together] == [r.query_info["stages"]["rocchio"] for r in alone]
     assert calls == [4, 4]
+
+
+def test_rocchio_rescores_the_first_round_without_a_second_search(tiny):
+    """The default Rocchio pass scores the moved vector on the first dense round's passages: one FAISS call for
+    a batch, not two, alone or batched. Where that round holds every passage of the index (tiny's), the hits and
+    scores are the ones a second search over the whole index gives."""
+    searcher = SearchPipeline(tiny, rerankers=[])
+    queries = ("moon ocean tides", "bread dough", "coffee roasting", "lava")
+    searched = searcher.search_many([SearchRequest(query=q, k=3, fusion=SEARCH_AGAIN) for q in queries])
+    calls, restore = _spied(tiny)
+    try:
+        alone = [searcher.search_many([SearchRequest(query=q, k=3)])[0] for q in queries]
+        assert calls == [1, 1, 1, 1]
+        del calls[:]
+        together = searcher.search_many([SearchRequest(query=q, k=3) for q in queries])
+        assert calls == [4]
+    finally:
+        restore()
+    for mine in (alone, together):
+        assert [[h.id for h in r.hits] for r in mine] == [[h.id for h in r.hits] for r in searched]
+        assert np.allclose([h.score for r in mine for h in r.hits], [h.score for r in searched for h in r.hits],
+                           atol=1e-4)
+        for r in mine:
+            evidence = r.query_info["stages"]["rocchio"]
+            assert evidence["applied"] and evidence["rescored"] == len(tiny.vectors)
 
 
 def test_concurrent_searches_share_batches_and_match_alone(tiny):
