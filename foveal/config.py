@@ -77,6 +77,11 @@ class EncoderConfig(_Strict):
     #: Forward pass: ``torch`` (the sentence-transformers model) or ``onnx`` (the same weights exported once to ONNX
     #: and run by onnxruntime on the CPU; same tokenization, segmentation, batching and pooling).
     backend: str = Field(default="torch", pattern="^(torch|onnx)$")
+    #: The forward pass of *query* vectors when ``backend`` is ``torch`` (documents always use ``backend``):
+    #: ``onnx`` runs them on onnxruntime in fp32 from the same weights, exported once (vectors within about 1e-7
+    #: of torch's; 3x faster for one query on the CPU, docs/performance.md), ``torch`` on the model itself,
+    #: ``auto`` onnx on the CPU and torch on CUDA. Queries that need token states (LexSemBridge, events) run torch.
+    query_backend: str = Field(default="auto", pattern="^(auto|torch|onnx)$")
     #: ``int8``: onnxruntime dynamic quantization of the ONNX model's matrix products (``backend: onnx`` only).
     quantize: str = Field(default="none", pattern="^(none|int8)$")
     #: ONNX: fuse attention, LayerNorm and GELU with onnxruntime's transformer optimizer before quantizing.
@@ -431,7 +436,7 @@ class IndexConfig(_Strict):
                                                  "sentence_vectors")
     #: Keys inside build sections that may change without a rebuild.
     RUNTIME_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "encoder": ("batch_size", "device", "fp16", "attention", "onnx_threads", "onnx_cache"),
+        "encoder": ("batch_size", "device", "fp16", "attention", "onnx_threads", "onnx_cache", "query_backend"),
         "vector": ("gpu", "nprobe", "ef_search"),
         "lexical": ("title_boost", "text_boost"),
         "elasticsearch": ("server", "url", "replicas", "num_candidates", "request_timeout"),

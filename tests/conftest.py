@@ -6,6 +6,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# the fp32 ONNX export that CPU query passes run (encoder.query_backend auto): one cache for every test's home, so
+# the export is made once per machine and all homes share one loaded model, as one server's indexes do
+os.environ.setdefault("FOVEAL_ONNX_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"), "foveal-test-onnx"))
 
 from pathlib import Path
 

@@ -267,6 +267,9 @@ class OnnxForward:
         if threads:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # onnxruntime's pool spins between runs by default: CPU that a server's other threads (fetch, fusion, HTTP)
+        # need; off, 32 clients on 2 cores got 86 QPS instead of 70 (docs/performance.md)
+        options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("FOVEAL_ONNX_SPIN", "0"))
 
         def open_session(path: Path) -> None:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

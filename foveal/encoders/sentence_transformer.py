@@ -120,13 +120,19 @@ class LoadedModel:
 
             fold_attention_temperature(self.model, config.attention_temperature)
         self.onnx = None
-        if config.backend == "onnx":
+        #: the fp32 onnxruntime export that query passes use when ``backend`` is torch (``query_backend``)
+        self.query_onnx = None
+        if config.backend == "onnx" or query_onnx(config, self.device):
             from foveal.encoders.onnx_backend import OnnxForward
 
-            self.onnx = OnnxForward(
+            forward = OnnxForward(
                 self.model, cache_dir=onnx_cache_dir(config), quantize=config.quantize,
                 optimize=config.onnx_optimize, threads=config.onnx_threads,
             )
+            if config.backend == "onnx":
+                self.onnx = forward
+            else:
+                self.query_onnx = forward
         if self.device.startswith("cuda") and config.fp16:
             self.model.half()
         self.model.eval()
@@ -208,6 +214,7 @@ class SentenceTransformerEncoder:
         self.device = self.loaded.device
         self.model = self.loaded.model
         self._onnx = self.loaded.onnx
+        self._query_onnx = self.loaded.query_onnx
         self.name = self.config.model
         self.dimension = self.loaded.dimension
         window = self.config.max_seq_length or self.loaded.default_window
@@ -340,12 +347,13 @@ class SentenceTransformerEncoder:
             for begin, end in passes:
                 chunk = order[begin:end]
                 with self._lock.hold(query):
-                    self._forward(chunk, token_ids, states_out, out)
+                    self._forward(chunk, token_ids, states_out, out, query=query)
         return out
 
     def _forward(self, chunk: list[int], token_ids: list[list[int]], states_out: list | None,
-                 out: np.ndarray) -> None:
-        """One forward pass over the rows ``chunk`` (under the model's lock)."""
+                 out: np.ndarray, *, query: bool = False) -> None:
+        """One forward pass over the rows ``chunk`` (under the model's lock): the index's ``backend``, or for
+        queries the fp32 export of ``query_backend``; token states always come from the torch model."""
         width = max(len(token_ids[i]) for i in chunk) + 2
         ids_array = np.full((len(chunk), width), self._pad, dtype=np.int64)
         mask_array = np.zeros((len(chunk), width), dtype=np.int64)
@@ -353,8 +361,9 @@ class SentenceTransformerEncoder:
             seq = [self._cls, *token_ids[i], self._sep]
             ids_array[row, : len(seq)] = seq
             mask_array[row, : len(seq)] = 1
-        if self._onnx is not None and states_out is None:
-            vectors = self._onnx(ids_array, mask_array)
+        onnx = self._onnx if self._onnx is not None else (self._query_onnx if query else None)
+        if onnx is not None and states_out is None:
+            vectors = onnx(ids_array, mask_array)
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             out[chunk] = vectors / np.maximum(norms, 1e-12)
             return
@@ -376,12 +385,25 @@ class SentenceTransformerEncoder:
 
 
 def onnx_cache_dir(config: EncoderConfig) -> Path:
-    """Where exported ONNX models are cached: ``encoder.onnx_cache``, else ``$FOVEAL_HOME/cache/onnx``."""
+    """Where exported ONNX models are cached: ``encoder.onnx_cache``, else ``$FOVEAL_ONNX_CACHE`` (the operator's:
+    one cache for every home of a process, as the tests use), else ``$FOVEAL_HOME/cache/onnx``."""
     from foveal.config import foveal_home
 
     if config.onnx_cache:
         return Path(config.onnx_cache).expanduser()
+    if os.environ.get("FOVEAL_ONNX_CACHE"):
+        return Path(os.environ["FOVEAL_ONNX_CACHE"]).expanduser()
     return foveal_home() / "cache" / "onnx"
+
+
+def query_onnx(config: EncoderConfig, device: str) -> bool:
+    """Whether query passes run the fp32 onnxruntime export (``query_backend``) on a model of ``backend`` torch
+    placed on ``device``."""
+    if config.backend != "torch" or config.model.lower() == "none":
+        return False
+    if config.query_backend == "auto":
+        return device == "cpu"
+    return config.query_backend == "onnx"
 
 
 def model_key(config: EncoderConfig) -> tuple:
@@ -396,7 +418,7 @@ def model_key(config: EncoderConfig) -> tuple:
     elif temperature == 1.0:
         temperature = None
     onnx: tuple = ()
-    if config.backend == "onnx":
+    if config.backend == "onnx" or query_onnx(config, device):
         onnx = (config.quantize, config.onnx_optimize, config.onnx_threads, str(onnx_cache_dir(config).resolve()))
     return (
         str(resolve_model_path(config.model).resolve()), device, bool(config.fp16 and device.startswith("cuda")),

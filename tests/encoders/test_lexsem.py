@@ -180,7 +180,10 @@ def test_stage_in_the_pipeline(tiny, encoder):
         bridge.modulation.bias.zero_()
     stage = LexSemBridgeStage(bridge, tokenizer=encoder.model.tokenizer)
     same = SearchPipeline(tiny, query_stages=[stage], rerankers=[]).search(request)
-    assert [(h.id, h.score) for h in same.hits] == [(h.id, h.score) for h in plain.hits]
+    # the same ranking; scores to float rounding (a query that wants token states runs the torch model, a plain one
+    # the fp32 ONNX export of encoder.query_backend: the two agree to about 1e-7)
+    assert [h.id for h in same.hits] == [h.id for h in plain.hits]
+    assert np.allclose([h.score for h in same.hits], [h.score for h in plain.hits], atol=1e-5)
     assert same.query_info["stages"]["lexsem"]["paradigm"] == "slr"
     with torch.no_grad():
         bridge.modulation.weight.normal_(0, 5.0, generator=torch.Generator().manual_seed(0))

@@ -186,3 +186,48 @@ def test_the_cache_keeps_only_the_most_recently_used_exports(tmp_path, monkeypat
     monkeypatch.setenv("FOVEAL_ONNX_CACHE_MAX_BYTES", "0")
     onnx_backend.prune_cache(tmp_path, keep=paths[5])
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".onnx"] == [paths[5].name]
+
+
+def _counting(forward):
+    """Count the onnxruntime runs of an OnnxForward (its session is a C object: wrap the attribute)."""
+    calls = []
+    session = forward.session
+
+    class Counting:
+        def run(self, *args, **kwargs):
+            calls.append(1)
+            return session.run(*args, **kwargs)
+
+    forward.session = Counting()
+    return calls, lambda: setattr(forward, "session", session)
+
+
+def test_cpu_queries_run_the_fp32_export_and_documents_torch(encoder):
+    """encoder.query_backend auto on the CPU: query passes run the fp32 ONNX export (a third of torch's time for
+    one query here), document passes the torch model; the vectors are torch's to float rounding."""
+    from foveal.encoders.sentence_transformer import get_encoder
+
+    assert encoder.loaded.onnx is None and encoder.loaded.query_onnx is not None
+    plain = get_encoder(EncoderConfig(query_backend="torch"))
+    assert plain.loaded.query_onnx is None
+    calls, restore = _counting(encoder.loaded.query_onnx)
+    try:
+        ours = encoder.encode_queries(QUERIES).vectors
+        assert len(calls) >= 1
+        del calls[:]
+        documents = encoder.encode_documents(DOCS)
+        tokens = encoder.encode_queries(QUERIES, with_tokens=True)  # token states: the torch model
+        assert calls == []
+    finally:
+        restore()
+    np.testing.assert_allclose(ours, plain.encode_queries(QUERIES).vectors, atol=1e-5)
+    np.testing.assert_allclose(tokens.vectors, ours, atol=1e-5)
+    np.testing.assert_array_equal(_rows(documents), _rows(plain.encode_documents(DOCS)))
+
+
+def test_query_backend_is_validated_and_needs_no_rebuild():
+    with pytest.raises(ConfigError, match="encoder.query_backend"):
+        IndexConfig.parse({"encoder": {"query_backend": "tensorrt"}})
+    default, torch_queries = IndexConfig.parse({}), IndexConfig.parse({"encoder": {"query_backend": "torch"}})
+    assert "query_backend" not in default.build_signature()["encoder"]
+    default.check_compatible(torch_queries, "x")  # switching it keeps the index
