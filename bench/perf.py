@@ -84,7 +84,11 @@ def commit(root: Path = ROOT) -> str:
 
 def backend_of(collection) -> str:
     enc = collection.config.encoder
-    return f"{enc.model} {enc.backend}" + (f" {enc.quantize}" if enc.quantize != "none" else "")
+    name = f"{enc.model} {enc.backend}" + (f" {enc.quantize}" if enc.quantize != "none" else "")
+    loaded = getattr(collection.encoder, "loaded", None)
+    if getattr(loaded, "query_onnx", None) is not None:
+        name += " (queries: its fp32 ONNX export, encoder.query_backend)"
+    return name
 
 
 def pct(values: list[float], p: float) -> float:
@@ -206,8 +210,8 @@ def load_ab(args) -> None:
             rows.append((round_index + 1, name, result))
             print(json.dumps({"round": round_index + 1, "code": name, **result}), file=sys.stderr, flush=True)
     print(f"\n{args.docs:,} synthetic documents (Flat), REST `{args.pipeline}` search k=10, {args.clients} clients x "
-          f"{args.seconds:g} s per run, server and clients on the same {os.cpu_count()} CPUs; all-MiniLM-L6-v2 "
-          f"torch (CPU); bench/perf.py load-ab at {commit()}\n")
+          f"{args.seconds:g} s per run, server and clients on the same {os.cpu_count()} CPUs; all-MiniLM-L6-v2, "
+          f"each side's default CPU encoder; bench/perf.py load-ab at {commit()}\n")
     print("| round | code | requests | errors | QPS | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|")
     for round_index, name, r in rows:
