@@ -149,14 +149,17 @@ class Engine:
                 refused[name] = IndexDamagedError(f"index {name!r} cannot be opened: {exc}", index=name)
         return refused
 
-    def load_encoders(self, skip: Iterable[str] = ()) -> None:
+    def load_encoders(self, skip: Iterable[str] = (), queries: bool = False) -> None:
         """Load the model of every open index now (a server or worker at start), so no request or task pays for
-        it; an index whose model cannot be loaded is logged and left to fail on first use."""
+        it; an index whose model cannot be loaded is logged and left to fail on first use. ``queries`` (a server):
+        also the forward pass queries run on (the fp32 ONNX export of ``encoder.query_backend``)."""
         for name in self.list_indexes():
             if name in skip:
                 continue
             try:
-                self.get(name).encoder  # noqa: B018 - the property loads it
+                encoder = self.get(name).encoder
+                if queries and hasattr(getattr(encoder, "loaded", None), "query_forward"):
+                    encoder.loaded.query_forward()
             except Exception as exc:
                 log.error("index %r: its model cannot be loaded: %s", name, exc, exc_info=exc)
 

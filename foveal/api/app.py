@@ -64,7 +64,7 @@ def create_app(
         # refused (its requests answer IndexDamagedError), the others serve
         refused = await run_in_threadpool(state["engine"].open_all)
         if preload_models():  # the encoder is lazy (BM25-only processes never load it)
-            await run_in_threadpool(state["engine"].load_encoders, refused)
+            await run_in_threadpool(state["engine"].load_encoders, refused, True)
         app.state.queue.start()  # embedded: in-process workers resume what was queued before a restart
         yield
         await run_in_threadpool(app.state.queue.stop)

@@ -120,19 +120,12 @@ class LoadedModel:
 
             fold_attention_temperature(self.model, config.attention_temperature)
         self.onnx = None
-        #: the fp32 onnxruntime export that query passes use when ``backend`` is torch (``query_backend``)
+        if config.backend == "onnx":
+            self.onnx = _onnx_forward(self.model, config)
+        #: the fp32 onnxruntime export that query passes use when ``backend`` is torch (``query_backend``): made
+        #: by :meth:`query_forward` on the first query, so processes that only encode documents never make it
         self.query_onnx = None
-        if config.backend == "onnx" or query_onnx(config, self.device):
-            from foveal.encoders.onnx_backend import OnnxForward
-
-            forward = OnnxForward(
-                self.model, cache_dir=onnx_cache_dir(config), quantize=config.quantize,
-                optimize=config.onnx_optimize, threads=config.onnx_threads,
-            )
-            if config.backend == "onnx":
-                self.onnx = forward
-            else:
-                self.query_onnx = forward
+        self._query_onnx_config = config if query_onnx(config, self.device) else None
         if self.device.startswith("cuda") and config.fp16:
             self.model.half()
         self.model.eval()
@@ -151,6 +144,24 @@ class LoadedModel:
         self.tokenizer.no_padding()
         #: held per forward pass: one query pass and one document pass may run at once, never two of a kind
         self.lock = PriorityLock()
+
+
+    def query_forward(self):
+        """The fp32 ONNX forward pass for queries (``encoder.query_backend``), exported or loaded from the cache on
+        first use; None when queries run the model's own backend. The export switches the model's attention
+        implementation for a moment, so it holds the whole model (no pass of either kind runs meanwhile)."""
+        if self.query_onnx is None and self._query_onnx_config is not None:
+            with self.lock:
+                if self.query_onnx is None:
+                    self.query_onnx = _onnx_forward(self.model, self._query_onnx_config)
+        return self.query_onnx
+
+
+def _onnx_forward(model, config: EncoderConfig):
+    from foveal.encoders.onnx_backend import OnnxForward
+
+    return OnnxForward(model, cache_dir=onnx_cache_dir(config), quantize=config.quantize,
+                       optimize=config.onnx_optimize, threads=config.onnx_threads)
 
 
 class PriorityLock:
@@ -214,7 +225,6 @@ class SentenceTransformerEncoder:
         self.device = self.loaded.device
         self.model = self.loaded.model
         self._onnx = self.loaded.onnx
-        self._query_onnx = self.loaded.query_onnx
         self.name = self.config.model
         self.dimension = self.loaded.dimension
         window = self.config.max_seq_length or self.loaded.default_window
@@ -343,17 +353,21 @@ class SentenceTransformerEncoder:
         else:
             rows = max(1, min(self.config.batch_size, DOCUMENT_PASS_ROWS))
             passes = [(begin, min(begin + rows, n)) for begin in range(0, n, rows)]
+        onnx = self._onnx
+        if onnx is None and query and states_out is None:
+            onnx = self.loaded.query_forward()
         with torch.inference_mode():
             for begin, end in passes:
                 chunk = order[begin:end]
                 with self._lock.hold(query):
-                    self._forward(chunk, token_ids, states_out, out, query=query)
+                    self._forward(chunk, token_ids, states_out, out, onnx=onnx)
         return out
 
     def _forward(self, chunk: list[int], token_ids: list[list[int]], states_out: list | None,
-                 out: np.ndarray, *, query: bool = False) -> None:
-        """One forward pass over the rows ``chunk`` (under the model's lock): the index's ``backend``, or for
-        queries the fp32 export of ``query_backend``; token states always come from the torch model."""
+                 out: np.ndarray, *, onnx=None) -> None:
+        """One forward pass over the rows ``chunk`` (under the model's lock): on ``onnx`` (the index's ``backend``
+        onnx, or for queries the fp32 export of ``query_backend``) or the torch model; token states always come
+        from the torch model."""
         width = max(len(token_ids[i]) for i in chunk) + 2
         ids_array = np.full((len(chunk), width), self._pad, dtype=np.int64)
         mask_array = np.zeros((len(chunk), width), dtype=np.int64)
@@ -361,7 +375,6 @@ class SentenceTransformerEncoder:
             seq = [self._cls, *token_ids[i], self._sep]
             ids_array[row, : len(seq)] = seq
             mask_array[row, : len(seq)] = 1
-        onnx = self._onnx if self._onnx is not None else (self._query_onnx if query else None)
         if onnx is not None and states_out is None:
             vectors = onnx(ids_array, mask_array)
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -207,6 +207,7 @@ def test_cpu_queries_run_the_fp32_export_and_documents_torch(encoder):
     one query here), document passes the torch model; the vectors are torch's to float rounding."""
     from foveal.encoders.sentence_transformer import get_encoder
 
+    encoder.encode_queries(["the first query makes (or loads) the export"])
     assert encoder.loaded.onnx is None and encoder.loaded.query_onnx is not None
     plain = get_encoder(EncoderConfig(query_backend="torch"))
     assert plain.loaded.query_onnx is None
@@ -231,3 +232,16 @@ def test_query_backend_is_validated_and_needs_no_rebuild():
     default, torch_queries = IndexConfig.parse({}), IndexConfig.parse({"encoder": {"query_backend": "torch"}})
     assert "query_backend" not in default.build_signature()["encoder"]
     default.check_compatible(torch_queries, "x")  # switching it keeps the index
+
+
+def test_a_process_that_only_encodes_documents_never_makes_the_query_export():
+    """Celery workers encode documents only: the query export is made on the first query, not when the model loads
+    (the API server makes it at start, see Engine.load_encoders)."""
+    from foveal.encoders.sentence_transformer import LoadedModel, SentenceTransformerEncoder
+
+    loaded = LoadedModel(EncoderConfig())
+    encoder = SentenceTransformerEncoder(EncoderConfig(), loaded)
+    encoder.encode_documents(DOCS[:2])
+    assert loaded.query_onnx is None
+    encoder.encode_queries(QUERIES)
+    assert loaded.query_onnx is not None
