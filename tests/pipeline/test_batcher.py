@@ -173,18 +173,11 @@ def test_the_rocchio_searches_of_a_batch_are_one_faiss_call_per_group(tiny):
                 for q in ("moon ocean tides", "bread dough", "coffee roasting", "lava")]
     alone = [searcher.search_many([r])[0] for r in requests]
     assert all(r.query_info["stages"]["rocchio"]["applied"] for r in alone)
-    calls = []
-    search = tiny.vectors.search
-
-    def spy(matrix, k, allowed=None):
-        calls.append(np.asarray(matrix).shape[0])
-        return search(matrix, k, allowed=allowed)
-
-    tiny.vectors.search = spy
+    calls, restore = _spied(tiny)
     try:
         together = searcher.search_many(requests)
     finally:
-        del tiny.vectors.search
+        restore()
     # the same hits; scores to float32 rounding (a batched FAISS call sums in another order than a single one)
     assert [[h.id for h in r.hits] for r in together] == [[h.id for h in r.hits] for r in alone]
     assert np.allclose([h.score for r in together for h in r.hits], [h.score for r in alone for h in r.hits],
