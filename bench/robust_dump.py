@@ -124,7 +124,7 @@ def dump(engine: Engine, name: str, out: Path) -> None:
                 moved = rocchio(vector, vecs[rows] if rows else None, beta)
                 # as the pipeline does by default (rocchio.rescore): the first round's passages scored by the
                 # moved vector; and, under ``<label>_search``, the second search over the whole index it replaced
-                rescored = searcher._rescored(moved, first, {}) if moved is not vector else None
+                rescored = searcher._rescored(moved, vector, first, collection.config.fusion.rocchio, {})
                 lists[label], _ = searcher._dense(moved, DEPTH, first=rescored)
                 lists[f"{label}_search"], _ = searcher._dense(moved, DEPTH)
             per_query[qid] = {label: [[id_of[k], round(float(s), 6)] for k, s in ranked] for label, ranked in lists.items()}

@@ -27,7 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 import torch
 
-from foveal.config import EncoderConfig
+from foveal.config import NO_ENCODER, EncoderConfig
 from foveal.encoders.base import EncodedDocument, EncodedQueries
 from foveal.encoders.segment import segment
 from foveal.errors import ConfigError
@@ -125,7 +125,7 @@ class LoadedModel:
         #: the fp32 onnxruntime export that query passes use when ``backend`` is torch (``query_backend``): made
         #: by :meth:`query_forward` on the first query, so processes that only encode documents never make it
         self.query_onnx = None
-        self._query_onnx_config = config if query_onnx(config, self.device) else None
+        self._query_onnx_config = config if wants_query_onnx(config, self.device) else None
         if self.device.startswith("cuda") and config.fp16:
             self.model.half()
         self.model.eval()
@@ -144,7 +144,6 @@ class LoadedModel:
         self.tokenizer.no_padding()
         #: held per forward pass: one query pass and one document pass may run at once, never two of a kind
         self.lock = PriorityLock()
-
 
     def query_forward(self):
         """The fp32 ONNX forward pass for queries (``encoder.query_backend``), exported or loaded from the cache on
@@ -409,10 +408,10 @@ def onnx_cache_dir(config: EncoderConfig) -> Path:
     return foveal_home() / "cache" / "onnx"
 
 
-def query_onnx(config: EncoderConfig, device: str) -> bool:
+def wants_query_onnx(config: EncoderConfig, device: str) -> bool:
     """Whether query passes run the fp32 onnxruntime export (``query_backend``) on a model of ``backend`` torch
     placed on ``device``."""
-    if config.backend != "torch" or config.model.lower() == "none":
+    if config.backend != "torch" or config.model == NO_ENCODER:
         return False
     if config.query_backend == "auto":
         return device == "cpu"
@@ -431,7 +430,7 @@ def model_key(config: EncoderConfig) -> tuple:
     elif temperature == 1.0:
         temperature = None
     onnx: tuple = ()
-    if config.backend == "onnx" or query_onnx(config, device):
+    if config.backend == "onnx" or wants_query_onnx(config, device):
         onnx = (config.quantize, config.onnx_optimize, config.onnx_threads, str(onnx_cache_dir(config).resolve()))
     return (
         str(resolve_model_path(config.model).resolve()), device, bool(config.fp16 and device.startswith("cuda")),

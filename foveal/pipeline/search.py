@@ -256,11 +256,9 @@ class SearchPipeline:
                 except Exception as exc:  # noqa: BLE001 - raised in the request's own thread by _finish
                     one.error = exc
                     continue
-                rescored = None
-                if moved is not one.vector and fusion.rocchio.rescore:
-                    t2 = time.perf_counter()
-                    rescored = self._rescored(moved, one.first, evidence)
-                    one.times.add("rocchio", time.perf_counter() - t2)
+                t2 = time.perf_counter()
+                rescored = self._rescored(moved, one.vector, one.first, fusion.rocchio, evidence)
+                one.times.add("rocchio", time.perf_counter() - t2)
                 one.rocchio = (moved, evidence, rescored)
                 if moved is not one.vector and rescored is None:
                     moved_groups.setdefault(key, []).append(i)
@@ -422,9 +420,7 @@ class SearchPipeline:
                         moved, evidence, moved_first = prepared.rocchio
                     else:
                         moved, evidence = self._rocchio(vector, lists["dense"], best_passage, fusion.rocchio)
-                        moved_first = None
-                        if moved is not vector and fusion.rocchio.rescore and prepared.first is not None:
-                            moved_first = self._rescored(moved, prepared.first, evidence)
+                        moved_first = self._rescored(moved, vector, prepared.first, fusion.rocchio, evidence)
                     if moved is not vector:
                         lists["dense"], best_passage = self._dense(
                             moved, window, allowed, dense_filter=prepared.dense_filter, available=prepared.available,
@@ -526,11 +522,15 @@ class SearchPipeline:
         return moved, {"feedback_docs": 0 if rows is None else int(len(rows)), "beta": cfg.beta,
                        "applied": moved is not vector}
 
-    def _rescored(self, moved: np.ndarray, first: tuple, evidence: dict) -> tuple | None:
-        """The moved vector's first MaxP round without a second vector search: the passages of the unmoved
-        query's first round, ``(limit, scores row, ids row)``, scored by ``moved`` with the vectors the index
-        holds, best first. None (the moved vector is searched instead) when the index cannot hand back vectors
+    def _rescored(self, moved: np.ndarray, vector: np.ndarray, first: tuple | None, cfg,
+                  evidence: dict) -> tuple | None:
+        """The moved vector's first MaxP round without a second vector search (``rocchio.rescore``): the passages
+        of the unmoved ``vector``'s first round, ``(limit, scores row, ids row)``, scored by ``moved`` with the
+        vectors the index holds, best first. None (the moved vector is searched instead, if it moved) when Rocchio
+        did not move the vector, rescoring is off, there is no first round, or the index cannot hand back vectors
         or no longer holds one of them. ``evidence`` says which it was (``rescored``: passages scored)."""
+        if moved is vector or not cfg.rescore or first is None:
+            return None
         limit, _, ids_row = first
         vectors_of = getattr(self.collection.vectors, "vectors", None)
         ids = np.asarray(ids_row, dtype=np.int64)
