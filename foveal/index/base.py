@@ -88,6 +88,8 @@ class LexicalDocument:
     id: str
     title: str
     text: str
+    #: the document's metadata, for a backend that indexes it (tantivy's ``meta`` terms); None: not indexed
+    metadata: dict | None = None
 
 
 @runtime_checkable

@@ -315,4 +315,4 @@ def _digest(*arrays) -> str:
 
 
 def _lexical(doc) -> LexicalDocument:
-    return LexicalDocument(doc.doc_key, doc.id, doc.title, doc.text)
+    return LexicalDocument(doc.doc_key, doc.id, doc.title, doc.text, doc.metadata)

@@ -83,6 +83,7 @@ class _Prepared:
     tokens: QueryTokens | None = None
     query_info: dict = field(default_factory=dict)
     allowed: np.ndarray | None = None  # sorted unique doc_keys of a filtered search
+    within: dict | None = None  # the filter's metadata conditions, which every allowed document meets
     cutoff: float | None = None  # the request's ``now`` (epoch seconds) when it hides later documents
     dense_filter: object = None  # what the vector index takes as ``allowed`` (a DocFilter or passage ids)
     available: int = 0  # vectors the dense search may return
@@ -272,6 +273,7 @@ class SearchPipeline:
         if request.filter is not None:
             with one.times.stage("filter"):
                 one.allowed = self._allowed(request.filter)
+            one.within = request.filter.metadata_conditions()
         cutoff = document_cutoff(request, self.collection.config.events)
         if cutoff is not None:  # nothing dated after ``now`` is retrieved (undated documents are kept)
             one.cutoff = cutoff
@@ -401,10 +403,11 @@ class SearchPipeline:
         best_passage: dict[int, int] = {}
         if request.pipeline in (Pipeline.bm25, Pipeline.hybrid):
             with times.stage("retrieve_bm25"):
-                lists["bm25"] = self._lexical(request.query, window, allowed)
+                lists["bm25"] = self._lexical(request.query, window, allowed, within=prepared.within)
             if fusion.rm3.enabled and request.pipeline == Pipeline.hybrid:
                 with times.stage("rm3"):
-                    lists["bm25"], evidence = self._rm3(request.query, lists["bm25"], window, allowed, fusion.rm3)
+                    lists["bm25"], evidence = self._rm3(request.query, lists["bm25"], window, allowed, fusion.rm3,
+                                                        within=prepared.within)
                 query_info.setdefault("stages", {})["rm3"] = evidence
         if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
             if prepared.dense is not None:  # searched with the batch
@@ -493,7 +496,8 @@ class SearchPipeline:
                 c.score -= shift
         return list(top) + tail
 
-    def _rm3(self, query: str, first: list[tuple[int, float]], depth: int, allowed: set[int] | None, cfg):
+    def _rm3(self, query: str, first: list[tuple[int, float]], depth: int, allowed: set[int] | None, cfg,
+             within: dict | None = None):
         """RM3 (foveal.pipeline.feedback.rm3) over the first pass's top documents, then BM25 of the expanded query
         in the same (score, doc_key) order. Backends without weighted search keep the first pass."""
         lexical = self.collection.lexical
@@ -504,7 +508,7 @@ class SearchPipeline:
         evidence = {"feedback_docs": len(feedback), "terms": weights_summary(weights)}
         if not feedback or not hasattr(lexical, "search_weighted"):
             return first, {**evidence, "applied": False}
-        found = self._lexical(query, depth, allowed, weights) if weights else []
+        found = self._lexical(query, depth, allowed, weights, within=within) if weights else []
         return found, {**evidence, "applied": True}
 
     def _rocchio(self, vector: np.ndarray, dense: list[tuple[int, float]], best_passage: dict[int, int], cfg):
@@ -549,16 +553,20 @@ class SearchPipeline:
         return limit, scores_row, ids_out
 
     def _lexical(self, query: str, depth: int, allowed: set[int] | None,
-                 term_weights: dict[str, float] | None = None) -> list[tuple[int, float]]:
+                 term_weights: dict[str, float] | None = None, within: dict | None = None,
+                 ) -> list[tuple[int, float]]:
         """The first ``depth`` BM25 hits in (score, doc_key) order: fetched one past the cut, and further while
         the scores there tie, so which of several equal-scored documents make the cut never depends on the
-        index's internal order or on ``depth``. ``term_weights``: a rewritten query (RM3) instead of ``query``."""
+        index's internal order or on ``depth``. ``term_weights``: a rewritten query (RM3) instead of ``query``.
+        ``within``: the filter's metadata conditions, for a backend that restricts by them inside the index."""
+        lexical = self.collection.lexical
+        extra = {"within": within} if within and getattr(lexical, "metadata_terms", False) else {}
         limit = depth + 1
         while True:
             if term_weights is not None:
-                found = self.collection.lexical.search_weighted(term_weights, limit, allowed=allowed)
+                found = lexical.search_weighted(term_weights, limit, allowed=allowed, **extra)
             else:
-                found = self.collection.lexical.search(query, limit, allowed=allowed)
+                found = lexical.search(query, limit, allowed=allowed, **extra)
             if len(found) < limit or found[depth - 1][1] > found[-1][1]:
                 break
             limit *= 4

@@ -118,3 +118,35 @@ def test_default_hybrid_is_zscore_fusion_with_rocchio(searcher):
     assert "rm3" not in response.query_info["stages"]
     # z-scored lists: the fused score is no longer bounded by the number of lists
     assert response.hits[0].evidence["fused"]["method"] == "linear"
+
+
+def test_a_filters_equality_conditions_reach_the_lexical_index_and_change_no_hit(tiny, monkeypatch):
+    """A filtered bm25/hybrid search hands tantivy the filter's metadata conditions (``within``), so the
+    restriction happens inside the index; the hits are those of the same search without them (the allow-list
+    alone), also through RM3's second BM25 search."""
+    from foveal.pipeline.request import SearchRequest
+    from foveal.pipeline.search import SearchPipeline
+
+    lexical = tiny.lexical
+    seen: list = []
+    real = type(lexical).search
+
+    def spy(self, query, k, allowed=None, term_weights=None, within=None):
+        seen.append(within)
+        return real(self, query, k, allowed, term_weights=term_weights, within=within)
+
+    monkeypatch.setattr(type(lexical), "search", spy)
+    pipeline = SearchPipeline(tiny)
+    flt = {"metadata": {"topic": ["science", "cooking"]}, "not": {"ids": ["tides"]}}
+    for body in ({"query": "rises", "pipeline": "bm25"},
+                 {"query": "rises through dough", "fusion": {"rm3": {"enabled": True}}}):
+        seen.clear()
+        inside = pipeline.search(SearchRequest(**body, k=5, filter=flt))
+        assert seen and all(w == {"topic": ["science", "cooking"]} for w in seen)
+        monkeypatch.setattr(lexical, "metadata_terms", False)  # the allow-list alone, as before
+        seen.clear()
+        alone = pipeline.search(SearchRequest(**body, k=5, filter=flt))
+        monkeypatch.setattr(lexical, "metadata_terms", True)
+        assert seen and all(w is None for w in seen)
+        assert [(h.id, round(h.score, 6)) for h in inside.hits] == [(h.id, round(h.score, 6)) for h in alone.hits]
+        assert {h.id for h in inside.hits} <= {"bread", "volcano", "coffee"} and inside.hits
