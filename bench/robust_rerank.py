@@ -86,9 +86,11 @@ def weights_digest(model: Path) -> str:
     return hashlib.sha1((model / WEIGHTS_FILE).read_bytes()).hexdigest()
 
 
-def score_unit(unit: str, runs: dict, ranker, window: int, model: Path, pairs: dict) -> dict:
-    """{qid: [[doc, minmax first stage, pyramid], ...]} for the first ``window`` candidates; cached."""
-    cache = CACHE / f"rerank-{unit}.json"
+def score_unit(unit: str, runs: dict, ranker, window: int, model: Path, pairs: dict,
+               cache_name: str | None = None) -> dict:
+    """{qid: [[doc, minmax first stage, pyramid], ...]} for the first ``window`` candidates; cached (in
+    ``cache_name`` under the robust cache, default ``rerank-<unit>.json``)."""
+    cache = CACHE / (cache_name or f"rerank-{unit}.json")
     digest = weights_digest(model)
     if cache.exists():
         cached = json.loads(cache.read_text())

@@ -112,6 +112,103 @@ def human_anchored_loss(logits: torch.Tensor, options: TrainOptions) -> tuple[to
     return loss, {"pairwise": float(pairwise.detach()), "pointwise": float(pointwise.detach())}
 
 
+@dataclass
+class TrainQuery:
+    """One training query: its text, the (title, text) of its judged-relevant documents, and its hard-negative pool
+    (documents of the first stage's top ``hard_pool`` not judged relevant), best first."""
+
+    text: str
+    positives: list[tuple[str, str]]
+    pool: list[tuple[str, str]]
+
+
+def fit_pyramid(examples: list[TrainQuery], options: TrainOptions | None = None,
+                log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True)):
+    """Fine-tune a Pyramid ranker from the base model on ``examples`` with the human-anchored loss; returns the
+    ranker (in eval mode; its ``settings.combination`` untouched) and ``{"steps", "stopped_early",
+    "train_seconds"}``. Each step takes ``batch_queries`` examples, each one relevant document and ``negatives``
+    drawn from its pool (an example with no relevant document or too small a pool is skipped when its turn comes,
+    as the single-collection training always did)."""
+    from foveal.rerank.pyramid import PyramidRanker, PyramidSettings
+
+    options = options or TrainOptions()
+    torch.set_num_threads(options.threads)
+    torch.manual_seed(options.seed)
+    settings = PyramidSettings(
+        lower_layers=options.lower_layers,
+        max_query_title_tokens=options.max_query_title_tokens,
+        summary_tokens=options.summary_tokens,
+    )
+    ranker = PyramidRanker.from_base(settings.base_model, settings)
+    model = ranker.model
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
+    optimizer = torch.optim.AdamW(
+        [{"params": body, "lr": options.learning_rate},
+         {"params": model.head.parameters(), "lr": options.head_learning_rate}],
+        weight_decay=0.01,
+    )
+    steps_per_epoch = (len(examples) + options.batch_queries - 1) // options.batch_queries
+    total_steps = max(1, steps_per_epoch * options.epochs)
+    warmup = max(1, total_steps // 10)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
+    )
+    summaries: dict[tuple[int, str, int], str] = {}
+
+    def summary(i: int, side: str, j: int) -> str:
+        key = (i, side, j)
+        if key not in summaries:
+            docs = examples[i].positives if side == "p" else examples[i].pool
+            summaries[key] = ranker.summarize(examples[i].text, docs[j][1])
+        return summaries[key]
+
+    rng = random.Random(options.seed)
+    step = 0
+    stopped_early = False
+    model.train()
+    train_started = time.perf_counter()
+    for epoch in range(options.epochs):
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        for start in range(0, len(order), options.batch_queries):
+            if (time.perf_counter() - train_started) / 60 > options.max_minutes:
+                stopped_early = True
+                break
+            batch_q, titles, texts = [], [], []
+            for i in order[start : start + options.batch_queries]:
+                example = examples[i]
+                if not example.positives or len(example.pool) < options.negatives:
+                    continue
+                group = [("p", rng.randrange(len(example.positives)))]
+                group += [("n", j) for j in rng.sample(range(len(example.pool)), options.negatives)]
+                for side, j in group:
+                    docs = example.positives if side == "p" else example.pool
+                    batch_q.append(example.text)
+                    titles.append(docs[j][0])
+                    texts.append(summary(i, side, j))
+            if not batch_q:
+                continue
+            logits = model(*ranker.encode(batch_q, titles, texts)).view(-1, 1 + options.negatives)
+            loss, parts = human_anchored_loss(logits, options)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if step % 10 == 0 or step == 1:
+                log(f"epoch {epoch + 1} step {step}/{total_steps} loss {float(loss.detach()):.4f} "
+                    f"(pairwise {parts['pairwise']:.4f}, pointwise {parts['pointwise']:.4f}) "
+                    f"{time.perf_counter() - train_started:.0f} s")
+        if stopped_early:
+            log(f"stopped at the {options.max_minutes} min cap after {step} steps")
+            break
+    model.eval()
+    return ranker, {"steps": step, "stopped_early": stopped_early,
+                    "train_seconds": time.perf_counter() - train_started}
+
+
 def train_rerank(
     data: Path,
     out: Path,
@@ -127,14 +224,11 @@ def train_rerank(
     from foveal.engine import Engine
     from foveal.evaluation import evaluate, read_qrels, read_queries
     from foveal.rerank.combine import fit_two_weights, minmax
-    from foveal.rerank.pyramid import PyramidRanker, PyramidSettings
 
     options = options or TrainOptions()
     started = time.perf_counter()
-    torch.set_num_threads(options.threads)
     random.seed(options.seed)
     np.random.seed(options.seed)
-    torch.manual_seed(options.seed)
     data = Path(data)
     qrels_path = data / "qrels" / "train.tsv"
     if not qrels_path.exists():
@@ -150,79 +244,18 @@ def train_rerank(
     log(f"candidates for {len(candidates)} train queries ({time.perf_counter() - started:.0f} s)")
 
     dev_ids, train_ids = held_out_split(queries, options.dev_fraction, options.seed)
-
-    settings = PyramidSettings(
-        lower_layers=options.lower_layers,
-        max_query_title_tokens=options.max_query_title_tokens,
-        summary_tokens=options.summary_tokens,
-    )
-    ranker = PyramidRanker.from_base(settings.base_model, settings)
-    model = ranker.model
-    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
-    body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
-    optimizer = torch.optim.AdamW(
-        [{"params": body, "lr": options.learning_rate},
-         {"params": model.head.parameters(), "lr": options.head_learning_rate}],
-        weight_decay=0.01,
-    )
-    steps_per_epoch = (len(train_ids) + options.batch_queries - 1) // options.batch_queries
-    total_steps = steps_per_epoch * options.epochs
-    warmup = max(1, total_steps // 10)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
-    )
-    summaries: dict[tuple[str, str], str] = {}
+    examples = []
+    for qid in train_ids:
+        positives = [d for d, g in qrels[qid].items() if g > 0 and d in corpus]
+        pool = [d for d, _ in candidates[qid][: options.hard_pool] if d not in qrels[qid]]
+        examples.append(TrainQuery(queries[qid], [corpus[d] for d in positives],
+                                   [corpus[d] for d in pool if d in corpus]))
+    ranker, fitted = fit_pyramid(examples, options, log)
+    step, stopped_early, train_seconds = fitted["steps"], fitted["stopped_early"], fitted["train_seconds"]
+    settings = ranker.settings
 
     def summary(qid: str, doc: str) -> str:
-        key = (qid, doc)
-        if key not in summaries:
-            summaries[key] = ranker.summarize(queries[qid], corpus.get(doc, ("", ""))[1])
-        return summaries[key]
-
-    rng = random.Random(options.seed)
-    step = 0
-    stopped_early = False
-    model.train()
-    train_started = time.perf_counter()
-    for epoch in range(options.epochs):
-        order = list(train_ids)
-        rng.shuffle(order)
-        for start in range(0, len(order), options.batch_queries):
-            if (time.perf_counter() - train_started) / 60 > options.max_minutes:
-                stopped_early = True
-                break
-            batch_q, titles, texts = [], [], []
-            for qid in order[start : start + options.batch_queries]:
-                positives = [d for d, g in qrels[qid].items() if g > 0 and d in corpus]
-                if not positives:
-                    continue
-                pool = [d for d, _ in candidates[qid][: options.hard_pool] if d not in qrels[qid]]
-                if len(pool) < options.negatives:
-                    continue
-                group = [rng.choice(positives)] + rng.sample(pool, options.negatives)
-                for doc in group:
-                    batch_q.append(queries[qid])
-                    titles.append(corpus[doc][0])
-                    texts.append(summary(qid, doc))
-            if not batch_q:
-                continue
-            logits = model(*ranker.encode(batch_q, titles, texts)).view(-1, 1 + options.negatives)
-            loss, parts = human_anchored_loss(logits, options)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if step % 10 == 0 or step == 1:
-                log(f"epoch {epoch + 1} step {step}/{total_steps} loss {float(loss):.4f} "
-                    f"(pairwise {parts['pairwise']:.4f}, pointwise {parts['pointwise']:.4f}) "
-                    f"{time.perf_counter() - train_started:.0f} s")
-        if stopped_early:
-            log(f"stopped at the {options.max_minutes} min cap after {step} steps")
-            break
-    train_seconds = time.perf_counter() - train_started
-    model.eval()
+        return ranker.summarize(queries[qid], corpus.get(doc, ("", ""))[1])
 
     # fit the combination on the held-out train queries
     features: dict[str, dict[str, dict[str, float]]] = {}
