@@ -331,7 +331,7 @@ def filters(args) -> None:
                     # the table compares the rest (the stage timings of the same search)
                     times.setdefault((pipeline, label), []).append(took - response.timings.get("query_encode", 0))
                     assert len(response.hits) == 10, (label, len(response.hits))
-        terms = "yes" if getattr(collection.lexical, "metadata_terms", False) else "no (a folder made before them)"
+        terms = "yes" if getattr(collection.lexical, "indexes_metadata", False) else "no (a folder made before them)"
         print(f"**{factory}** (encoder {backend_of(collection)}; BM25 metadata terms: {terms}):\n")
         print("| pipeline | " + " | ".join(names) + " |")
         print("|---|" + "---|" * len(names))

@@ -11,7 +11,7 @@ equality conditions of the filter (``within``) restrict the match set inside tan
 intersects the query's; the allow-list then only checks the few hits that come back. Without them an allow-list
 longer than :data:`TERM_SET_MAX` meant ranking the query's top ``k / share`` hits and keeping the allowed ones (15,000
 hits for a filter matching 1 % of 100,000 documents). Folders made before the ``meta`` field open with their own
-schema and filter as before (:attr:`TantivyLexicalIndex.metadata_terms` is False); rebuilding BM25 from the store
+schema and filter as before (:attr:`TantivyLexicalIndex.indexes_metadata` is False); rebuilding BM25 from the store
 (stop the service, delete the index folder's ``lexical/`` and ``lexical.json``, start it) adds the terms.
 
 Example::
@@ -125,7 +125,7 @@ class TantivyLexicalIndex:
         self.config = config or LexicalConfig()
         self.analyzer = build_analyzer(self.config)
         #: whether documents carry ``meta`` terms (False for a folder made before them: see the module docstring)
-        self.metadata_terms = True
+        self.indexes_metadata = True
         self.schema = _schema(meta=True)
         self.path = Path(path) if path is not None else None
         if path is not None:
@@ -135,7 +135,7 @@ class TantivyLexicalIndex:
             except ValueError as exc:
                 if "schema does not match" not in str(exc):
                     raise
-                self.metadata_terms = False  # an older folder: open it as it is (another mismatch raises)
+                self.indexes_metadata = False  # an older folder: open it as it is (another mismatch raises)
                 self.schema = _schema(meta=False)
                 self.index = tantivy.Index(self.schema, path=str(path), reuse=True)
         else:
@@ -164,7 +164,7 @@ class TantivyLexicalIndex:
                 document.add_text("id", doc.id)
                 document.add_text("title", doc.title)
                 document.add_text("text", doc.text)
-                if self.metadata_terms:
+                if self.indexes_metadata:
                     for term in metadata_terms(doc.metadata):
                         document.add_text("meta", term)
                 writer.add_document(document)
@@ -251,7 +251,7 @@ class TantivyLexicalIndex:
             keys = sorted_unique(allowed)
             if not keys.size:
                 return []
-            groups = condition_terms(within) if self.metadata_terms else []
+            groups = condition_terms(within) if self.indexes_metadata else []
             if groups:
                 clauses = [(tantivy.Occur.Must, compiled)]
                 pool = int(searcher.num_docs)  # how many documents the conditions leave, at most

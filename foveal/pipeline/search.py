@@ -560,7 +560,7 @@ class SearchPipeline:
         index's internal order or on ``depth``. ``term_weights``: a rewritten query (RM3) instead of ``query``.
         ``within``: the filter's metadata conditions, for a backend that restricts by them inside the index."""
         lexical = self.collection.lexical
-        extra = {"within": within} if within and getattr(lexical, "metadata_terms", False) else {}
+        extra = {"within": within} if within and getattr(lexical, "indexes_metadata", False) else {}
         limit = depth + 1
         while True:
             if term_weights is not None:

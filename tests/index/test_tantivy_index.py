@@ -225,7 +225,7 @@ def test_a_folder_made_before_metadata_terms_opens_and_filters_as_before(tmp_pat
     writer.wait_merging_threads()
     del legacy, writer
     index = TantivyLexicalIndex(tmp_path)
-    assert not index.metadata_terms
+    assert not index.indexes_metadata
     assert [k for k, _ in index.search("shoes", 5, allowed=np.array([3]), within={"color": "red"})] == [3]
     index.upsert([LexicalDocument(4, "d", "Shoes again", "More shoes.", {"color": "red"})])
     index.commit()

@@ -143,10 +143,10 @@ def test_a_filters_equality_conditions_reach_the_lexical_index_and_change_no_hit
         seen.clear()
         inside = pipeline.search(SearchRequest(**body, k=5, filter=flt))
         assert seen and all(w == {"topic": ["science", "cooking"]} for w in seen)
-        monkeypatch.setattr(lexical, "metadata_terms", False)  # the allow-list alone, as before
+        monkeypatch.setattr(lexical, "indexes_metadata", False)  # the allow-list alone, as before
         seen.clear()
         alone = pipeline.search(SearchRequest(**body, k=5, filter=flt))
-        monkeypatch.setattr(lexical, "metadata_terms", True)
+        monkeypatch.setattr(lexical, "indexes_metadata", True)
         assert seen and all(w is None for w in seen)
         assert [(h.id, round(h.score, 6)) for h in inside.hits] == [(h.id, round(h.score, 6)) for h in alone.hits]
         assert {h.id for h in inside.hits} <= {"bread", "volcano", "coffee"} and inside.hits
