@@ -796,10 +796,14 @@ def train_rerank_command(
     batch_queries: int = typer.Option(4, min=1, max=256),
     max_minutes: float = typer.Option(25.0, min=0.1, help="Stop training after this long (the whole run stays under 30 min)."),
     seed: int = typer.Option(13),
+    also: Optional[list[str]] = typer.Option(None, "--also", help="FOLDER=INDEX: another BEIR folder whose judged "
+                                             "queries train too, and the index holding its corpus (repeatable)."),
+    also_split: str = typer.Option("train", "--also-split", help="The qrels split read from every --also folder."),
 ) -> None:
     """Fine-tune the Pyramid-ERNIE reranker (human-anchored loss) and fit the score combination. The model is
     registered in FOVEAL_MODELS_DIR (default $FOVEAL_HOME/models) under --name; an index config then names it:
-    {"rerank": {"model": "<name>"}}."""
+    {"rerank": {"model": "<name>"}}. With --also, it trains on several collections at once (what keeps it from
+    hurting collections it never saw: docs/robust.md)."""
     import os
     import shutil
 
@@ -808,6 +812,12 @@ def train_rerank_command(
     from foveal.rerank.train import TrainOptions, train_rerank
 
     name = name or default_model_name("rerank")
+    pairs: list[tuple[Path, str]] = []
+    for item in also or []:
+        folder, sep, other = item.rpartition("=")
+        if not sep or not folder or not other:
+            _fail(f"--also {item!r}: expected FOLDER=INDEX")
+        pairs.append((Path(folder), other))
     options = TrainOptions(lower_layers=lower_layers, epochs=epochs, negatives=negatives,
                            batch_queries=batch_queries, max_minutes=max_minutes, seed=seed)
     cache_dir = Path(home or foveal_home()) / "cache" / "train-rerank"
@@ -815,7 +825,8 @@ def train_rerank_command(
 
     def write(folder: Path) -> None:
         records.append(train_rerank(data, folder, home=home, index=index, options=options, cache_dir=cache_dir,
-                                    log=lambda m: console.print(m, highlight=False)))
+                                    log=lambda m: console.print(m, highlight=False), also=pairs,
+                                    also_split=also_split))
 
     # the models folder of the home trained on (FOVEAL_MODELS_DIR wins), where a server on that home looks
     root = models_dir() if home is None or os.environ.get("FOVEAL_MODELS_DIR") else Path(home) / "models"

@@ -5,6 +5,7 @@ index config uses."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -82,3 +83,18 @@ def test_train_rerank_registers_and_prints_the_name(tmp_path, monkeypatch, fake_
     assert default.exit_code == 0, default.output
     name = json.loads(default.stdout.strip().splitlines()[-1])["model"]
     assert name.startswith("rerank-") and (tmp_path / "models" / name).is_dir()
+
+
+def test_train_rerank_also_takes_folder_index_pairs(tmp_path, monkeypatch, fake_training):
+    from foveal.cli import app
+
+    monkeypatch.setenv("FOVEAL_MODELS_DIR", str(tmp_path / "models"))
+    run = ["train", "rerank", "--data", str(tmp_path / "data"), "--home", str(tmp_path / "home"), "--name", "u"]
+    result = CliRunner().invoke(app, [*run, "--also", "../shared/data/cacm=cacm", "--also", "x=y=lisa",
+                                      "--also-split", "test"])
+    assert result.exit_code == 0, result.output
+    _, kwargs = fake_training[0]
+    assert kwargs["also"] == [(Path("../shared/data/cacm"), "cacm"), (Path("x=y"), "lisa")]
+    assert kwargs["also_split"] == "test"
+    result = CliRunner().invoke(app, [*run, "--force", "--also", "cacm"])
+    assert result.exit_code != 0 and "FOLDER=INDEX" in result.output
