@@ -6,6 +6,8 @@ collects everyone who arrives; once none runs, the leader waits for others at mo
 deadline, fixed when the way is free), and closes the batch early when it is full (``max_batch``) or when every
 caller active on the pipeline is in it (a lone caller never waits: :meth:`MicroBatcher.active` counts callers in
 flight). The leader then runs ``run_batch`` on the items, in arrival order, and hands each follower its own result.
+One batch runs at a time, oldest first: one that fills up while another runs closes (later arrivals open the next)
+but waits its turn, since two passes at once share the same cores' threads and each runs slower.
 ``run_batch`` returns one result per item; an exception it raises goes to every caller of that batch.
 
 So batching adds at most ``max_wait_s`` to a search beyond the time it would have queued for the encoder anyway:
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from contextlib import contextmanager
 from typing import Callable, Generic, Sequence, TypeVar
 
@@ -55,7 +58,8 @@ class MicroBatcher(Generic[T, R]):
         self._cond = threading.Condition()
         self._open: _Batch | None = None
         self._active = 0
-        self._running = 0  # batches in run_batch now
+        self._running = 0  # batches in run_batch now (at most one)
+        self._waiting: deque[_Batch] = deque()  # batches whose leaders wait to run, oldest first
         #: how many batches ran and the sizes they had (for tests and stats)
         self.batches = 0
         self.largest = 0
@@ -86,6 +90,7 @@ class MicroBatcher(Generic[T, R]):
             elif not leader:
                 self._cond.notify_all()  # the leader re-checks whether anyone else may still join
             if leader:
+                self._waiting.append(batch)
                 while not batch.closed and self._running:  # an earlier batch holds the way: collect meanwhile
                     self._cond.wait()
                 deadline = self._clock() + self.max_wait_s
@@ -95,6 +100,11 @@ class MicroBatcher(Generic[T, R]):
                         break
                     self._cond.wait(remaining)
                 self._close(batch)
+                # one batch runs at a time, oldest first: a batch that filled up while another ran waits its turn
+                # (two at once share the cores' threads and are both slower than one after the other)
+                while self._running or self._waiting[0] is not batch:
+                    self._cond.wait()
+                self._waiting.popleft()
                 self._running += 1
         if leader:
             try:

@@ -101,6 +101,44 @@ def test_arrivals_during_a_running_batch_form_the_next_batch():
     assert calls[0] == ["first"] and sorted(calls[1]) == [f"q{i}" for i in range(5)] and len(calls) == 2
 
 
+def test_a_batch_that_fills_while_another_runs_waits_its_turn():
+    """One batch runs at a time, oldest first: batches that fill up (``max_batch``) while one runs do not start
+    beside it (two encoder passes at once share the cores' threads: at a max batch of 8, 32 clients got 17 QPS
+    instead of 76)."""
+    running, most = [0], [0]
+    lock = threading.Lock()
+    first_running, release = threading.Event(), threading.Event()
+    order = []
+
+    def run(items):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            order.append(list(items))
+        if items == ["first"]:
+            first_running.set()
+            release.wait(30)
+        threading.Event().wait(0.05)
+        with lock:
+            running[0] -= 1
+        return items
+
+    batcher = MicroBatcher(run, max_batch=2, max_wait_s=0.0)
+    threads = [threading.Thread(target=batcher.submit, args=("first",))]
+    threads[0].start()
+    first_running.wait(30)
+    later = []
+    for i in range(6):  # three full batches of two, all closed while the first runs
+        later.append(threading.Thread(target=batcher.submit, args=(f"q{i}",)))
+        later[-1].start()
+        threading.Event().wait(0.02)
+    release.set()
+    for t in threads + later:
+        t.join(30)
+    assert most[0] == 1 and order[0] == ["first"] and len(order) == 4
+    assert [sorted(b) for b in order[1:]] == [["q0", "q1"], ["q2", "q3"], ["q4", "q5"]]  # oldest first
+
+
 def test_an_error_reaches_every_caller_of_its_batch():
     batcher = MicroBatcher(lambda items: 1 / 0, max_batch=2, max_wait_s=0)
     with pytest.raises(ZeroDivisionError):
