@@ -659,7 +659,7 @@ def serve(
     try:
         settings = ServiceSettings.from_env()
         check_binding(host, settings)  # before any model or index is loaded
-        application = create_app(settings=settings)
+        application = create_app(settings=settings, freeze_heap=True)
     except FovealError as exc:
         _fail(exc.message)
     from foveal import logs

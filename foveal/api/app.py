@@ -49,9 +49,30 @@ def _error(status: int, kind: str, message: str, details: object = None) -> JSON
                         headers=headers)
 
 
+def freeze_loaded_heap() -> int:
+    """Move every object alive now (the models' and libraries' ~470,000: torch, transformers, onnxruntime) out of the
+    cyclic garbage collector's reach, after one last collection; returns how many were frozen.
+
+    Python's full collections walk every tracked object: with the models loaded one took 270 ms, and under load
+    (32 clients) they stalled every request in flight often enough to be 15 % of all requests (p90 559 ms against
+    a p50 of 330). Frozen objects are still freed by reference counting; only a cycle among them that becomes
+    garbage later is never collected, which for what a server loads at start (and keeps) does not happen.
+    Instagram's servers do the same (``gc.freeze`` exists for it, Python 3.7)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    count = gc.get_freeze_count()
+    log.info("froze %d objects loaded at start out of the garbage collector's full passes", count)
+    return count
+
+
 def create_app(
-    engine: Engine | None = None, home: Path | None = None, settings: ServiceSettings | None = None
+    engine: Engine | None = None, home: Path | None = None, settings: ServiceSettings | None = None,
+    freeze_heap: bool = False,
 ) -> FastAPI:
+    """The REST app. ``freeze_heap`` (``foveal serve``): once models and indexes are loaded, move them out of the
+    garbage collector's full passes (:func:`freeze_loaded_heap`); off for an app embedded in another process."""
     state: dict[str, Engine] = {}
     settings = settings or ServiceSettings.from_env()
 
@@ -65,6 +86,8 @@ def create_app(
         refused = await run_in_threadpool(state["engine"].open_all)
         if preload_models():  # the encoder is lazy (BM25-only processes never load it)
             await run_in_threadpool(state["engine"].load_encoders, refused, True)
+        if freeze_heap:  # foveal serve: the process serves only this app
+            await run_in_threadpool(freeze_loaded_heap)
         app.state.queue.start()  # embedded: in-process workers resume what was queued before a restart
         yield
         await run_in_threadpool(app.state.queue.stop)
