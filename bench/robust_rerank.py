@@ -210,6 +210,32 @@ def leave_one_out(units: dict[str, Unit]) -> dict[str, tuple[np.ndarray, float, 
     return out
 
 
+def print_table(units: dict[str, Unit], plain_alpha: float, plain_label: str,
+                scored_by: dict[str, str] | None = None) -> None:
+    """The leave-one-out table: per reported unit its first stage, reranked at ``plain_alpha`` without a gate, and
+    reranked with the ``a`` and gate chosen without it; ``scored_by`` adds which model scored each unit."""
+    by_head, by_rule = ("scored by | ", "---|") if scored_by else ("", "")
+    print(f"| collection | q | {by_head}first stage nDCG@10 | {plain_label} | + rerank, gated (LOO) "
+          "| LOO choice (a, gate) | queries reranked | gated − first stage (95% CI) |")
+    print(f"|---|---|{by_rule}---|---|---|---|---|---|")
+    rows = []
+    for name, (gated, alpha, gate, share) in leave_one_out(units).items():
+        unit = units[name]
+        plain = unit.ndcg(plain_alpha, None)
+        diff = gated - unit.base
+        lo, hi = bootstrap(diff)
+        rows.append((unit.base.mean(), plain.mean(), gated.mean()))
+        gate_text = "none" if gate is None else f"{gate:.3f}"
+        by = f"{scored_by[name]} | " if scored_by else ""
+        print(f"| {name} | {len(unit.qids)} | {by}{unit.base.mean():.4f} | {plain.mean():.4f} "
+              f"({plain.mean() - unit.base.mean():+.4f}) | {gated.mean():.4f} | {alpha:.2f}, {gate_text} | {share:.0%} "
+              f"| {diff.mean():+.4f} [{lo:+.4f}, {hi:+.4f}] |")
+    if rows:
+        m = np.mean(rows, axis=0)
+        print(f"| mean | | {'| ' if scored_by else ''}{m[0]:.4f} | {m[1]:.4f} ({m[1] - m[0]:+.4f}) | {m[2]:.4f} | | "
+              f"| {m[2] - m[0]:+.4f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "bench" / "out" / "rerank" / "model"),
@@ -237,23 +263,7 @@ def main() -> None:
     print(f"model: {model.name} (Pyramid-ERNIE, trained on SciFact train; weights fitted by training {own}), "
           f"window {args.window}, first stage zscore@bm25+rocchio_025; encoder all-MiniLM-L6-v2 (torch), "
           f"commit {commit()}\n")
-    print("| collection | q | first stage nDCG@10 | + rerank, training's weights, no gate | + rerank, gated (LOO) "
-          "| LOO choice (a, gate) | queries reranked | gated − first stage (95% CI) |")
-    print("|---|---|---|---|---|---|---|---|")
-    rows = []
-    for name, (gated, alpha, gate, share) in leave_one_out(units).items():
-        unit = units[name]
-        plain = unit.ndcg(own.get("pyramid", 0.5), None)
-        diff = gated - unit.base
-        lo, hi = bootstrap(diff)
-        rows.append((unit.base.mean(), plain.mean(), gated.mean()))
-        gate_text = "none" if gate is None else f"{gate:.3f}"
-        print(f"| {name} | {len(unit.qids)} | {unit.base.mean():.4f} | {plain.mean():.4f} "
-              f"({plain.mean() - unit.base.mean():+.4f}) | {gated.mean():.4f} | {alpha:.2f}, {gate_text} | {share:.0%} "
-              f"| {diff.mean():+.4f} [{lo:+.4f}, {hi:+.4f}] |")
-    if rows:
-        m = np.mean(rows, axis=0)
-        print(f"| mean | | {m[0]:.4f} | {m[1]:.4f} ({m[1] - m[0]:+.4f}) | {m[2]:.4f} | | | {m[2] - m[0]:+.4f} |")
+    print_table(units, own.get("pyramid", 0.5), "+ rerank, training's weights, no gate")
     gate_text = "none" if gate_all is None else f"{gate_all:.3f}"
     print(f"\nchoice on every development unit ({', '.join(dev)}): a = {alpha_all:.2f}, gate {gate_text} "
           f"(what --save writes into the model)")

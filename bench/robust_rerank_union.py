@@ -29,14 +29,13 @@ import random
 import sys
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from common import commit  # noqa: E402
-from robust import DATA, bootstrap  # noqa: E402
-from robust_rerank import DEV, REPORT, Unit, first_stage, leave_one_out, score_unit  # noqa: E402
+from robust import DATA  # noqa: E402
+from robust_rerank import DEV, REPORT, Unit, first_stage, print_table, score_unit  # noqa: E402
 
 from foveal.evaluation import read_qrels, read_queries  # noqa: E402
 
@@ -140,23 +139,7 @@ def table(args) -> None:
     print(f"models: Pyramid-ERNIE trained on the union of the development judgments, one per left-out collection "
           f"(bench/out/rerank-union: {', '.join(sorted({MODEL_OF[u] for u in units}))}), window {args.window}, "
           f"first stage zscore@bm25+rocchio_025; encoder all-MiniLM-L6-v2 (torch), commit {commit()}\n")
-    print("| collection | q | scored by | first stage nDCG@10 | + rerank a = 0.5, no gate | + rerank, gated (LOO) "
-          "| LOO choice (a, gate) | queries reranked | gated − first stage (95% CI) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    rows = []
-    for name, (gated, alpha, gate, share) in leave_one_out(units).items():
-        unit = units[name]
-        plain = unit.ndcg(0.5, None)
-        diff = gated - unit.base
-        lo, hi = bootstrap(diff)
-        rows.append((unit.base.mean(), plain.mean(), gated.mean()))
-        gate_text = "none" if gate is None else f"{gate:.3f}"
-        print(f"| {name} | {len(unit.qids)} | {MODEL_OF[name]} | {unit.base.mean():.4f} | {plain.mean():.4f} "
-              f"({plain.mean() - unit.base.mean():+.4f}) | {gated.mean():.4f} | {alpha:.2f}, {gate_text} | "
-              f"{share:.0%} | {diff.mean():+.4f} [{lo:+.4f}, {hi:+.4f}] |")
-    if rows:
-        m = np.mean(rows, axis=0)
-        print(f"| mean | | | {m[0]:.4f} | {m[1]:.4f} ({m[1] - m[0]:+.4f}) | {m[2]:.4f} | | | {m[2] - m[0]:+.4f} |")
+    print_table(units, 0.5, "+ rerank a = 0.5, no gate", scored_by=MODEL_OF)
     print("\nEach unit is scored by the model that never saw it; its a and gate come from the other units (siblings "
           "left out), scored by their own models, which were trained with the reported collection's judgments.")
 
