@@ -7,7 +7,8 @@ deadline, fixed when the way is free), and closes the batch early when it is ful
 caller active on the pipeline is in it (a lone caller never waits: :meth:`MicroBatcher.active` counts callers in
 flight). The leader then runs ``run_batch`` on the items, in arrival order, and hands each follower its own result.
 One batch runs at a time, oldest first: one that fills up while another runs closes (later arrivals open the next)
-but waits its turn, since two passes at once share the same cores' threads and each runs slower.
+but waits its turn, since two passes at once share the same cores' threads and each runs slower. With
+``max_batch=1`` (batching off) every call runs when it comes, as without a batcher.
 ``run_batch`` returns one result per item; an exception it raises goes to every caller of that batch.
 
 So batching adds at most ``max_wait_s`` to a search beyond the time it would have queued for the encoder anyway:
@@ -58,7 +59,7 @@ class MicroBatcher(Generic[T, R]):
         self._cond = threading.Condition()
         self._open: _Batch | None = None
         self._active = 0
-        self._running = 0  # batches in run_batch now (at most one)
+        self._running = 0  # batches in run_batch now (at most one unless max_batch is 1)
         self._waiting: deque[_Batch] = deque()  # batches whose leaders wait to run, oldest first
         #: how many batches ran and the sizes they had (for tests and stats)
         self.batches = 0
@@ -90,7 +91,9 @@ class MicroBatcher(Generic[T, R]):
             elif not leader:
                 self._cond.notify_all()  # the leader re-checks whether anyone else may still join
             if leader:
-                self._waiting.append(batch)
+                serial = self.max_batch > 1  # 1 is batching off: each search runs when it comes, as without it
+                if serial:
+                    self._waiting.append(batch)
                 while not batch.closed and self._running:  # an earlier batch holds the way: collect meanwhile
                     self._cond.wait()
                 deadline = self._clock() + self.max_wait_s
@@ -102,9 +105,10 @@ class MicroBatcher(Generic[T, R]):
                 self._close(batch)
                 # one batch runs at a time, oldest first: a batch that filled up while another ran waits its turn
                 # (two at once share the cores' threads and are both slower than one after the other)
-                while self._running or self._waiting[0] is not batch:
+                while serial and (self._running or self._waiting[0] is not batch):
                     self._cond.wait()
-                self._waiting.popleft()
+                if serial:
+                    self._waiting.popleft()
                 self._running += 1
         if leader:
             try:

@@ -139,6 +139,24 @@ def test_a_batch_that_fills_while_another_runs_waits_its_turn():
     assert [sorted(b) for b in order[1:]] == [["q0", "q1"], ["q2", "q3"], ["q4", "q5"]]  # oldest first
 
 
+def test_with_batching_off_calls_run_side_by_side():
+    """``max_batch=1`` is batching off: a call does not wait for another's run (it did before the batcher)."""
+    both = threading.Barrier(2, timeout=30)
+
+    def run(items):
+        both.wait()  # returns only once two runs are inside at the same time
+        return items
+
+    batcher = MicroBatcher(run, max_batch=1, max_wait_s=0.0)
+    results = {}
+    threads = [threading.Thread(target=lambda i=i: results.update({i: batcher.submit(i)})) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {0: 0, 1: 1}
+
+
 def test_an_error_reaches_every_caller_of_its_batch():
     batcher = MicroBatcher(lambda items: 1 / 0, max_batch=2, max_wait_s=0)
     with pytest.raises(ZeroDivisionError):
