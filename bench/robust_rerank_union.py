@@ -66,7 +66,7 @@ def training_queries(home: Path, hard_pool: int) -> dict[str, list]:
         runs, qrels = loaded
         corpus = _corpus(name)
         queries = read_queries(DATA / name / "queries.jsonl")
-        out[name] = [_example(TrainQuery, queries[q], qrels[q], runs[q], corpus, hard_pool) for q in sorted(runs)]
+        out[name] = [TrainQuery.judged(queries[q], qrels[q], runs[q], corpus, hard_pool) for q in sorted(runs)]
     qrels = read_qrels(DATA / "scifact" / "qrels" / "train.tsv")
     queries = {q: t for q, t in read_queries(DATA / "scifact" / "queries.jsonl").items() if q in qrels}
     _, train_ids = held_out_split(queries)
@@ -75,15 +75,9 @@ def training_queries(home: Path, hard_pool: int) -> dict[str, list]:
                                  OUT / "candidates-scifact-train.json")
     engine.close()
     corpus = _corpus("scifact")
-    out["scifact-train"] = [_example(TrainQuery, queries[q], qrels[q], candidates[q], corpus, hard_pool)
+    out["scifact-train"] = [TrainQuery.judged(queries[q], qrels[q], candidates[q], corpus, hard_pool)
                             for q in train_ids]
     return out
-
-
-def _example(make, text: str, judged: dict, ranked: list, corpus: dict, hard_pool: int):
-    positives = [corpus[d] for d, g in judged.items() if g > 0 and d in corpus]
-    pool = [corpus[d] for d, _ in ranked[:hard_pool] if d not in judged and d in corpus]
-    return make(text, positives, pool)
 
 
 def train(args) -> None:

@@ -121,6 +121,14 @@ class TrainQuery:
     positives: list[tuple[str, str]]
     pool: list[tuple[str, str]]
 
+    @classmethod
+    def judged(cls, text: str, judged: dict[str, int], ranked, corpus: dict[str, tuple[str, str]],
+               hard_pool: int) -> "TrainQuery":
+        """From a query's judgments (doc id -> grade) and its first-stage ranking ([(doc id, score)], best
+        first): the relevant documents, and the first ``hard_pool`` ranked that are not judged."""
+        return cls(text, [corpus[d] for d, g in judged.items() if g > 0 and d in corpus],
+                   [corpus[d] for d, _ in ranked[:hard_pool] if d not in judged and d in corpus])
+
 
 def fit_pyramid(examples: list[TrainQuery], options: TrainOptions | None = None,
                 log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True)):
@@ -246,17 +254,13 @@ def train_rerank(
     engine = Engine(home)
     if not engine.exists(index):
         raise ConfigError(f"index {index!r} does not exist under {engine.home}; ingest {data}/corpus.jsonl first")
-    cache = Path(cache_dir if cache_dir is not None else Path(out).parent) / f"candidates-{index}-train.json"
+    cache_dir = Path(cache_dir if cache_dir is not None else Path(out).parent)
+    cache = cache_dir / f"candidates-{index}-train.json"
     candidates = mine_candidates(engine, index, queries, cache)
     log(f"candidates for {len(candidates)} train queries ({time.perf_counter() - started:.0f} s)")
 
     dev_ids, train_ids = held_out_split(queries, options.dev_fraction, options.seed)
-    examples = []
-    for qid in train_ids:
-        positives = [d for d, g in qrels[qid].items() if g > 0 and d in corpus]
-        pool = [d for d, _ in candidates[qid][: options.hard_pool] if d not in qrels[qid]]
-        examples.append(TrainQuery(queries[qid], [corpus[d] for d in positives],
-                                   [corpus[d] for d in pool if d in corpus]))
+    examples = [TrainQuery.judged(queries[q], qrels[q], candidates[q], corpus, options.hard_pool) for q in train_ids]
     extra: dict[str, int] = {}
     for folder, other in also:
         folder = Path(folder)
@@ -269,12 +273,8 @@ def train_rerank(
         judged = read_qrels(path)
         texts = {q: t for q, t in read_queries(folder / "queries.jsonl").items() if q in judged}
         docs = _corpus(folder)
-        mined = mine_candidates(engine, other, texts, Path(cache_dir if cache_dir is not None else Path(out).parent)
-                                / f"candidates-{other}-{also_split}.json")
-        for qid in sorted(texts):
-            positives = [d for d, g in judged[qid].items() if g > 0 and d in docs]
-            pool = [d for d, _ in mined[qid][: options.hard_pool] if d not in judged[qid] and d in docs]
-            examples.append(TrainQuery(texts[qid], [docs[d] for d in positives], [docs[d] for d in pool]))
+        mined = mine_candidates(engine, other, texts, cache_dir / f"candidates-{other}-{also_split}.json")
+        examples += [TrainQuery.judged(texts[q], judged[q], mined[q], docs, options.hard_pool) for q in sorted(texts)]
         extra[str(folder)] = len(texts)
         log(f"also {folder} ({other}, {also_split}): {len(texts)} judged queries")
     ranker, fitted = fit_pyramid(examples, options, log)
