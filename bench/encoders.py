@@ -10,7 +10,10 @@ Variants, all on the same all-MiniLM-L6-v2 weights and the same documents (``tit
 * ``foveal torch``: :class:`~foveal.encoders.sentence_transformer.SentenceTransformerEncoder` with the default
   config: sentence-aware 256-token passages, the passages of a chunk sorted by length in batches of 32, SDPA;
 * ``foveal onnx``: the same with ``encoder.backend: onnx`` (fp32, onnxruntime's fused transformer graph);
-* ``foveal onnx int8``: ``backend: onnx, quantize: int8`` (dynamic int8, per-channel weights).
+* ``foveal onnx int8``: ``backend: onnx, quantize: int8`` (dynamic int8, per-channel weights);
+* ``int8q``: the ``foveal torch`` document vectors (not encoded again, so no timing) searched with query vectors
+  from the int8 export (``query_quantize: int8``, the default for queries on the CPU); ``foveal torch`` itself
+  runs its queries in fp32 (``query_quantize: none``), so the two rows differ only in the query vectors.
 
 Timing: the documents are cut into chunks (``--chunk`` docs); each round encodes one chunk with every variant, the
 order of the variants rotating from round to round, so that load from other processes on a shared machine hits
@@ -90,6 +93,18 @@ class Plain:
         return np.asarray(self.model.encode(texts, batch_size=32, normalize_embeddings=True), dtype=np.float32)
 
 
+class QueriesOnly:
+    """Another variant's document vectors, searched with this encoder's query vectors (nothing to time)."""
+
+    def __init__(self, name: str, config: EncoderConfig, documents_of: str) -> None:
+        self.name = name
+        self.documents_of = documents_of
+        self.encoder = SentenceTransformerEncoder(config)
+
+    def queries(self, texts):
+        return self.encoder.encode_queries(texts).vectors
+
+
 class Foveal:
     def __init__(self, name: str, config: EncoderConfig) -> None:
         self.name = name
@@ -128,29 +143,39 @@ def main() -> None:
     cache = Path(tempfile.mkdtemp(prefix="foveal-onnx-bench-"))  # a fresh export, outside the timings
     makers = {
         "plain": Plain,
-        "torch": lambda: Foveal("foveal torch (bucketed passages, SDPA)", EncoderConfig()),
+        "torch": lambda: Foveal("foveal torch (bucketed passages, SDPA)", EncoderConfig(query_quantize="none")),
         "onnx": lambda: Foveal("foveal onnx fp32", EncoderConfig(backend="onnx", onnx_threads=threads,
                                                                  onnx_cache=str(cache))),
         "int8": lambda: Foveal("foveal onnx int8", EncoderConfig(backend="onnx", quantize="int8",
                                                                  onnx_threads=threads, onnx_cache=str(cache))),
+        "int8q": lambda: QueriesOnly("foveal torch documents, int8 queries", EncoderConfig(
+            query_quantize="int8", onnx_threads=threads, onnx_cache=str(cache)), documents_of="torch"),
     }
     keys = [k.strip() for k in args.variants.split(",")]
+    if "int8q" in keys and "torch" not in keys:
+        raise SystemExit("--variants: int8q searches the torch variant's document vectors; list torch too")
     variants = {k: makers[k]() for k in keys}
     for variant in variants.values():
-        variant.documents(texts[:16])  # warm-up
+        if not isinstance(variant, QueriesOnly):
+            variant.documents(texts[:16])  # warm-up
+    timed = [k for k in keys if not isinstance(variants[k], QueriesOnly)]
 
-    seconds = dict.fromkeys(keys, 0.0)
-    vectors: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    seconds = dict.fromkeys(timed, 0.0)
+    vectors: dict[str, list[np.ndarray]] = {k: [] for k in timed}
     chunks = [texts[i : i + args.chunk] for i in range(0, len(texts), args.chunk)]
     for round_index, chunk in enumerate(chunks):
-        order = keys[round_index % len(keys) :] + keys[: round_index % len(keys)]
+        order = timed[round_index % len(timed) :] + timed[: round_index % len(timed)]
         for key in order:
             t0 = time.perf_counter()
             out = variants[key].documents(chunk)
             seconds[key] += time.perf_counter() - t0
             vectors[key].extend(out)
-        print(f"round {round_index + 1}/{len(chunks)}: " + ", ".join(f"{k} {seconds[k]:.1f}s" for k in keys),
+        print(f"round {round_index + 1}/{len(chunks)}: " + ", ".join(f"{k} {seconds[k]:.1f}s" for k in timed),
               file=sys.stderr, flush=True)
+    for key in keys:
+        if isinstance(variants[key], QueriesOnly):
+            vectors[key] = vectors[variants[key].documents_of]
+            seconds[key] = float("nan")
 
     rows = []
     for key in keys:
@@ -169,8 +194,9 @@ def main() -> None:
     print("| variant | passages | seconds | docs/s | ratio to plain | dense nDCG@10 test | Δ vs foveal torch | train |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['name']} | {r['passages']} | {r['seconds']:.1f} | {n / r['seconds']:.2f} | "
-              f"{base['seconds'] / r['seconds']:.2f} | {r['test']:.4f} | {r['test'] - fp32['test']:+.4f} | "
+        timing = (f"{r['seconds']:.1f} | {n / r['seconds']:.2f} | {base['seconds'] / r['seconds']:.2f}"
+                  if r["seconds"] == r["seconds"] else "– | – | –")  # NaN: queries only, nothing timed
+        print(f"| {r['name']} | {r['passages']} | {timing} | {r['test']:.4f} | {r['test'] - fp32['test']:+.4f} | "
               f"{r.get('train', float('nan')):.4f} |")
     OUT.mkdir(parents=True, exist_ok=True)
     name = f"encoders-{args.data.name}-{args.docs or 'full'}.json"

@@ -6,6 +6,7 @@
     .venv/bin/python bench/perf.py filters [--queries 60]
     .venv/bin/python bench/perf.py ingest [--docs 600]
     .venv/bin/python bench/perf.py micro                  # the library calls this round changed, before and now
+    .venv/bin/python bench/perf.py load-quantize          # this checkout, fp32 against int8 query passes
     .venv/bin/python bench/perf.py all                    # every one of them, in this order
 
 Documents: ``bench/speed.py``'s synthetic generator (Zipf words from SciFact, random unit vectors given with the
@@ -20,6 +21,8 @@ every table). No embedding or result caches exist in foveal, so none are on.
 * ``breakdown``: one client in the library: hybrid search p50 against the sum of the p50s of its raw parts called
   directly in the same run (query encode, FAISS search, tantivy search, document fetch), plus the pipeline's own
   stage timings (``SearchResponse.timings``).
+* ``load-quantize``: the load script against this checkout's server with ``encoder.query_quantize`` none and int8
+  (a run-time key, set in the index's config.json between runs, put back after), alternating, ``--rounds`` each.
 * ``filters``: hybrid and dense p50 with filters matching 1 % (``bucket == 0``), 10 % (``bucket < 10``) and 50 %
   (``bucket < 50``) against unfiltered, on Flat and HNSW32, the shares rotated per query.
 * ``ingest``: SciFact documents ingested in-process (encoded by the model) while one client searches the same
@@ -218,6 +221,34 @@ def load_ab(args) -> None:
         print(f"| {round_index} | {name} | {r['requests']} | {sum(r['errors'].values())} | {r['qps']} | "
               f"{r['p50_ms']} | {r['p99_ms']} |")
     (OUT / "perf-load-ab.json").write_text(json.dumps([{"round": a, "code": b, **c} for a, b, c in rows], indent=2))
+
+
+def load_quantize(args) -> None:
+    qs = queries()
+    path = HOME / "indexes" / "flat" / "config.json"
+    original = path.read_text()
+    rows = []
+    try:
+        for round_index in range(args.rounds):
+            for precision in ("none", "int8"):
+                config = json.loads(original)
+                config["encoder"]["query_quantize"] = precision
+                path.write_text(json.dumps(config, indent=2))
+                result = serve_and_load(ROOT, HOME, qs, args.clients, args.seconds, args.pipeline)
+                rows.append((round_index + 1, precision, result))
+                print(json.dumps({"round": round_index + 1, "query_quantize": precision, **result}), file=sys.stderr,
+                      flush=True)
+    finally:
+        path.write_text(original)
+    print(f"\n{args.docs:,} synthetic documents (Flat), REST `{args.pipeline}` search k=10, {args.clients} clients x "
+          f"{args.seconds:g} s per run, server and clients on the same {os.cpu_count()} CPUs; all-MiniLM-L6-v2, "
+          f"documents torch fp32, queries on the ONNX export in each precision; bench/perf.py load-quantize at "
+          f"{commit()}\n")
+    print("| round | query_quantize | requests | errors | QPS | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for round_index, precision, r in rows:
+        print(f"| {round_index} | {precision} | {r['requests']} | {sum(r['errors'].values())} | {r['qps']} | "
+              f"{r['p50_ms']} | {r['p99_ms']} |")
 
 
 # -- breakdown ---------------------------------------------------------------------------------------------------
@@ -567,7 +598,7 @@ def ingest(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("build", "load-ab", "breakdown", "filters", "ingest", "micro", "all"):
+    for name in ("build", "load-ab", "load-quantize", "breakdown", "filters", "ingest", "micro", "all"):
         p = sub.add_parser(name)
         p.add_argument("--docs", type=int, default=100_000 if name != "ingest" else 600)
         p.add_argument("--base", default="3507883")
@@ -580,8 +611,8 @@ def main() -> None:
         p.add_argument("--batch", type=int, default=32)
         p.add_argument("--flat-only", action="store_true", help="build: no HNSW32 copy")
     args = parser.parse_args()
-    steps = {"build": build, "load-ab": load_ab, "breakdown": breakdown, "filters": filters, "ingest": ingest,
-             "micro": micro}
+    steps = {"build": build, "load-ab": load_ab, "load-quantize": load_quantize, "breakdown": breakdown,
+             "filters": filters, "ingest": ingest, "micro": micro}
     if args.command == "all":
         build(args)
         for name in ("breakdown", "filters", "load-ab"):

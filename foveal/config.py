@@ -84,6 +84,11 @@ class EncoderConfig(_Strict):
     query_backend: str = Field(default="auto", pattern="^(auto|torch|onnx)$")
     #: ``int8``: onnxruntime dynamic quantization of the ONNX model's matrix products (``backend: onnx`` only).
     quantize: str = Field(default="none", pattern="^(none|int8)$")
+    #: The precision of the ONNX export that *query* passes run on when ``backend`` is torch and ``query_backend``
+    #: picks onnx: ``int8`` (dynamic quantization, as ``quantize``: twice as fast on the CPU) or ``none`` (fp32,
+    #: torch's vectors to float rounding). Documents keep ``backend``'s fp32 vectors either way, so it is a
+    #: run-time setting. With ``backend: onnx``, queries run on that backend's own export (``quantize``).
+    query_quantize: str = Field(default="none", pattern="^(none|int8)$")
     #: ONNX: fuse attention, LayerNorm and GELU with onnxruntime's transformer optimizer before quantizing.
     onnx_optimize: bool = True
     #: ONNX: onnxruntime intra-op threads; ``None`` lets onnxruntime pick (one per physical core).
@@ -436,7 +441,8 @@ class IndexConfig(_Strict):
                                                  "sentence_vectors")
     #: Keys inside build sections that may change without a rebuild.
     RUNTIME_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "encoder": ("batch_size", "device", "fp16", "attention", "onnx_threads", "onnx_cache", "query_backend"),
+        "encoder": ("batch_size", "device", "fp16", "attention", "onnx_threads", "onnx_cache", "query_backend",
+                    "query_quantize"),
         "vector": ("gpu", "nprobe", "ef_search"),
         "lexical": ("title_boost", "text_boost"),
         "elasticsearch": ("server", "url", "replicas", "num_candidates", "request_timeout"),

@@ -258,6 +258,9 @@ class OnnxForward:
             import onnxruntime
         except ImportError as exc:  # pragma: no cover - a pinned dependency
             raise ConfigError("encoder.backend 'onnx' needs the onnxruntime package") from exc
+        #: ``int8`` quantizes activations per tensor, on the fly: a row's vector then depends on the rows (and the
+        #: padding) that share its pass, so callers that need a row's vector to be its own run one row per pass
+        self.quantize = quantize
         transformer = model[0].auto_model
         config = transformer.config
         previous = getattr(config, "_attn_implementation", None)

@@ -122,8 +122,9 @@ class LoadedModel:
         self.onnx = None
         if config.backend == "onnx":
             self.onnx = _onnx_forward(self.model, config)
-        #: the fp32 onnxruntime export that query passes use when ``backend`` is torch (``query_backend``): made
-        #: by :meth:`query_forward` on the first query, so processes that only encode documents never make it
+        #: the onnxruntime export that query passes use when ``backend`` is torch (``query_backend``, in
+        #: ``query_quantize``'s precision): made by :meth:`query_forward` on the first query, so processes that only
+        #: encode documents never make it
         self.query_onnx = None
         self._query_onnx_config = config if wants_query_onnx(config, self.device) else None
         if self.device.startswith("cuda") and config.fp16:
@@ -146,20 +147,23 @@ class LoadedModel:
         self.lock = PriorityLock()
 
     def query_forward(self):
-        """The fp32 ONNX forward pass for queries (``encoder.query_backend``), exported or loaded from the cache on
+        """The ONNX forward pass for queries (``encoder.query_backend``, int8 or fp32 by ``query_quantize``), exported or loaded from the cache on
         first use; None when queries run the model's own backend. The export switches the model's attention
         implementation for a moment, so it holds the whole model (no pass of either kind runs meanwhile)."""
         if self.query_onnx is None and self._query_onnx_config is not None:
             with self.lock:
                 if self.query_onnx is None:
-                    self.query_onnx = _onnx_forward(self.model, self._query_onnx_config)
+                    self.query_onnx = _onnx_forward(self.model, self._query_onnx_config, queries=True)
         return self.query_onnx
 
 
-def _onnx_forward(model, config: EncoderConfig):
+def _onnx_forward(model, config: EncoderConfig, *, queries: bool = False):
+    """The index's ``backend: onnx`` forward pass, or with ``queries`` the export that query passes run on a torch
+    backend (``query_backend``, in ``query_quantize``'s precision)."""
     from foveal.encoders.onnx_backend import OnnxForward
 
-    return OnnxForward(model, cache_dir=onnx_cache_dir(config), quantize=config.quantize,
+    quantize = config.query_quantize if queries else config.quantize
+    return OnnxForward(model, cache_dir=onnx_cache_dir(config), quantize=quantize,
                        optimize=config.onnx_optimize, threads=config.onnx_threads)
 
 
@@ -347,14 +351,18 @@ class SentenceTransformerEncoder:
         if n == 0:
             return out
         order = sorted(range(n), key=lambda i: -len(token_ids[i]))
-        if query:  # a micro-batch of queries of mixed lengths: passes cut where padding would cost more than a pass
+        onnx = self._onnx
+        if onnx is None and query and states_out is None:
+            onnx = self.loaded.query_forward()
+        if query and onnx is not None and states_out is None and getattr(onnx, "quantize", "none") != "none":
+            # int8 scales activations per pass: one query per pass (no padding, no neighbours), so a query's vector
+            # is the same alone or in any micro-batch; at 32 SciFact queries this costs about 10 % over one pass
+            passes = [(i, i + 1) for i in range(n)]
+        elif query:  # a micro-batch of queries of mixed lengths: passes cut where padding would cost more than a pass
             passes = length_passes([len(token_ids[i]) + 2 for i in order], self.config.batch_size, QUERY_PASS_COST)
         else:
             rows = max(1, min(self.config.batch_size, DOCUMENT_PASS_ROWS))
             passes = [(begin, min(begin + rows, n)) for begin in range(0, n, rows)]
-        onnx = self._onnx
-        if onnx is None and query and states_out is None:
-            onnx = self.loaded.query_forward()
         with torch.inference_mode():
             for begin, end in passes:
                 chunk = order[begin:end]
@@ -365,7 +373,7 @@ class SentenceTransformerEncoder:
     def _forward(self, chunk: list[int], token_ids: list[list[int]], states_out: list | None,
                  out: np.ndarray, *, onnx=None) -> None:
         """One forward pass over the rows ``chunk`` (under the model's lock): on ``onnx`` (the index's ``backend``
-        onnx, or for queries the fp32 export of ``query_backend``) or the torch model; token states always come
+        onnx, or for queries the export of ``query_backend``) or the torch model; token states always come
         from the torch model."""
         width = max(len(token_ids[i]) for i in chunk) + 2
         ids_array = np.full((len(chunk), width), self._pad, dtype=np.int64)
@@ -409,7 +417,7 @@ def onnx_cache_dir(config: EncoderConfig) -> Path:
 
 
 def wants_query_onnx(config: EncoderConfig, device: str) -> bool:
-    """Whether query passes run the fp32 onnxruntime export (``query_backend``) on a model of ``backend`` torch
+    """Whether query passes run the onnxruntime export (``query_backend``) on a model of ``backend`` torch
     placed on ``device``."""
     if config.backend != "torch" or config.model == NO_ENCODER:
         return False
@@ -431,7 +439,8 @@ def model_key(config: EncoderConfig) -> tuple:
         temperature = None
     onnx: tuple = ()
     if config.backend == "onnx" or wants_query_onnx(config, device):
-        onnx = (config.quantize, config.onnx_optimize, config.onnx_threads, str(onnx_cache_dir(config).resolve()))
+        quantize = config.quantize if config.backend == "onnx" else config.query_quantize
+        onnx = (quantize, config.onnx_optimize, config.onnx_threads, str(onnx_cache_dir(config).resolve()))
     return (
         str(resolve_model_path(config.model).resolve()), device, bool(config.fp16 and device.startswith("cuda")),
         config.attention, temperature, config.backend, onnx,

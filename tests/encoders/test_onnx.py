@@ -204,11 +204,14 @@ def _counting(forward):
 
 def test_cpu_queries_run_the_fp32_export_and_documents_torch(encoder):
     """encoder.query_backend auto on the CPU: query passes run the fp32 ONNX export (a third of torch's time for
-    one query here), document passes the torch model; the vectors are torch's to float rounding."""
+    one query here; query_quantize none, the default), document passes the torch model; the vectors are torch's to
+    float rounding."""
     from foveal.encoders.sentence_transformer import get_encoder
 
+    assert encoder.config.query_quantize == "none"
     encoder.encode_queries(["the first query makes (or loads) the export"])
     assert encoder.loaded.onnx is None and encoder.loaded.query_onnx is not None
+    assert not encoder.loaded.query_onnx.path.name.endswith("-int8.onnx")
     plain = get_encoder(EncoderConfig(query_backend="torch"))
     assert plain.loaded.query_onnx is None
     calls, restore = _counting(encoder.loaded.query_onnx)
@@ -229,9 +232,13 @@ def test_cpu_queries_run_the_fp32_export_and_documents_torch(encoder):
 def test_query_backend_is_validated_and_needs_no_rebuild():
     with pytest.raises(ConfigError, match="encoder.query_backend"):
         IndexConfig.parse({"encoder": {"query_backend": "tensorrt"}})
+    with pytest.raises(ConfigError, match="encoder.query_quantize"):
+        IndexConfig.parse({"encoder": {"query_quantize": "int4"}})
     default, torch_queries = IndexConfig.parse({}), IndexConfig.parse({"encoder": {"query_backend": "torch"}})
-    assert "query_backend" not in default.build_signature()["encoder"]
-    default.check_compatible(torch_queries, "x")  # switching it keeps the index
+    int8_queries = IndexConfig.parse({"encoder": {"query_quantize": "int8"}})
+    assert {"query_backend", "query_quantize"}.isdisjoint(default.build_signature()["encoder"])
+    default.check_compatible(torch_queries, "x")  # switching either keeps the index
+    default.check_compatible(int8_queries, "x")
 
 
 def test_a_process_that_only_encodes_documents_never_makes_the_query_export():
@@ -245,3 +252,27 @@ def test_a_process_that_only_encodes_documents_never_makes_the_query_export():
     assert loaded.query_onnx is None
     encoder.encode_queries(QUERIES)
     assert loaded.query_onnx is not None
+
+
+def test_query_quantize_int8_runs_queries_on_the_int8_export_and_documents_torch():
+    """encoder.query_quantize int8 (opt-in): query passes run the int8 export, document passes the torch model; the
+    query vectors are close to torch's, the document vectors are torch's."""
+    from foveal.encoders.sentence_transformer import get_encoder
+
+    encoder = get_encoder(EncoderConfig(query_quantize="int8"))
+    encoder.encode_queries(["the first query makes (or loads) the export"])
+    assert encoder.loaded.onnx is None and encoder.loaded.query_onnx.path.name.endswith("-int8.onnx")
+    plain = get_encoder(EncoderConfig(query_backend="torch"))
+    calls, restore = _counting(encoder.loaded.query_onnx)
+    try:
+        ours = encoder.encode_queries(QUERIES).vectors
+        assert len(calls) == len(QUERIES)  # one query per pass (test_priority_lock says why)
+        del calls[:]
+        documents = encoder.encode_documents(DOCS)
+        assert calls == []
+    finally:
+        restore()
+    theirs = plain.encode_queries(QUERIES).vectors
+    cosines = np.sum(ours * theirs, axis=1)
+    assert cosines.min() > 0.98 and not np.allclose(ours, theirs, atol=1e-4)  # close, not equal (int8 products)
+    np.testing.assert_array_equal(_rows(documents), _rows(plain.encode_documents(DOCS)))

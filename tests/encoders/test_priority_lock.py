@@ -2,6 +2,9 @@
 
 import threading
 
+import numpy as np
+import pytest
+
 from foveal.encoders import sentence_transformer as st
 from foveal.encoders.sentence_transformer import PriorityLock
 
@@ -78,3 +81,19 @@ def test_queries_of_spread_lengths_run_in_several_passes_with_the_same_vectors(e
     together = encoder.encode_queries(queries).vectors
     assert encoder._lock.passes["query"] - before == 2
     assert abs(together - alone).max() < 1e-5
+
+
+@pytest.mark.parametrize("config", [{"query_quantize": "int8"}, {"backend": "onnx", "quantize": "int8"}])
+def test_int8_queries_run_one_per_pass_and_get_the_vector_they_get_alone(config):
+    """int8 scales activations per pass, over every row and its padding: batched, a query's vector would depend on
+    its neighbours. On an int8 export (query_quantize int8, or an int8 onnx backend) each query runs alone, so a
+    micro-batch gives every query exactly the vector it gets alone, whoever else is searching."""
+    from foveal.config import EncoderConfig
+
+    encoder = st.get_encoder(EncoderConfig(**config))
+    queries = [f"tides {i}" for i in range(6)] + [f"why the moon pulls the ocean tides {i} " * 8 for i in range(6)]
+    alone = np.stack([encoder.encode_queries([q]).vectors[0] for q in queries])
+    before = encoder._lock.passes["query"]
+    together = encoder.encode_queries(queries[::-1]).vectors[::-1]
+    assert encoder._lock.passes["query"] - before == len(queries)
+    np.testing.assert_array_equal(together, alone)
