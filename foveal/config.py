@@ -85,9 +85,10 @@ class EncoderConfig(_Strict):
     #: ``int8``: onnxruntime dynamic quantization of the ONNX model's matrix products (``backend: onnx`` only).
     quantize: str = Field(default="none", pattern="^(none|int8)$")
     #: The precision of the ONNX export that *query* passes run on when ``backend`` is torch and ``query_backend``
-    #: picks onnx: ``int8`` (dynamic quantization, as ``quantize``: twice as fast on the CPU) or ``none`` (fp32,
-    #: torch's vectors to float rounding). Documents keep ``backend``'s fp32 vectors either way, so it is a
-    #: run-time setting. With ``backend: onnx``, queries run on that backend's own export (``quantize``).
+    #: picks onnx: ``int8`` (dynamic quantization, as ``quantize``; faster, slightly less exact: measured in
+    #: docs/performance.md) or ``none`` (fp32, torch's vectors to float rounding). Documents keep ``backend``'s fp32
+    #: vectors either way, so it is a run-time setting. With ``backend: onnx``, queries run on that backend's own
+    #: export (``quantize``).
     query_quantize: str = Field(default="none", pattern="^(none|int8)$")
     #: ONNX: fuse attention, LayerNorm and GELU with onnxruntime's transformer optimizer before quantizing.
     onnx_optimize: bool = True

@@ -147,9 +147,10 @@ class LoadedModel:
         self.lock = PriorityLock()
 
     def query_forward(self):
-        """The ONNX forward pass for queries (``encoder.query_backend``, int8 or fp32 by ``query_quantize``), exported or loaded from the cache on
-        first use; None when queries run the model's own backend. The export switches the model's attention
-        implementation for a moment, so it holds the whole model (no pass of either kind runs meanwhile)."""
+        """The ONNX forward pass for queries (``encoder.query_backend``, int8 or fp32 by ``query_quantize``),
+        exported or loaded from the cache on first use; None when queries run the model's own backend. The export
+        switches the model's attention implementation for a moment, so it holds the whole model (no pass of either
+        kind runs meanwhile)."""
         if self.query_onnx is None and self._query_onnx_config is not None:
             with self.lock:
                 if self.query_onnx is None:
@@ -356,7 +357,7 @@ class SentenceTransformerEncoder:
             onnx = self.loaded.query_forward()
         if query and onnx is not None and states_out is None and getattr(onnx, "quantize", "none") != "none":
             # int8 scales activations per pass: one query per pass (no padding, no neighbours), so a query's vector
-            # is the same alone or in any micro-batch; at 32 SciFact queries this costs about 10 % over one pass
+            # is the same alone or in any micro-batch (a shared pass would be faster: docs/performance.md)
             passes = [(i, i + 1) for i in range(n)]
         elif query:  # a micro-batch of queries of mixed lengths: passes cut where padding would cost more than a pass
             passes = length_passes([len(token_ids[i]) + 2 for i in order], self.config.batch_size, QUERY_PASS_COST)
