@@ -163,7 +163,11 @@ class Foveal:
             seconds = time.perf_counter() - started
             stats = client.index_stats("peers")
             assert stats["documents"] == len(docs), stats
-            self.backend = stats.get("config", {}).get("encoder", {}).get("backend", "torch")
+            encoder = stats.get("config", {}).get("encoder", {})
+            backend = queries = encoder.get("backend", "torch")
+            if backend == "torch" and encoder.get("query_backend", "auto") in ("auto", "onnx"):  # auto: onnx on a CPU
+                queries = "onnx " + ("int8" if encoder.get("query_quantize") == "int8" else "fp32")
+            self.backend = f"documents {backend}, queries {queries}"
         return seconds
 
     def request(self, http, query: str):
