@@ -17,7 +17,8 @@ every table). No embedding or result caches exist in foveal, so none are on.
 * ``load-ab``: the same load script (``bench/load.py``'s clients: httpx, asyncio, one process) against ``foveal
   serve`` from the base commit (exported with ``git archive`` under bench/out) and from this checkout, each on the
   same synthetic documents indexed by its own code (each side's default config), alternating A, B, A, B, so that
-  load from other processes on a shared machine hits both alike.
+  load from other processes on a shared machine hits both alike. Its table gives the measured run's mean micro-batch
+  size where the server has the counters (`/metrics`: `foveal_query_batch_items_total` over `_batches_total`).
 * ``breakdown``: one client in the library: hybrid search p50 against the sum of the p50s of its raw parts called
   directly in the same run (query encode, FAISS search, tantivy search, document fetch), plus the pipeline's own
   stage timings (``SearchResponse.timings``).
@@ -195,10 +196,30 @@ def serve_and_load(code_root: Path, home: Path, qs: list[str], clients: int, sec
             time.sleep(0.5)
         url = f"{base}/v1/indexes/flat/search"
         asyncio.run(load.run_clients(url, qs, 2, 3, pipeline))  # warm-up
-        return asyncio.run(load.run_clients(url, qs, clients, seconds, pipeline))
+        before = batch_counts(base)
+        result = asyncio.run(load.run_clients(url, qs, clients, seconds, pipeline))
+        after = batch_counts(base)
+        # the mean micro-batch size of the measured run (None from code without the counters)
+        result["mean_batch"] = (round((after[1] - before[1]) / (after[0] - before[0]), 1)
+                                if before and after and after[0] > before[0] else None)
+        return result
     finally:
         server.terminate()
         server.wait(60)
+
+
+def batch_counts(base: str) -> tuple[float, float] | None:
+    """(micro-batches, searches they held) of index ``flat`` from the server's /metrics; None where it has none."""
+    import httpx
+
+    found = {}
+    for line in httpx.get(base + "/metrics", timeout=10).text.splitlines():
+        for name in ("foveal_query_batches_total", "foveal_query_batch_items_total"):
+            if line.startswith(name + '{index="flat"}'):
+                found[name] = float(line.rsplit(" ", 1)[1])
+    if len(found) < 2:
+        return None
+    return found["foveal_query_batches_total"], found["foveal_query_batch_items_total"]
 
 
 def load_ab(args) -> None:
@@ -215,11 +236,11 @@ def load_ab(args) -> None:
     print(f"\n{args.docs:,} synthetic documents (Flat), REST `{args.pipeline}` search k=10, {args.clients} clients x "
           f"{args.seconds:g} s per run, server and clients on the same {os.cpu_count()} CPUs; all-MiniLM-L6-v2, "
           f"each side's default CPU encoder; bench/perf.py load-ab at {commit()}\n")
-    print("| round | code | requests | errors | QPS | p50 ms | p99 ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| round | code | requests | errors | QPS | p50 ms | p99 ms | mean batch |")
+    print("|---|---|---|---|---|---|---|---|")
     for round_index, name, r in rows:
         print(f"| {round_index} | {name} | {r['requests']} | {sum(r['errors'].values())} | {r['qps']} | "
-              f"{r['p50_ms']} | {r['p99_ms']} |")
+              f"{r['p50_ms']} | {r['p99_ms']} | {r['mean_batch'] or '–'} |")
     (OUT / "perf-load-ab.json").write_text(json.dumps([{"round": a, "code": b, **c} for a, b, c in rows], indent=2))
 
 
@@ -244,11 +265,11 @@ def load_quantize(args) -> None:
           f"{args.seconds:g} s per run, server and clients on the same {os.cpu_count()} CPUs; all-MiniLM-L6-v2, "
           f"documents torch fp32, queries on the ONNX export in each precision; bench/perf.py load-quantize at "
           f"{commit()}\n")
-    print("| round | query_quantize | requests | errors | QPS | p50 ms | p99 ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| round | query_quantize | requests | errors | QPS | p50 ms | p99 ms | mean batch |")
+    print("|---|---|---|---|---|---|---|---|")
     for round_index, precision, r in rows:
         print(f"| {round_index} | {precision} | {r['requests']} | {sum(r['errors'].values())} | {r['qps']} | "
-              f"{r['p50_ms']} | {r['p99_ms']} |")
+              f"{r['p50_ms']} | {r['p99_ms']} | {r['mean_batch'] or '–'} |")
 
 
 # -- breakdown ---------------------------------------------------------------------------------------------------

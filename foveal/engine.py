@@ -199,6 +199,13 @@ class Engine:
     def search(self, name: str, request: SearchRequest) -> SearchResponse:
         return self.pipeline(name).search(request)
 
+    def batch_stats(self) -> dict[str, tuple[int, int]]:
+        """Per index with a search pipeline in this process: (micro-batches run, searches they held), counted since
+        the pipeline was made (an index reopened starts again from 0)."""
+        with self._lock:
+            pipelines = dict(self._pipelines)
+        return {name: pipeline.batch_stats for name, pipeline in pipelines.items()}
+
     def delete_index(self, name: str) -> None:
         with self._lock, self.aliases.locked():  # no alias can be pointed at it while it goes
             target = self.aliases.get(name)

@@ -4,7 +4,9 @@ Metrics: ``foveal_http_requests_total`` and ``foveal_http_request_duration_secon
 status; ``foveal_stage_seconds{stage}`` (one histogram per search and agent stage, :mod:`foveal.pipeline.timing`);
 ``foveal_ingest_documents_total{outcome}`` (accepted, indexed, failed), ``foveal_ingest_task_retries_total``,
 ``foveal_documents_indexed_total``; ``foveal_jobs{state}``; ``foveal_queue_depth{queue}`` (tasks not yet done);
-``foveal_index_documents|passages|vectors|bytes{index}``. ``deploy/grafana-dashboard.json`` charts them.
+``foveal_index_documents|passages|vectors|bytes{index}``; ``foveal_query_batches_total{index}`` and
+``foveal_query_batch_items_total{index}`` (micro-batches of searches and the searches they held).
+``deploy/grafana-dashboard.json`` charts them.
 """
 
 from __future__ import annotations
@@ -79,6 +81,17 @@ class _QueueCollector:
             yield passages
             yield vectors
             yield size
+            batches = CounterMetricFamily(
+                "foveal_query_batches", "Micro-batches of searches (one query encoder pass, one FAISS call per filter "
+                "group) per index.", labels=["index"])
+            items = CounterMetricFamily(
+                "foveal_query_batch_items", "Searches those micro-batches held; divided by foveal_query_batches_total "
+                "it is the mean batch size.", labels=["index"])
+            for name, (count, held) in sorted(engine.batch_stats().items()):
+                batches.add_metric([name], count)
+                items.add_metric([name], held)
+            yield batches
+            yield items
 
 
 def _folder_bytes(path) -> int:

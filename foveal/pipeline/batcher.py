@@ -61,8 +61,9 @@ class MicroBatcher(Generic[T, R]):
         self._active = 0
         self._running = 0  # batches in run_batch now (at most one unless max_batch is 1)
         self._waiting: deque[_Batch] = deque()  # batches whose leaders wait to run, oldest first
-        #: how many batches ran and the sizes they had (for tests and stats)
+        #: how many batches ran, how many items they held in all, and the largest (for tests and ``/metrics``)
         self.batches = 0
+        self.items = 0
         self.largest = 0
 
     @contextmanager
@@ -122,6 +123,7 @@ class MicroBatcher(Generic[T, R]):
                 with self._cond:
                     self._running -= 1
                     self.batches += 1
+                    self.items += len(batch.items)
                     self.largest = max(self.largest, len(batch.items))
                     self._cond.notify_all()
                 batch.done.set()

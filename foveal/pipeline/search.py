@@ -133,6 +133,11 @@ class SearchPipeline:
             self._prepare, max_batch=max(1, MAX_QUERY_BATCH), max_wait_s=max(0.0, QUERY_BATCH_WAIT_MS) / 1000)
 
     # -- public --------------------------------------------------------------------------------------------------
+    @property
+    def batch_stats(self) -> tuple[int, int]:
+        """(micro-batches run, searches they held): their ratio is the mean batch size (``/metrics``)."""
+        return self._batcher.batches, self._batcher.items
+
     def search(self, request: SearchRequest) -> SearchResponse:
         """One search. Concurrent calls on one pipeline (the server's threads) are micro-batched: their queries
         share one encoder pass and their first dense round one FAISS call per filter group (see

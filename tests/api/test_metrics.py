@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from foveal.api.app import create_app
+from foveal.pipeline.request import SearchRequest
 from foveal.service.settings import ServiceSettings
 from tests.conftest import ROOT
 
@@ -148,3 +149,45 @@ def test_json_log_lines_per_request_and_per_job_carry_the_request_id(client, cap
     assert search["route"] == "/v1/indexes/{name}/search" and search["status"] == 200 and search["level"] == "INFO"
     assert jobs and jobs[0]["request_id"] == "req-web-42" and jobs[0]["event"] == "ingest_task"
     assert jobs[0]["job_id"] == response.json()["job_id"] and jobs[0]["outcome"] == "done" and jobs[0]["done"] == 1
+
+
+def test_search_micro_batches_are_counted_per_index(client, engine):
+    """foveal_query_batches_total and foveal_query_batch_items_total: a lone search is a batch of one; searches that
+    share a batch count once in batches and each in items."""
+    import threading
+
+    def counts():
+        found = samples(client.get("/metrics").text)
+        return (found.get(("foveal_query_batches_total", (("index", "tiny"),)), 0.0),
+                found.get(("foveal_query_batch_items_total", (("index", "tiny"),)), 0.0))
+
+    client.post("/v1/indexes/tiny/search", json={"query": "tides"})
+    batches, items = counts()
+    for query in ("moon", "bread", "volcano"):
+        assert client.post("/v1/indexes/tiny/search", json={"query": query}).status_code == 200
+    assert counts() == (batches + 3, items + 3)
+    pipeline = engine.pipeline("tiny")
+    release = threading.Event()
+    real = pipeline._batcher.run_batch
+
+    def slow(requests):  # holds the first batch so that the others queue up behind it and share the next one
+        release.wait(10)
+        return real(requests)
+
+    pipeline._batcher.run_batch = slow
+    try:
+        threads = [threading.Thread(target=engine.search, args=("tiny", SearchRequest(query=f"tides {i}")))
+                   for i in range(5)]
+        for thread in threads:
+            thread.start()
+        deadline = time.time() + 10
+        while pipeline._batcher._active < 5 and time.time() < deadline:
+            time.sleep(0.01)
+        release.set()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        pipeline._batcher.run_batch = real
+    after_batches, after_items = counts()
+    assert after_items == items + 3 + 5
+    assert after_batches - (batches + 3) < 5  # at least two of the five shared a batch
