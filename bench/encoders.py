@@ -12,8 +12,8 @@ Variants, all on the same all-MiniLM-L6-v2 weights and the same documents (``tit
 * ``foveal onnx``: the same with ``encoder.backend: onnx`` (fp32, onnxruntime's fused transformer graph);
 * ``foveal onnx int8``: ``backend: onnx, quantize: int8`` (dynamic int8, per-channel weights);
 * ``int8q``: the ``foveal torch`` document vectors (not encoded again, so no timing) searched with query vectors
-  from the int8 export (``query_quantize: int8``, the default for queries on the CPU); ``foveal torch`` itself
-  runs its queries in fp32 (``query_quantize: none``), so the two rows differ only in the query vectors.
+  from the int8 export (``query_quantize: int8``, opt-in); ``foveal torch`` runs its queries in fp32
+  (``query_quantize: none``, the default), so the two rows differ only in the query vectors.
 
 Timing: the documents are cut into chunks (``--chunk`` docs); each round encodes one chunk with every variant, the
 order of the variants rotating from round to round, so that load from other processes on a shared machine hits

@@ -133,6 +133,18 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(10)
 
 
+def encoder_label(encoder: dict) -> str:
+    """What encodes documents and what encodes queries, from an index's resolved encoder config (a CPU server)."""
+    from foveal.config import EncoderConfig
+    from foveal.encoders.sentence_transformer import export_quantize, wants_query_onnx
+
+    config = EncoderConfig(**encoder)
+    queries = config.backend
+    if wants_query_onnx(config, "cpu"):
+        queries = "onnx " + ("int8" if export_quantize(config) == "int8" else "fp32")
+    return f"documents {config.backend}, queries {queries}"
+
+
 class Foveal:
     name = "foveal"
 
@@ -163,11 +175,7 @@ class Foveal:
             seconds = time.perf_counter() - started
             stats = client.index_stats("peers")
             assert stats["documents"] == len(docs), stats
-            encoder = stats.get("config", {}).get("encoder", {})
-            backend = queries = encoder.get("backend", "torch")
-            if backend == "torch" and encoder.get("query_backend", "auto") in ("auto", "onnx"):  # auto: onnx on a CPU
-                queries = "onnx " + ("int8" if encoder.get("query_quantize") == "int8" else "fp32")
-            self.backend = f"documents {backend}, queries {queries}"
+            self.backend = encoder_label(stats["config"]["encoder"])
         return seconds
 
     def request(self, http, query: str):

@@ -233,14 +233,7 @@ def load_ab(args) -> None:
             result = serve_and_load(root, home, qs, args.clients, args.seconds, args.pipeline)
             rows.append((round_index + 1, name, result))
             print(json.dumps({"round": round_index + 1, "code": name, **result}), file=sys.stderr, flush=True)
-    print(f"\n{args.docs:,} synthetic documents (Flat), REST `{args.pipeline}` search k=10, {args.clients} clients x "
-          f"{args.seconds:g} s per run, server and clients on the same {os.cpu_count()} CPUs; all-MiniLM-L6-v2, "
-          f"each side's default CPU encoder; bench/perf.py load-ab at {commit()}\n")
-    print("| round | code | requests | errors | QPS | p50 ms | p99 ms | mean batch |")
-    print("|---|---|---|---|---|---|---|---|")
-    for round_index, name, r in rows:
-        print(f"| {round_index} | {name} | {r['requests']} | {sum(r['errors'].values())} | {r['qps']} | "
-              f"{r['p50_ms']} | {r['p99_ms']} | {r['mean_batch'] or '–'} |")
+    print_load_table(args, rows, "code", "each side's default CPU encoder; bench/perf.py load-ab")
     (OUT / "perf-load-ab.json").write_text(json.dumps([{"round": a, "code": b, **c} for a, b, c in rows], indent=2))
 
 
@@ -261,14 +254,20 @@ def load_quantize(args) -> None:
                       flush=True)
     finally:
         path.write_text(original)
+    print_load_table(args, rows, "query_quantize", "documents torch fp32, queries on the ONNX export in each "
+                     "precision; bench/perf.py load-quantize")
+
+
+def print_load_table(args, rows: list, column: str, setup: str) -> None:
+    """A load run's table: one row per (round, ``column``'s value, result); ``setup`` says what ran, before the
+    commit."""
     print(f"\n{args.docs:,} synthetic documents (Flat), REST `{args.pipeline}` search k=10, {args.clients} clients x "
           f"{args.seconds:g} s per run, server and clients on the same {os.cpu_count()} CPUs; all-MiniLM-L6-v2, "
-          f"documents torch fp32, queries on the ONNX export in each precision; bench/perf.py load-quantize at "
-          f"{commit()}\n")
-    print("| round | query_quantize | requests | errors | QPS | p50 ms | p99 ms | mean batch |")
+          f"{setup} at {commit()}\n")
+    print(f"| round | {column} | requests | errors | QPS | p50 ms | p99 ms | mean batch |")
     print("|---|---|---|---|---|---|---|---|")
-    for round_index, precision, r in rows:
-        print(f"| {round_index} | {precision} | {r['requests']} | {sum(r['errors'].values())} | {r['qps']} | "
+    for round_index, name, r in rows:
+        print(f"| {round_index} | {name} | {r['requests']} | {sum(r['errors'].values())} | {r['qps']} | "
               f"{r['p50_ms']} | {r['p99_ms']} | {r['mean_batch'] or '–'} |")
 
 

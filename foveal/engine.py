@@ -152,7 +152,8 @@ class Engine:
     def load_encoders(self, skip: Iterable[str] = (), queries: bool = False) -> None:
         """Load the model of every open index now (a server or worker at start), so no request or task pays for
         it; an index whose model cannot be loaded is logged and left to fail on first use. ``queries`` (a server):
-        also the forward pass queries run on (the ONNX export of ``encoder.query_backend``, in ``query_quantize``'s precision)."""
+        also the forward pass queries run on (the ONNX export of ``encoder.query_backend``, in ``query_quantize``'s
+        precision)."""
         for name in self.list_indexes():
             if name in skip:
                 continue

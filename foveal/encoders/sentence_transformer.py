@@ -154,17 +154,21 @@ class LoadedModel:
         if self.query_onnx is None and self._query_onnx_config is not None:
             with self.lock:
                 if self.query_onnx is None:
-                    self.query_onnx = _onnx_forward(self.model, self._query_onnx_config, queries=True)
+                    self.query_onnx = _onnx_forward(self.model, self._query_onnx_config)
         return self.query_onnx
 
 
-def _onnx_forward(model, config: EncoderConfig, *, queries: bool = False):
-    """The index's ``backend: onnx`` forward pass, or with ``queries`` the export that query passes run on a torch
-    backend (``query_backend``, in ``query_quantize``'s precision)."""
+def export_quantize(config: EncoderConfig) -> str:
+    """The precision of the ONNX export a model of ``config`` runs: ``quantize`` for the ``backend: onnx`` forward
+    pass, ``query_quantize`` for the export that query passes run on a torch backend (``query_backend``)."""
+    return config.quantize if config.backend == "onnx" else config.query_quantize
+
+
+def _onnx_forward(model, config: EncoderConfig):
+    """The index's ``backend: onnx`` forward pass, or on a torch backend the export its query passes run on."""
     from foveal.encoders.onnx_backend import OnnxForward
 
-    quantize = config.query_quantize if queries else config.quantize
-    return OnnxForward(model, cache_dir=onnx_cache_dir(config), quantize=quantize,
+    return OnnxForward(model, cache_dir=onnx_cache_dir(config), quantize=export_quantize(config),
                        optimize=config.onnx_optimize, threads=config.onnx_threads)
 
 
@@ -440,8 +444,7 @@ def model_key(config: EncoderConfig) -> tuple:
         temperature = None
     onnx: tuple = ()
     if config.backend == "onnx" or wants_query_onnx(config, device):
-        quantize = config.quantize if config.backend == "onnx" else config.query_quantize
-        onnx = (quantize, config.onnx_optimize, config.onnx_threads, str(onnx_cache_dir(config).resolve()))
+        onnx = (export_quantize(config), config.onnx_optimize, config.onnx_threads, str(onnx_cache_dir(config).resolve()))
     return (
         str(resolve_model_path(config.model).resolve()), device, bool(config.fp16 and device.startswith("cuda")),
         config.attention, temperature, config.backend, onnx,
