@@ -18,7 +18,9 @@ every table). No embedding or result caches exist in foveal, so none are on.
   serve`` from the base commit (exported with ``git archive`` under bench/out) and from this checkout, each on the
   same synthetic documents indexed by its own code (each side's default config), alternating A, B, A, B, so that
   load from other processes on a shared machine hits both alike. Its table gives the measured run's mean micro-batch
-  size where the server has the counters (`/metrics`: `foveal_query_batch_items_total` over `_batches_total`).
+  size where the server has the counters (`/metrics`: `foveal_query_batch_items_total` over `_batches_total`),
+  and the CPU each request cost the server and the load script (user + system time of each process over the
+  measured run, from ``/proc``, over the requests answered): with C cores, C x 1000 ms over their sum bounds QPS.
 * ``breakdown``: one client in the library: hybrid search p50 against the sum of the p50s of its raw parts called
   directly in the same run (query encode, FAISS search, tantivy search, document fetch), plus the pipeline's own
   stage timings (``SearchResponse.timings``).
@@ -197,8 +199,16 @@ def serve_and_load(code_root: Path, home: Path, qs: list[str], clients: int, sec
         url = f"{base}/v1/indexes/flat/search"
         asyncio.run(load.run_clients(url, qs, 2, 3, pipeline))  # warm-up
         before = batch_counts(base)
+        server_cpu, client_cpu = process_cpu_s(server.pid), time.process_time()
         result = asyncio.run(load.run_clients(url, qs, clients, seconds, pipeline))
+        server_cpu = process_cpu_s(server.pid) - server_cpu if server_cpu is not None else None
+        client_cpu = time.process_time() - client_cpu
         after = batch_counts(base)
+        # CPU per answered request (user + system, every thread), of the server and of the load script itself:
+        # on a machine of C cores, C x 1000 / (both) is the QPS the two together could reach at most
+        n = max(1, result["requests"])
+        result["server_cpu_ms"] = round(1000 * server_cpu / n, 2) if server_cpu is not None else None
+        result["client_cpu_ms"] = round(1000 * client_cpu / n, 2)
         # the mean micro-batch size of the measured run (None from code without the counters)
         result["mean_batch"] = (round((after[1] - before[1]) / (after[0] - before[0]), 1)
                                 if before and after and after[0] > before[0] else None)
@@ -206,6 +216,15 @@ def serve_and_load(code_root: Path, home: Path, qs: list[str], clients: int, sec
     finally:
         server.terminate()
         server.wait(60)
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far, all its threads (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def batch_counts(base: str) -> tuple[float, float] | None:
@@ -264,11 +283,21 @@ def print_load_table(args, rows: list, column: str, setup: str) -> None:
     print(f"\n{args.docs:,} synthetic documents (Flat), REST `{args.pipeline}` search k=10, {args.clients} clients x "
           f"{args.seconds:g} s per run, server and clients on the same {os.cpu_count()} CPUs; all-MiniLM-L6-v2, "
           f"{setup} at {commit()}\n")
-    print(f"| round | {column} | requests | errors | QPS | p50 ms | p99 ms | mean batch |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"| round | {column} | requests | errors | QPS | p50 ms | p99 ms | mean batch | server CPU ms/request | "
+          "load script CPU ms/request | QPS the CPU allows |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for round_index, name, r in rows:
+        server, client = r.get("server_cpu_ms"), r.get("client_cpu_ms")
+        bound = f"{os.cpu_count() * 1000 / (server + client):.0f}" if server and client else "–"
         print(f"| {round_index} | {name} | {r['requests']} | {sum(r['errors'].values())} | {r['qps']} | "
-              f"{r['p50_ms']} | {r['p99_ms']} | {r['mean_batch'] or '–'} |")
+              f"{r['p50_ms']} | {r['p99_ms']} | {r['mean_batch'] or '–'} | {_cell(server)} | {_cell(client)} | "
+              f"{bound} |")
+    print(f"\nQPS the CPU allows: {os.cpu_count()} cores x 1000 ms over the CPU ms one request cost the server and the "
+          "load script together.")
+
+
+def _cell(value) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 # -- breakdown ---------------------------------------------------------------------------------------------------
