@@ -665,7 +665,9 @@ def serve(
     from foveal import logs
 
     logs.configure()  # the access log and the job log as JSON lines on stderr
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    # foveal.access writes the one access line per request (JSON, with the request id and the route template);
+    # uvicorn's own access log would be a second, plain line for each
+    uvicorn.run(application, host=host, port=port, log_level="info", access_log=False)
 
 
 @app.command()

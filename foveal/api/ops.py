@@ -117,19 +117,41 @@ def install_metrics(app: FastAPI) -> None:
     registry.register(timing.collector())  # foveal_stage_seconds{stage}: the pipeline's stages, agent nodes
     app.state.metrics_registry = registry
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
+    app.add_middleware(_HttpMetrics, requests=requests, latency=latency)
+
+
+class _HttpMetrics:
+    """Counts every HTTP request by method, route template and status, and times it until its last byte is sent.
+
+    A pure ASGI middleware: Starlette's ``BaseHTTPMiddleware`` (``@app.middleware("http")``) runs the app in a
+    task of its own and streams the response through a memory channel, a cost paid on every search. A request that
+    raised below is counted as a 500 and raised on; the route template is the one the router matched
+    (``unmatched`` when none did)."""
+
+    def __init__(self, app, requests: Counter, latency: Histogram) -> None:
+        self.app = app
+        self.requests = requests
+        self.latency = latency
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         started = time.perf_counter()
         status = 500
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, send_status)
         finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            requests.labels(request.method, template, str(status)).inc()
-            latency.labels(request.method, template).observe(time.perf_counter() - started)
+            template = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.requests.labels(method, template, str(status)).inc()
+            self.latency.labels(method, template).observe(time.perf_counter() - started)
 
 
 @router.get("/readyz", tags=["health"], openapi_extra=OPTIONAL_SECURITY)

@@ -67,10 +67,12 @@ def test_foveal_serve_freezes_what_it_loaded_at_start_out_of_full_collections(en
         gc.unfreeze()
         made = {}
         monkeypatch.setattr("foveal.api.app.create_app", lambda **kw: made.update(kw) or "app")
-        monkeypatch.setattr("uvicorn.run", lambda application, **kw: made.update(served=application))
+        monkeypatch.setattr("uvicorn.run", lambda application, **kw: made.update(served=application, uvicorn=kw))
         monkeypatch.setattr("foveal.logs.configure", lambda *a, **k: None)  # leaves the loggers as tests need them
         result = CliRunner().invoke(cli.app, ["serve"])
         assert result.exit_code == 0, result.output
         assert made["freeze_heap"] is True and made["served"] == "app"
+        # foveal.access is the one access line per request: uvicorn's own would be a second, plain one
+        assert made["uvicorn"]["access_log"] is False
     finally:
         gc.unfreeze()

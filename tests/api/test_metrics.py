@@ -191,3 +191,36 @@ def test_search_micro_batches_are_counted_per_index(client, engine):
     after_batches, after_items = counts()
     assert after_items == items + 3 + 5
     assert after_batches - (batches + 3) < 5  # at least two of the five shared a batch
+
+
+def test_http_requests_are_counted_by_a_pure_asgi_middleware(client):
+    """Every answer is counted by method, route template and status (the route's own errors, an unmatched path, a
+    request that raised below), and timed. The counting layer is not a ``BaseHTTPMiddleware``: that one runs each
+    request in a task of its own and streams its response through a memory channel (a cost on every search)."""
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    assert not [m for m in client.app.user_middleware if m.cls is BaseHTTPMiddleware]
+
+    def count(method, route, status):
+        key = ("foveal_http_requests_total", (("method", method), ("route", route), ("status", status)))
+        return samples(client.get("/metrics").text).get(key, 0.0)
+
+    search = "/v1/indexes/{name}/search"
+    before = (count("POST", search, "200"), count("POST", search, "404"), count("GET", "unmatched", "404"),
+              count("POST", search, "500"))
+    assert client.post("/v1/indexes/tiny/search", json={"query": "tides"}).status_code == 200
+    assert client.post("/v1/indexes/nope/search", json={"query": "tides"}).status_code == 404
+    assert client.get("/no/such/path").status_code == 404
+    engine = client.app.state.engine
+    real = engine.search
+    engine.search = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))
+    try:
+        assert client.post("/v1/indexes/tiny/search", json={"query": "tides"}).status_code == 500
+    finally:
+        engine.search = real
+    after = (count("POST", search, "200"), count("POST", search, "404"), count("GET", "unmatched", "404"),
+             count("POST", search, "500"))
+    assert after == tuple(b + 1 for b in before)
+    found = samples(client.get("/metrics").text)
+    timed = ("foveal_http_request_duration_seconds_count", (("method", "POST"), ("route", search)))
+    assert found[timed] >= 3  # the 200, the 404 and the 500 searches
