@@ -32,7 +32,7 @@ import numpy as np
 
 from foveal.config import FusionConfig, Pipeline
 from foveal.encoders.base import QueryStage, QueryTokens
-from foveal.index.base import doc_key_of, passage_ordinal, sorted_unique
+from foveal.index.base import MAX_PASSAGES, PASSAGE_BITS, sorted_unique
 from foveal.index.collection import Collection
 from foveal.pipeline.batcher import MicroBatcher
 from foveal.pipeline.feedback import rm3, rocchio, weights_summary
@@ -600,20 +600,7 @@ class SearchPipeline:
             else:
                 scores, ids = self.collection.vectors.search(vector[None, :], limit, allowed=dense_filter)
                 scores_row, ids_row = scores[0], ids[0]
-            best: dict[int, float] = {}
-            passage: dict[int, int] = {}
-            valid = 0
-            last = None
-            for score, pid in zip(scores_row.tolist(), ids_row.tolist()):
-                if pid < 0:
-                    continue
-                valid += 1
-                last = score
-                key = doc_key_of(pid)
-                if key not in best or score > best[key]:  # results come best first: the first seen is MaxP
-                    best[key] = score
-                    passage[key] = passage_ordinal(pid)
-            ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
+            ranked, passage, valid, last = _max_passage(scores_row, ids_row)
             exhausted = valid < limit or limit >= available
             if exhausted or (len(ranked) >= depth and ranked[depth - 1][1] > last):
                 break
@@ -657,6 +644,31 @@ class SearchPipeline:
                 )
             )
         return hits
+
+
+def _max_passage(scores_row: np.ndarray, ids_row: np.ndarray) -> tuple[list[tuple[int, float]], dict[int, int],
+                                                                        int, float | None]:
+    """One round of passage hits (ids ``-1`` where the index had none) as documents by their best passage (MaxP):
+    ``(documents in (-score, doc_key) order, doc_key -> ordinal of its best passage, valid hits, last valid
+    score)``. Of a document's passages that tie for its best score, the first in the row counts. In numpy: this
+    runs over every passage of a search's first round (400 by default) for every search."""
+    ids = np.asarray(ids_row, dtype=np.int64)
+    scores = np.asarray(scores_row)
+    valid_at = np.flatnonzero(ids >= 0)
+    if valid_at.size == 0:
+        return [], {}, 0, None
+    ids = ids[valid_at]
+    scores = scores[valid_at]
+    keys = ids >> PASSAGE_BITS
+    # per document: its best score, the first position among ties (lexsort: last key is the primary one)
+    order = np.lexsort((np.arange(ids.size), -scores, keys))
+    keys_sorted = keys[order]
+    heads = order[np.concatenate(([True], keys_sorted[1:] != keys_sorted[:-1]))]
+    best_keys, best_scores = keys[heads], scores[heads]
+    ranking = np.lexsort((best_keys, -best_scores))
+    ranked = list(zip(best_keys[ranking].tolist(), best_scores[ranking].tolist()))
+    passage = dict(zip(best_keys.tolist(), (ids[heads] & (MAX_PASSAGES - 1)).tolist()))
+    return ranked, passage, int(ids.size), float(scores[-1])
 
 
 def _stage_runs(stage: QueryStage, request: SearchRequest) -> bool:
