@@ -7,6 +7,7 @@
     .venv/bin/python bench/perf.py ingest [--docs 600]
     .venv/bin/python bench/perf.py micro                  # the library calls this round changed, before and now
     .venv/bin/python bench/perf.py load-quantize          # this checkout, fp32 against int8 query passes
+    .venv/bin/python bench/perf.py cpu [--seconds 20]     # CPU per search: in-process, encoder, HTTP layer, REST
     .venv/bin/python bench/perf.py all                    # every one of them, in this order
 
 Documents: ``bench/speed.py``'s synthetic generator (Zipf words from SciFact, random unit vectors given with the
@@ -26,6 +27,9 @@ every table). No embedding or result caches exist in foveal, so none are on.
   stage timings (``SearchResponse.timings``).
 * ``load-quantize``: the load script against this checkout's server with ``encoder.query_quantize`` none and int8
   (a run-time key, set in the index's config.json between runs, put back after), alternating, ``--rounds`` each.
+* ``cpu``: where a search's CPU goes. In-process (``--clients`` threads calling ``Engine.search``, no HTTP) for
+  bm25, dense and hybrid; the query encoder alone (batches of 16); over REST with the server's search stubbed (a
+  canned response: the HTTP layer and the API alone, ``stub-serve``); and the real REST hybrid search.
 * ``filters``: hybrid and dense p50 with filters matching 1 % (``bucket == 0``), 10 % (``bucket < 10``) and 50 %
   (``bucket < 50``) against unfiltered, on Flat and HNSW32, the shares rotated per query.
 * ``ingest``: SciFact documents ingested in-process (encoded by the model) while one client searches the same
@@ -174,14 +178,19 @@ def build_base(base: str, base_root: Path, docs: int) -> Path:
     return home
 
 
-def serve_and_load(code_root: Path, home: Path, qs: list[str], clients: int, seconds: float, pipeline: str) -> dict:
+def serve_and_load(code_root: Path, home: Path, qs: list[str], clients: int, seconds: float, pipeline: str,
+                   stub: bool = False) -> dict:
+    """``foveal serve`` from ``code_root`` on ``home``, loaded by ``clients`` for ``seconds``. ``stub``: the server's
+    ``Engine.search`` answers every search with one canned response (``stub-serve``), so the run measures the HTTP
+    layer and the API alone."""
     port = load.free_port()
     env = {**os.environ, "FOVEAL_HOME": str(home), "PYTHONPATH": str(code_root), "FOVEAL_QUEUE": "embedded"}
     env.pop("OMP_WAIT_POLICY", None)
     if _CALLER_OMP is not None:
         env["OMP_WAIT_POLICY"] = _CALLER_OMP
-    server = subprocess.Popen([sys.executable, "-m", "foveal.cli", "serve", "--host", "127.0.0.1", "--port",
-                               str(port)], env=env, cwd=str(code_root), stdout=subprocess.DEVNULL,
+    command = ([sys.executable, str(Path(__file__).resolve()), "stub-serve", "--port", str(port)] if stub else
+               [sys.executable, "-m", "foveal.cli", "serve", "--host", "127.0.0.1", "--port", str(port)])
+    server = subprocess.Popen(command, env=env, cwd=str(code_root), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     import httpx
@@ -298,6 +307,79 @@ def print_load_table(args, rows: list, column: str, setup: str) -> None:
 
 def _cell(value) -> str:
     return "–" if value is None else f"{value:.2f}"
+
+
+# -- where the CPU goes ------------------------------------------------------------------------------------------
+def stub_serve(args) -> None:
+    """``foveal serve`` with ``Engine.search`` answering every search with the response to one fixed query (made
+    once, by the real pipeline): what a request costs the server outside the search itself."""
+    canned: dict = {}
+    real = Engine.search
+
+    def search(self, name, body):
+        if name not in canned:
+            canned[name] = real(self, name, SearchRequest(query=queries()[0], k=10))
+        return canned[name]
+
+    Engine.search = search
+    from foveal.cli import app
+
+    sys.argv = ["foveal", "serve", "--host", "127.0.0.1", "--port", str(args.port)]
+    app()
+
+
+def cpu_split(args) -> None:
+    """CPU per search, split: in-process (no HTTP) with ``--clients`` threads per pipeline, the query encoder alone,
+    the HTTP layer and the API alone (search stubbed), and the whole REST search. Process CPU time (user + system,
+    every thread) over the searches answered."""
+    import gc
+
+    qs = queries()
+    rows = []
+    engine = Engine(HOME)
+    engine.search("flat", SearchRequest(query=qs[0], k=10))
+    gc.collect()
+    gc.freeze()  # as `foveal serve` does once it has loaded (docs/performance.md)
+    for pipeline in ("bm25", "dense", "hybrid"):
+        done = [0] * args.clients
+        stop = time.perf_counter() + args.seconds
+
+        def worker(i: int) -> None:
+            rng = random.Random(i)
+            while time.perf_counter() < stop:
+                engine.search("flat", SearchRequest(query=rng.choice(qs), k=10, pipeline=pipeline))
+                done[i] += 1
+
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        n = sum(done)
+        rows.append((f"in-process `{pipeline}`, {args.clients} threads, no HTTP", n,
+                     n / (time.perf_counter() - wall0), 1000 * (time.process_time() - cpu0) / n))
+    encoder = engine.get("flat").encoder
+    backend = backend_of(engine.get("flat"))
+    rng = random.Random(7)
+    batches = [[rng.choice(qs) for _ in range(16)] for _ in range(20)]
+    encoder.encode_queries(batches[0])
+    cpu0 = time.process_time()
+    for batch in batches:
+        encoder.encode_queries(batch)
+    rows.append(("query encoder alone, batches of 16", 320, None, 1000 * (time.process_time() - cpu0) / 320))
+    engine.close()
+    gc.unfreeze()
+    for label, stub in (("REST, search stubbed: the HTTP layer and the API", True), ("REST `hybrid`", False)):
+        r = serve_and_load(ROOT, HOME, qs, args.clients, args.seconds, "hybrid", stub=stub)
+        rows.append((f"{label}, {args.clients} clients (server CPU; the load script's: {r['client_cpu_ms']:.2f})",
+                     r["requests"], r["qps"], r["server_cpu_ms"]))
+    print(f"\n{args.docs:,} synthetic documents (Flat), k=10, {args.seconds:g} s per row, {os.cpu_count()} CPUs; "
+          f"{backend}; bench/perf.py cpu at {commit()}\n")
+    print("| measured | searches | QPS | CPU ms per search |")
+    print("|---|---|---|---|")
+    for label, n, qps, ms in rows:
+        print(f"| {label} | {n} | {'–' if qps is None else f'{qps:.1f}'} | {_cell(ms)} |")
 
 
 # -- breakdown ---------------------------------------------------------------------------------------------------
@@ -647,7 +729,8 @@ def ingest(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("build", "load-ab", "load-quantize", "breakdown", "filters", "ingest", "micro", "all"):
+    for name in ("build", "load-ab", "load-quantize", "breakdown", "filters", "ingest", "micro", "cpu", "stub-serve",
+                 "all"):
         p = sub.add_parser(name)
         p.add_argument("--docs", type=int, default=100_000 if name != "ingest" else 600)
         p.add_argument("--base", default="3507883")
@@ -659,9 +742,10 @@ def main() -> None:
         p.add_argument("--searches", type=int, default=200)
         p.add_argument("--batch", type=int, default=32)
         p.add_argument("--flat-only", action="store_true", help="build: no HNSW32 copy")
+        p.add_argument("--port", type=int, default=0, help="stub-serve: the port (cpu starts it)")
     args = parser.parse_args()
     steps = {"build": build, "load-ab": load_ab, "load-quantize": load_quantize, "breakdown": breakdown,
-             "filters": filters, "ingest": ingest, "micro": micro}
+             "filters": filters, "ingest": ingest, "micro": micro, "cpu": cpu_split, "stub-serve": stub_serve}
     if args.command == "all":
         build(args)
         for name in ("breakdown", "filters", "load-ab"):
