@@ -39,6 +39,11 @@ DOCUMENT_PASS_ROWS = int(os.environ.get("FOVEAL_DOCUMENT_PASS_ROWS", "8"))
 #: What one more forward pass costs, in padded tokens (``FOVEAL_QUERY_PASS_COST``): a micro-batch of queries is
 #: cut into length-sorted passes where the padding saved outweighs this (see :func:`length_passes`).
 QUERY_PASS_COST = int(os.environ.get("FOVEAL_QUERY_PASS_COST", "128"))
+#: Query lanes of an ONNX forward pass (``FOVEAL_QUERY_LANES``, default the CPU count; 1 = off): a micro-batch of
+#: queries runs as passes of :data:`QUERY_LANE_ROWS` queries (int8: one) on single-threaded sessions, this many at
+#: once (:meth:`foveal.encoders.onnx_backend.OnnxForward.run_lanes`).
+QUERY_LANES = max(1, int(os.environ.get("FOVEAL_QUERY_LANES", str(os.cpu_count() or 1))))
+QUERY_LANE_ROWS = 2
 
 
 def length_passes(widths: Sequence[int], most: int, pass_cost: int) -> list[tuple[int, int]]:
@@ -169,7 +174,7 @@ def _onnx_forward(model, config: EncoderConfig):
     from foveal.encoders.onnx_backend import OnnxForward
 
     return OnnxForward(model, cache_dir=onnx_cache_dir(config), quantize=export_quantize(config),
-                       optimize=config.onnx_optimize, threads=config.onnx_threads)
+                       optimize=config.onnx_optimize, threads=config.onnx_threads, lanes=QUERY_LANES)
 
 
 class PriorityLock:
@@ -185,13 +190,14 @@ class PriorityLock:
         #: passes run so far, by kind (for tests)
         self.passes = {"query": 0, "document": 0}
 
-    def hold(self, query: bool):
-        return _Held(self, query)
+    def hold(self, query: bool, passes: int = 1):
+        """Held for ``passes`` forward passes of one kind (several: passes side by side on the query lanes)."""
+        return _Held(self, query, passes)
 
-    def _acquire(self, query: bool) -> None:
+    def _acquire(self, query: bool, passes: int = 1) -> None:
         (self._query if query else self._document).acquire()
         with self._count:
-            self.passes["query" if query else "document"] += 1
+            self.passes["query" if query else "document"] += passes
 
     def _release(self, query: bool) -> None:
         (self._query if query else self._document).release()
@@ -208,13 +214,13 @@ class PriorityLock:
 
 
 class _Held:
-    __slots__ = ("lock", "query")
+    __slots__ = ("lock", "query", "passes")
 
-    def __init__(self, lock: PriorityLock, query: bool) -> None:
-        self.lock, self.query = lock, query
+    def __init__(self, lock: PriorityLock, query: bool, passes: int = 1) -> None:
+        self.lock, self.query, self.passes = lock, query, passes
 
     def __enter__(self):
-        self.lock._acquire(self.query)
+        self.lock._acquire(self.query, self.passes)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -359,15 +365,29 @@ class SentenceTransformerEncoder:
         onnx = self._onnx
         if onnx is None and query and states_out is None:
             onnx = self.loaded.query_forward()
-        if query and onnx is not None and states_out is None and getattr(onnx, "quantize", "none") != "none":
+        on_onnx = query and onnx is not None and states_out is None
+        int8 = on_onnx and getattr(onnx, "quantize", "none") != "none"
+        lanes = getattr(onnx, "lanes", 1) if on_onnx else 1
+        if int8:
             # int8 scales activations per pass: one query per pass (no padding, no neighbours), so a query's vector
             # is the same alone or in any micro-batch (a shared pass would be faster: docs/performance.md)
             passes = [(i, i + 1) for i in range(n)]
+        elif lanes > 1 and n > 1:  # small passes, side by side on the lanes
+            passes = [(begin, min(begin + QUERY_LANE_ROWS, n)) for begin in range(0, n, QUERY_LANE_ROWS)]
         elif query:  # a micro-batch of queries of mixed lengths: passes cut where padding would cost more than a pass
             passes = length_passes([len(token_ids[i]) + 2 for i in order], self.config.batch_size, QUERY_PASS_COST)
         else:
             rows = max(1, min(self.config.batch_size, DOCUMENT_PASS_ROWS))
             passes = [(begin, min(begin + rows, n)) for begin in range(0, n, rows)]
+        if lanes > 1 and (int8 or len(passes) > 1):
+            # int8 always runs on the lanes, a lone query too: its vector comes from the same session either way
+            chunks = [order[begin:end] for begin, end in passes]
+            arrays = [self._pass_arrays(chunk, token_ids) for chunk in chunks]
+            with self._lock.hold(True, passes=len(arrays)):
+                results = onnx.run_lanes(arrays)
+            for chunk, vectors in zip(chunks, results):
+                out[chunk] = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            return out
         with torch.inference_mode():
             for begin, end in passes:
                 chunk = order[begin:end]
@@ -375,11 +395,8 @@ class SentenceTransformerEncoder:
                     self._forward(chunk, token_ids, states_out, out, onnx=onnx)
         return out
 
-    def _forward(self, chunk: list[int], token_ids: list[list[int]], states_out: list | None,
-                 out: np.ndarray, *, onnx=None) -> None:
-        """One forward pass over the rows ``chunk`` (under the model's lock): on ``onnx`` (the index's ``backend``
-        onnx, or for queries the export of ``query_backend``) or the torch model; token states always come
-        from the torch model."""
+    def _pass_arrays(self, chunk: list[int], token_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """``(input_ids, attention_mask)`` of one pass over the rows ``chunk``: ``[CLS] … [SEP]``, padded."""
         width = max(len(token_ids[i]) for i in chunk) + 2
         ids_array = np.full((len(chunk), width), self._pad, dtype=np.int64)
         mask_array = np.zeros((len(chunk), width), dtype=np.int64)
@@ -387,6 +404,14 @@ class SentenceTransformerEncoder:
             seq = [self._cls, *token_ids[i], self._sep]
             ids_array[row, : len(seq)] = seq
             mask_array[row, : len(seq)] = 1
+        return ids_array, mask_array
+
+    def _forward(self, chunk: list[int], token_ids: list[list[int]], states_out: list | None,
+                 out: np.ndarray, *, onnx=None) -> None:
+        """One forward pass over the rows ``chunk`` (under the model's lock): on ``onnx`` (the index's ``backend``
+        onnx, or for queries the export of ``query_backend``) or the torch model; token states always come
+        from the torch model."""
+        ids_array, mask_array = self._pass_arrays(chunk, token_ids)
         if onnx is not None and states_out is None:
             vectors = onnx(ids_array, mask_array)
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -189,17 +189,28 @@ def test_the_cache_keeps_only_the_most_recently_used_exports(tmp_path, monkeypat
 
 
 def _counting(forward):
-    """Count the onnxruntime runs of an OnnxForward (its session is a C object: wrap the attribute)."""
+    """Count the onnxruntime runs of an OnnxForward, on its main session and on its query lanes' (sessions are C
+    objects: wrap the attributes)."""
     calls = []
-    session = forward.session
+    sessions = {name: getattr(forward, name) for name in ("session", "_lane_session")
+                if getattr(forward, name, None) is not None}
 
     class Counting:
+        def __init__(self, session) -> None:
+            self.session = session
+
         def run(self, *args, **kwargs):
             calls.append(1)
-            return session.run(*args, **kwargs)
+            return self.session.run(*args, **kwargs)
 
-    forward.session = Counting()
-    return calls, lambda: setattr(forward, "session", session)
+    for name, session in sessions.items():
+        setattr(forward, name, Counting(session))
+
+    def restore() -> None:
+        for name, session in sessions.items():
+            setattr(forward, name, session)
+
+    return calls, restore
 
 
 def test_cpu_queries_run_the_fp32_export_and_documents_torch(encoder):

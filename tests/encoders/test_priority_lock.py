@@ -72,14 +72,47 @@ def test_length_passes_is_the_cheapest_cut():
         assert cost(widths, passes, pass_cost) == best
 
 
-def test_queries_of_spread_lengths_run_in_several_passes_with_the_same_vectors(encoder):
-    """A micro-batch of short and long queries is cut by length (one pass padded every short query to the longest:
-    SciFact's 32-query batches computed about twice their tokens); each query's vector is what it gets alone."""
+def test_queries_of_spread_lengths_run_in_several_passes_with_the_same_vectors(encoder, monkeypatch):
+    """Without query lanes (``FOVEAL_QUERY_LANES=1``), a micro-batch of short and long queries is cut by length
+    (one pass padded every short query to the longest: SciFact's 32-query batches computed about twice their
+    tokens); each query's vector is what it gets alone."""
+    encoder.encode_queries(["load the export"])
+    monkeypatch.setattr(encoder.loaded.query_onnx, "lanes", 1)
     queries = [f"tides {i}" for i in range(16)] + [f"why the moon pulls the ocean tides {i} " * 8 for i in range(16)]
     alone = [encoder.encode_queries([q]).vectors[0] for q in queries]
     before = encoder._lock.passes["query"]
     together = encoder.encode_queries(queries).vectors
     assert encoder._lock.passes["query"] - before == 2
+    assert abs(together - alone).max() < 1e-5
+
+
+def test_a_micro_batch_of_queries_runs_in_small_passes_side_by_side_on_the_lanes(encoder, monkeypatch):
+    """With query lanes (the default on a machine of more than one CPU), a micro-batch runs as passes of two queries
+    on the single-threaded lane session, up to ``lanes`` at once, under one hold of the query lock; a lone query
+    runs on the main session. Each query's vector is what it gets alone, to float rounding."""
+    encoder.encode_queries(["load the export"])
+    forward = encoder.loaded.query_onnx
+    if forward._lane_session is None:  # a one-CPU machine: open the lane session the default would have there
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        monkeypatch.setattr(forward, "_lane_session", onnxruntime.InferenceSession(
+            str(forward.path), options, providers=["CPUExecutionProvider"]))
+        monkeypatch.setattr(forward, "lanes", 2)
+    queries = [f"tides {i}" for i in range(5)] + [f"why the moon pulls the ocean tides {i} " * 8 for i in range(5)]
+    runs = []
+    real = forward.run_lanes
+    forward.run_lanes = lambda passes: runs.append([ids.shape for ids, _ in passes]) or real(passes)
+    try:
+        alone = np.stack([encoder.encode_queries([q]).vectors[0] for q in queries])
+        assert runs == []  # a lone query: the main session
+        before = encoder._lock.passes["query"]
+        together = encoder.encode_queries(queries).vectors
+    finally:
+        del forward.run_lanes
+    assert len(runs) == 1 and [rows for rows, _ in runs[0]] == [2] * 5  # longest first, two a pass
+    assert encoder._lock.passes["query"] - before == 5
     assert abs(together - alone).max() < 1e-5
 
 
