@@ -263,10 +263,9 @@ class OnnxForward:
         #: padding) that share its pass, so callers that need a row's vector to be its own run one row per pass
         self.quantize = quantize
         #: Query lanes (:meth:`run_lanes`): a second session of the same export, single-threaded, that up to
-        #: ``lanes`` passes run on at once, one thread each. Small passes side by side keep both cores busy with
-        #: no padding and no thread handoffs inside a pass: a micro-batch of 16 SciFact queries cost 6.2 ms of CPU
-        #: a query in passes of two on two lanes, against 7.4 in length-cut passes on a two-thread session
-        #: (docs/performance.md). 1: no lane session.
+        #: ``lanes`` passes run on at once, one thread each. Small passes side by side keep every core busy, with
+        #: little padding and no handoffs between threads inside a pass (measured: docs/performance.md, "Query
+        #: lanes"). 1: no lane session.
         self.lanes = max(1, int(lanes))
         self._lane_session = None
         self._lane_pool = None
