@@ -359,8 +359,8 @@ def cpu_split(args) -> None:
         n = sum(done)
         rows.append((f"in-process `{pipeline}`, {args.clients} threads, no HTTP", n,
                      n / (time.perf_counter() - wall0), 1000 * (time.process_time() - cpu0) / n))
-    encoder = engine.get("flat").encoder
-    backend = backend_of(engine.get("flat"))
+    collection = engine.get("flat")
+    encoder, backend = collection.encoder, backend_of(collection)
     rng = random.Random(7)
     batches = [[rng.choice(qs) for _ in range(16)] for _ in range(20)]
     encoder.encode_queries(batches[0])

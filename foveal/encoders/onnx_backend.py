@@ -273,24 +273,22 @@ class OnnxForward:
         config = transformer.config
         previous = getattr(config, "_attn_implementation", None)
         transformer.set_attn_implementation("eager")  # plain MatMul/Softmax in the graph, which the optimizer fuses
-        options = onnxruntime.SessionOptions()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # onnxruntime's pool spins between runs by default: CPU that a server's other threads (fetch, fusion, HTTP)
-        # need; off, 32 clients on 2 cores got 86 QPS instead of 70 (docs/performance.md)
-        options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("FOVEAL_ONNX_SPIN", "0"))
+        def session_on(path: Path, threads: int | None):
+            options = onnxruntime.SessionOptions()
+            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if threads:
+                options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            # onnxruntime's pool spins between runs by default: CPU that a server's other threads (fetch, fusion,
+            # HTTP) need; off, 32 clients on 2 cores got 86 QPS instead of 70 (docs/performance.md)
+            options.add_session_config_entry("session.intra_op.allow_spinning",
+                                             os.environ.get("FOVEAL_ONNX_SPIN", "0"))
+            return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
         def open_session(path: Path) -> None:  # under the cache's lock: no other process prunes the file meanwhile
-            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = session_on(path, threads)
             if self.lanes > 1:
-                lane_options = onnxruntime.SessionOptions()
-                lane_options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-                lane_options.intra_op_num_threads = 1
-                lane_options.inter_op_num_threads = 1
-                self._lane_session = onnxruntime.InferenceSession(str(path), lane_options,
-                                                                  providers=["CPUExecutionProvider"])
+                self._lane_session = session_on(path, 1)
 
         try:
             self.path = export_path(

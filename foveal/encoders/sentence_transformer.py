@@ -386,7 +386,7 @@ class SentenceTransformerEncoder:
             with self._lock.hold(True, passes=len(arrays)):
                 results = onnx.run_lanes(arrays)
             for chunk, vectors in zip(chunks, results):
-                out[chunk] = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+                out[chunk] = _unit_rows(vectors)
             return out
         with torch.inference_mode():
             for begin, end in passes:
@@ -413,9 +413,7 @@ class SentenceTransformerEncoder:
         from the torch model."""
         ids_array, mask_array = self._pass_arrays(chunk, token_ids)
         if onnx is not None and states_out is None:
-            vectors = onnx(ids_array, mask_array)
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            out[chunk] = vectors / np.maximum(norms, 1e-12)
+            out[chunk] = _unit_rows(onnx(ids_array, mask_array))
             return
         input_ids = torch.from_numpy(ids_array)
         attention = torch.from_numpy(mask_array)
@@ -432,6 +430,11 @@ class SentenceTransformerEncoder:
             hidden = outputs["token_embeddings"].float().cpu().numpy()
             for row, i in enumerate(chunk):
                 states_out[i] = np.ascontiguousarray(hidden[row, : len(token_ids[i]) + 2])
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (an all-zero row stays zero)."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def onnx_cache_dir(config: EncoderConfig) -> Path:
