@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 from contextlib import contextmanager
@@ -36,6 +37,9 @@ from foveal.errors import ConfigError
 from foveal.fsutil import fsync_dir
 from foveal.index.faiss_gpu import GpuReplica, replicable
 from foveal.index.base import PASSAGE_BITS, sorted_unique
+from foveal.index.packed_scan import PackedScan
+
+log = logging.getLogger(__name__)
 
 #: Vectors per IVF list to collect before training (FAISS warns below 39).
 _TRAIN_PER_LIST = 39
@@ -46,6 +50,13 @@ _TRAIN_PER_LIST = 39
 #: 13 ms (``bench/perf.py``; the results are the same to float32 rounding).
 BLAS_THRESHOLD = 1
 faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
+
+#: ``FOVEAL_PACKED_SCAN=off`` keeps every Flat search in FAISS (see :mod:`foveal.index.packed_scan`).
+PACKED_SCAN = os.environ.get("FOVEAL_PACKED_SCAN", "auto").strip().lower()
+#: The largest Flat main index (its vectors, in MB) given a packed scan: it costs about twice that in memory.
+PACKED_SCAN_MAX_MB = float(os.environ.get("FOVEAL_PACKED_SCAN_MAX_MB", "1024"))
+#: Rows appended since the packed scan was made that start a rebuild (or a sixteenth of what it covers, if more).
+PACKED_TAIL_ROWS = 4096
 
 
 class ReadWriteLock:
@@ -157,6 +168,11 @@ class FaissVectorIndex:
     #: (and ``compact_min_tombstones``), so repeated updates do not grow the index without bound.
     compact_fraction = 0.2
     compact_min_tombstones = 64
+    #: A Flat main index of at least this many vectors is scanned through a packed matrix
+    #: (:mod:`foveal.index.packed_scan`); below it FAISS's own scan is cheap enough.
+    packed_scan_min = 16_384
+    #: Make the packed scan in a background thread (searches use FAISS meanwhile); tests build it inline.
+    packed_scan_background = True
 
     def __init__(self, dimension: int, factory: str = "Flat", *, gpu: str = "auto", nprobe: int = 16,
                  ef_search: int = 128) -> None:
@@ -200,6 +216,17 @@ class FaissVectorIndex:
         self._sorted_ids: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         #: how many compactions ran (for tests and stats)
         self.compactions = 0
+        #: bumped whenever ``_main``'s positions are renumbered or it is replaced (appends keep it)
+        self._epoch = 0
+        inner = faiss.downcast_index(probe)
+        self._packable = isinstance(inner, faiss.IndexFlat) and inner.metric_type == faiss.METRIC_INNER_PRODUCT
+        self._packed: PackedScan | None = None
+        self._packed_lock = threading.Lock()
+        self._packed_building = False
+        #: set when a packed scan could not be made (logged once): FAISS answers from then on
+        self._packed_failed = False
+        #: how many packed scans were made (for tests and stats)
+        self.packed_builds = 0
 
     # -- writes --------------------------------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -228,6 +255,7 @@ class FaissVectorIndex:
         self._main.train(vectors)
         _ensure_direct_map(self._main.index)
         self._main.add_with_ids(vectors, buffered_ids)
+        self._epoch += 1
         self._buffer.reset()
         self._gpu_replica = None  # copied from the trained index on the next search
 
@@ -253,6 +281,7 @@ class FaissVectorIndex:
                         index.remove_ids(faiss.IDSelectorBatch(doomed))
                         if index is self._main:  # positions renumbered: the cached map is stale even when a
                             self._id_map_cache = None  # later add brings the count back to what it was
+                            self._epoch += 1
                     else:
                         positions = set(np.nonzero(hit)[0].tolist()) - self._tombstones
                         if not positions:
@@ -281,6 +310,7 @@ class FaissVectorIndex:
             fresh = self._build_compacted(old, dead)
             with self._rw.write():
                 self._main = fresh
+                self._epoch += 1
                 self._tombstones = set()
                 self._gpu_replica = None  # copied from the compacted index on the next search
                 self._id_map_cache = None
@@ -424,8 +454,12 @@ class FaissVectorIndex:
             found = self._search_gpu(vectors, k, allowed)
             if found is not None:
                 return found
+        packed = self._packed_for(inner)
         if allowed is None and not self._tombstones:
-            scores, positions = self._widening_search(inner, vectors, min(k, main.ntotal), None)
+            if packed is not None:
+                scores, positions = packed.search(vectors, min(k, main.ntotal), self._stored(inner))
+            else:
+                scores, positions = self._widening_search(inner, vectors, min(k, main.ntotal), None)
             return scores, self._ids_of(positions)
         # the selectors see positions in the inner index: search it and map positions to ids here
         id_map = self._id_map()
@@ -453,6 +487,17 @@ class FaissVectorIndex:
         if live is not None and live.size <= max(self.exact_search_min, self.exact_search_fraction * live_total):
             scores, positions = self._exact(inner, vectors, k, live)
             return scores, id_map[positions]
+        if packed is not None:  # the allowed positions as a mask over the whole scan
+            if isinstance(allowed, DocFilter):
+                mask = allowed.mask
+            elif live is not None:
+                mask = np.zeros(main.ntotal, bool)
+                mask[live] = True
+            else:
+                mask = np.ones(main.ntotal, bool)
+                mask[tombstones] = False
+            scores, positions = packed.search(vectors, k, self._stored(inner), mask)
+            return scores, id_map[positions]
         if selector is None:
             # the bitmap (kept alive in ``bitmap`` for the search) is a membership test of one bit per position
             selector = faiss.IDSelectorBitmap(bitmap) if bitmap is not None else faiss.IDSelectorBatch(live)
@@ -462,6 +507,60 @@ class FaissVectorIndex:
                 live = np.setdiff1d(np.arange(main.ntotal, dtype=np.int64), tombstones)
             scores, positions = self._exact(inner, vectors, k, live)
         return scores, np.where(positions >= 0, id_map[np.maximum(positions, 0)], -1)
+
+    # -- the packed scan ------------------------------------------------------------------------------------------
+    def _packed_for(self, inner) -> PackedScan | None:
+        """The packed scan of ``_main`` when it is up to date (rows appended since are scored from FAISS's
+        storage), else None; starts making one (or a fresh one, once enough rows were appended) when due. Called
+        under the read lock."""
+        n = int(inner.ntotal)
+        if (not self._packable or self._packed_failed or self._use_gpu or PACKED_SCAN == "off"
+                or n < self.packed_scan_min or n * self.dimension * 4 > PACKED_SCAN_MAX_MB * 2**20):
+            return None
+        packed = self._packed
+        if packed is None or packed.epoch != self._epoch or packed.covered > n:
+            self._start_packed_build()
+            return None
+        if n - packed.covered > max(PACKED_TAIL_ROWS, packed.covered // 16):
+            self._start_packed_build()
+        return packed
+
+    def _stored(self, inner) -> np.ndarray:
+        """FAISS's own storage of a Flat index as an ``(ntotal, d)`` array (a view: valid under the read lock)."""
+        n = int(inner.ntotal)
+        flat = faiss.downcast_index(inner)
+        return faiss.rev_swig_ptr(flat.get_xb(), n * self.dimension).reshape(n, self.dimension)
+
+    def _start_packed_build(self) -> None:
+        with self._packed_lock:
+            if self._packed_building:
+                return
+            self._packed_building = True
+        if self.packed_scan_background:
+            threading.Thread(target=self._build_packed, name="foveal-packed-scan", daemon=True).start()
+        else:
+            self._build_packed()
+
+    def _build_packed(self) -> None:
+        """Copy the rows the current scan lacks (under the read lock: an add may move FAISS's storage), pack them
+        outside it, and swap the new scan in if ``_main`` kept its positions meanwhile."""
+        try:
+            with self._rw.read():
+                epoch, inner = self._epoch, self._main.index
+                old = self._packed if self._packed is not None and self._packed.epoch == epoch else None
+                keep = PackedScan.reusable(old, int(inner.ntotal))
+                start = keep[-1].stop if keep else 0
+                rows = self._stored(inner)[start:].copy()
+            packed = PackedScan.build(epoch, rows, start=start, shards=keep)
+            if epoch == self._epoch:
+                self._packed = packed
+                self.packed_builds += 1
+        except Exception as exc:  # noqa: BLE001 - FAISS answers instead; the search itself never fails on this
+            self._packed_failed = True
+            log.warning("packed scan disabled for this index: %s: %s", type(exc).__name__, exc)
+        finally:
+            with self._packed_lock:
+                self._packed_building = False
 
     def _ids_of(self, positions: np.ndarray) -> np.ndarray:
         id_map = self._id_map()
