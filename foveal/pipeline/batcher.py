@@ -7,8 +7,10 @@ deadline, fixed when the way is free), and closes the batch early when it is ful
 caller active on the pipeline is in it (a lone caller never waits: :meth:`MicroBatcher.active` counts callers in
 flight). The leader then runs ``run_batch`` on the items, in arrival order, and hands each follower its own result.
 One batch runs at a time, oldest first: one that fills up while another runs closes (later arrivals open the next)
-but waits its turn, since two passes at once share the same cores' threads and each runs slower. With
-``max_batch=1`` (batching off) every call runs when it comes, as without a batcher.
+but waits its turn, since two passes at once share the same cores' threads and each runs slower. ``run_batch``
+may end its turn early with :meth:`MicroBatcher.handoff` (the search pipeline does once its queries are encoded):
+the next batch encodes while this one searches. With ``max_batch=1`` (batching off) every call runs when it comes,
+as without a batcher.
 ``run_batch`` returns one result per item; an exception it raises goes to every caller of that batch.
 
 So batching adds at most ``max_wait_s`` to a search beyond the time it would have queued for the encoder anyway:
@@ -61,6 +63,7 @@ class MicroBatcher(Generic[T, R]):
         self._active = 0
         self._running = 0  # batches in run_batch now (at most one unless max_batch is 1)
         self._waiting: deque[_Batch] = deque()  # batches whose leaders wait to run, oldest first
+        self._local = threading.local()  # in a leader's thread while its batch runs: whether it still holds the way
         #: how many batches ran, how many items they held in all, and the largest (for tests and ``/metrics``)
         self.batches = 0
         self.items = 0
@@ -112,6 +115,7 @@ class MicroBatcher(Generic[T, R]):
                     self._waiting.popleft()
                 self._running += 1
         if leader:
+            self._local.holding = True
             try:
                 results = self.run_batch(list(batch.items))
                 if len(results) != len(batch.items):
@@ -121,7 +125,9 @@ class MicroBatcher(Generic[T, R]):
                 batch.error = exc
             finally:
                 with self._cond:
-                    self._running -= 1
+                    if self._local.holding:
+                        self._running -= 1
+                    self._local.holding = False
                     self.batches += 1
                     self.items += len(batch.items)
                     self.largest = max(self.largest, len(batch.items))
@@ -132,6 +138,16 @@ class MicroBatcher(Generic[T, R]):
         if batch.error is not None:
             raise batch.error
         return batch.results[index]
+
+    def handoff(self) -> None:
+        """Called by ``run_batch`` (in the leader's thread) once the part of it that must run one batch at a time
+        is done: the next batch may start while this one finishes. A no-op anywhere else, and after the first
+        call."""
+        if getattr(self._local, "holding", False):
+            with self._cond:
+                self._local.holding = False
+                self._running -= 1
+                self._cond.notify_all()
 
     def _others_may_join(self, batch: _Batch) -> bool:
         """Some active caller is not in this batch yet (callers outside :meth:`active` count as one, the

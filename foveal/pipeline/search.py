@@ -195,6 +195,7 @@ class SearchPipeline:
                     one.error = exc
                 return out
             encode_s = time.perf_counter() - t0
+            self._batcher.handoff()  # the encoder is free: the next micro-batch may encode while this one searches
             for n, i in enumerate(dense_rows):
                 one = out[i]
                 one.times.add("query_encode", encode_s)

@@ -139,6 +139,36 @@ def test_a_batch_that_fills_while_another_runs_waits_its_turn():
     assert [sorted(b) for b in order[1:]] == [["q0", "q1"], ["q2", "q3"], ["q4", "q5"]]  # oldest first
 
 
+def test_after_a_handoff_the_next_batch_runs_beside_the_rest_of_this_one():
+    """``handoff()`` from inside ``run_batch`` ends the part that runs one batch at a time (the encoder pass): the
+    next batch starts while this one finishes its searches. Before it (no ``handoff``), a batch held the way to
+    the end of ``run_batch``."""
+    both = threading.Barrier(2, timeout=30)
+    first_in = threading.Event()
+
+    def run(items):
+        if items == ["first"]:
+            first_in.set()
+            batcher.handoff()
+            batcher.handoff()  # a second call is a no-op: it must not free another batch's turn
+        if items != ["again"]:
+            both.wait()  # returns only once both batches are inside run at the same time
+        return items
+
+    batcher = MicroBatcher(run, max_batch=4, max_wait_s=0.0)
+    results = {}
+    first = threading.Thread(target=lambda: results.update(first=batcher.submit("first")))
+    first.start()
+    first_in.wait(30)
+    second = threading.Thread(target=lambda: results.update(second=batcher.submit("second")))
+    second.start()
+    for t in (first, second):
+        t.join(60)
+    assert results == {"first": "first", "second": "second"}
+    batcher.handoff()  # outside a batch: nothing happens
+    assert batcher.submit("again") == "again" and batcher._running == 0
+
+
 def test_with_batching_off_calls_run_side_by_side():
     """``max_batch=1`` is batching off: a call does not wait for another's run (it did before the batcher)."""
     both = threading.Barrier(2, timeout=30)
