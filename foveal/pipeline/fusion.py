@@ -94,13 +94,17 @@ def linear_fusion(
         values = normalize_scores([s for _, s in ranked], normalization)
         normalized[name] = {key: v for (key, _), v in zip(ranked, values)}
         floors[name] = min(values) if (values and normalization == Normalization.zscore) else 0.0
-    keys = {key for per in normalized.values() for key in per}
-    fused = {
-        key: sum(
-            (weights or {}).get(name, 1.0) * per.get(key, floors[name]) for name, per in normalized.items()
-        )
-        for key in keys
-    }
+    # each key's sum runs over the lists in the same order as ``sum`` would (0 + first + second ...), so the
+    # scores are the same to the last bit; plain loops, since this runs over every candidate of every search
+    parts = [((weights or {}).get(name, 1.0), per, floors[name]) for name, per in normalized.items()]
+    fused: dict[Hashable, float] = {}
+    for per in normalized.values():
+        for key in per:
+            if key not in fused:
+                total = 0
+                for weight, values, missing in parts:
+                    total += weight * values.get(key, missing)
+                fused[key] = total
     # a key below the window of every list scores as if missing from all of them
     floor = sum((weights or {}).get(name, 1.0) * floors[name] for name in normalized)
     return _sorted(fused, lists, floor=floor)
@@ -185,9 +189,13 @@ def _sorted(fused: dict[Hashable, float], lists: RankedLists, floor: float) -> l
     first_seen: dict[Hashable, int] = {}
     for ranked in lists.values():
         for position, (key, _) in enumerate(ranked):
-            first_seen[key] = min(first_seen.get(key, position), position)
-    scored = [(key, fused.get(key, floor)) for key in first_seen]
-    return sorted(scored, key=lambda item: (-item[1], first_seen[item[0]], _orderable(item[0])))
+            seen = first_seen.get(key)
+            if seen is None or position < seen:
+                first_seen[key] = position
+    # (the position ``i`` settles what the three cannot, as the stable sort did: ``key`` itself is never compared)
+    order = sorted((-fused.get(key, floor), seen, _orderable(key), i, key)
+                   for i, (key, seen) in enumerate(first_seen.items()))
+    return [(key, -negated) for negated, _, _, _, key in order]
 
 
 def _orderable(key: Hashable):
