@@ -4,7 +4,7 @@ FAISS's Flat search scores a batch of queries against every stored vector throug
 repacks the stored matrix into its kernel's layout on every call: for a micro-batch of a few queries that packing
 is most of the work. onnxruntime's CPU GEMM packs a *constant* matrix once, when a session is made. A
 :class:`PackedScan` holds the main index's vectors as such constants, in shards of :data:`SHARD_ROWS` rows, each
-one small graph ``TopK(q @ shard.T + mask)``: the same scores (float32 rounding aside; the sum runs in another
+one small graph ``TopK(q @ shard.T)``: the same scores (float32 rounding aside; the sum runs in another
 order) and the same top-k as ``IndexFlatIP.search``, not an approximation. Rows added after the scan was made (the
 "tail") are scored from FAISS's own storage with numpy, so a search never waits for a rebuild.
 
@@ -36,11 +36,9 @@ class _Shard:
         dimension = self.rows.shape[1]
         graph = helper.make_graph(
             [helper.make_node("Gemm", ["q", "rows"], ["scores"], transB=1),
-             helper.make_node("Add", ["scores", "mask"], ["masked"]),
-             helper.make_node("TopK", ["masked", "k"], ["values", "positions"], axis=1, largest=1, sorted=1)],
+             helper.make_node("TopK", ["scores", "k"], ["values", "positions"], axis=1, largest=1, sorted=1)],
             "packed_scan",
             [helper.make_tensor_value_info("q", TensorProto.FLOAT, ["batch", dimension]),
-             helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, "width"]),
              helper.make_tensor_value_info("k", TensorProto.INT64, [1])],
             [helper.make_tensor_value_info("values", TensorProto.FLOAT, ["batch", "top"]),
              helper.make_tensor_value_info("positions", TensorProto.INT64, ["batch", "top"])],
@@ -61,11 +59,9 @@ class _Shard:
     def __len__(self) -> int:
         return self.stop - self.start
 
-    def top(self, vectors: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def top(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best of this shard's rows per query: ``(scores, positions in the index)``."""
-        shard_mask = np.zeros((1, 1), np.float32) if mask is None else mask[None, self.start : self.stop]
-        scores, positions = self._session.run(
-            None, {"q": vectors, "mask": shard_mask, "k": np.array([min(k, len(self))], np.int64)})
+        scores, positions = self._session.run(None, {"q": vectors, "k": np.array([min(k, len(self))], np.int64)})
         return scores, positions + self.start
 
 
@@ -96,20 +92,13 @@ class PackedScan:
             shards.append(_Shard(rows[begin : begin + SHARD_ROWS], start + begin))
         return cls(epoch, shards)
 
-    def search(self, vectors: np.ndarray, k: int, stored: np.ndarray, allowed: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` best positions per query over every row of ``stored`` (the index's vectors now: rows past
-        :attr:`covered` are scored from it directly), ``allowed`` a boolean mask over positions (None: all).
-        The caller makes sure ``k`` allowed rows exist."""
+    def search(self, vectors: np.ndarray, k: int, stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best positions per query (``k`` at most the rows there are) over every row of ``stored``
+        (the index's vectors now: rows past :attr:`covered` are scored from it directly)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        mask = None
-        if allowed is not None:
-            mask = np.where(allowed, np.float32(0), np.float32(-np.inf)).astype(np.float32)
-        parts = [shard.top(vectors, k, mask) for shard in self.shards]
+        parts = [shard.top(vectors, k) for shard in self.shards]
         if len(stored) > self.covered:
             tail = vectors @ stored[self.covered :].T
-            if mask is not None:
-                tail += mask[None, self.covered : len(stored)]
             take = min(k, tail.shape[1])
             at = np.argpartition(-tail, take - 1, axis=1)[:, :take] if take < tail.shape[1] else \
                 np.broadcast_to(np.arange(tail.shape[1]), tail.shape)

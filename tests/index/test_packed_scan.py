@@ -29,6 +29,7 @@ def pair(monkeypatch):
     FAISS alone."""
     monkeypatch.setattr(packed_scan, "SHARD_ROWS", 512)
     monkeypatch.setattr(faiss_index, "PACKED_TAIL_ROWS", 200)
+    monkeypatch.setattr(faiss_index, "PACKED_QUIET_S", 0.0)
     packed, plain = FaissVectorIndex(DIM, "Flat"), FaissVectorIndex(DIM, "Flat")
     packed.packed_scan_min, packed.packed_scan_background = 100, False
     plain.packed_scan_min = 10**12
@@ -78,10 +79,15 @@ def test_the_packed_scan_finds_what_faiss_finds_through_appends_removals_and_fil
     _same(pair, queries, 40)
     assert packed.packed_builds == 2 and packed._packed.covered == packed._main.ntotal
     assert all(any(s is old for s in packed._packed.shards) for old in full)
-    # filters: a doc filter's bitmap and an id list, both past the exact-scoring cut
-    keys = np.arange(0, 950, 3)
-    _same(pair, queries, 30, allowed_keys=keys)
+    # filters (a doc filter's bitmap, an id list) stay with FAISS, whose scan skips what they exclude
+    scans = []
+    real_scan = packed._packed.search
+    packed._packed.search = lambda *a: scans.append(1) or real_scan(*a)
+    _same(pair, queries, 30, allowed_keys=np.arange(0, 950, 3))
     _same(pair, queries, 30, ids=_ids(0, 400, 2))
+    assert not scans
+    _same(pair, queries, 30)
+    assert scans == [1]
     # removal renumbers FAISS's positions: FAISS answers until the scan is made again
     for index in pair:
         index.remove_documents(range(10, 200))
@@ -133,3 +139,26 @@ def test_small_indexes_and_off_keep_faiss(pair, monkeypatch):
     hnsw.add(_ids(0, 300), _unit(rng, 300))
     hnsw.search(_unit(rng, 2), 5)
     assert hnsw.packed_builds == 0  # only exhaustive inner-product indexes
+
+
+def test_after_a_removal_the_scan_is_made_again_only_once_removals_pause(pair, monkeypatch):
+    """A stream of updates (each a removal, which renumbers FAISS's positions) does not remake the scan after
+    every one: only once none came for ``PACKED_QUIET_S``. FAISS answers meanwhile, with the same hits."""
+    import time
+
+    rng = np.random.default_rng(10)
+    packed, _ = pair
+    monkeypatch.setattr(faiss_index, "PACKED_QUIET_S", 0.3)
+    _add(pair, _ids(0, 600), _unit(rng, 600))
+    queries = _unit(rng, 3)
+    _same(pair, queries, 10)
+    assert packed.packed_builds == 1
+    for key in range(5):
+        for index in pair:
+            index.remove_documents([key])
+        _same(pair, queries, 10)
+    assert packed.packed_builds == 1 and packed._packed.epoch != packed._epoch
+    time.sleep(0.35)
+    _same(pair, queries, 10)  # quiet long enough: made again (inline here)
+    assert packed.packed_builds == 2 and packed._packed.epoch == packed._epoch
+    _same(pair, queries, 10)
