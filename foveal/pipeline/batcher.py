@@ -139,6 +139,10 @@ class MicroBatcher(Generic[T, R]):
             raise batch.error
         return batch.results[index]
 
+    def alone(self) -> bool:
+        """No caller but the one asking is in flight (inside :meth:`active`)."""
+        return self._active <= 1
+
     def handoff(self) -> None:
         """Called by ``run_batch`` (in the leader's thread) once the part of it that must run one batch at a time
         is done: the next batch may start while this one finishes. A no-op anywhere else, and after the first

@@ -24,7 +24,9 @@ Example::
 from __future__ import annotations
 
 import os
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -70,6 +72,8 @@ MAX_QUERY_BATCH = int(_env_number("FOVEAL_QUERY_BATCH", 32, 1, 1024))
 #: ... and a batch waits at most this long for more to arrive, only while other searches are in flight
 #: (``FOVEAL_QUERY_BATCH_WAIT_MS``; a lone search never waits).
 QUERY_BATCH_WAIT_MS = _env_number("FOVEAL_QUERY_BATCH_WAIT_MS", 3.0, 0.0, 100.0)
+#: A search alone in the pipeline runs BM25 in a second thread beside its encoding (``FOVEAL_BM25_BESIDE``, 0 = off).
+BM25_BESIDE = _env_number("FOVEAL_BM25_BESIDE", 1, 0, 1) >= 1
 
 
 @dataclass(slots=True)
@@ -90,6 +94,7 @@ class _Prepared:
     first: tuple | None = None  # (limit, scores row, ids row) of the first MaxP round, searched with the batch
     dense: tuple | None = None  # (documents, best passages) of the first dense search, when the batch made it
     rocchio: tuple | None = None  # (moved vector, evidence, first round of its search or None), made with the batch
+    lexical: Future | None = None  # the BM25 list, searched beside the encoder when the search was alone
     error: BaseException | None = None
     batch_started: float = 0.0  # perf_counter when the batch this request was in began
 
@@ -131,6 +136,8 @@ class SearchPipeline:
         self.rerankers = list(rerankers)
         self._batcher: MicroBatcher[SearchRequest, _Prepared] = MicroBatcher(
             self._prepare, max_batch=max(1, MAX_QUERY_BATCH), max_wait_s=max(0.0, QUERY_BATCH_WAIT_MS) / 1000)
+        self._beside: ThreadPoolExecutor | None = None  # made by the first search that runs BM25 beside the encoder
+        self._beside_lock = threading.Lock()
 
     # -- public --------------------------------------------------------------------------------------------------
     @property
@@ -146,13 +153,34 @@ class SearchPipeline:
         self._check_request(request)
         with self._batcher.active():
             self.collection.refresh()
+            lexical = self._lexical_beside(request)
             submitted = time.perf_counter()
-            prepared = self._batcher.submit(request)
+            try:
+                prepared = self._batcher.submit(request)
+            except BaseException:
+                if lexical is not None:
+                    lexical.cancel()
+                raise
+            prepared.lexical = lexical
             waited = max(0.0, prepared.batch_started - submitted)
             prepared.times.seconds = {"queue_wait": waited, **prepared.times.seconds}
             response = self._finish(request, prepared)
         response.took_ms = round((time.perf_counter() - started) * 1000, 3)
         return response
+
+    def _lexical_beside(self, request: SearchRequest) -> Future | None:
+        """A search alone in the pipeline runs its BM25 retrieval in a second thread while its query is encoded and
+        its vectors searched (the encoder releases the GIL), as Elasticsearch runs a hybrid query's retrievers side
+        by side: a lone search's latency drops by the BM25 time. Under load each core is busy with other searches
+        already, and a second thread would only add its handoffs: then BM25 runs in line, as before. Only unfiltered
+        searches without a ``now`` cutoff (their allow-list is made with the batch)."""
+        if (not BM25_BESIDE or request.pipeline not in (Pipeline.bm25, Pipeline.hybrid) or request.filter is not None
+                or not self._batcher.alone() or document_cutoff(request, self.collection.config.events) is not None):
+            return None
+        with self._beside_lock:
+            if self._beside is None:
+                self._beside = ThreadPoolExecutor(1, thread_name_prefix="foveal-bm25")
+        return self._beside.submit(self._lexical, request.query, self._window(request), None)
 
     def search_many(self, requests: Sequence[SearchRequest]) -> list[SearchResponse]:
         """Search several requests; their queries are encoded in one batch."""
@@ -408,8 +436,11 @@ class SearchPipeline:
         lists: dict[str, list[tuple[int, float]]] = {}
         best_passage: dict[int, int] = {}
         if request.pipeline in (Pipeline.bm25, Pipeline.hybrid):
-            with times.stage("retrieve_bm25"):
-                lists["bm25"] = self._lexical(request.query, window, allowed, within=prepared.within)
+            with times.stage("retrieve_bm25"):  # (searched beside the encoder: the wait for it)
+                if prepared.lexical is not None:
+                    lists["bm25"] = prepared.lexical.result()
+                else:
+                    lists["bm25"] = self._lexical(request.query, window, allowed, within=prepared.within)
             if fusion.rm3.enabled and request.pipeline == Pipeline.hybrid:
                 with times.stage("rm3"):
                     lists["bm25"], evidence = self._rm3(request.query, lists["bm25"], window, allowed, fusion.rm3,

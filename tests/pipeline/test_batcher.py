@@ -316,3 +316,32 @@ def test_concurrent_searches_share_batches_and_match_alone(tiny):
         t.join(120)
     assert results == alone
     assert searcher._batcher.largest > 1
+
+
+def test_a_lone_search_runs_bm25_beside_its_encoding_with_the_same_results(tiny, monkeypatch):
+    """Alone in the pipeline, a hybrid or bm25 search runs its BM25 retrieval in a second thread while its query
+    is encoded (lower latency for one client); under load, filtered, or with the switch off, BM25 runs in line.
+    The results are the same either way."""
+    import foveal.pipeline.search as search_module
+
+    searcher = SearchPipeline(tiny, rerankers=[])
+    threads = []
+    lexical = searcher._lexical
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return lexical(*args, **kwargs)
+
+    searcher._lexical = spy
+    beside = [_key(searcher.search(r)) for r in _requests()]
+    assert [name.startswith("foveal-bm25") for name in threads] == [True, False, True, False]
+    threads.clear()
+    monkeypatch.setattr(search_module, "BM25_BESIDE", False)
+    inline = [_key(searcher.search(r)) for r in _requests()]
+    assert not any(name.startswith("foveal-bm25") for name in threads) and len(threads) == 4
+    assert beside == inline
+    monkeypatch.setattr(search_module, "BM25_BESIDE", True)
+    threads.clear()
+    with searcher._batcher.active():  # another search in flight: BM25 in line
+        searcher.search(_requests()[0])
+    assert threads and not threads[0].startswith("foveal-bm25")
