@@ -563,6 +563,25 @@ def micro(args) -> None:
         faiss.cvar.distance_compute_blas_threshold = threshold
     rows.append(("FAISS Flat search of 32 queries, k=400, 100k vectors",
                  f"{per_query:.0f} ms (this build's threshold 128,000: a scan per query)", f"{blas:.0f} ms (BLAS)"))
+
+    def wall_and_cpu(call, n: int = 15) -> str:
+        call()
+        walls, cpu0 = [], time.process_time()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            call()
+            walls.append((time.perf_counter() - t0) * 1000)
+        return f"{statistics.median(walls):.1f} / {1000 * (time.process_time() - cpu0) / n:.1f} ms"
+
+    from foveal.index.packed_scan import PackedScan
+
+    stored = collection.vectors._stored(inner)
+    scan = PackedScan.build(0, stored.copy())
+    for n in (1, 16):
+        rows.append((f"Flat search of {n} quer{'y' if n == 1 else 'ies'}, k=400, 100k vectors: p50 wall / CPU",
+                     wall_and_cpu(lambda: inner.search(batch[:n], 400)) + " (FAISS through BLAS)",
+                     wall_and_cpu(lambda: scan.search(batch[:n], 400, stored)) + " (the packed scan)"))
+    del scan
     path = str(store.path)
 
     def fetch_rate(shared: bool, threads: int = 32, seconds: float = 3.0) -> float:
