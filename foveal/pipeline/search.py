@@ -172,15 +172,24 @@ class SearchPipeline:
         """A search alone in the pipeline runs its BM25 retrieval in a second thread while its query is encoded and
         its vectors searched (the encoder releases the GIL), as Elasticsearch runs a hybrid query's retrievers side
         by side: a lone search's latency drops by the BM25 time. Under load each core is busy with other searches
-        already, and a second thread would only add its handoffs: then BM25 runs in line, as before. Only unfiltered
-        searches without a ``now`` cutoff (their allow-list is made with the batch)."""
-        if (not BM25_BESIDE or request.pipeline not in (Pipeline.bm25, Pipeline.hybrid) or request.filter is not None
-                or not self._batcher.alone() or document_cutoff(request, self.collection.config.events) is not None):
+        already, and a second thread would only add its handoffs: then BM25 runs in line, as before. A filtered
+        search resolves its filter in that thread too (the batch resolves it again for the dense side: the
+        in-memory columns make that a fraction of a millisecond). Not with a ``now`` cutoff, whose allow-list the
+        batch makes."""
+        if (not BM25_BESIDE or request.pipeline not in (Pipeline.bm25, Pipeline.hybrid) or not self._batcher.alone()
+                or document_cutoff(request, self.collection.config.events) is not None):
             return None
         with self._beside_lock:
             if self._beside is None:
                 self._beside = ThreadPoolExecutor(1, thread_name_prefix="foveal-bm25")
-        return self._beside.submit(self._lexical, request.query, self._window(request), None)
+        return self._beside.submit(self._lexical_filtered, request)
+
+    def _lexical_filtered(self, request: SearchRequest) -> list[tuple[int, float]]:
+        """:meth:`_lexical` for a request on its own: its filter resolved here."""
+        f = request.filter
+        allowed = self._allowed(f) if f is not None else None
+        within = f.metadata_conditions() if f is not None else None
+        return self._lexical(request.query, self._window(request), allowed, within=within)
 
     def search_many(self, requests: Sequence[SearchRequest]) -> list[SearchResponse]:
         """Search several requests; their queries are encoded in one batch."""
