@@ -162,3 +162,48 @@ def test_after_a_removal_the_scan_is_made_again_only_once_removals_pause(pair, m
     _same(pair, queries, 10)  # quiet long enough: made again (inline here)
     assert packed.packed_builds == 2 and packed._packed.epoch == packed._epoch
     _same(pair, queries, 10)
+
+
+def test_searches_beside_writes_and_background_builds_stay_sound(pair):
+    """Threads search while a writer appends and removes and the scan is made again in the background: no search
+    fails, each returns ids the index held, best first; once the writer stops, the hits equal FAISS's."""
+    rng = np.random.default_rng(11)
+    packed, plain = pair
+    packed.packed_scan_background = True
+    _add(pair, _ids(0, 800), _unit(rng, 800))
+    queries = _unit(rng, 4)
+    ever = set(_ids(0, 2000).tolist())
+    stop = threading.Event()
+    problems = []
+
+    def search():
+        while not stop.is_set():
+            try:
+                scores, ids = packed.search(queries, 20)
+                assert (ids >= 0).all() and set(ids.ravel().tolist()) <= ever
+                assert (np.diff(scores, axis=1) <= 1e-6).all()
+            except Exception as exc:  # noqa: BLE001 - reported below
+                problems.append(exc)
+                return
+
+    threads = [threading.Thread(target=search) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for start in range(800, 2000, 100):
+        _add(pair, _ids(start, 100), _unit(rng, 100))
+        if start % 300 == 0:
+            for index in pair:
+                index.remove_documents(range(start - 700, start - 690))
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not problems, problems[:3]
+    for thread in threading.enumerate():
+        if thread.name == "foveal-packed-scan":
+            thread.join(30)
+    packed.packed_scan_background = False
+    _same(pair, queries, 20)
+    _same(pair, queries, 20)
+    scan = packed._packed
+    assert scan is not None and scan.epoch == packed._epoch
+    assert packed._main.ntotal - scan.covered <= faiss_index.PACKED_TAIL_ROWS  # the rest: the tail, scored directly
