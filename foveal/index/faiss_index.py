@@ -462,7 +462,8 @@ class FaissVectorIndex:
                 return found
         if allowed is None and not self._tombstones:
             # filtered searches stay with FAISS: its scan skips what the filter excludes, where the packed scan
-            # would score every row (a 10 % filter took 13.0 ms through it against 7.2 ms, one query on 100k)
+            # would score every row (a 10 % filter: 13.0 ms of hybrid search through it against 7.6 ms, one query on
+            # 100k, bench/perf.py filters)
             packed = self._packed_for(inner)
             if packed is not None:
                 scores, positions = packed.search(vectors, min(k, main.ntotal), self._stored(inner))

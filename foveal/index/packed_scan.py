@@ -103,11 +103,10 @@ class PackedScan:
             at = np.argpartition(-tail, take - 1, axis=1)[:, :take] if take < tail.shape[1] else \
                 np.broadcast_to(np.arange(tail.shape[1]), tail.shape)
             parts.append((np.take_along_axis(tail, at, 1), at + self.covered))
-        if len(parts) == 1:
-            scores, positions = parts[0]
-        else:
-            scores = np.concatenate([p[0] for p in parts], axis=1)
-            positions = np.concatenate([p[1] for p in parts], axis=1)
+        if len(parts) == 1 and len(self.shards) == 1:  # one shard's TopK: already best first
+            return parts[0][0].astype(np.float32, copy=False), parts[0][1].astype(np.int64, copy=False)
+        scores = np.concatenate([p[0] for p in parts], axis=1)
+        positions = np.concatenate([p[1] for p in parts], axis=1)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return (np.take_along_axis(scores, order, 1).astype(np.float32, copy=False),
                 np.take_along_axis(positions, order, 1).astype(np.int64, copy=False))
