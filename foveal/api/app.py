@@ -22,7 +22,7 @@ import json
 from fastapi import Depends, FastAPI, Path as PathParam, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from foveal import __version__
@@ -30,7 +30,7 @@ from foveal.api.agent import create_agent_router
 from foveal.engine import Engine
 from foveal.registry import preload_models
 from foveal.errors import FovealError, OverloadedError
-from foveal.pipeline.request import SearchRequest, SelectedSearchResponse, shape_response
+from foveal.pipeline.request import SearchRequest, SelectedSearchResponse, shape_response_json
 from foveal.api import auth, ops, snapshots, v1, web
 from foveal.api.middleware import RequestContextMiddleware
 from foveal.service.jobs import make_queue
@@ -180,7 +180,7 @@ def create_app(
                 f"search took longer than {settings.search_timeout_s:g} s (FOVEAL_SEARCH_TIMEOUT_S); narrow it "
                 "(smaller k, a filter, pipeline bm25) or retry later", timeout_s=settings.search_timeout_s,
                 retry_after=1) from None
-        return JSONResponse(shape_response(response, body))
+        return Response(shape_response_json(response, body), media_type="application/json")
 
     app.include_router(create_agent_router(lambda: state["engine"]))
     web.install(app)

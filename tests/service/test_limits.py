@@ -146,6 +146,47 @@ def test_hits_carry_the_fields_and_text_form_asked_for(engine, tiny):
         assert bad.status_code == 422
 
 
+def test_the_serialised_answer_is_the_shaped_response_for_every_field_and_text_choice():
+    """The REST answer is written by pydantic's serializer straight from the models (``shape_response_json``); it
+    must parse to what :func:`shape_response` builds, for any choice of fields and text form, on hits with and
+    without passages, non-ASCII text and nested metadata."""
+    import json
+    import random
+
+    from foveal.pipeline.request import (HIT_FIELDS, Hit, PassageInfo, SearchRequest, SearchResponse,
+                                         shape_response, shape_response_json)
+
+    rng = random.Random(7)
+    checked = 0
+    for _ in range(120):
+        hits = []
+        for i in range(rng.randint(0, 5)):
+            title = rng.choice(["", "Titre é", "t"])
+            text = rng.choice(["", "tide " * rng.randint(1, 90), 'naïve ☃ "quoted"\nline'])
+            full = f"{title}\n{text}" if title and text else title or text
+            passage = None
+            if full and rng.random() < 0.6:
+                a = rng.randint(0, len(full))
+                b = rng.randint(a, len(full))
+                passage = PassageInfo(index=rng.randint(0, 3), start=a, end=b, text=full[a:b])
+            hits.append(Hit(id=f"d{i}", rank=i + 1, score=rng.uniform(-5, 5) * 10 ** rng.randint(-8, 8), title=title,
+                            text=text, metadata=rng.choice([{}, {"a": 1, "b": [1.5, "x"], "c": None}]),
+                            timestamp=rng.choice([None, "2020-01-01T00:00:00Z"]), passage=passage,
+                            evidence=rng.choice([{}, {"dense": {"rank": 1, "score": 0.25}, "fused": {"score": 1e-7}}])))
+        response = SearchResponse(index="x", query="q ü", pipeline="hybrid", k=10, offset=0, took_ms=1.5, hits=hits,
+                                  query_info=rng.choice([{}, {"stages": {"rocchio": {"applied": True}}}]))
+        body = {"query": "q", "k": 10, "text": rng.choice(["full", "passage", "snippet", "none"])}
+        fields = rng.choice([None, [], ["title"], ["text", "passage"], list(HIT_FIELDS), ["evidence", "metadata"]])
+        if fields is not None:
+            body["fields"] = fields
+        request = SearchRequest(**body)
+        before = response.model_dump()
+        assert json.loads(shape_response_json(response, request)) == shape_response(response, request), body
+        assert response.model_dump() == before  # the response itself is left as it was
+        checked += 1
+    assert checked == 120
+
+
 def test_snippet_is_a_bounded_window_around_the_passage():
     from foveal.pipeline.request import SNIPPET_CHARS, Hit, PassageInfo, snippet
 
