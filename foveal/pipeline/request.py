@@ -402,36 +402,19 @@ def snippet(hit: "Hit", limit: int = SNIPPET_CHARS) -> str:
     return full[left:right].strip()
 
 
-def shape_response(response: SearchResponse, request: SearchRequest) -> dict[str, Any]:
-    """The response as JSON, each hit cut to the fields and the text form the request asked for."""
-    out = response.model_dump(mode="json")
-    wanted = _wanted_fields(request)
-    for hit, model in zip(out["hits"], response.hits):
-        if "text" in wanted and request.text in ("passage", "snippet"):
-            hit["text"] = _text_form(model, request.text)
-        for name in HIT_FIELDS:
-            if name != "id" and name not in wanted:
-                hit.pop(name, None)
-    return out
-
-
 def shape_response_json(response: SearchResponse, request: SearchRequest) -> bytes:
-    """:func:`shape_response`, serialised: the same JSON document, written by pydantic's own serializer straight
-    from the models (no intermediate dicts, no second pass through the ``json`` module), so the REST answer costs
-    the server's one Python thread less. Scores that are not finite come out as ``null``."""
-    wanted = _wanted_fields(request)
+    """The REST answer: the response as JSON, each hit cut to the fields and the text form the request asked for.
+    Written by pydantic's own serializer straight from the models (no intermediate dicts, no second pass through
+    the ``json`` module), so it costs the server's one Python thread less. Scores that are not finite come out as
+    ``null``."""
+    wanted = set(request.fields) if request.fields is not None else set(HIT_FIELDS)
+    if request.text == "none":
+        wanted.discard("text")
     if "text" in wanted and request.text in ("passage", "snippet"):
         response = response.model_copy(update={"hits": [
             hit.model_copy(update={"text": _text_form(hit, request.text)}) for hit in response.hits]})
     dropped = {name for name in HIT_FIELDS if name != "id" and name not in wanted}
     return response.model_dump_json(exclude={"hits": {"__all__": dropped}} if dropped else None)
-
-
-def _wanted_fields(request: SearchRequest) -> set[str]:
-    wanted = set(request.fields) if request.fields is not None else set(HIT_FIELDS)
-    if request.text == "none":
-        wanted.discard("text")
-    return wanted
 
 
 def _text_form(hit: "Hit", form: str) -> str:
