@@ -99,6 +99,16 @@ class _Prepared:
     batch_started: float = 0.0  # perf_counter when the batch this request was in began
 
 
+@dataclass
+class _Submitted:
+    """One search as it joins a micro-batch: the request, its BM25 list when it runs beside the encoder, and when
+    it was submitted (its ``queue_wait`` runs from here to the batch's start)."""
+
+    request: SearchRequest
+    lexical: Future | None
+    submitted: float
+
+
 class SearchPipeline:
     def __init__(
         self,
@@ -134,8 +144,8 @@ class SearchPipeline:
 
                 rerankers = list(rerankers) + [XPoolReranker(config=xpool)]
         self.rerankers = list(rerankers)
-        self._batcher: MicroBatcher[SearchRequest, _Prepared] = MicroBatcher(
-            self._prepare, max_batch=max(1, MAX_QUERY_BATCH), max_wait_s=max(0.0, QUERY_BATCH_WAIT_MS) / 1000)
+        self._batcher: MicroBatcher[_Submitted, SearchResponse | Exception] = MicroBatcher(
+            self._run_batch, max_batch=max(1, MAX_QUERY_BATCH), max_wait_s=max(0.0, QUERY_BATCH_WAIT_MS) / 1000)
         self._beside: ThreadPoolExecutor | None = None  # made by the first search that runs BM25 beside the encoder
         self._beside_lock = threading.Lock()
 
@@ -148,25 +158,40 @@ class SearchPipeline:
     def search(self, request: SearchRequest) -> SearchResponse:
         """One search. Concurrent calls on one pipeline (the server's threads) are micro-batched: their queries
         share one encoder pass and their first dense round one FAISS call per filter group (see
-        :class:`~foveal.pipeline.batcher.MicroBatcher`); results are the same as searching alone."""
+        :class:`~foveal.pipeline.batcher.MicroBatcher`), and the batch's leader finishes every search of its batch
+        (:meth:`_run_batch`); results are the same as searching alone."""
         started = time.perf_counter()
         self._check_request(request)
         with self._batcher.active():
             self.collection.refresh()
             lexical = self._lexical_beside(request)
-            submitted = time.perf_counter()
             try:
-                prepared = self._batcher.submit(request)
+                result = self._batcher.submit(_Submitted(request, lexical, time.perf_counter()))
             except BaseException:
                 if lexical is not None:
                     lexical.cancel()
                 raise
-            prepared.lexical = lexical
-            waited = max(0.0, prepared.batch_started - submitted)
-            prepared.times.seconds = {"queue_wait": waited, **prepared.times.seconds}
-            response = self._finish(request, prepared)
-        response.took_ms = round((time.perf_counter() - started) * 1000, 3)
-        return response
+        if isinstance(result, BaseException):  # this search's own error, raised in its own thread
+            raise result
+        result.took_ms = round((time.perf_counter() - started) * 1000, 3)
+        return result
+
+    def _run_batch(self, items: list["_Submitted"]) -> list["SearchResponse | Exception"]:
+        """The micro-batch's work, all of it in the leader's thread: the batched part (:meth:`_prepare`, which
+        hands the encoder on once the queries are encoded), then the rest of each search in turn. Every follower
+        sleeps until its answer is ready. Before, each follower woke to finish its own search, and a batch of
+        sixteen put sixteen threads at once on the interpreter lock, each finishing slower than the one before
+        (docs/performance.md). A search that fails gets its error as its result; the others go on."""
+        prepared = self._prepare([item.request for item in items])
+        out: list[SearchResponse | Exception] = []
+        for item, one in zip(items, prepared):
+            one.lexical = item.lexical
+            one.times.seconds = {"queue_wait": max(0.0, one.batch_started - item.submitted), **one.times.seconds}
+            try:
+                out.append(self._finish(item.request, one))
+            except Exception as exc:  # noqa: BLE001 - raised in the request's own thread by search()
+                out.append(exc)
+        return out
 
     def _lexical_beside(self, request: SearchRequest) -> Future | None:
         """A search alone in the pipeline runs its BM25 retrieval in a second thread while its query is encoded and

@@ -345,3 +345,81 @@ def test_a_lone_search_runs_bm25_beside_its_encoding_with_the_same_results(tiny,
     with searcher._batcher.active():  # another search in flight: BM25 in line
         searcher.search(_requests()[0])
     assert threads and not threads[0].startswith("foveal-bm25")
+
+
+def _held_batch(searcher, requests):
+    """Search ``requests`` from threads of their own while the first batch is held, so that the rest queue up
+    behind it and share the next batch: ``(results or errors by request, {thread finishing: [queries]})``."""
+    release = threading.Event()
+    run_batch = searcher._batcher.run_batch
+    finish = searcher._finish
+    finished: dict[str, list[str]] = {}
+
+    def held(items):
+        release.wait(30)
+        return run_batch(items)
+
+    def spy(request, prepared):
+        finished.setdefault(threading.current_thread().name, []).append(request.query)
+        return finish(request, prepared)
+
+    searcher._batcher.run_batch = held
+    searcher._finish = spy
+    searcher._batcher.max_wait_s = 0.05
+    results: list = [None] * len(requests)
+
+    def caller(i):
+        try:
+            results[i] = searcher.search(requests[i])
+        except Exception as exc:  # noqa: BLE001 - compared by the test
+            results[i] = exc
+
+    threads = [threading.Thread(target=caller, args=(i,), name=f"caller-{i}") for i in range(len(requests))]
+    for t in threads:
+        t.start()
+        if t is threads[0]:  # the first batch holds the way before the others come
+            deadline = threading.Event()
+            while searcher._batcher._running == 0 and not deadline.wait(0.005):
+                pass
+    deadline = threading.Event()
+    while searcher._batcher._active < len(requests) and not deadline.wait(0.005):
+        pass
+    release.set()
+    for t in threads:
+        t.join(120)
+    return results, finished
+
+
+def test_the_leader_finishes_every_search_of_its_batch(tiny):
+    """A follower sleeps until its answer is ready: the batch's leader runs the rest of each search of its batch
+    (BM25, fusion, fetch) in turn, instead of waking every follower at once to contend for the interpreter lock.
+    On the code before, each of the five callers finished its own search (five threads)."""
+    searcher = SearchPipeline(tiny, rerankers=[])
+    requests = _requests()[:5]
+    alone = [_key(searcher.search(r)) for r in requests]
+    results, finished = _held_batch(searcher, requests)
+    assert [_key(r) for r in results] == alone
+    assert searcher._batcher.largest == 4  # the four that came while the first was held shared one batch
+    assert sorted(len(queries) for queries in finished.values()) == [1, 4]
+    four = next(queries for queries in finished.values() if len(queries) == 4)
+    assert sorted(four) == sorted(r.query for r in requests[1:])
+
+
+def test_a_search_that_fails_in_a_shared_batch_fails_alone(tiny):
+    """The leader finishes the searches of its batch; one that raises gets its own error, raised in its own
+    thread, and the others of the batch get their answers."""
+    searcher = SearchPipeline(tiny, rerankers=[])
+    requests = _requests()[:4]
+    alone = [_key(searcher.search(r)) for r in requests]
+    search_one = searcher._search_one
+
+    def failing(request, prepared, *args):
+        if request.query == requests[2].query:
+            raise ValueError("this search fails")
+        return search_one(request, prepared, *args)
+
+    searcher._search_one = failing
+    results, finished = _held_batch(searcher, requests)
+    assert isinstance(results[2], ValueError) and str(results[2]) == "this search fails"
+    assert [_key(r) for i, r in enumerate(results) if i != 2] == [alone[i] for i in (0, 1, 3)]
+    assert searcher._batcher.largest == 3
