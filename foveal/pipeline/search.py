@@ -178,10 +178,11 @@ class SearchPipeline:
 
     def _run_batch(self, items: list["_Submitted"]) -> list["SearchResponse | Exception"]:
         """The micro-batch's work, all of it in the leader's thread: the batched part (:meth:`_prepare`, which
-        hands the encoder on once the queries are encoded), then the rest of each search in turn. Every follower
-        sleeps until its answer is ready. Before, each follower woke to finish its own search, and a batch of
-        sixteen put sixteen threads at once on the interpreter lock, each finishing slower than the one before
-        (docs/performance.md). A search that fails gets its error as its result; the others go on."""
+        hands the encoder on once the queries are encoded), then the rest of each search in turn (rerank stages
+        included). Every follower sleeps until the batch is done. Before, each follower woke to finish its own
+        search, and a batch of sixteen put sixteen threads at once on the interpreter lock (docs/performance.md;
+        handing each follower its answer as soon as it was ready measured slower too). A search that fails gets its
+        error as its result; the others go on."""
         prepared = self._prepare([item.request for item in items])
         out: list[SearchResponse | Exception] = []
         for item, one in zip(items, prepared):
