@@ -1,6 +1,7 @@
 """The query micro-batcher: correct results, filter groups, and a wait bound that holds by construction."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -347,6 +348,13 @@ def test_a_lone_search_runs_bm25_beside_its_encoding_with_the_same_results(tiny,
     assert threads and not threads[0].startswith("foveal-bm25")
 
 
+def _wait_until(condition, timeout: float = 30.0) -> None:
+    """Poll ``condition`` until it holds; past ``timeout`` the test goes on (and its assertions say what failed)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def _held_batch(searcher, requests):
     """Search ``requests`` from threads of their own while the first batch is held, so that the rest queue up
     behind it and share the next batch: ``(results or errors by request, {thread finishing: [queries]})``."""
@@ -378,12 +386,8 @@ def _held_batch(searcher, requests):
     for t in threads:
         t.start()
         if t is threads[0]:  # the first batch holds the way before the others come
-            deadline = threading.Event()
-            while searcher._batcher._running == 0 and not deadline.wait(0.005):
-                pass
-    deadline = threading.Event()
-    while searcher._batcher._active < len(requests) and not deadline.wait(0.005):
-        pass
+            _wait_until(lambda: searcher._batcher._running > 0)
+    _wait_until(lambda: searcher._batcher._active == len(requests))
     release.set()
     for t in threads:
         t.join(120)
@@ -391,7 +395,7 @@ def _held_batch(searcher, requests):
 
 
 def test_the_leader_finishes_every_search_of_its_batch(tiny):
-    """A follower sleeps until its answer is ready: the batch's leader runs the rest of each search of its batch
+    """A follower sleeps until its batch is done: the batch's leader runs the rest of each search of its batch
     (BM25, fusion, fetch) in turn, instead of waking every follower at once to contend for the interpreter lock.
     On the code before, each of the five callers finished its own search (five threads)."""
     searcher = SearchPipeline(tiny, rerankers=[])
