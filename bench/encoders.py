@@ -13,7 +13,9 @@ Variants, all on the same all-MiniLM-L6-v2 weights and the same documents (``tit
 * ``foveal onnx int8``: ``backend: onnx, quantize: int8`` (dynamic int8, per-channel weights);
 * ``int8q``: the ``foveal torch`` document vectors (not encoded again, so no timing) searched with query vectors
   from the int8 export (``query_quantize: int8``, opt-in); ``foveal torch`` runs its queries in fp32
-  (``query_quantize: none``, the default), so the two rows differ only in the query vectors.
+  (``query_quantize: none``, the default), so the two rows differ only in the query vectors;
+* ``mixedq``: the same with ``query_quantize: mixed`` (int8, but the first two-thirds of the layers' feed-forward
+  output projections in fp32).
 
 Timing: the documents are cut into chunks (``--chunk`` docs); each round encodes one chunk with every variant, the
 order of the variants rotating from round to round, so that load from other processes on a shared machine hits
@@ -150,10 +152,12 @@ def main() -> None:
                                                                  onnx_threads=threads, onnx_cache=str(cache))),
         "int8q": lambda: QueriesOnly("foveal torch documents, int8 queries", EncoderConfig(
             query_quantize="int8", onnx_threads=threads, onnx_cache=str(cache)), documents_of="torch"),
+        "mixedq": lambda: QueriesOnly("foveal torch documents, mixed int8 queries", EncoderConfig(
+            query_quantize="mixed", onnx_threads=threads, onnx_cache=str(cache)), documents_of="torch"),
     }
     keys = [k.strip() for k in args.variants.split(",")]
-    if "int8q" in keys and "torch" not in keys:
-        raise SystemExit("--variants: int8q searches the torch variant's document vectors; list torch too")
+    if {"int8q", "mixedq"} & set(keys) and "torch" not in keys:
+        raise SystemExit("--variants: int8q and mixedq search the torch variant's document vectors; list torch too")
     variants = {k: makers[k]() for k in keys}
     for variant in variants.values():
         if not isinstance(variant, QueriesOnly):

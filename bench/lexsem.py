@@ -98,7 +98,9 @@ def main() -> None:
     results = {"meta": meta, "rows": [], "latency": {}, "built": {}}
     base = Engine(Path(args.base_home))
     engine = Engine(Path(args.home))
-    config = IndexConfig.parse({"encoder": {"model": args.model},
+    # fp32 query passes: a LexSemBridge query runs the torch model (it needs token states), so the plain dense rows
+    # it is compared with must not run the mixed-int8 default (a precision change is not the stage's doing)
+    config = IndexConfig.parse({"encoder": {"model": args.model, "query_quantize": "none"},
                                 "lexsem": {"modulation": f"{args.model}-modulation", "enabled": False}})
     for dataset in args.datasets.split(","):
         folder = Path(args.data_root) / dataset

@@ -6,7 +6,7 @@
     .venv/bin/python bench/perf.py filters [--queries 60]
     .venv/bin/python bench/perf.py ingest [--docs 600]
     .venv/bin/python bench/perf.py micro                  # the library calls this round changed, before and now
-    .venv/bin/python bench/perf.py load-quantize          # this checkout, fp32 against int8 query passes
+    .venv/bin/python bench/perf.py load-quantize          # this checkout: fp32, mixed int8 and int8 query passes
     .venv/bin/python bench/perf.py cpu [--seconds 20]     # CPU per search: in-process, encoder, HTTP layer, REST
     .venv/bin/python bench/perf.py all                    # every one of them, in this order
 
@@ -25,8 +25,9 @@ every table). No embedding or result caches exist in foveal, so none are on.
 * ``breakdown``: one client in the library: hybrid search p50 against the sum of the p50s of its raw parts called
   directly in the same run (query encode, FAISS search, tantivy search, document fetch), plus the pipeline's own
   stage timings (``SearchResponse.timings``).
-* ``load-quantize``: the load script against this checkout's server with ``encoder.query_quantize`` none and int8
-  (a run-time key, set in the index's config.json between runs, put back after), alternating, ``--rounds`` each.
+* ``load-quantize``: the load script against this checkout's server with each ``encoder.query_quantize`` of
+  ``--precisions`` (default none, mixed, int8; a run-time key, set in the index's config.json between runs, put
+  back after), alternating, ``--rounds`` each.
 * ``cpu``: where a search's CPU goes. In-process (``--clients`` threads calling ``Engine.search``, no HTTP) for
   bm25, dense and hybrid; the query encoder alone (batches of 16); over REST with the server's search stubbed (a
   canned response: the HTTP layer and the API alone, ``stub-serve``); and the real REST hybrid search.
@@ -96,8 +97,10 @@ def backend_of(collection) -> str:
     enc = collection.config.encoder
     name = f"{enc.model} {enc.backend}" + (f" {enc.quantize}" if enc.quantize != "none" else "")
     loaded = getattr(collection.encoder, "loaded", None)
-    if getattr(loaded, "query_onnx", None) is not None:
-        name += " (queries: its fp32 ONNX export, encoder.query_backend)"
+    query_onnx = getattr(loaded, "query_onnx", None)
+    if query_onnx is not None:
+        precision = {"none": "fp32", "int8": "int8", "mixed": "mixed int8"}.get(query_onnx.quantize, query_onnx.quantize)
+        name += f" (queries: its {precision} ONNX export, encoder.query_backend)"
     return name
 
 
@@ -250,9 +253,27 @@ def batch_counts(base: str) -> tuple[float, float] | None:
     return found["foveal_query_batches_total"], found["foveal_query_batch_items_total"]
 
 
+def current_runtime_defaults(home: Path) -> None:
+    """Give index ``flat`` under ``home`` this checkout's defaults of the encoder's run-time keys (the query pass's
+    backend and precision): an index keeps the values it was made with, and one built by an earlier checkout
+    would otherwise be served as that checkout's default."""
+    from foveal.config import EncoderConfig
+
+    path = home / "indexes" / "flat" / "config.json"
+    config = json.loads(path.read_text())
+    defaults = EncoderConfig()
+    for key in ("query_backend", "query_quantize"):
+        if config["encoder"].get(key) != getattr(defaults, key):
+            print(f"index flat: encoder.{key} {config['encoder'].get(key)!r} -> {getattr(defaults, key)!r} "
+                  "(this checkout's default)", file=sys.stderr)
+            config["encoder"][key] = getattr(defaults, key)
+    path.write_text(json.dumps(config, indent=2))
+
+
 def load_ab(args) -> None:
     base_root = export_base(args.base)
     base_home = build_base(args.base, base_root, args.docs)
+    current_runtime_defaults(HOME)
     qs = queries()
     sides = {f"base {args.base}": (base_root, base_home), f"this {commit()}": (ROOT, HOME)}
     rows = []
@@ -272,7 +293,7 @@ def load_quantize(args) -> None:
     rows = []
     try:
         for round_index in range(args.rounds):
-            for precision in ("none", "int8"):
+            for precision in args.precisions.split(","):
                 config = json.loads(original)
                 config["encoder"]["query_quantize"] = precision
                 path.write_text(json.dumps(config, indent=2))
@@ -762,6 +783,8 @@ def main() -> None:
         p.add_argument("--batch", type=int, default=32)
         p.add_argument("--flat-only", action="store_true", help="build: no HNSW32 copy")
         p.add_argument("--port", type=int, default=0, help="stub-serve: the port (cpu starts it)")
+        p.add_argument("--precisions", default="none,mixed,int8",
+                       help="load-quantize: the encoder.query_quantize values to alternate")
     args = parser.parse_args()
     steps = {"build": build, "load-ab": load_ab, "load-quantize": load_quantize, "breakdown": breakdown,
              "filters": filters, "ingest": ingest, "micro": micro, "cpu": cpu_split, "stub-serve": stub_serve}

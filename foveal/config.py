@@ -82,14 +82,19 @@ class EncoderConfig(_Strict):
     #: of torch's; 3x faster for one query on the CPU, docs/performance.md), ``torch`` on the model itself,
     #: ``auto`` onnx on the CPU and torch on CUDA. Queries that need token states (LexSemBridge, events) run torch.
     query_backend: str = Field(default="auto", pattern="^(auto|torch|onnx)$")
-    #: ``int8``: onnxruntime dynamic quantization of the ONNX model's matrix products (``backend: onnx`` only).
-    quantize: str = Field(default="none", pattern="^(none|int8)$")
+    #: ``int8``: onnxruntime dynamic quantization of the ONNX model's matrix products (``backend: onnx`` only);
+    #: ``mixed``: the same, but the feed-forward output projections of the first two-thirds of the layers stay fp32
+    #: (:mod:`foveal.encoders.onnx_backend`).
+    quantize: str = Field(default="none", pattern="^(none|int8|mixed)$")
     #: The precision of the ONNX export that *query* passes run on when ``backend`` is torch and ``query_backend``
-    #: picks onnx: ``int8`` (dynamic quantization, as ``quantize``; faster, slightly less exact: measured in
-    #: docs/performance.md) or ``none`` (fp32, torch's vectors to float rounding). Documents keep ``backend``'s fp32
-    #: vectors either way, so it is a run-time setting. With ``backend: onnx``, queries run on that backend's own
-    #: export (``quantize``).
-    query_quantize: str = Field(default="none", pattern="^(none|int8)$")
+    #: picks onnx (the CPU default): ``mixed`` (the default for new indexes) is onnxruntime's dynamic int8
+    #: quantization except for the feed-forward output projections of the first two-thirds of the layers, which
+    #: stay fp32: dense nDCG@10 within 0.002 of fp32 queries on full SciFact and Cranfield, about half the CPU of an
+    #: fp32 query (docs/performance.md, "Mixed int8 query passes"); ``int8`` quantizes every matrix product
+    #: (faster, but 0.006 lower on Cranfield); ``none`` is fp32, torch's vectors to float rounding. Documents keep
+    #: ``backend``'s fp32 vectors either way, so it is a run-time setting (an index keeps the value it was made
+    #: with). With ``backend: onnx``, queries run on that backend's own export (``quantize``).
+    query_quantize: str = Field(default="mixed", pattern="^(none|int8|mixed)$")
     #: ONNX: fuse attention, LayerNorm and GELU with onnxruntime's transformer optimizer before quantizing.
     onnx_optimize: bool = True
     #: ONNX: onnxruntime intra-op threads; ``None`` lets onnxruntime pick (one per physical core).

@@ -42,6 +42,16 @@ def encoder():
     return get_encoder(EncoderConfig())
 
 
+@pytest.fixture(scope="session")
+def fp32_encoder():
+    """The default encoder with fp32 query passes (``encoder.query_quantize: none``; the default is ``mixed``): for
+    tests that compare query vectors with torch's to float rounding."""
+    from foveal.config import EncoderConfig
+    from foveal.encoders.sentence_transformer import get_encoder
+
+    return get_encoder(EncoderConfig(query_quantize="none"))
+
+
 @pytest.fixture()
 def home(tmp_path, monkeypatch):
     path = tmp_path / "home"

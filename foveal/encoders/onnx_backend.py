@@ -16,6 +16,12 @@ Three steps, each cached:
    the weights of every MatMul stored as signed int8 with one scale per output channel (one scale per tensor moved
    the embeddings much further from fp32), activations quantized to uint8 on the fly; u8·s8 products are what
    AVX2 without VNNI runs fastest. Measured: README "Speed" (bench/encoders.py).
+   ``mixed`` (``quantize`` or ``query_quantize``) quantizes the same way but leaves the feed-forward output
+   projections (the MatMul after GELU) of the first two-thirds of the layers in fp32. Kept in fp32 one group at a
+   time, these moved the vectors most toward fp32, the earliest layers' most (their errors pass through every
+   later layer). On 517 development queries (ADI, TIME, CACM, LISA, 300 SciFact train) the vectors'
+   mean distance to fp32 (1 - cosine) halves (0.0035 against 0.0064) for about 1 ms more a query (4.0 against 3.1
+   ms on one thread; fp32 7.6); keeping all six costs 4.8 ms for 0.0034 (docs/performance.md, "Mixed int8").
 
 The cache file name is a hash of the weights (after TempScale), the options and the torch/onnxruntime versions, so
 changing any of them exports again; files are written to a temporary name and renamed, so concurrent processes never
@@ -60,7 +66,7 @@ MAX_CACHED_MODELS = 4
 MAX_CACHE_BYTES = 1 << 30
 #: Temporary files of an export older than this are from a process that died mid-export.
 STALE_TEMP_S = 3600.0
-_EXPORT_NAME = re.compile(r"^minilm-[0-9a-f]{24}(-opt)?(-int8)?\.onnx$")
+_EXPORT_NAME = re.compile(r"^minilm-[0-9a-f]{24}(-opt)?(-int8|-mixed)?\.onnx$")
 _TEMP_NAME = re.compile(r"^\.minilm-.*\.tmp$")
 
 
@@ -161,17 +167,44 @@ def _export(model: torch.nn.Module, target: Path, hidden_size: int, num_heads: i
             )
             current = work / "optimized.onnx"
             optimized.save_model_to_file(str(current))
-        if quantize == "int8":
+        if quantize in ("int8", "mixed"):
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             quantized = work / "int8.onnx"
+            keep = fp32_nodes(onnx.load(str(current)), model_layers(model)) if quantize == "mixed" else []
             quantize_dynamic(
-                str(current), str(quantized), weight_type=QuantType.QInt8, per_channel=True,
+                str(current), str(quantized), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep,
                 # the fused contrib ops (Attention, SkipLayerNormalization...) carry no inferred types
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
             current = quantized
         _atomic_save(lambda tmp: shutil.copyfile(current, tmp), target)
+
+
+#: A BERT-family export names each layer's feed-forward output projection ``/encoder/layer.<i>/output/dense/MatMul``
+#: (``attention/output/dense`` is the attention's, which this leaves out).
+_FFN_OUTPUT = re.compile(r"/encoder/layer\.(\d+)/output/dense/MatMul$")
+
+
+def model_layers(model) -> int:
+    """The transformer's layer count (0 when the model does not say)."""
+    try:
+        return int(model[0].auto_model.config.num_hidden_layers)
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError):
+        return 0
+
+
+def fp32_nodes(graph_model, layers: int) -> list[str]:
+    """The MatMuls that ``mixed`` precision keeps in fp32: the feed-forward output projections of the first
+    ``ceil(2 * layers / 3)`` layers (4 of all-MiniLM-L6-v2's 6). A graph without such names keeps none (then
+    ``mixed`` is plain ``int8``)."""
+    first = -(-2 * layers // 3)
+    keep = []
+    for node in graph_model.graph.node:
+        match = _FFN_OUTPUT.search(node.name) if node.op_type == "MatMul" else None
+        if match and int(match.group(1)) < first:
+            keep.append(node.name)
+    return keep
 
 
 def cache_limits() -> tuple[int, int]:
@@ -237,7 +270,7 @@ def export_path(model, *, cache_dir: Path, quantize: str, optimize: bool, hidden
     """The cached ONNX file for ``model`` and these options, exported first if it is not there yet. ``use(path)``
     runs under the cache lock (so the file cannot be pruned before it is opened); the cache is pruned after."""
     key = cache_key(model, quantize=quantize, optimize=optimize)
-    suffix = ("-opt" if optimize else "") + ("-int8" if quantize == "int8" else "")
+    suffix = ("-opt" if optimize else "") + {"int8": "-int8", "mixed": "-mixed"}.get(quantize, "")
     cache_dir = Path(cache_dir)
     target = cache_dir / f"minilm-{key}{suffix}.onnx"
     with _cache_lock(cache_dir):

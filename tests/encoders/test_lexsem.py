@@ -167,10 +167,19 @@ def test_stage_evidence_names_the_query_tokens(encoder):
     assert np.array_equal(same, encoded.vectors[0]) and skipped == {"skipped": "the encoder gave no query tokens"}
 
 
-def test_stage_in_the_pipeline(tiny, encoder):
+def test_stage_in_the_pipeline(engine, encoder):
     """Zero weights leave dense search unchanged; trained-looking weights change the query and say how."""
+    from foveal.config import IndexConfig
+    from foveal.documents import parse_document
     from foveal.pipeline.request import SearchRequest
     from foveal.pipeline.search import SearchPipeline
+    from tests.conftest import TINY_CORPUS
+
+    # fp32 query passes: a query that wants token states runs the torch model, and the default (mixed int8) plain
+    # query would differ from it by the quantization, not by the stage
+    tiny = engine.create_index("tiny", IndexConfig.parse({"encoder": {"query_quantize": "none"}}))
+    tiny.upsert([parse_document(d) for d in TINY_CORPUS])
+    tiny.flush()
 
     request = SearchRequest(query="moon and the sea", pipeline="dense", k=6)
     plain = SearchPipeline(tiny, rerankers=[]).search(request)

@@ -44,7 +44,8 @@ def _rows(encoded):
     return np.concatenate([d.vectors for d in encoded])
 
 
-def test_onnx_fp32_matches_torch(encoder, onnx_fp32):
+def test_onnx_fp32_matches_torch(fp32_encoder, onnx_fp32):
+    encoder = fp32_encoder
     theirs, ours = encoder.encode_documents(DOCS), onnx_fp32.encode_documents(DOCS)
     assert [d.passages for d in ours] == [d.passages for d in theirs]  # same segmentation
     assert len(ours[3].passages) >= 2
@@ -213,12 +214,13 @@ def _counting(forward):
     return calls, restore
 
 
-def test_cpu_queries_run_the_fp32_export_and_documents_torch(encoder):
-    """encoder.query_backend auto on the CPU: query passes run the fp32 ONNX export (a third of torch's time for
-    one query here; query_quantize none, the default), document passes the torch model; the vectors are torch's to
-    float rounding."""
+def test_cpu_queries_run_the_fp32_export_and_documents_torch(fp32_encoder):
+    """encoder.query_backend auto on the CPU with query_quantize none: query passes run the fp32 ONNX export (a
+    third of torch's time for one query here), document passes the torch model; the vectors are torch's to float
+    rounding."""
     from foveal.encoders.sentence_transformer import get_encoder
 
+    encoder = fp32_encoder
     assert encoder.config.query_quantize == "none"
     encoder.encode_queries(["the first query makes (or loads) the export"])
     assert encoder.loaded.onnx is None and encoder.loaded.query_onnx is not None
@@ -287,3 +289,60 @@ def test_query_quantize_int8_runs_queries_on_the_int8_export_and_documents_torch
     cosines = np.sum(ours * theirs, axis=1)
     assert cosines.min() > 0.98 and not np.allclose(ours, theirs, atol=1e-4)  # close, not equal (int8 products)
     np.testing.assert_array_equal(_rows(documents), _rows(plain.encode_documents(DOCS)))
+
+
+#: More queries than QUERIES for comparing precisions: int8 error varies from query to query.
+MANY_QUERIES = QUERIES + [
+    "effects of sleep deprivation on memory", "boundary layer separation on a swept wing", "solar wind and comets",
+    "children's reading comprehension in primary school", "heat transfer in turbulent pipe flow",
+    "protein folding and misfolding diseases", "the price of wheat after the war", "buckling of thin shells",
+    "library classification schemes", "vaccination and herd immunity",
+]
+
+
+def test_fp32_nodes_are_the_first_two_thirds_of_the_feed_forward_outputs(onnx_cache):
+    """``mixed`` keeps in fp32 the feed-forward output projections (``/encoder/layer.<i>/output/dense/MatMul``) of
+    layers 0-3 of all-MiniLM-L6-v2's six, never an attention output (``attention/output/dense``)."""
+    import onnx
+
+    from foveal.encoders.onnx_backend import fp32_nodes
+
+    fp32 = next(p for p in onnx_cache.iterdir() if p.name.endswith("-opt.onnx"))
+    keep = fp32_nodes(onnx.load(str(fp32)), 6)
+    assert keep == [f"/model.0/encoder/layer.{i}/output/dense/MatMul" for i in range(4)]
+    assert fp32_nodes(onnx.load(str(fp32)), 3) == keep[:2]
+    assert fp32_nodes(onnx.load(str(fp32)), 0) == []
+
+
+def test_query_quantize_mixed_is_int8_with_the_early_feed_forward_outputs_in_fp32(onnx_cache):
+    """encoder.query_quantize mixed: query passes run an export whose first four feed-forward output projections
+    are plain fp32 MatMuls and every other matrix product is int8; one query per pass (its activations are still
+    scaled per tensor); the vectors sit closer to fp32 than plain int8's and still differ from them."""
+    import onnx
+
+    from foveal.encoders.sentence_transformer import get_encoder
+
+    assert EncoderConfig().query_quantize == "mixed"  # the default for new indexes
+    mixed = get_encoder(EncoderConfig(query_quantize="mixed", onnx_cache=str(onnx_cache)))
+    mixed.encode_queries(["the first query makes (or loads) the export"])
+    path = mixed.loaded.query_onnx.path
+    assert path.name.endswith("-mixed.onnx") and mixed.loaded.query_onnx.quantize == "mixed"
+    graph = onnx.load(str(path)).graph
+    plain_matmuls = {n.name for n in graph.node if n.op_type == "MatMul"}
+    ffn = {f"/model.0/encoder/layer.{i}/output/dense/MatMul" for i in range(6)}
+    assert ffn & plain_matmuls == {f"/model.0/encoder/layer.{i}/output/dense/MatMul" for i in range(4)}
+    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention") for n in graph.node)
+    calls, restore = _counting(mixed.loaded.query_onnx)
+    try:
+        ours = mixed.encode_queries(MANY_QUERIES).vectors
+        assert len(calls) == len(MANY_QUERIES)  # one query per pass
+    finally:
+        restore()
+    fp32 = get_encoder(EncoderConfig(query_backend="torch")).encode_queries(MANY_QUERIES).vectors
+    int8 = get_encoder(EncoderConfig(query_quantize="int8", onnx_cache=str(onnx_cache))).encode_queries(
+        MANY_QUERIES).vectors
+    mixed_distance = np.mean(1 - np.sum(ours * fp32, axis=1))
+    int8_distance = np.mean(1 - np.sum(int8 * fp32, axis=1))
+    assert 0 < mixed_distance < 0.75 * int8_distance
+    # alone or beside other queries: the same vector
+    np.testing.assert_array_equal(mixed.encode_queries(MANY_QUERIES[:1]).vectors[0], ours[0])

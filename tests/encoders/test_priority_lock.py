@@ -72,10 +72,12 @@ def test_length_passes_is_the_cheapest_cut():
         assert cost(widths, passes, pass_cost) == best
 
 
-def test_queries_of_spread_lengths_run_in_several_passes_with_the_same_vectors(encoder, monkeypatch):
-    """Without query lanes (``FOVEAL_QUERY_LANES=1``), a micro-batch of short and long queries is cut by length
+def test_queries_of_spread_lengths_run_in_several_passes_with_the_same_vectors(fp32_encoder, monkeypatch):
+    """fp32 query passes (``query_quantize: none``; int8 and mixed passes hold one query each, below).
+    Without query lanes (``FOVEAL_QUERY_LANES=1``), a micro-batch of short and long queries is cut by length
     (one pass padded every short query to the longest: SciFact's 32-query batches computed about twice their
     tokens); each query's vector is what it gets alone."""
+    encoder = fp32_encoder
     encoder.encode_queries(["load the export"])
     monkeypatch.setattr(encoder.loaded.query_onnx, "lanes", 1)
     queries = [f"tides {i}" for i in range(16)] + [f"why the moon pulls the ocean tides {i} " * 8 for i in range(16)]
@@ -86,10 +88,11 @@ def test_queries_of_spread_lengths_run_in_several_passes_with_the_same_vectors(e
     assert abs(together - alone).max() < 1e-5
 
 
-def test_a_micro_batch_of_queries_runs_in_small_passes_side_by_side_on_the_lanes(encoder, monkeypatch):
-    """With query lanes (the default on a machine of more than one CPU), a micro-batch runs as passes of two queries
+def test_a_micro_batch_of_queries_runs_in_small_passes_side_by_side_on_the_lanes(fp32_encoder, monkeypatch):
+    """fp32 query passes (``query_quantize: none``). With query lanes (the default on a machine of more than one CPU), a micro-batch runs as passes of two queries
     on the single-threaded lane session, up to ``lanes`` at once, under one hold of the query lock; a lone query
     runs on the main session. Each query's vector is what it gets alone, to float rounding."""
+    encoder = fp32_encoder
     encoder.encode_queries(["load the export"])
     forward = encoder.loaded.query_onnx
     if forward._lane_session is None:  # a one-CPU machine: open the lane session the default would have there
@@ -116,7 +119,8 @@ def test_a_micro_batch_of_queries_runs_in_small_passes_side_by_side_on_the_lanes
     assert abs(together - alone).max() < 1e-5
 
 
-@pytest.mark.parametrize("config", [{"query_quantize": "int8"}, {"backend": "onnx", "quantize": "int8"}])
+@pytest.mark.parametrize("config", [{"query_quantize": "int8"}, {"query_quantize": "mixed"},
+                                    {"backend": "onnx", "quantize": "int8"}])
 def test_int8_queries_run_one_per_pass_and_get_the_vector_they_get_alone(config):
     """int8 scales activations per pass, over every row and its padding: batched, a query's vector would depend on
     its neighbours. On an int8 export (query_quantize int8, or an int8 onnx backend) each query runs alone, so a

@@ -6,7 +6,8 @@ from foveal.encoders.sentence_transformer import SentenceTransformerEncoder, res
 from foveal.errors import ConfigError
 
 
-def test_queries_match_plain_sentence_transformers(encoder):
+def test_queries_match_plain_sentence_transformers(fp32_encoder):
+    encoder = fp32_encoder  # fp32 query passes (the default's are mixed int8: test_onnx.py)
     texts = ["what pulls the tides", "a much longer query about baking bread with yeast and flour"]
     ours = encoder.encode_queries(texts).vectors
     plain = encoder.model.encode(texts, normalize_embeddings=True)
@@ -59,23 +60,27 @@ def test_foveal_attention_backend_equals_transformers_sdpa(encoder):
     """The default backend routes every self-attention through foveal.kernels; on the CPU it must agree with
     transformers' own SDPA, padding included."""
     assert encoder.model[0].auto_model.config._attn_implementation == "foveal"
-    plain = SentenceTransformerEncoder(EncoderConfig(attention="sdpa"))
+    # both on the torch model: on the CPU, plain query passes run an ONNX export whatever the attention backend
+    ours = SentenceTransformerEncoder(EncoderConfig(query_backend="torch"))
+    plain = SentenceTransformerEncoder(EncoderConfig(attention="sdpa", query_backend="torch"))
+    assert ours.model[0].auto_model.config._attn_implementation == "foveal"
     texts = ["short", "a much longer text about tides, the moon and the sea " * 8, "medium length text here"]
     np.testing.assert_allclose(
-        encoder.encode_queries(texts).vectors, plain.encode_queries(texts).vectors, atol=1e-5
+        ours.encode_queries(texts).vectors, plain.encode_queries(texts).vectors, atol=1e-5
     )
 
 
-def test_tempscale_config_folds_the_temperature(encoder):
+def test_tempscale_config_folds_the_temperature(fp32_encoder):
     import copy
 
     from foveal.encoders.tempscale import set_attention_temperature
 
+    encoder = fp32_encoder  # fp32 query passes, compared with the torch model to float rounding below
     texts = ["a long text about tides and the moon " * 10, "bread and yeast"]
-    same = SentenceTransformerEncoder(EncoderConfig(attention_temperature=1.0))
+    same = SentenceTransformerEncoder(EncoderConfig(attention_temperature=1.0, query_quantize="none"))
     np.testing.assert_array_equal(same.encode_queries(texts).vectors, encoder.encode_queries(texts).vectors)
 
-    cooled = SentenceTransformerEncoder(EncoderConfig(attention_temperature=0.8))
+    cooled = SentenceTransformerEncoder(EncoderConfig(attention_temperature=0.8, query_quantize="none"))
     folded = cooled.encode_queries(texts).vectors
     assert np.abs(folded - encoder.encode_queries(texts).vectors).max() > 1e-3
     reference = copy.deepcopy(encoder.model)

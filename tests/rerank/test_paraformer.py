@@ -168,7 +168,8 @@ def test_one_sentence_provider_document_attends_fully(encoder):
     stage = ParaformerReranker(head, encoder=encoder)
     vectors = encoder.encode_queries(["Only one sentence here.", "query"]).vectors
     [(score, attention)] = stage.score_documents(vectors[1], [SentenceVectors(vectors[:1], ["Only one sentence here."])])
-    assert attention.tolist() == [1.0] and np.isfinite(score)
+    np.testing.assert_allclose(attention, [1.0], atol=1e-6)  # a softmax over one sentence, to float rounding
+    assert np.isfinite(score)
 
 
 def test_reranker_over_pooled_sentence_spans(tiny, encoder):
