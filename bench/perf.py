@@ -182,7 +182,7 @@ def build_base(base: str, base_root: Path, docs: int) -> Path:
 
 
 def serve_and_load(code_root: Path, home: Path, qs: list[str], clients: int, seconds: float, pipeline: str,
-                   stub: bool = False) -> dict:
+                   stub: bool = False, client: str = "raw") -> dict:
     """``foveal serve`` from ``code_root`` on ``home``, loaded by ``clients`` for ``seconds``. ``stub``: the server's
     ``Engine.search`` answers every search with one canned response (``stub-serve``), so the run measures the HTTP
     layer and the API alone."""
@@ -209,10 +209,10 @@ def serve_and_load(code_root: Path, home: Path, qs: list[str], clients: int, sec
                 raise SystemExit(f"the server from {code_root} exited")
             time.sleep(0.5)
         url = f"{base}/v1/indexes/flat/search"
-        asyncio.run(load.run_clients(url, qs, 2, 3, pipeline))  # warm-up
+        asyncio.run(load.run_clients(url, qs, 2, 3, pipeline, client))  # warm-up
         before = batch_counts(base)
         server_cpu, client_cpu = process_cpu_s(server.pid), time.process_time()
-        result = asyncio.run(load.run_clients(url, qs, clients, seconds, pipeline))
+        result = asyncio.run(load.run_clients(url, qs, clients, seconds, pipeline, client))
         server_cpu = process_cpu_s(server.pid) - server_cpu if server_cpu is not None else None
         client_cpu = time.process_time() - client_cpu
         after = batch_counts(base)
@@ -279,7 +279,7 @@ def load_ab(args) -> None:
     rows = []
     for round_index in range(args.rounds):
         for name, (root, home) in sides.items():
-            result = serve_and_load(root, home, qs, args.clients, args.seconds, args.pipeline)
+            result = serve_and_load(root, home, qs, args.clients, args.seconds, args.pipeline, client=args.client)
             rows.append((round_index + 1, name, result))
             print(json.dumps({"round": round_index + 1, "code": name, **result}), file=sys.stderr, flush=True)
     print_load_table(args, rows, "code", "each side's default CPU encoder; bench/perf.py load-ab")
@@ -297,7 +297,8 @@ def load_quantize(args) -> None:
                 config = json.loads(original)
                 config["encoder"]["query_quantize"] = precision
                 path.write_text(json.dumps(config, indent=2))
-                result = serve_and_load(ROOT, HOME, qs, args.clients, args.seconds, args.pipeline)
+                result = serve_and_load(ROOT, HOME, qs, args.clients, args.seconds, args.pipeline,
+                                        client=args.client)
                 rows.append((round_index + 1, precision, result))
                 print(json.dumps({"round": round_index + 1, "query_quantize": precision, **result}), file=sys.stderr,
                       flush=True)
@@ -311,8 +312,8 @@ def print_load_table(args, rows: list, column: str, setup: str) -> None:
     """A load run's table: one row per (round, ``column``'s value, result); ``setup`` says what ran, before the
     commit."""
     print(f"\n{args.docs:,} synthetic documents (Flat), REST `{args.pipeline}` search k=10, {args.clients} clients x "
-          f"{args.seconds:g} s per run, server and clients on the same {os.cpu_count()} CPUs; all-MiniLM-L6-v2, "
-          f"{setup} at {commit()}\n")
+          f"{args.seconds:g} s per run (load script: {args.client}), server and clients on the same "
+          f"{os.cpu_count()} CPUs; all-MiniLM-L6-v2, {setup} at {commit()}\n")
     print(f"| round | {column} | requests | errors | QPS | p50 ms | p99 ms | mean batch | server CPU ms/request | "
           "load script CPU ms/request | QPS the CPU allows |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -392,7 +393,7 @@ def cpu_split(args) -> None:
     engine.close()
     gc.unfreeze()
     for label, stub in (("REST, search stubbed: the HTTP layer and the API", True), ("REST `hybrid`", False)):
-        r = serve_and_load(ROOT, HOME, qs, args.clients, args.seconds, "hybrid", stub=stub)
+        r = serve_and_load(ROOT, HOME, qs, args.clients, args.seconds, "hybrid", stub=stub, client=args.client)
         rows.append((f"{label}, {args.clients} clients (server CPU; the load script's: {r['client_cpu_ms']:.2f})",
                      r["requests"], r["qps"], r["server_cpu_ms"]))
     print(f"\n{args.docs:,} synthetic documents (Flat), k=10, {args.seconds:g} s per row, {os.cpu_count()} CPUs; "
@@ -783,6 +784,8 @@ def main() -> None:
         p.add_argument("--batch", type=int, default=32)
         p.add_argument("--flat-only", action="store_true", help="build: no HNSW32 copy")
         p.add_argument("--port", type=int, default=0, help="stub-serve: the port (cpu starts it)")
+        p.add_argument("--client", choices=load.CLIENTS, default="raw",
+                       help="the load script: raw (asyncio streams, the default) or httpx (every table before it)")
         p.add_argument("--precisions", default="none,mixed,int8",
                        help="load-quantize: the encoder.query_quantize values to alternate")
     args = parser.parse_args()
