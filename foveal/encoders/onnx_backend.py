@@ -19,9 +19,9 @@ Three steps, each cached:
    ``mixed`` (``quantize`` or ``query_quantize``) quantizes the same way but leaves the feed-forward output
    projections (the MatMul after GELU) of the first two-thirds of the layers in fp32. Kept in fp32 one group at a
    time, these moved the vectors most toward fp32, the earliest layers' most (their errors pass through every
-   later layer). On 517 development queries (ADI, TIME, CACM, LISA, 300 SciFact train) the vectors'
-   mean distance to fp32 (1 - cosine) halves (0.0035 against 0.0064) for about 1 ms more a query (4.0 against 3.1
-   ms on one thread; fp32 7.6); keeping all six costs 4.8 ms for 0.0034 (docs/performance.md, "Mixed int8").
+   later layer). On 517 development queries (ADI, TIME, CACM, LISA, 300 SciFact train; ``bench/query_quantize.py``)
+   the vectors' mean distance to fp32 (1 - cosine) is 0.0035 against int8's 0.0063, at 4.3 ms a query on one
+   thread against 3.4 (fp32: 7.9); keeping all six in fp32 costs 4.9 ms for 0.0034 (docs/performance.md).
 
 The cache file name is a hash of the weights (after TempScale), the options and the torch/onnxruntime versions, so
 changing any of them exports again; files are written to a temporary name and renamed, so concurrent processes never
