@@ -60,8 +60,9 @@ def free_port() -> int:
 
 #: The load scripts: ``raw`` (the default) writes each request's bytes on an asyncio stream and reads the status
 #: line, the headers and a Content-Length (or chunked) body, for a fraction of ``httpx``'s CPU a request; ``httpx``
-#: (``httpx.AsyncClient``) is the script that every load table ran before docs/performance.md's section "A lighter
-#: load script". Both keep one HTTP/1.1 connection per client and check nothing but the status code.
+#: (``httpx.AsyncClient``) is the script that every load table ran before docs/performance.md's section "Mixed int8
+#: query passes by default, and a lighter load script". Both keep one HTTP/1.1 connection per client and check
+#: nothing but the status code.
 CLIENTS = ("raw", "httpx")
 
 

@@ -15,9 +15,11 @@ document, so building needs no encoder), each with ``metadata.bucket = i % 100``
 them) and a timestamp. Queries: SciFact's, encoded by the index's model (all-MiniLM-L6-v2; the backend is named in
 every table). No embedding or result caches exist in foveal, so none are on.
 
-* ``load-ab``: the same load script (``bench/load.py``'s clients: httpx, asyncio, one process) against ``foveal
-  serve`` from the base commit (exported with ``git archive`` under bench/out) and from this checkout, each on the
-  same synthetic documents indexed by its own code (each side's default config), alternating A, B, A, B, so that
+* ``load-ab``: the same load script (``bench/load.py``'s clients, asyncio, one process: ``--client raw``, the
+  default, or ``httpx``) against ``foveal serve`` from the base commit (exported with ``git archive`` under
+  bench/out) and from this checkout, each on the same synthetic documents indexed by its own code (each side's
+  default config; this side's run-time encoder keys, the query pass's backend and precision, are set to this
+  checkout's defaults first, since an index keeps the values it was made with), alternating A, B, A, B, so that
   load from other processes on a shared machine hits both alike. Its table gives the measured run's mean micro-batch
   size where the server has the counters (`/metrics`: `foveal_query_batch_items_total` over `_batches_total`),
   and the CPU each request cost the server and the load script (user + system time of each process over the
