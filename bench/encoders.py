@@ -143,6 +143,13 @@ def main() -> None:
     ids, texts, qrels, queries = load_subset(args.data, args.docs)
     threads = torch.get_num_threads()
     cache = Path(tempfile.mkdtemp(prefix="foveal-onnx-bench-"))  # a fresh export, outside the timings
+
+    def queries_only(precision: str) -> QueriesOnly:
+        """The torch variant's document vectors, searched with ``query_quantize: precision`` query vectors."""
+        label = "int8" if precision == "int8" else f"{precision} int8"
+        return QueriesOnly(f"foveal torch documents, {label} queries", EncoderConfig(
+            query_quantize=precision, onnx_threads=threads, onnx_cache=str(cache)), documents_of="torch")
+
     makers = {
         "plain": Plain,
         "torch": lambda: Foveal("foveal torch (bucketed passages, SDPA)", EncoderConfig(query_quantize="none")),
@@ -150,10 +157,8 @@ def main() -> None:
                                                                  onnx_cache=str(cache))),
         "int8": lambda: Foveal("foveal onnx int8", EncoderConfig(backend="onnx", quantize="int8",
                                                                  onnx_threads=threads, onnx_cache=str(cache))),
-        "int8q": lambda: QueriesOnly("foveal torch documents, int8 queries", EncoderConfig(
-            query_quantize="int8", onnx_threads=threads, onnx_cache=str(cache)), documents_of="torch"),
-        "mixedq": lambda: QueriesOnly("foveal torch documents, mixed int8 queries", EncoderConfig(
-            query_quantize="mixed", onnx_threads=threads, onnx_cache=str(cache)), documents_of="torch"),
+        "int8q": lambda: queries_only("int8"),
+        "mixedq": lambda: queries_only("mixed"),
     }
     keys = [k.strip() for k in args.variants.split(",")]
     if {"int8q", "mixedq"} & set(keys) and "torch" not in keys:

@@ -35,7 +35,7 @@ from common import DATA, commit  # noqa: E402
 import numpy as np  # noqa: E402
 
 from foveal.config import EncoderConfig  # noqa: E402
-from foveal.encoders.onnx_backend import OnnxForward, fp32_nodes  # noqa: E402
+from foveal.encoders.onnx_backend import OnnxForward, ffn_output_nodes, fp32_nodes  # noqa: E402
 from foveal.encoders.sentence_transformer import LoadedModel  # noqa: E402
 from foveal.evaluation import read_queries  # noqa: E402
 
@@ -106,7 +106,7 @@ def main() -> None:
     qkv = [n for n in names if n.startswith("Attention")]  # the optimizer's fused attention: Q, K, V in one product
     attention_out = [n for n in names if "/attention/output/dense/MatMul" in n]
     ffn_in = [n for n in names if "/intermediate/dense/MatMul" in n]
-    ffn_out = fp32_nodes(graph, 3 * layers)  # every layer's feed-forward output projection, in layer order
+    ffn_out = ffn_output_nodes(graph)
     variants: dict[str, list[str]] = {
         "int8 (every product)": [],
         "qkv fp32": qkv,

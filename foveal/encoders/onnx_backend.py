@@ -194,17 +194,22 @@ def model_layers(model) -> int:
         return 0
 
 
+def ffn_output_nodes(graph_model) -> list[str]:
+    """Every layer's feed-forward output projection (a MatMul named like ``_FFN_OUTPUT``), in layer order."""
+    found = []
+    for node in graph_model.graph.node:
+        match = _FFN_OUTPUT.search(node.name) if node.op_type == "MatMul" else None
+        if match:
+            found.append((int(match.group(1)), node.name))
+    return [name for _, name in sorted(found)]
+
+
 def fp32_nodes(graph_model, layers: int) -> list[str]:
     """The MatMuls that ``mixed`` precision keeps in fp32: the feed-forward output projections of the first
     ``ceil(2 * layers / 3)`` layers (4 of all-MiniLM-L6-v2's 6). A graph without such names keeps none (then
     ``mixed`` is plain ``int8``)."""
     first = -(-2 * layers // 3)
-    keep = []
-    for node in graph_model.graph.node:
-        match = _FFN_OUTPUT.search(node.name) if node.op_type == "MatMul" else None
-        if match and int(match.group(1)) < first:
-            keep.append(node.name)
-    return keep
+    return [name for name in ffn_output_nodes(graph_model) if int(_FFN_OUTPUT.search(name).group(1)) < first]
 
 
 def cache_limits() -> tuple[int, int]:
@@ -270,7 +275,7 @@ def export_path(model, *, cache_dir: Path, quantize: str, optimize: bool, hidden
     """The cached ONNX file for ``model`` and these options, exported first if it is not there yet. ``use(path)``
     runs under the cache lock (so the file cannot be pruned before it is opened); the cache is pruned after."""
     key = cache_key(model, quantize=quantize, optimize=optimize)
-    suffix = ("-opt" if optimize else "") + {"int8": "-int8", "mixed": "-mixed"}.get(quantize, "")
+    suffix = ("-opt" if optimize else "") + ("" if quantize == "none" else f"-{quantize}")
     cache_dir = Path(cache_dir)
     target = cache_dir / f"minilm-{key}{suffix}.onnx"
     with _cache_lock(cache_dir):
