@@ -72,6 +72,11 @@ MAX_QUERY_BATCH = int(_env_number("FOVEAL_QUERY_BATCH", 32, 1, 1024))
 #: ... and a batch waits at most this long for more to arrive, only while other searches are in flight
 #: (``FOVEAL_QUERY_BATCH_WAIT_MS``; a lone search never waits).
 QUERY_BATCH_WAIT_MS = _env_number("FOVEAL_QUERY_BATCH_WAIT_MS", 3.0, 0.0, 100.0)
+#: How far past the cut a BM25 list is fetched first. One past it would do when no score ties there; when one
+#: does, the list is fetched again, 4x deeper, until the tie ends: on the 100k-document bench index that was a
+#: third of SciFact's queries at the cut of 100, and the second fetch cost more than the first, while the tie
+#: runs were short. ``bench/perf.py micro`` measures both (docs/performance.md).
+LEXICAL_SLACK = 16
 #: A search alone in the pipeline runs BM25 in a second thread beside its encoding (``FOVEAL_BM25_BESIDE``, 0 = off).
 BM25_BESIDE = _env_number("FOVEAL_BM25_BESIDE", 1, 0, 1) >= 1
 
@@ -627,13 +632,14 @@ class SearchPipeline:
     def _lexical(self, query: str, depth: int, allowed: set[int] | None,
                  term_weights: dict[str, float] | None = None, within: dict | None = None,
                  ) -> list[tuple[int, float]]:
-        """The first ``depth`` BM25 hits in (score, doc_key) order: fetched one past the cut, and further while
-        the scores there tie, so which of several equal-scored documents make the cut never depends on the
-        index's internal order or on ``depth``. ``term_weights``: a rewritten query (RM3) instead of ``query``.
-        ``within``: the filter's metadata conditions, for a backend that restricts by them inside the index."""
+        """The first ``depth`` BM25 hits in (score, doc_key) order: fetched :data:`LEXICAL_SLACK` past the cut,
+        and further while the scores there tie, so which of several equal-scored documents make the cut never
+        depends on the index's internal order or on ``depth``. ``term_weights``: a rewritten query (RM3) instead
+        of ``query``. ``within``: the filter's metadata conditions, for a backend that restricts by them inside
+        the index."""
         lexical = self.collection.lexical
         extra = {"within": within} if within and getattr(lexical, "indexes_metadata", False) else {}
-        limit = depth + 1
+        limit = depth + LEXICAL_SLACK
         while True:
             if term_weights is not None:
                 found = lexical.search_weighted(term_weights, limit, allowed=allowed, **extra)
