@@ -96,7 +96,8 @@ def load(file: Path, out: Path) -> None:
     right.set_yscale("log")
     right.set_ylabel("latency seen by the clients, ms")
     right.set_title("Latency percentiles against concurrency")
-    fig.text(0.01, 0.01, f"bench/peers.py · commit {run.get('commit', '?')} · {run.get('txtai', '')} · "
+    versions = run.get("txtai") or ", ".join(run.get("versions", []))
+    fig.text(0.01, 0.01, f"bench/peers.py · commit {run.get('commit', '?')} · {versions} · "
              "same 1,000 SciFact documents, model files and queries", fontsize=8, color="#555")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
