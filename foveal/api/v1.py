@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Path as PathParam, Query, Request, Respo
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
+from starlette.convertors import Convertor, register_url_convertor
 
 from foveal.api.auth import allowed_indexes, check_index, require
 from foveal.config import IndexConfig
@@ -67,6 +68,22 @@ class OffLoopJSONRoute(APIRoute):
 
         return parse_off_loop
 
+
+class _AnyIdConvertor(Convertor[str]):
+    """A path parameter that is the rest of the path, whatever it holds: Starlette's ``path`` matches with ``.*``,
+    which stops at a newline, so a document accepted with ``\n`` in its id (``%0A`` in the URL) answered 404 to
+    its own GET and DELETE."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anyid", _AnyIdConvertor())
 
 router = APIRouter(prefix="/v1", route_class=OffLoopJSONRoute)
 READ = [Depends(require("read"))]
@@ -446,7 +463,7 @@ def export_record(doc) -> dict[str, Any]:
 
 
 # The body-based routes come first: ``POST .../documents/_get`` can never be taken for a document id (the
-# ``{doc_id:path}`` routes answer GET and DELETE only, so a document named ``_get`` stays reachable too).
+# ``{doc_id:anyid}`` routes answer GET and DELETE only, so a document named ``_get`` stays reachable too).
 @router.post("/indexes/{name}/documents/_get", tags=["documents"], response_model=DocumentsFound,
              response_model_by_alias=True, dependencies=READ)
 def get_documents(body: DocumentIds, request: Request, name: str = INDEX_NAME) -> DocumentsFound:
@@ -473,7 +490,7 @@ async def delete_documents(body: DocumentIds, request: Request, name: str = INDE
     return DocumentsDeleted(deleted=[i for i in ids if i in deleted], missing=[i for i in ids if i not in deleted])
 
 
-@router.get("/indexes/{name}/documents/{doc_id:path}", tags=["documents"], response_model=DocumentOut,
+@router.get("/indexes/{name}/documents/{doc_id:anyid}", tags=["documents"], response_model=DocumentOut,
             response_model_by_alias=True, dependencies=READ)
 def get_document(request: Request, name: str = INDEX_NAME, doc_id: str = DOC_ID) -> DocumentOut:
     """One document as stored (committed writes only). The id is percent-encoded in the path (``a%2Fb``)."""
@@ -484,7 +501,7 @@ def get_document(request: Request, name: str = INDEX_NAME, doc_id: str = DOC_ID)
     return _document_out(doc)
 
 
-@router.delete("/indexes/{name}/documents/{doc_id:path}", tags=["documents"], dependencies=WRITE)
+@router.delete("/indexes/{name}/documents/{doc_id:anyid}", tags=["documents"], dependencies=WRITE)
 async def delete_document(request: Request, name: str = INDEX_NAME, doc_id: str = DOC_ID) -> dict[str, str]:
     """Delete one document from every store (committed when this returns)."""
     collection = request.app.state.engine.get(name)
@@ -628,7 +645,7 @@ def list_events(request: Request, name: str = INDEX_NAME,
                      next_after=events[-1].event_key if more and events else None)
 
 
-@router.get("/indexes/{name}/events/{event_id:path}", tags=["events"], response_model=EventOut,
+@router.get("/indexes/{name}/events/{event_id:anyid}", tags=["events"], response_model=EventOut,
             response_model_by_alias=True, dependencies=READ)
 def get_event(request: Request, name: str = INDEX_NAME, event_id: str = EVENT_ID) -> EventOut:
     """One event by id (percent-encoded in the path)."""
@@ -639,7 +656,7 @@ def get_event(request: Request, name: str = INDEX_NAME, event_id: str = EVENT_ID
     return _event_model(event)
 
 
-@router.delete("/indexes/{name}/events/{event_id:path}", tags=["events"], dependencies=WRITE)
+@router.delete("/indexes/{name}/events/{event_id:anyid}", tags=["events"], dependencies=WRITE)
 async def delete_event(request: Request, name: str = INDEX_NAME, event_id: str = EVENT_ID) -> dict[str, str]:
     """Delete one event (committed when this returns)."""
     collection = request.app.state.engine.get(name)

@@ -241,6 +241,31 @@ def test_any_id_is_fetchable_and_deletable_over_rest(engine):
         assert too_many.status_code == 422 and too_many.json()["error"]["details"][0]["field"] == "ids"
 
 
+#: Ids with line breaks: Starlette's ``path`` parameter (``.*``) stopped at a decoded newline, so such a document
+#: was accepted and then answered 404 to its own GET and DELETE (found by test_values_property on 2026-12-06).
+BREAK_IDS = ["line\nbreak", "two\n\nbreaks", "crlf\r\nend"]
+
+
+def test_an_id_with_a_line_break_is_fetchable_and_deletable_over_rest(engine):
+    with _client(engine) as c:
+        assert c.post("/v1/indexes", json={"name": "breaks"}).status_code == 201
+        docs = [{"_id": i, "text": f"document {n}"} for n, i in enumerate(BREAK_IDS)]
+        wait_done(c, c.post("/v1/indexes/breaks/documents", json={"documents": docs}).json()["job_id"])
+        for doc_id in BREAK_IDS:
+            got = c.get(f"/v1/indexes/breaks/documents/{quote(doc_id, safe='')}")
+            assert got.status_code == 200 and got.json()["_id"] == doc_id, (doc_id, got.text)
+        gone = c.delete(f"/v1/indexes/breaks/documents/{quote(BREAK_IDS[0], safe='')}")
+        assert gone.status_code == 200 and gone.json() == {"deleted": BREAK_IDS[0]}, gone.text
+        assert c.get(f"/v1/indexes/breaks/documents/{quote(BREAK_IDS[0], safe='')}").status_code == 404
+        events = [{"_id": i, "title": "a volcano erupts", "timestamp": "2024-01-01T00:00:00Z"} for i in BREAK_IDS]
+        assert c.post("/v1/indexes/breaks/events", json={"events": events}).status_code == 200
+        for event_id in BREAK_IDS:
+            got = c.get(f"/v1/indexes/breaks/events/{quote(event_id, safe='')}")
+            assert got.status_code == 200 and got.json()["_id"] == event_id, (event_id, got.text)
+        assert c.delete(f"/v1/indexes/breaks/events/{quote(BREAK_IDS[2], safe='')}").status_code == 200
+        assert c.get(f"/v1/indexes/breaks/events/{quote(BREAK_IDS[2], safe='')}").status_code == 404
+
+
 def test_a_large_batch_is_parsed_off_the_event_loop(engine, tiny, monkeypatch):
     import asyncio
 
