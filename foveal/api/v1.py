@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Path as PathParam, Query, Request, Respo
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
-from starlette.convertors import Convertor, register_url_convertor
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from foveal.api.auth import allowed_indexes, check_index, require
 from foveal.config import IndexConfig
@@ -69,18 +69,12 @@ class OffLoopJSONRoute(APIRoute):
         return parse_off_loop
 
 
-class _AnyIdConvertor(Convertor[str]):
+class _AnyIdConvertor(PathConvertor):
     """A path parameter that is the rest of the path, whatever it holds: Starlette's ``path`` matches with ``.*``,
     which stops at a newline, so a document accepted with ``\n`` in its id (``%0A`` in the URL) answered 404 to
     its own GET and DELETE."""
 
     regex = "(?s:.*)"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
 
 
 register_url_convertor("anyid", _AnyIdConvertor())

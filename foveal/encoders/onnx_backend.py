@@ -194,14 +194,20 @@ def model_layers(model) -> int:
         return 0
 
 
-def ffn_output_nodes(graph_model) -> list[str]:
-    """Every layer's feed-forward output projection (a MatMul named like ``_FFN_OUTPUT``), in layer order."""
+def _ffn_outputs(graph_model) -> list[tuple[int, str]]:
+    """``(layer, name)`` of every layer's feed-forward output projection (a MatMul named like ``_FFN_OUTPUT``),
+    in layer order."""
     found = []
     for node in graph_model.graph.node:
         match = _FFN_OUTPUT.search(node.name) if node.op_type == "MatMul" else None
         if match:
             found.append((int(match.group(1)), node.name))
-    return [name for _, name in sorted(found)]
+    return sorted(found)
+
+
+def ffn_output_nodes(graph_model) -> list[str]:
+    """Every layer's feed-forward output projection, in layer order."""
+    return [name for _, name in _ffn_outputs(graph_model)]
 
 
 def fp32_nodes(graph_model, layers: int) -> list[str]:
@@ -209,7 +215,7 @@ def fp32_nodes(graph_model, layers: int) -> list[str]:
     ``ceil(2 * layers / 3)`` layers (4 of all-MiniLM-L6-v2's 6). A graph without such names keeps none (then
     ``mixed`` is plain ``int8``)."""
     first = -(-2 * layers // 3)
-    return [name for name in ffn_output_nodes(graph_model) if int(_FFN_OUTPUT.search(name).group(1)) < first]
+    return [name for layer, name in _ffn_outputs(graph_model) if layer < first]
 
 
 def cache_limits() -> tuple[int, int]:
