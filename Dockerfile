@@ -34,11 +34,12 @@ WORKDIR /app
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 
 COPY pyproject.toml README.md ./
+COPY constraints.txt ./
 COPY deploy/requirements.py ./deploy/requirements.py
 COPY foveal ./foveal
 COPY samples ./samples
 RUN python deploy/requirements.py --faiss "${FAISS_PACKAGE}" --extras "${FOVEAL_EXTRAS}" > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt && pip install --no-deps . \
+ && pip install -c constraints.txt -r /tmp/requirements.txt && pip install --no-deps . \
  && python -c "import foveal, faiss, tantivy, elasticsearch, celery" \
  && if [ "${FAISS_PACKAGE#faiss-gpu}" != "${FAISS_PACKAGE}" ]; then \
       python -c "import faiss; assert hasattr(faiss, 'StandardGpuResources'), 'faiss has no GPU symbols'"; fi

@@ -15,9 +15,10 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # torch first and alone: pip then takes the CPU build of the pinned version from this machine's disk.
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+# constraints.txt pins what the direct dependencies pull in, so a fresh clone resolves the same tree.
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
 setup: $(VENV)/.installed
