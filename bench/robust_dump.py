@@ -7,7 +7,10 @@ Reads the base indexes (default config) read-only. Per judged query it stores th
 bm25 after RM3 (fb_docs 10, fb_terms 10, original weight 0.5 and 0.7), dense after Rocchio (beta 0.5 and 0.25 over the
 best passages of the first 5 dense documents; as the pipeline runs it by default, the moved vector rescoring the first
 dense round's 400 passages, and as ``rocchio*_search``, a second search over the whole index); each as
-[[doc_id, score], ...], plus the encoder backend. SciFact also
+[[doc_id, score], ...], plus the encoder backend; for the default's pair (bm25, rocchio_025) also the score completion
+(``complete``: BM25 of the documents only the dense list holds, the moved vector's best-passage cosine of those only
+BM25 holds) and every candidate's best passage (``best``), whose vectors go to <collection>-passages.npz (score
+regularization). SciFact also
 gets a ``rerank-dev`` split: the train queries `foveal train rerank` holds out (for bench/robust_rerank.py). Output:
 bench/out/robust/<collection>.json (git-ignored).
 
@@ -21,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+
+import numpy as np
 import sys
 import time
 from pathlib import Path
@@ -32,9 +37,10 @@ from common import DATA as DATA_ROOT  # noqa: E402
 
 from foveal.engine import Engine  # noqa: E402
 from foveal.evaluation import read_qrels, read_queries  # noqa: E402
-from foveal.index.base import LexicalDocument, passage_id  # noqa: E402
+from foveal.index.base import LexicalDocument, doc_key_of, passage_id, passage_ordinal  # noqa: E402
 from foveal.index.tantivy_index import TantivyLexicalIndex  # noqa: E402
 from foveal.pipeline.feedback import rm3, rocchio  # noqa: E402
+from foveal.pipeline.fusion import completion_keys  # noqa: E402
 from foveal.pipeline.search import PASSAGES_PER_DOCUMENT  # noqa: E402
 from foveal.rerank.train import held_out_split  # noqa: E402
 
@@ -44,6 +50,8 @@ DEPTH = 100
 TRAIN_LIMIT = 300
 RM3_SETTINGS = {"rm3": (10, 10, 0.5), "rm3_07": (10, 10, 0.7)}  # fb_docs, fb_terms, original weight
 ROCCHIO_SETTINGS = {"rocchio": (5, 0.5), "rocchio_025": (5, 0.25)}  # fb_docs, beta
+#: The lists the default fuses (BM25, dense after Rocchio): the pair completed, and whose best passages are kept.
+COMPLETED = ("bm25", "rocchio_025")
 
 
 def first_sentence_removed(text: str) -> str:
@@ -79,6 +87,7 @@ def dump(engine: Engine, name: str, out: Path) -> None:
         lexical.commit()
         weak_text = {d.doc_key: d.text for d in docs}
     queries = read_queries(folder / "queries.jsonl")
+    passages: set[int] = set()
     result = {"collection": name, "encoder": collection.config.encoder.model_dump(mode="json"), "splits": {}}
     for split in splits_of(name):
         qrels = read_qrels(folder / "qrels" / f"{'train' if split == 'rerank-dev' else split}.tsv")
@@ -125,13 +134,32 @@ def dump(engine: Engine, name: str, out: Path) -> None:
                 # as the pipeline does by default (rocchio.rescore): the first round's passages scored by the
                 # moved vector; and, under ``<label>_search``, the second search over the whole index it replaced
                 rescored = searcher._rescored(moved, vector, first, collection.config.fusion.rocchio, {})
-                lists[label], _ = searcher._dense(moved, DEPTH, first=rescored)
+                lists[label], best_of = searcher._dense(moved, DEPTH, first=rescored)
                 lists[f"{label}_search"], _ = searcher._dense(moved, DEPTH)
+                if label == COMPLETED[1]:
+                    moved_default, best_default = moved, dict(best_of)
             per_query[qid] = {label: [[id_of[k], round(float(s), 6)] for k, s in ranked] for label, ranked in lists.items()}
+            # score completion of the default's pair as the pipeline does it (SearchPipeline._complete, with this
+            # unit's BM25), and each candidate's best passage, for score regularization
+            pair = {"bm25": lists[COMPLETED[0]], "dense": lists[COMPLETED[1]]}
+            lacking = completion_keys(pair, DEPTH)
+            found = dict(lexical.search(queries[qid], len(lacking["bm25"]), allowed=lacking["bm25"])) if lacking["bm25"] else {}
+            dense_scores, dense_best = searcher._best_passages(lacking["dense"], moved_default) if lacking["dense"] else ({}, {})
+            best_default.update(dense_best)
+            per_query[qid]["complete"] = {
+                "bm25": [[id_of[k], round(float(found.get(k, 0.0)), 6)] for k in lacking["bm25"]],
+                "dense": [[id_of[k], round(float(s), 6)] for k, s in dense_scores.items()]}
+            per_query[qid]["best"] = [[id_of[k], int(o)] for k, o in best_default.items()]
+            passages.update(passage_id(k, o) for k, o in best_default.items())
         ms = 1000 * (time.perf_counter() - t0) / max(1, len(ids))
         result["splits"][split] = {"queries": per_query, "ms_per_query": ms}
         print(f"{name} {split}: {len(ids)} queries, {ms:.1f} ms/query", file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
+    # the best passages' vectors (as the index holds them), for score regularization in bench/robust.py
+    pids = np.array(sorted(passages), dtype=np.int64)
+    vectors, held = collection.vectors.vectors(pids)
+    keys = [f"{id_of[doc_key_of(p)]}\t{passage_ordinal(p)}" for p in pids[held].tolist()]
+    np.savez(out / f"{name}-passages.npz", ids=np.array(keys), vectors=vectors[held])
     (out / f"{name}.json").write_text(json.dumps(result))
 
 

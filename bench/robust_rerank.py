@@ -5,8 +5,9 @@ chosen leave-one-collection-out (issue 15). One table; the figures in docs/robus
     PYTHONPATH=. .venv/bin/python bench/robust_rerank.py --model bench/out/rerank/model
     PYTHONPATH=. .venv/bin/python bench/robust_rerank.py --model bench/out/rerank/model --save   # write the choice
 
-The first stage is the shipped default fusion (z-score over bm25 and dense after Rocchio), applied with
-foveal.pipeline.fusion to the lists bench/robust_dump.py cached. The model (from `foveal train rerank` on SciFact
+The first stage is the shipped default fusion (z-score over bm25 and dense after Rocchio, with score completion and
+score regularization: bench/robust.py's SHIPPED), applied with foveal.pipeline.fusion to the lists
+bench/robust_dump.py cached. The model (from `foveal train rerank` on SciFact
 train) scores the first --window candidates of every query: title and QUITE summary, as the stage does; the scores
 are cached under bench/out/robust. The reranked order is computed with the stage's own functions
 (foveal.rerank.combine): ``(1 - a) * minmax(first stage) + a * pyramid`` over the window, and a query whose best
@@ -33,19 +34,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from common import commit  # noqa: E402
-from robust import CACHE, DATA, as_lists, bootstrap, ndcg10  # noqa: E402
+from robust import CACHE, DATA, SHIPPED, attach_vectors, bootstrap, fused_of, ndcg10  # noqa: E402
 
-from foveal.config import FusionConfig  # noqa: E402
 from foveal.evaluation import read_qrels, read_queries  # noqa: E402
-from foveal.pipeline.fusion import fuse  # noqa: E402
 from foveal.rerank.combine import combine, confidence, gate_open, minmax  # noqa: E402
 
 DEV = ["adi", "time", "cranfield", "cacm", "lisa", "cranfield-weak", "scifact-rerank-dev"]
 REPORT = ["adi", "time", "cranfield", "cacm", "lisa", "cranfield-weak", "scifact-test"]
 SIBLINGS = {"cranfield": {"cranfield-weak"}, "cranfield-weak": {"cranfield"},
             "scifact-test": {"scifact-rerank-dev"}, "scifact-rerank-dev": {"scifact-test"}}
-#: The shipped default first stage (docs/robust.md): z-score fusion of bm25 and dense after Rocchio (beta 0.25).
-FIRST_STAGE = FusionConfig(method="linear", normalization="zscore")
 ALPHAS = [round(a / 20, 2) for a in range(21)]
 MAX_DROP = 0.005
 
@@ -71,9 +68,11 @@ def first_stage(unit: str):
         return None
     qrels = read_qrels(DATA / stem.removesuffix("-weak") / "qrels" / f"{qsplit}.tsv")
     runs = {}
-    for qid, per in cached["splits"][split]["queries"].items():
+    queries = cached["splits"][split]["queries"]
+    attach_vectors(queries, stem)
+    for qid, per in queries.items():
         if any(r > 0 for r in qrels.get(qid, {}).values()):
-            runs[qid] = fuse(as_lists(per, "bm25", "rocchio_025"), FIRST_STAGE)[:100]
+            runs[qid] = fused_of(per, SHIPPED)[:100]
     return runs, qrels
 
 
@@ -261,7 +260,7 @@ def main() -> None:
         return
 
     print(f"model: {model.name} (Pyramid-ERNIE, trained on SciFact train; weights fitted by training {own}), "
-          f"window {args.window}, first stage zscore@bm25+rocchio_025; encoder all-MiniLM-L6-v2 (torch), "
+          f"window {args.window}, first stage {SHIPPED}; encoder all-MiniLM-L6-v2 (torch), "
           f"commit {commit()}\n")
     print_table(units, own.get("pyramid", 0.5), "+ rerank, training's weights, no gate")
     gate_text = "none" if gate_all is None else f"{gate_all:.3f}"

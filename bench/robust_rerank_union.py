@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from common import commit  # noqa: E402
 from robust import DATA  # noqa: E402
+from robust import SHIPPED  # noqa: E402
 from robust_rerank import DEV, REPORT, Unit, first_stage, print_table, score_unit  # noqa: E402
 
 from foveal.evaluation import read_qrels, read_queries  # noqa: E402
@@ -132,7 +133,7 @@ def table(args) -> None:
     units = load_units(args.window)
     print(f"models: Pyramid-ERNIE trained on the union of the development judgments, one per left-out collection "
           f"(bench/out/rerank-union: {', '.join(sorted({MODEL_OF[u] for u in units}))}), window {args.window}, "
-          f"first stage zscore@bm25+rocchio_025; encoder all-MiniLM-L6-v2 (torch), commit {commit()}\n")
+          f"first stage {SHIPPED}; encoder all-MiniLM-L6-v2 (torch), commit {commit()}\n")
     print_table(units, 0.5, "+ rerank a = 0.5, no gate", scored_by=MODEL_OF)
     print("\nEach unit is scored by the model that never saw it; its a and gate come from the other units (siblings "
           "left out), scored by their own models, which were trained with the reported collection's judgments.")

@@ -209,6 +209,24 @@ class RocchioConfig(_Strict):
     rescore: bool = True
 
 
+class RegularizeConfig(_Strict):
+    """Score regularization after fusion (Diaz, "Regularizing ad hoc retrieval scores", CIKM 2005): each of the
+    fused top ``depth`` documents moves towards its ``neighbours`` most similar documents among them (cosine of
+    their best passages' vectors): ``(1 - weight) * z + weight * mean z of the neighbours``, z the fused score
+    standardised over the top ``depth``. On by default for hybrid requests (docs/robust.md)."""
+
+    enabled: bool = True
+    weight: float = Field(default=0.3, ge=0.0, le=1.0)
+    depth: int = Field(default=50, ge=2, le=1000)
+    neighbours: int = Field(default=3, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _neighbours_fit(self) -> "RegularizeConfig":
+        if self.neighbours >= self.depth:
+            raise ValueError(f"regularize.neighbours ({self.neighbours}) must be below regularize.depth ({self.depth})")
+        return self
+
+
 #: The per-query signals adaptive fusion weighs (foveal.pipeline.fusion.adaptive_signals says what each is).
 ADAPTIVE_SIGNALS = ("bias", "endorsement", "overlap", "bm25_drop", "dense_drop")
 
@@ -216,8 +234,10 @@ ADAPTIVE_SIGNALS = ("bias", "endorsement", "overlap", "bm25_drop", "dense_drop")
 class FusionConfig(_Strict):
     """How the BM25 and dense lists are fused. The default (issue 15, docs/robust.md): linear fusion of z-scored
     lists, the dense list after Rocchio feedback (5 documents, beta 0.25), chosen leave-one-collection-out on the
-    development collections (bench/robust.py). The old default, linear min-max without feedback, is
-    ``{"normalization": "minmax", "rocchio": {"enabled": false}}``; RRF and ``adaptive`` are one setting away."""
+    development collections (bench/robust.py), with score completion and score regularization (bench/robust.py
+    again). The old default, linear min-max without feedback, is ``{"normalization": "minmax", "rocchio":
+    {"enabled": false}, "complete": false, "regularize": {"enabled": false}}``; RRF and ``adaptive`` are one
+    setting away."""
 
     method: FusionMethod = FusionMethod.linear
     #: RRF's rank constant.
@@ -235,6 +255,14 @@ class FusionConfig(_Strict):
     #: ``query_info.stages.rm3`` / ``.rocchio``. Part of the fusion settings so a request can switch it.
     rm3: RM3Config = Field(default_factory=RM3Config)
     rocchio: RocchioConfig = Field(default_factory=RocchioConfig)
+    #: Score completion (linear and adaptive fusion): each retriever also scores the candidates only the other one
+    #: found in its window (BM25 restricted to them; the best passage's cosine for the dense side), so both lists
+    #: are normalized over the same candidate set, as Vespa ranks every candidate on every feature. Evidence in
+    #: ``query_info.stages.completion``. False: a missing score is the list's floor.
+    complete: bool = True
+    #: Score regularization of the fused top (hybrid requests, linear and adaptive fusion), evidence in
+    #: ``query_info.stages.regularize``.
+    regularize: RegularizeConfig = Field(default_factory=RegularizeConfig)
 
     @field_validator("coefficients")
     @classmethod

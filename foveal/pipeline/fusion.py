@@ -16,6 +16,18 @@ rank and score it had in each list, so hits can show where they came from.
   query-drift estimation", TOIS 2012) and of per-query fusion weights learned across collections; the signals are
   our own choice, measured in docs/robust.md.
 
+Two stages around linear fusion, both on by default for hybrid requests (issue 15, docs/robust.md):
+
+* **Score completion** (``completed`` of :func:`linear_fusion`; the keys from :func:`completion_keys`): each
+  retriever also scores the candidates only the other one returned within its window, so both lists are
+  normalized over the same candidate set and no candidate is scored by a floor standing in for a score the
+  retriever would give it (Vespa ranks every candidate with every rank feature the same way; a fusion of
+  truncated lists cannot). The pipeline computes the scores (BM25 restricted to those documents; the dense
+  vector's best passage).
+* **Score regularization** (:func:`regularize`; Diaz, "Regularizing ad hoc retrieval scores", CIKM 2005): the fused
+  head is smoothed over its documents' nearest neighbours among themselves, so a document close to other
+  high-scoring documents rises (the cluster hypothesis).
+
 The fusion ``window`` bounds what *scores*, not what is *returned*: only the first ``window`` entries of each list
 contribute (and fix the normalization), while every key of every list is returned. Keys seen only below the window
 get the floor score and follow, ordered by the best rank they had in any list. That makes the fused order
@@ -35,6 +47,8 @@ from __future__ import annotations
 
 import math
 from typing import Hashable, Mapping, Sequence
+
+import numpy as np
 
 from foveal.config import ADAPTIVE_SIGNALS, FusionConfig, FusionMethod, Normalization
 
@@ -86,11 +100,18 @@ def linear_fusion(
     normalization: Normalization = Normalization.minmax,
     weights: Mapping[str, float] | None = None,
     window: int | None = None,
+    completed: Mapping[str, Mapping[Hashable, float]] | None = None,
 ) -> list[tuple[Hashable, float]]:
+    """``completed``: per list, the scores that retriever gives the keys it lacks within its window (score
+    completion, :func:`completion_keys`); they are normalized together with the list, so every list is
+    normalized over the same candidates. A key still lacking a score gets the list's floor."""
     normalized: dict[str, dict[Hashable, float]] = {}
     floors: dict[str, float] = {}
     for name, ranked in lists.items():
-        ranked = ranked[:window] if window else ranked
+        ranked = list(ranked[:window] if window else ranked)
+        extra = (completed or {}).get(name)
+        if extra:
+            ranked += [(key, score) for key, score in extra.items()]
         values = normalize_scores([s for _, s in ranked], normalization)
         normalized[name] = {key: v for (key, _), v in zip(ranked, values)}
         floors[name] = min(values) if (values and normalization == Normalization.zscore) else 0.0
@@ -165,20 +186,76 @@ def adaptive_weights(
     return {"bm25": total - dense, "dense": dense}, signals
 
 
-def fuse_explained(lists: RankedLists, config: FusionConfig) -> tuple[list[tuple[Hashable, float]], dict]:
-    """:func:`fuse`, plus what it decided for this query (``adaptive``: the weights and the signals)."""
+def fuse_explained(lists: RankedLists, config: FusionConfig,
+                   completed: Mapping[str, Mapping[Hashable, float]] | None = None,
+                   ) -> tuple[list[tuple[Hashable, float]], dict]:
+    """:func:`fuse`, plus what it decided for this query (``adaptive``: the weights and the signals).
+    ``completed``: the score completion of linear and adaptive fusion (RRF fuses ranks and ignores it)."""
     if config.method == FusionMethod.rrf:
         return reciprocal_rank_fusion(lists, config.rank_constant, config.weights, config.window), {}
     if config.method == FusionMethod.adaptive:
         weights, signals = adaptive_weights(lists, config)
         info = {"weights": {k: round(v, 6) for k, v in weights.items()},
                 "signals": {k: round(v, 6) for k, v in signals.items() if k != "bias"}}
-        return linear_fusion(lists, config.normalization, weights, config.window), info
-    return linear_fusion(lists, config.normalization, config.weights, config.window), {}
+        return linear_fusion(lists, config.normalization, weights, config.window, completed), info
+    return linear_fusion(lists, config.normalization, config.weights, config.window, completed), {}
 
 
-def fuse(lists: RankedLists, config: FusionConfig) -> list[tuple[Hashable, float]]:
-    return fuse_explained(lists, config)[0]
+def fuse(lists: RankedLists, config: FusionConfig,
+         completed: Mapping[str, Mapping[Hashable, float]] | None = None) -> list[tuple[Hashable, float]]:
+    return fuse_explained(lists, config, completed)[0]
+
+
+def completion_keys(lists: RankedLists, window: int | None = None) -> dict[str, list[Hashable]]:
+    """Per list, the keys the other lists hold within their first ``window`` entries and it does not (what score
+    completion asks each retriever to score), in first-seen order. Only the windows count, so the answer does not
+    depend on how deep the lists were fetched."""
+    heads = {name: [key for key, _ in (ranked[:window] if window else ranked)] for name, ranked in lists.items()}
+    union = list(dict.fromkeys(key for head in heads.values() for key in head))
+    return {name: [key for key in union if key not in set(head)] for name, head in heads.items()}
+
+
+def regularize(
+    fused: Sequence[tuple[Hashable, float]],
+    vectors: Mapping[Hashable, Sequence[float]],
+    weight: float,
+    depth: int,
+    neighbours: int,
+) -> tuple[list[tuple[Hashable, float]], int]:
+    """Score regularization (Diaz, "Regularizing ad hoc retrieval scores", CIKM 2005) of the first ``depth``
+    entries of ``fused`` (best first): with z the score standardised over them, each becomes ``(1 - weight) * z +
+    weight * mean z of its neighbours``, its ``neighbours`` nearest among them by the cosine of ``vectors`` (unit
+    length, by key). A key without a vector keeps its z and is nobody's neighbour. The regularized head is mapped
+    back to the fused scale (``mean + std * z'``) and reordered; the rest keep their order below it, shifted down
+    by the least that keeps the scores monotone. Returns (the list, how many head keys changed rank); with weight 0,
+    fewer than ``neighbours + 2`` vectors, or all head scores equal, ``fused`` unchanged."""
+    fused = list(fused)
+    head = fused[:depth]
+    with_vectors = [i for i, (key, _) in enumerate(head) if key in vectors]
+    if weight <= 0 or len(with_vectors) < neighbours + 2:
+        return fused, 0
+    scores = np.array([s for _, s in head], dtype=np.float64)
+    mean, std = float(scores.mean()), float(scores.std())
+    if std == 0:
+        return fused, 0
+    z = (scores - mean) / std
+    matrix = np.stack([np.asarray(vectors[head[i][0]], dtype=np.float32) for i in with_vectors])
+    sims = matrix @ matrix.T
+    np.fill_diagonal(sims, -np.inf)
+    nearest = np.argpartition(-sims, neighbours - 1, axis=1)[:, :neighbours]
+    smoothed = z.copy()
+    rows = np.asarray(with_vectors)
+    smoothed[rows] = (1.0 - weight) * z[rows] + weight * z[rows[nearest]].mean(axis=1)
+    order = np.argsort(-smoothed, kind="stable")
+    new_head = [(head[i][0], mean + std * float(smoothed[i])) for i in order]
+    moved = int(np.count_nonzero(order != np.arange(len(head))))
+    tail = fused[depth:]
+    if tail:
+        shift = max(0.0, tail[0][1] - new_head[-1][1])
+        if shift > 0:
+            shift += max(abs(tail[0][1]), 1.0) * 1e-9
+            tail = [(key, score - shift) for key, score in tail]
+    return new_head + tail, moved
 
 
 def _sorted(fused: dict[Hashable, float], lists: RankedLists, floor: float) -> list[tuple[Hashable, float]]:

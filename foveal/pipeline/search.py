@@ -32,13 +32,13 @@ from typing import Sequence
 
 import numpy as np
 
-from foveal.config import FusionConfig, Pipeline
+from foveal.config import FusionConfig, FusionMethod, Pipeline
 from foveal.encoders.base import QueryStage, QueryTokens
 from foveal.index.base import MAX_PASSAGES, PASSAGE_BITS, sorted_unique
 from foveal.index.collection import Collection
 from foveal.pipeline.batcher import MicroBatcher
 from foveal.pipeline.feedback import rm3, rocchio, weights_summary
-from foveal.pipeline.fusion import collect_sources, fuse_explained
+from foveal.pipeline.fusion import collect_sources, completion_keys, fuse_explained, regularize
 from foveal.pipeline.timing import StageTimes, record
 from foveal.pipeline.request import Hit, PassageInfo, SearchRequest, SearchResponse
 from foveal.documents import format_timestamp, vector_problem
@@ -475,6 +475,8 @@ class SearchPipeline:
         query_info: dict = prepared.query_info
         lists: dict[str, list[tuple[int, float]]] = {}
         best_passage: dict[int, int] = {}
+        bm25_weights = None  # the RM3-rewritten query, when RM3 ran
+        dense_vector = vector  # the vector that ranked the dense list (Rocchio's, when it moved)
         if request.pipeline in (Pipeline.bm25, Pipeline.hybrid):
             with times.stage("retrieve_bm25"):  # (searched beside the encoder: the wait for it)
                 if prepared.lexical is not None:
@@ -483,8 +485,8 @@ class SearchPipeline:
                     lists["bm25"] = self._lexical(request.query, window, allowed, within=prepared.within)
             if fusion.rm3.enabled and request.pipeline == Pipeline.hybrid:
                 with times.stage("rm3"):
-                    lists["bm25"], evidence = self._rm3(request.query, lists["bm25"], window, allowed, fusion.rm3,
-                                                        within=prepared.within)
+                    lists["bm25"], evidence, bm25_weights = self._rm3(
+                        request.query, lists["bm25"], window, allowed, fusion.rm3, within=prepared.within)
                 query_info.setdefault("stages", {})["rm3"] = evidence
         if request.pipeline in (Pipeline.dense, Pipeline.hybrid):
             if prepared.dense is not None:  # searched with the batch
@@ -505,16 +507,32 @@ class SearchPipeline:
                         lists["dense"], best_passage = self._dense(
                             moved, window, allowed, dense_filter=prepared.dense_filter, available=prepared.available,
                             first=moved_first)
+                        dense_vector = moved
                 query_info.setdefault("stages", {})["rocchio"] = evidence
 
-        fuse_started = time.perf_counter()
         if request.pipeline == Pipeline.hybrid:
-            fused, fusion_info = fuse_explained(lists, fusion)
+            completed = None
+            # the dense vector's best passage of every scored document: the dense list's, and those completion and
+            # regularization find for the others (the hits keep showing the dense list's, or a lexical choice)
+            scored_passage = dict(best_passage)
+            if fusion.complete and fusion.method != FusionMethod.rrf:
+                with times.stage("complete"):
+                    completed, evidence = self._complete(request.query, lists, fusion.window, dense_vector,
+                                                         bm25_weights, scored_passage)
+                query_info.setdefault("stages", {})["completion"] = evidence
+            fuse_started = time.perf_counter()
+            fused, fusion_info = fuse_explained(lists, fusion, completed)
+            times.add("fuse", time.perf_counter() - fuse_started)
+            if fusion.regularize.enabled and fusion.method != FusionMethod.rrf:
+                with times.stage("regularize"):
+                    fused, evidence = self._regularize(fused, fusion.regularize, scored_passage, dense_vector)
+                query_info.setdefault("stages", {})["regularize"] = evidence
             ranked = fused[:window]
             if fusion_info:  # adaptive: this query's weights and the signals they came from
                 query_info["adaptive_fusion"] = fusion_info
         else:
             ranked = next(iter(lists.values()))[:window]
+        fuse_started = time.perf_counter()
         sources = collect_sources(lists)
         candidates = []
         for key, score in ranked:
@@ -584,9 +602,83 @@ class SearchPipeline:
         weights = rm3(lexical.analyze(query), feedback, cfg.fb_terms, cfg.original_weight)
         evidence = {"feedback_docs": len(feedback), "terms": weights_summary(weights)}
         if not feedback or not hasattr(lexical, "search_weighted"):
-            return first, {**evidence, "applied": False}
+            return first, {**evidence, "applied": False}, None
         found = self._lexical(query, depth, allowed, weights, within=within) if weights else []
-        return found, {**evidence, "applied": True}
+        return found, {**evidence, "applied": True}, weights
+
+    def _complete(self, query: str, lists: dict, window: int, dense_vector: np.ndarray | None,
+                  term_weights: dict[str, float] | None, best_passage: dict[int, int]) -> tuple[dict, dict]:
+        """Score completion (``fusion.complete``): BM25 of the query (RM3's rewrite when it ran) restricted to the
+        documents only the dense window holds (0 for one no query term matches), and the dense vector's best
+        passage cosine for the documents only the BM25 window holds (their best passages join ``best_passage``,
+        the caller's copy).
+        Returns ({list: {doc_key: score}}, evidence)."""
+        lacking = completion_keys(lists, window)
+        completed: dict[str, dict[int, float]] = {}
+        want = lacking.get("bm25")
+        if want:
+            lexical = self.collection.lexical
+            if term_weights is not None:
+                found = lexical.search_weighted(term_weights, len(want), allowed=want) if term_weights else []
+            else:
+                found = lexical.search(query, len(want), allowed=want)
+            scores = dict(found)
+            completed["bm25"] = {key: float(scores.get(key, 0.0)) for key in want}
+        want = lacking.get("dense")
+        if want and dense_vector is not None:
+            scores, best = self._best_passages(want, dense_vector)
+            completed["dense"] = scores
+            best_passage.update(best)
+        return completed, {name: len(completed.get(name, ())) for name in lacking}
+
+    def _best_passages(self, doc_keys: Sequence[int], vector: np.ndarray) -> tuple[dict[int, float], dict[int, int]]:
+        """MaxP of ``vector`` over these documents' passages: ({doc_key: best cosine}, {doc_key: its ordinal}),
+        scored with the vectors the index holds (as its searches score them), else the stored ones."""
+        store = self.collection.store
+        pids = np.asarray(store.passage_ids_of(doc_keys), dtype=np.int64)
+        vectors_of = getattr(self.collection.vectors, "vectors", None)
+        held = None
+        if vectors_of is not None and pids.size:
+            stored, held = vectors_of(pids)
+        if held is None or not held.all():
+            pids, stored = store.vectors_of(doc_keys)
+            pids = np.asarray(pids, dtype=np.int64)
+        if not pids.size:
+            return {}, {}
+        sims = np.asarray(stored, dtype=np.float32) @ np.asarray(vector, dtype=np.float32)
+        docs = pids >> PASSAGE_BITS
+        order = np.lexsort((pids, -sims, docs))  # per document: best cosine first, then the lower ordinal
+        first = order[np.r_[True, docs[order][1:] != docs[order][:-1]]]
+        scores = {int(docs[i]): float(sims[i]) for i in first}
+        ordinals = {int(docs[i]): int(pids[i] & (MAX_PASSAGES - 1)) for i in first}
+        return scores, ordinals
+
+    def _regularize(self, fused: list[tuple[int, float]], cfg, best_passage: dict[int, int],
+                    dense_vector: np.ndarray | None) -> tuple[list[tuple[int, float]], dict]:
+        """Score regularization (``fusion.regularize``, :func:`foveal.pipeline.fusion.regularize`) of the fused
+        head, each document represented by its best passage for the dense vector."""
+        head = [key for key, _ in fused[: cfg.depth]]
+        missing = [key for key in head if key not in best_passage]
+        if missing and dense_vector is not None:
+            best_passage.update(self._best_passages(missing, dense_vector)[1])
+        keys = [key for key in head if key in best_passage]
+        pids = np.array([(key << PASSAGE_BITS) | best_passage[key] for key in keys], dtype=np.int64)
+        vectors_of = getattr(self.collection.vectors, "vectors", None)
+        held = None
+        if vectors_of is not None and pids.size:
+            stored, held = vectors_of(pids)
+        if held is None or not held.all():
+            found_pids, found = self.collection.store.vectors_of(keys)
+            row = {int(p): i for i, p in enumerate(np.asarray(found_pids).tolist())}
+            keep = [i for i, p in enumerate(pids.tolist()) if p in row]
+            keys = [keys[i] for i in keep]
+            stored = np.asarray(found, dtype=np.float32)[[row[int(pids[i])] for i in keep]] if keep else np.zeros((0, 1))
+        stored = np.asarray(stored, dtype=np.float32)
+        if len(stored):
+            stored = stored / np.maximum(np.linalg.norm(stored, axis=1, keepdims=True), 1e-12)
+        out, reordered = regularize(fused, dict(zip(keys, stored)), cfg.weight, cfg.depth, cfg.neighbours)
+        return out, {"depth": cfg.depth, "weight": cfg.weight, "neighbours": cfg.neighbours, "vectors": len(keys),
+                     "reordered": reordered}
 
     def _rocchio(self, vector: np.ndarray, dense: list[tuple[int, float]], best_passage: dict[int, int], cfg):
         """Rocchio (foveal.pipeline.feedback.rocchio) over the best passages of the first dense documents."""

@@ -24,7 +24,7 @@ def test_dense_finds_a_paraphrase_bm25_cannot(searcher):
 
 def test_hybrid_hits_carry_evidence(searcher):
     # the old default fusion, asked for by request (issue 15 made z-score + Rocchio the default; pinned below)
-    old = {"normalization": "minmax", "rocchio": {"enabled": False}}
+    old = {"normalization": "minmax", "rocchio": {"enabled": False}, "complete": False, "regularize": {"enabled": False}}
     hit = searcher.search(SearchRequest(query="moon ocean tides", k=1, fusion=old)).hits[0]
     assert hit.id == "tides"
     ev = hit.evidence
