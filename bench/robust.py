@@ -285,7 +285,7 @@ CANDIDATES = ["bm25", "dense", "rm3", "rm3_07", "rocchio", "rocchio_025", "minma
               "zscore@bm25+rocchio_025", "minmax@rm3_07+rocchio", "minmax@rm3+dense", "minmax@rm3_07+dense", "minmax@bm25+rocchio", "minmax@bm25+rocchio_025",
               "minmax@rm3_07+rocchio_025", "zscore@rm3_07+rocchio_025", "rrf@rm3_07+rocchio_025",
               "zscore+c@bm25+rocchio_025"] + [
-              f"zscore+c+r{w}/{d}/{n}@bm25+rocchio_025" for w, d, n in REGULARIZE_GRID]
+              f"zscore{c}+r{w}/{d}/{n}@bm25+rocchio_025" for c in ("+c", "") for w, d, n in REGULARIZE_GRID]
 
 
 def candidates_table(units) -> None:
@@ -299,8 +299,27 @@ def candidates_table(units) -> None:
             table[c][name] = per_query(run_of(queries, c), qrels)[0].mean()
     print("| candidate | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
+    grid = [c for c in CANDIDATES if c.startswith(("zscore+c+r", "zscore+r"))]
     for c in CANDIDATES:
-        print(f"| {c} | " + " | ".join(f"{table[c][n]:.4f}" for n in names) + " |")
+        if c not in grid:
+            print(f"| {c} | " + " | ".join(f"{table[c][n]:.4f}" for n in names) + " |")
+    previous = "zscore@bm25+rocchio_025"
+    dev = [n for n in DEV if n in names]
+    print(f"\nscore regularization's grid, {len(REGULARIZE_GRID)} settings (weight, depth, neighbours) with and without "
+          f"completion: each collection's lowest / highest nDCG@10 over the settings, and in how many it is above "
+          f"{previous} (the previous default); then the five best settings by mean Δ over the dev collections")
+    for completed in (True, False):
+        rows = [c for c in grid if c.startswith("zscore+c+") == completed]
+        print(f"\n| {'with' if completed else 'without'} completion | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        print("| lowest / highest | " + " | ".join(
+            f"{min(table[c][n] for c in rows):.4f} / {max(table[c][n] for c in rows):.4f}" for n in names) + " |")
+        print("| above the previous default | " + " | ".join(
+            f"{sum(table[c][n] > table[previous][n] for c in rows)}/{len(rows)}" for n in names) + " |")
+        ranked = sorted(rows, key=lambda c: -np.mean([table[c][n] - table[previous][n] for n in dev]))
+        for c in ranked[:5]:
+            delta = np.mean([table[c][n] - table[previous][n] for n in dev])
+            print(f"| {c} (mean Δ {delta:+.4f}) | " + " | ".join(f"{table[c][n]:.4f}" for n in names) + " |")
     print("\nleave-one-out fitted (each column from a fit without that collection and its sibling):")
     prepared = {n: Prepared(units[n][0], units[n][1]) for n in DEV if n in units}
     for label in ("adaptive (fitted)", "adaptive, bias only (a global weight)", "adaptive, endorsement only",
