@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from common import DATA  # noqa: E402
 
-from foveal.agents import AgentSettings, build_agent  # noqa: E402
+from foveal.agents import NODE_FUSION, AgentSettings, build_agent  # noqa: E402
 from foveal.engine import Engine  # noqa: E402
 from foveal.evaluation import read_queries  # noqa: E402
 from foveal.pipeline.ingest import ingest_file  # noqa: E402
@@ -60,6 +60,9 @@ def main() -> None:
                              "1-75 and reports on 76-150")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--select", type=int, default=4, help="passages each searcher node may cite")
+    parser.add_argument("--node-fusion", default=None,
+                        help="JSON: what the searcher nodes change in the index's fusion (default: the agent's own, "
+                             "regularization off; '{}': the index's fusion as it is)")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args()
 
@@ -79,8 +82,9 @@ def main() -> None:
         questions = questions[first - 1 : last]
     assert read_queries(folder / "queries.jsonl")  # the file is a BEIR queries file
     pipeline = engine.pipeline(args.index)
+    node_fusion = NODE_FUSION if args.node_fusion is None else json.loads(args.node_fusion)
     agent = build_agent(pipeline, planner="rule", select=args.select, settings=AgentSettings(concurrency=args.concurrency,
-                                                                         node_timeout=300))
+                                                                         node_timeout=300), node_fusion=node_fusion)
 
     agent_cited: dict[str, list[str]] = {}
     statuses: dict[str, int] = {}
@@ -116,7 +120,8 @@ def main() -> None:
             "mean_cited": sum(len(cited[q["_id"]]) for q in questions) / len(questions),
         })
     print(f"\n{len(questions)} questions; agent: {nodes / len(questions):.2f} searcher nodes per question, "
-          f"statuses {statuses}, {agent_s / len(questions):.2f} s per question\n")
+          f"statuses {statuses}, {agent_s / len(questions):.2f} s per question; node fusion changes "
+          f"{json.dumps(node_fusion)}\n")
     print("| method | both supporting paragraphs cited | answer string in cited passages | mean cited passages |")
     print("|---|---|---|---|")
     for row in rows:

@@ -22,7 +22,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 from foveal.agents.executor import Agent, AgentSettings, compose_answer
 from foveal.agents.graph import Node, NodeState, NodeType, Reference, SearchGraph
@@ -33,6 +33,7 @@ from foveal.agents.searchers import (
     ExtractiveWriter,
     LLMRewriter,
     LLMWriter,
+    NODE_FUSION,
     PipelineSearcher,
     RuleRewriter,
     Searcher,
@@ -48,13 +49,15 @@ def build_agent(
     settings: AgentSettings | None = None,
     llm: LLMConfig | None = None,
     select: int = 4,
+    node_fusion: Mapping[str, Any] | None = NODE_FUSION,
 ) -> Agent:
     """An agent over one index's search pipeline; ``searcher`` defaults to the planner's mode.
 
     The LLM modes read ``FOVEAL_LLM_URL`` / ``FOVEAL_LLM_MODEL`` / ``FOVEAL_LLM_API_KEY`` unless ``llm`` is given
     (a :class:`~foveal.errors.ConfigError` names what is missing). ``select``: passages each searcher node may
     cite (MindSearch selects at most 4); the rule planner spends the same budget of two nodes differently on a
-    question it does not split (:meth:`RulePlanner.for_budget`).
+    question it does not split (:meth:`RulePlanner.for_budget`). ``node_fusion``: what the searcher nodes change in
+    the index's fusion (:data:`~foveal.agents.searchers.NODE_FUSION`: regularization off; None or ``{}``: nothing).
     """
     searcher = searcher or planner
     client = None
@@ -62,9 +65,10 @@ def build_agent(
         client = ChatClient(llm or LLMConfig.from_env())
     chosen_planner: Planner = LLMPlanner(client) if planner == "llm" else RulePlanner.for_budget(select)
     if searcher == "llm":
-        chosen_searcher = PipelineSearcher(pipeline, LLMRewriter(client), LLMWriter(client), select=select)
+        chosen_searcher = PipelineSearcher(pipeline, LLMRewriter(client), LLMWriter(client), select=select,
+                                           fusion=node_fusion)
     else:
-        chosen_searcher = PipelineSearcher(pipeline, select=select)
+        chosen_searcher = PipelineSearcher(pipeline, select=select, fusion=node_fusion)
     agent = Agent(chosen_planner, chosen_searcher, settings)
     if client is not None:
         agent.resources.append(client)
@@ -73,7 +77,7 @@ def build_agent(
 
 __all__ = [
     "Agent", "AgentSettings", "ChatClient", "ExtractiveWriter", "LLMConfig", "LLMError", "LLMPlanner",
-    "LLMRewriter", "LLMWriter", "Node", "NodeState", "NodeType", "PipelineSearcher", "Plan", "PlanError", "Planner",
-    "Reference", "RulePlanner", "RuleRewriter", "SearchGraph", "Searcher", "build_agent", "compose_answer",
+    "LLMRewriter", "LLMWriter", "NODE_FUSION", "Node", "NodeState", "NodeType", "PipelineSearcher", "Plan",
+    "PlanError", "Planner", "Reference", "RulePlanner", "RuleRewriter", "SearchGraph", "Searcher", "build_agent", "compose_answer",
     "parse_plan",
 ]

@@ -25,14 +25,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from foveal.agents.graph import Reference
 from foveal.agents.llm import ChatClient
 from foveal.agents.text import clean_title, content_words, sentences
-from foveal.config import Pipeline
+from foveal.config import FusionConfig, Pipeline
 from foveal.pipeline.request import SearchRequest
 from foveal.pipeline.search import SearchPipeline
 
@@ -160,6 +160,23 @@ def keep_resolved_citations(answer: str, known: set[int]) -> str:
 
 
 # -- the searcher -------------------------------------------------------------------------------------------------
+#: What a searcher node changes in its index's fusion: score regularization off. Regularization lifts documents like
+#: the best ones, where a node of a multi-hop question needs the one that is not (the bridge paragraph); chosen on
+#: HotpotQA dev150 questions 1-75 against the index's fusion and the fusion of the previous default (docs/robust.md).
+NODE_FUSION: dict[str, Any] = {"regularize": {"enabled": False}}
+
+
+def merged_fusion(base: FusionConfig, changes: Mapping[str, Any] | None) -> FusionConfig | None:
+    """``base`` with ``changes`` (a partial fusion config; nested sections merge key by key); None when there are
+    none, so the request keeps its index's fusion."""
+    if not changes:
+        return None
+    merged = base.model_dump()
+    for key, value in changes.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, Mapping) and isinstance(merged.get(key), dict) else value
+    return FusionConfig.model_validate(merged)
+
+
 class PipelineSearcher:
     """Rewrite, search with foveal's pipeline, select, write: one sub-question's cited answer."""
 
@@ -173,8 +190,11 @@ class PipelineSearcher:
         per_query: int = 6,
         select: int = 4,
         candidates: int = 10,
+        fusion: Mapping[str, Any] | None = NODE_FUSION,
     ) -> None:
+        """``fusion``: what the node's searches change in the index's fusion (:data:`NODE_FUSION`; None: nothing)."""
         self.pipeline = pipeline
+        self.fusion = fusion
         self.rewriter = rewriter or RuleRewriter()
         self.writer = writer or ExtractiveWriter(
             lambda texts: pipeline.collection.encoder.encode_queries(texts).vectors, max_sentences=None)
@@ -191,8 +211,9 @@ class PipelineSearcher:
         queries = [q[:2000] for q in self.rewriter.rewrite(question, topic, history) if q.strip()] or [question][:1 if question.strip() else 0]
         if focus and focus.strip() and focus not in queries:
             queries.append(focus.strip())
-        requests = [SearchRequest(query=q, k=self.candidates + len(exclude), pipeline=self.search_pipeline)
-                    for q in queries]
+        fusion = merged_fusion(self.pipeline.collection.config.fusion, self.fusion)
+        requests = [SearchRequest(query=q, k=self.candidates + len(exclude), pipeline=self.search_pipeline,
+                                  fusion=fusion) for q in queries]
         # Deduplicate across queries: a document keeps its best rank (then its best score).
         best: dict[str, tuple[int, float, object]] = {}
         responses = self.pipeline.search_many(requests)

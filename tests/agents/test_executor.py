@@ -179,3 +179,27 @@ def test_a_bridge_node_cites_the_entitys_own_document_first(engine, tiny):
     assert [r.doc_id for r in result.references] == ["volcano"]
     assert titles_match("Alien (film)", "alien") and titles_match("I&quot;s", 'I"s')
     assert not titles_match("Alien (film)", "Aliens") and not titles_match(None, "x")
+
+
+def test_searcher_nodes_switch_regularization_off_and_keep_the_rest_of_the_index_fusion(engine, tiny):
+    """A node's searches change only what NODE_FUSION names in the index's fusion (chosen on HotpotQA dev150
+    questions 1-75, docs/robust.md); ``fusion=None`` leaves the index's fusion as it is."""
+    from foveal.agents.searchers import NODE_FUSION, PipelineSearcher, merged_fusion
+    from foveal.config import FusionConfig
+
+    pipeline = engine.pipeline("tiny")
+    seen = []
+    search_many = pipeline.search_many
+    pipeline.search_many = lambda requests: seen.extend(requests) or search_many(requests)
+    PipelineSearcher(pipeline).run("What rises in the loaf?", topic="x", history=[])
+    fusion = seen[-1].fusion
+    assert fusion is not None and fusion.regularize.enabled is False
+    index = pipeline.collection.config.fusion
+    assert fusion.model_dump(exclude={"regularize"}) == index.model_dump(exclude={"regularize"})
+    assert fusion.regularize.model_dump(exclude={"enabled"}) == index.regularize.model_dump(exclude={"enabled"})
+    PipelineSearcher(pipeline, fusion=None).run("What rises in the loaf?", topic="x", history=[])
+    assert seen[-1].fusion is None
+    custom = FusionConfig(method="rrf", regularize={"weight": 0.5})
+    merged = merged_fusion(custom, NODE_FUSION)
+    assert merged.method.value == "rrf" and merged.regularize.weight == 0.5 and not merged.regularize.enabled
+    assert merged_fusion(custom, {}) is None
