@@ -530,7 +530,8 @@ def main() -> None:
           f"reported unit ({', '.join(margins)})")
     print(f"\nshipped default (best mean nDCG@10 over all dev collections: {', '.join(dev)}): {shipped}")
     print("minmax = linear fusion of min-max scores (the old default); X@A+B = method X over lists A and B; rm3_07 = "
-          "RM3 (10 docs, 10 terms, original weight 0.7) on BM25; rocchio_025 = Rocchio (5 docs, beta 0.25) on dense.")
+          "RM3 (10 docs, 10 terms, original weight 0.7) on BM25; rocchio_025 = Rocchio (5 docs, beta 0.25) on dense. "
+          "+c = score completion; +rW/D/N = score regularization, weight W over the fused top D, N neighbours.")
     rescore_check(units)
     if rerank:
         print("with reranking: the new default, then the Pyramid reranker trained on SciFact train (bench/out/rerank/model, "

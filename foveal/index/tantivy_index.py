@@ -270,6 +270,21 @@ class TantivyLexicalIndex:
             compiled = tantivy.Query.boolean_query([(tantivy.Occur.Must, compiled), (tantivy.Occur.Must, restrict)])
         return self._hits(searcher, compiled, k)
 
+    def scores_of(self, query: str, doc_keys: Iterable[int],
+                  term_weights: Mapping[str, float] | None = None) -> dict[int, float]:
+        """BM25 of ``query`` (or of ``term_weights``) for these documents only, as :meth:`search` scores them; a
+        document no query term matches is left out. For score completion (a window's worth of documents): the
+        restriction is a disjunction of ``doc_key`` term queries, a posting of one document each, where a term-set
+        query's cost grows with the index (1.65 against 0.55 ms for 100 keys on 100,000 documents)."""
+        keys = sorted_unique(doc_keys)
+        compiled, _ = self.build_query(query, term_weights)
+        if compiled is None or not keys.size:
+            return {}
+        restrict = tantivy.Query.boost_query(tantivy.Query.boolean_query(
+            [(tantivy.Occur.Should, tantivy.Query.term_query(self.schema, "doc_key", int(k))) for k in keys]), 0.0)
+        both = tantivy.Query.boolean_query([(tantivy.Occur.Must, compiled), (tantivy.Occur.Must, restrict)])
+        return dict(self._hits(self.index.searcher(), both, int(keys.size)))
+
     @staticmethod
     def _hits(searcher, compiled, limit: int) -> list[tuple[int, float]]:
         hits = searcher.search(compiled, limit=limit).hits

@@ -212,7 +212,8 @@ def completion_keys(lists: RankedLists, window: int | None = None) -> dict[str, 
     depend on how deep the lists were fetched."""
     heads = {name: [key for key, _ in (ranked[:window] if window else ranked)] for name, ranked in lists.items()}
     union = list(dict.fromkeys(key for head in heads.values() for key in head))
-    return {name: [key for key in union if key not in set(head)] for name, head in heads.items()}
+    held = {name: set(head) for name, head in heads.items()}
+    return {name: [key for key in union if key not in held[name]] for name in heads}
 
 
 def regularize(

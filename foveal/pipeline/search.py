@@ -618,11 +618,14 @@ class SearchPipeline:
         want = lacking.get("bm25")
         if want:
             lexical = self.collection.lexical
-            if term_weights is not None:
-                found = lexical.search_weighted(term_weights, len(want), allowed=want) if term_weights else []
+            if term_weights is not None and not term_weights:
+                scores = {}
+            elif hasattr(lexical, "scores_of"):
+                scores = lexical.scores_of(query, want, term_weights)
+            elif term_weights is not None:
+                scores = dict(lexical.search_weighted(term_weights, len(want), allowed=want))
             else:
-                found = lexical.search(query, len(want), allowed=want)
-            scores = dict(found)
+                scores = dict(lexical.search(query, len(want), allowed=want))
             completed["bm25"] = {key: float(scores.get(key, 0.0)) for key in want}
         want = lacking.get("dense")
         if want and dense_vector is not None:

@@ -145,3 +145,18 @@ def test_hybrid_pages_are_slices_of_one_ranking_with_both_stages(searcher):
     for offset in (0, 2, 5):
         page = searcher.search(SearchRequest(query="science ocean moon bread", k=3, offset=offset)).hits
         assert [(h.id, round(h.score, 9)) for h in page] == [(h.id, round(h.score, 9)) for h in full[offset:offset + 3]]
+
+
+@pytest.mark.parametrize("query", ["moon ocean tides", "bread dough", "volcano lava science"])
+def test_tantivy_scores_of_equals_a_restricted_search(searcher, query):
+    """scores_of (score completion's BM25, a disjunction of doc_key terms) scores as search(allowed=...) does (a
+    term-set restriction), and leaves out what no query term matches."""
+    lexical = searcher.collection.lexical
+    keys = sorted(searcher.collection.store.filter_keys())
+    scores = lexical.scores_of(query, keys)
+    assert scores == pytest.approx(dict(lexical.search(query, len(keys), allowed=keys)))
+    assert 0 < len(scores) < len(keys)  # some documents match no term of the query, and are left out
+    some = keys[::2]
+    assert lexical.scores_of(query, some) == pytest.approx({k: v for k, v in scores.items() if k in set(some)})
+    weights = {t: 0.5 for t in lexical.analyze(query)}
+    assert lexical.scores_of("", keys, weights) == pytest.approx(dict(lexical.search_weighted(weights, len(keys), allowed=keys)))
