@@ -637,15 +637,7 @@ class SearchPipeline:
     def _best_passages(self, doc_keys: Sequence[int], vector: np.ndarray) -> tuple[dict[int, float], dict[int, int]]:
         """MaxP of ``vector`` over these documents' passages: ({doc_key: best cosine}, {doc_key: its ordinal}),
         scored with the vectors the index holds (as its searches score them), else the stored ones."""
-        store = self.collection.store
-        pids = np.asarray(store.passage_ids_of(doc_keys), dtype=np.int64)
-        vectors_of = getattr(self.collection.vectors, "vectors", None)
-        held = None
-        if vectors_of is not None and pids.size:
-            stored, held = vectors_of(pids)
-        if held is None or not held.all():
-            pids, stored = store.vectors_of(doc_keys)
-            pids = np.asarray(pids, dtype=np.int64)
+        pids, stored = self._passage_vectors(self.collection.store.passage_ids_of(doc_keys))
         if not pids.size:
             return {}, {}
         sims = np.asarray(stored, dtype=np.float32) @ np.asarray(vector, dtype=np.float32)
@@ -656,6 +648,21 @@ class SearchPipeline:
         ordinals = {int(docs[i]): int(pids[i] & (MAX_PASSAGES - 1)) for i in first}
         return scores, ordinals
 
+    def _passage_vectors(self, pids) -> tuple[np.ndarray, np.ndarray]:
+        """(the passage ids found, their vectors, float32): as the index holds them (as its searches score them)
+        when it holds them all, else as the store keeps them; an id neither has is left out."""
+        pids = np.asarray(pids, dtype=np.int64)
+        vectors_of = getattr(self.collection.vectors, "vectors", None)
+        if vectors_of is not None and pids.size:
+            stored, held = vectors_of(pids)
+            if held.all():
+                return pids, np.asarray(stored, dtype=np.float32)
+        found_pids, found = self.collection.store.vectors_of(sorted({int(p) >> PASSAGE_BITS for p in pids.tolist()}))
+        row = {int(p): i for i, p in enumerate(np.asarray(found_pids).tolist())}
+        keep = [i for i, p in enumerate(pids.tolist()) if p in row]
+        vectors = np.asarray(found, dtype=np.float32)[[row[int(pids[i])] for i in keep]] if keep else np.zeros((0, 1), np.float32)
+        return pids[keep], vectors
+
     def _regularize(self, fused: list[tuple[int, float]], cfg, best_passage: dict[int, int],
                     dense_vector: np.ndarray | None) -> tuple[list[tuple[int, float]], dict]:
         """Score regularization (``fusion.regularize``, :func:`foveal.pipeline.fusion.regularize`) of the fused
@@ -664,19 +671,9 @@ class SearchPipeline:
         missing = [key for key in head if key not in best_passage]
         if missing and dense_vector is not None:
             best_passage.update(self._best_passages(missing, dense_vector)[1])
-        keys = [key for key in head if key in best_passage]
-        pids = np.array([(key << PASSAGE_BITS) | best_passage[key] for key in keys], dtype=np.int64)
-        vectors_of = getattr(self.collection.vectors, "vectors", None)
-        held = None
-        if vectors_of is not None and pids.size:
-            stored, held = vectors_of(pids)
-        if held is None or not held.all():
-            found_pids, found = self.collection.store.vectors_of(keys)
-            row = {int(p): i for i, p in enumerate(np.asarray(found_pids).tolist())}
-            keep = [i for i, p in enumerate(pids.tolist()) if p in row]
-            keys = [keys[i] for i in keep]
-            stored = np.asarray(found, dtype=np.float32)[[row[int(pids[i])] for i in keep]] if keep else np.zeros((0, 1))
-        stored = np.asarray(stored, dtype=np.float32)
+        pids, stored = self._passage_vectors([(key << PASSAGE_BITS) | best_passage[key] for key in head
+                                              if key in best_passage])
+        keys = (pids >> PASSAGE_BITS).tolist()
         if len(stored):
             stored = stored / np.maximum(np.linalg.norm(stored, axis=1, keepdims=True), 1e-12)
         out, reordered = regularize(fused, dict(zip(keys, stored)), cfg.weight, cfg.depth, cfg.neighbours)
